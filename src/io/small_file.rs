@@ -1,0 +1,73 @@
+//! Whole-file reads and durable whole-file writes for small files (indexes, snapshots).
+//!
+//! These go through glommio's DMA files like the segments, so nothing on a shard blocks
+//! its executor on the page cache.
+
+use std::io;
+use std::path::Path;
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::dma_writer::align_up;
+
+/// Writes `data` to `path` (replacing it), truncates it to the exact length and syncs it.
+/// The write goes to `path.tmp` first and is renamed over `path`, so a crash leaves
+/// either the old file or the new one.
+pub async fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(match path.extension() {
+        Some(e) => format!("{}.tmp", e.to_string_lossy()),
+        None => "tmp".to_string(),
+    });
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(io::Error::from)?;
+    if !data.is_empty() {
+        let padded = align_up(data.len() as u64) as usize;
+        let mut buf = file.alloc_dma_buffer(padded);
+        let bytes = buf.as_bytes_mut();
+        bytes[..data.len()].copy_from_slice(data);
+        bytes[data.len()..].fill(0);
+        file.write_at(buf, 0).await.map_err(io::Error::from)?;
+    }
+    file.truncate(data.len() as u64)
+        .await
+        .map_err(io::Error::from)?;
+    file.fdatasync().await.map_err(io::Error::from)?;
+    file.close().await.map_err(io::Error::from)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Reads a whole file. `Ok(None)` when it does not exist.
+pub async fn read_all(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match DmaFile::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = io::Error::from(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+    };
+    let size = file.file_size().await.map_err(io::Error::from)?;
+    let data = if size == 0 {
+        Vec::new()
+    } else {
+        file.read_at(0, size as usize)
+            .await
+            .map_err(io::Error::from)?
+            .to_vec()
+    };
+    file.close().await.map_err(io::Error::from)?;
+    Ok(Some(data))
+}
+
+/// Syncs a directory so that files created or removed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,697 @@
+//! The log of one partition: validated appends with group commit, reads from the tail
+//! cache or disk, lookups by timestamp, segment rolling, recovery and retention.
+//!
+//! Durability contract: `append` resolves according to the [`FlushPolicy`]. Under
+//! `Durable`, the batch and every batch before it are on disk and synced when it
+//! resolves. The *high watermark* is the end of what readers may see: under `Durable` it
+//! only covers synced batches, so a consumer never sees a record that a crash could take
+//! back; under `Interval` it is the log end, as in Kafka.
+//!
+//! A `PartitionLog` lives on one shard and is used through `Rc` by that shard's tasks
+//! only. Offsets are assigned and bytes buffered in one synchronous step under the append
+//! lock, so file order is offset order; waiting for the disk happens outside the lock so
+//! that concurrent appends share each fdatasync.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::io::dma_writer::{IoStats, WriterOptions};
+use crate::protocol::record_batch::{
+    check_batch, peek_batch_size, set_offset_and_epoch, validate_produced_batch, BatchError,
+    BatchHeader,
+};
+
+use super::config::{FlushPolicy, LogConfig};
+use super::error::{LogError, LogResult};
+use super::format::parse_segment_name;
+use super::segment::{rel_offset, write_indexes, Segment};
+use super::tail_cache::{CacheBudget, CachedBatch, TailCache};
+use super::Offset;
+
+/// What a shard provides to each of its partition logs.
+#[derive(Clone)]
+pub struct LogEnv {
+    /// Shard-wide I/O counters.
+    pub stats: Rc<IoStats>,
+    /// Shard-wide tail cache budget.
+    pub cache: Rc<CacheBudget>,
+    /// Writer tuning.
+    pub writer: WriterOptions,
+}
+
+impl LogEnv {
+    /// An environment with default writer options and a cache of `cache_bytes`.
+    pub fn new(cache_bytes: usize) -> LogEnv {
+        LogEnv {
+            stats: Rc::new(IoStats::default()),
+            cache: CacheBudget::new(cache_bytes),
+            writer: WriterOptions::default(),
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Offset given to the first record.
+    pub base_offset: Offset,
+    /// Offset of the last record.
+    pub last_offset: Offset,
+    /// First offset still in the log.
+    pub log_start_offset: Offset,
+}
+
+/// Batches returned by a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    /// Whole batches, in offset order; the first may start before the requested offset.
+    pub batches: Vec<Bytes>,
+    /// End of the visible log when the read ran.
+    pub high_watermark: Offset,
+    /// First offset in the log.
+    pub log_start_offset: Offset,
+}
+
+impl ReadResult {
+    /// Total bytes in the batches.
+    pub fn byte_len(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+struct LogState {
+    segments: Vec<Segment>,
+    high_watermark: Offset,
+    tail: TailCache,
+    leader_epoch: i32,
+    /// Set after an I/O error; the next append reopens the active segment from disk.
+    failed: bool,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        // unwrap: a log always has at least its active segment.
+        self.segments.last().expect("log has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        // unwrap: a log always has at least its active segment.
+        self.segments.last_mut().expect("log has an active segment")
+    }
+    fn next_offset(&self) -> Offset {
+        self.active().next_offset
+    }
+    fn log_start(&self) -> Offset {
+        self.segments.first().map_or(0, |s| s.base_offset)
+    }
+    /// Index of the segment that holds `offset`.
+    fn segment_for(&self, offset: Offset) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+    fn evict_cache(&mut self) {
+        let active_base = self.active().base_offset;
+        let written = self.active().readable_len();
+        self.tail
+            .evict(|b| b.segment_base < active_base || b.end_position <= written);
+    }
+}
+
+/// The log of one partition. See the module docs for its contract.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RefCell<LogConfig>,
+    env: LogEnv,
+    state: RefCell<LogState>,
+    append_lock: Semaphore,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, recovering it from whatever a crash
+    /// left behind.
+    pub async fn open(dir: &Path, config: LogConfig, env: LogEnv) -> LogResult<Rc<PartitionLog>> {
+        std::fs::create_dir_all(dir)?;
+        crate::io::device_probe::ensure_probed(dir).await?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(base) = entry.file_name().to_str().and_then(parse_segment_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let interval = config.index_interval_bytes;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(&next) = bases.get(i + 1) {
+                segments.push(Segment::open_sealed(dir, base, next, interval).await?);
+            } else {
+                segments.push(
+                    Segment::recover_active(dir, base, interval, env.writer, env.stats.clone())
+                        .await?,
+                );
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0, interval, env.writer, env.stats.clone()).await?);
+        }
+        let next = segments.last().map_or(0, |s| s.next_offset);
+        let flush = config.flush;
+        let log = Rc::new(PartitionLog {
+            dir: dir.to_path_buf(),
+            config: RefCell::new(config),
+            state: RefCell::new(LogState {
+                segments,
+                high_watermark: next,
+                tail: TailCache::new(env.cache.clone()),
+                leader_epoch: 0,
+                failed: false,
+            }),
+            env,
+            append_lock: Semaphore::new(1),
+        });
+        if let FlushPolicy::Interval(every) = flush {
+            spawn_interval_flusher(Rc::downgrade(&log), every);
+        }
+        Ok(log)
+    }
+
+    /// Directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    /// Replaces the settings (retention and roll limits take effect at the next check).
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Sets the leader epoch stamped into appended batches.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.state.borrow_mut().leader_epoch = epoch;
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        self.state.borrow().log_start()
+    }
+
+    /// Offset the next appended record will get.
+    pub fn next_offset(&self) -> Offset {
+        self.state.borrow().next_offset()
+    }
+
+    /// End of what readers may see.
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().high_watermark
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Validates `records` (one or more v2 batches, as in a Produce request), assigns
+    /// them offsets and appends them. Resolves per the flush policy. On a validation
+    /// error nothing is written.
+    pub async fn append(&self, mut records: BytesMut) -> LogResult<AppendResult> {
+        let headers = self.validate(&records)?;
+        let (writer, end_pos, result) = {
+            let _permit = self
+                .append_lock
+                .acquire_permit(1)
+                .await
+                .map_err(std::io::Error::from)?;
+            if self.state.borrow().failed {
+                self.reopen_active().await?;
+            }
+            let total = records.len() as u64;
+            let offsets: i64 = headers.iter().map(BatchHeader::offset_count).sum();
+            if self.needs_roll(total, offsets) {
+                self.roll().await?;
+            }
+            let mut st = self.state.borrow_mut();
+            let epoch = st.leader_epoch;
+            let base_offset = st.next_offset();
+            let segment_base = st.active().base_offset;
+            let Some(writer) = st.active().writer.clone() else {
+                return Err(std::io::Error::other("active segment has no writer").into());
+            };
+            let mut next = base_offset;
+            let mut at = 0usize;
+            for h in &headers {
+                set_offset_and_epoch(&mut records[at..], next, epoch);
+                next += h.offset_count();
+                at += h.size;
+            }
+            let end_pos = match writer.buffer(&records) {
+                Ok(p) => p,
+                Err(e) => {
+                    st.failed = true;
+                    return Err(e.into());
+                }
+            };
+            let data = records.freeze();
+            let mut next = base_offset;
+            let mut at = 0usize;
+            for h in &headers {
+                let last = next + h.offset_count() - 1;
+                st.active_mut()
+                    .on_append(next, last, h.size as u64, h.max_timestamp);
+                let end_position = st.active().size;
+                st.tail.push(CachedBatch {
+                    base_offset: next,
+                    last_offset: last,
+                    segment_base,
+                    end_position,
+                    data: data.slice(at..at + h.size),
+                });
+                next = last + 1;
+                at += h.size;
+            }
+            if matches!(self.config.borrow().flush, FlushPolicy::Interval(_)) {
+                st.high_watermark = next;
+            }
+            st.evict_cache();
+            let result = AppendResult {
+                base_offset,
+                last_offset: next - 1,
+                log_start_offset: st.log_start(),
+            };
+            (writer, end_pos, result)
+        };
+        let durable = matches!(self.config.borrow().flush, FlushPolicy::Durable);
+        let outcome = match writer.pump().await {
+            Ok(()) if durable => writer.wait_durable(end_pos).await,
+            other => other,
+        };
+        if let Err(e) = outcome {
+            warn!(dir = %self.dir.display(), error = %e, "append failed on disk");
+            self.state.borrow_mut().failed = true;
+            return Err(e.into());
+        }
+        if durable {
+            let mut st = self.state.borrow_mut();
+            st.high_watermark = st.high_watermark.max(result.last_offset + 1);
+            st.evict_cache();
+        }
+        Ok(result)
+    }
+
+    fn validate(&self, records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+        let limit = self.config.borrow().max_message_bytes;
+        let mut headers = Vec::new();
+        let mut rest = records;
+        if rest.is_empty() {
+            return Err(BatchError::Truncated {
+                available: 0,
+                needed: crate::protocol::record_batch::HEADER_LEN,
+            });
+        }
+        while !rest.is_empty() {
+            let h = validate_produced_batch(rest)?;
+            if h.size > limit {
+                return Err(BatchError::TooLarge {
+                    size: h.size,
+                    limit,
+                });
+            }
+            rest = &rest[h.size..];
+            headers.push(h);
+        }
+        Ok(headers)
+    }
+
+    fn needs_roll(&self, incoming: u64, offsets: i64) -> bool {
+        let cfg = self.config.borrow();
+        let st = self.state.borrow();
+        let active = st.active();
+        if active.size == 0 {
+            return false;
+        }
+        let too_big = active.size + incoming > cfg.segment_bytes;
+        let too_old =
+            active.opened_at.elapsed() > Duration::from_millis(cfg.segment_ms.max(0) as u64);
+        let too_many = active.next_offset + offsets - active.base_offset > i64::from(u32::MAX);
+        too_big || too_old || too_many
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    async fn roll(&self) -> LogResult<()> {
+        let (writer, base, offsets, times) = {
+            let mut st = self.state.borrow_mut();
+            let active = st.active_mut();
+            let Some(writer) = active.writer.clone() else {
+                return Ok(());
+            };
+            let (o, t) = active.sealed_indexes();
+            (writer, active.base_offset, o, t)
+        };
+        let len = writer.finish().await?;
+        write_indexes(&self.dir, base, &offsets, &times).await?;
+        let next = {
+            let mut st = self.state.borrow_mut();
+            let active = st.active_mut();
+            active.writer = None;
+            active.size = len;
+            active.next_offset
+        };
+        let interval = self.config.borrow().index_interval_bytes;
+        let seg = Segment::create(
+            &self.dir,
+            next,
+            interval,
+            self.env.writer,
+            self.env.stats.clone(),
+        )
+        .await?;
+        info!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
+        let mut st = self.state.borrow_mut();
+        st.segments.push(seg);
+        st.evict_cache();
+        Ok(())
+    }
+
+    /// After an I/O error: reopens the active segment from what is durable on disk,
+    /// dropping what was buffered but not synced.
+    async fn reopen_active(&self) -> LogResult<()> {
+        let (base, durable) = {
+            let st = self.state.borrow();
+            let a = st.active();
+            (
+                a.base_offset,
+                a.writer.as_ref().map_or(a.size, |w| w.durable_len()),
+            )
+        };
+        let file = self.state.borrow().active().file.clone();
+        file.truncate(durable).await.map_err(std::io::Error::from)?;
+        let interval = self.config.borrow().index_interval_bytes;
+        let seg = Segment::recover_active(
+            &self.dir,
+            base,
+            interval,
+            self.env.writer,
+            self.env.stats.clone(),
+        )
+        .await?;
+        let mut st = self.state.borrow_mut();
+        let next = seg.next_offset;
+        st.active_mut().writer = None;
+        if let Some(last) = st.segments.last_mut() {
+            *last = seg;
+        }
+        st.tail.clear();
+        st.high_watermark = st.high_watermark.min(next);
+        st.failed = false;
+        warn!(dir = %self.dir.display(), next_offset = next, "reopened log after I/O error");
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `from`, up to about `max_bytes` (at least
+    /// one batch is returned when any is available, as Kafka does).
+    pub async fn read(&self, from: Offset, max_bytes: usize) -> LogResult<ReadResult> {
+        let (file, pos, limit, hw, start, seg_name) = {
+            let st = self.state.borrow();
+            let hw = st.high_watermark;
+            let start = st.log_start();
+            if from < start || from > hw {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: from,
+                    log_start: start,
+                    log_end: hw,
+                });
+            }
+            let mut res = ReadResult {
+                batches: Vec::new(),
+                high_watermark: hw,
+                log_start_offset: start,
+            };
+            if from == hw {
+                return Ok(res);
+            }
+            if let Some(batches) = st.tail.read(from, hw, max_bytes) {
+                res.batches = batches;
+                return Ok(res);
+            }
+            let seg = &st.segments[st.segment_for(from)];
+            let pos = seg.offset_index.lookup(rel_offset(seg.base_offset, from));
+            (
+                seg.file.clone(),
+                u64::from(pos),
+                seg.readable_len(),
+                hw,
+                start,
+                seg.base_offset,
+            )
+        };
+        let batches = self
+            .read_disk(&file, seg_name, pos, limit, from, hw, max_bytes)
+            .await?;
+        Ok(ReadResult {
+            batches,
+            high_watermark: hw,
+            log_start_offset: start,
+        })
+    }
+
+    /// Reads batches from a segment file starting the scan at `pos`, skipping batches
+    /// before `from`, stopping at `limit` bytes, offset `end` or about `max_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_disk(
+        &self,
+        file: &glommio::io::DmaFile,
+        segment_base: Offset,
+        mut pos: u64,
+        limit: u64,
+        from: Offset,
+        end: Offset,
+        max_bytes: usize,
+    ) -> LogResult<Vec<Bytes>> {
+        let corrupt = |position: u64, detail: String| LogError::Corrupt {
+            file: format!("{}/{:020}.log", self.dir.display(), segment_base),
+            position,
+            detail,
+        };
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        // Read enough for the requested bytes plus the skip from the index entry.
+        let chunk = (max_bytes as u64).clamp(64 << 10, 16 << 20) + 8192;
+        while pos < limit {
+            let want = chunk.min(limit - pos) as usize;
+            let data = file
+                .read_at(pos, want)
+                .await
+                .map_err(std::io::Error::from)?;
+            let buf = Bytes::copy_from_slice(&data);
+            drop(data);
+            let mut at = 0usize;
+            loop {
+                let rest = &buf[at..];
+                let Some(size) = peek_batch_size(rest) else {
+                    if rest.len() >= 12 {
+                        return Err(corrupt(pos + at as u64, "invalid batch length".into()));
+                    }
+                    break;
+                };
+                if size > rest.len() {
+                    if at == 0 {
+                        // One batch larger than the read: fetch exactly it.
+                        let whole = file
+                            .read_at(pos, size)
+                            .await
+                            .map_err(std::io::Error::from)?;
+                        if whole.len() < size {
+                            return Err(corrupt(pos, "batch runs past end of file".into()));
+                        }
+                        let b = Bytes::copy_from_slice(&whole[..size]);
+                        let h = check_batch(&b).map_err(|e| corrupt(pos, e.to_string()))?;
+                        if h.base_offset >= end {
+                            return Ok(out);
+                        }
+                        if h.last_offset() >= from {
+                            if !out.is_empty() && total + size > max_bytes {
+                                return Ok(out);
+                            }
+                            total += size;
+                            out.push(b);
+                        }
+                        at = size;
+                    }
+                    break;
+                }
+                let h = check_batch(&rest[..size])
+                    .map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
+                if h.base_offset >= end {
+                    return Ok(out);
+                }
+                if h.last_offset() >= from {
+                    if !out.is_empty() && total + size > max_bytes {
+                        return Ok(out);
+                    }
+                    total += size;
+                    out.push(buf.slice(at..at + size));
+                    if total >= max_bytes {
+                        return Ok(out);
+                    }
+                }
+                at += size;
+            }
+            if at == 0 {
+                break;
+            }
+            pos += at as u64;
+        }
+        Ok(out)
+    }
+
+    /// Finds the first batch whose max timestamp is at least `timestamp`: its base offset
+    /// and max timestamp. `None` when no visible batch is that new.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<(Offset, i64)>> {
+        let start = {
+            let st = self.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp) else {
+                return Ok(None);
+            };
+            seg.base_offset + i64::from(seg.time_index.lookup(timestamp))
+        };
+        let mut from = start.max(self.log_start_offset());
+        loop {
+            let res = match self.read(from, 1 << 20).await {
+                Ok(r) => r,
+                Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if res.batches.is_empty() {
+                return Ok(None);
+            }
+            for b in &res.batches {
+                let h = check_batch(b)?;
+                if h.max_timestamp >= timestamp && h.last_offset() >= from {
+                    return Ok(Some((h.base_offset.max(from), h.max_timestamp)));
+                }
+                from = from.max(h.last_offset() + 1);
+            }
+        }
+    }
+
+    /// Deletes sealed segments past `retention_ms` (by their newest record) or beyond
+    /// `retention_bytes` (oldest first). Returns how many were deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> LogResult<usize> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let cfg = self.config.borrow().clone();
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+            let mut n = 0;
+            for seg in &st.segments[..st.segments.len() - 1] {
+                let expired =
+                    cfg.retention_ms >= 0 && seg.max_timestamp < now_ms - cfg.retention_ms;
+                let oversize =
+                    cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
+                if !(expired || oversize) {
+                    break;
+                }
+                total -= seg.size;
+                n += 1;
+            }
+            let removed: Vec<Segment> = st.segments.drain(..n).collect();
+            let start = st.log_start();
+            st.tail.drop_before(start);
+            removed
+        };
+        for seg in &removed {
+            for path in Segment::paths(&self.dir, seg.base_offset) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(e.into());
+                    }
+                }
+            }
+            info!(dir = %self.dir.display(), base_offset = seg.base_offset, "retention deleted segment");
+        }
+        if !removed.is_empty() {
+            crate::io::small_file::sync_dir(&self.dir)?;
+        }
+        Ok(removed.len())
+    }
+
+    /// Writes and syncs everything appended so far.
+    pub async fn flush(&self) -> LogResult<()> {
+        let writer = self.state.borrow().active().writer.clone();
+        if let Some(w) = writer {
+            w.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the active segment and writes its indexes; the log should not be used after.
+    pub async fn close(&self) -> LogResult<()> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let (writer, base, offsets, times) = {
+            let mut st = self.state.borrow_mut();
+            let a = st.active_mut();
+            let (o, t) = (a.offset_index.clone(), a.time_index.clone());
+            (a.writer.take(), a.base_offset, o, t)
+        };
+        if let Some(w) = writer {
+            w.finish().await?;
+        }
+        write_indexes(&self.dir, base, &offsets, &times).await?;
+        Ok(())
+    }
+}
+
+fn spawn_interval_flusher(log: Weak<PartitionLog>, every: Duration) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(every).await;
+            let Some(log) = log.upgrade() else { return };
+            if let Err(e) = log.flush().await {
+                warn!(dir = %log.dir.display(), error = %e, "periodic flush failed");
+                log.state.borrow_mut().failed = true;
+            }
+        }
+    })
+    .detach();
+}
