@@ -35,10 +35,7 @@ fn retention_by_size_deletes_oldest_segments() {
         // As Kafka: a segment goes only if what stays is still at least retention.bytes,
         // so the log ends within one segment above the limit.
         let left = log.size_bytes();
-        assert!(
-            left >= 200 << 10 && left < (200 << 10) + (66 << 10),
-            "{left} left"
-        );
+        assert!(((200 << 10)..(266 << 10)).contains(&left), "{left} left");
         let start = log.log_start_offset();
         assert!(start > 0);
         assert_eq!(start, log.segment_bases()[0]);
@@ -93,15 +90,8 @@ fn retention_by_time_deletes_segments_whose_newest_record_is_old() {
             "start {start}, old end {old_end}"
         );
         // Nothing new was deleted.
-        assert_eq!(
-            log.offset_for_timestamp(now)
-                .await
-                .unwrap()
-                .map(|x| x.0)
-                .unwrap()
-                <= old_end,
-            true
-        );
+        let first_new = log.offset_for_timestamp(now).await.unwrap().unwrap().0;
+        assert_eq!(first_new, old_end);
         assert!(matches!(
             log.read(0, 100).await,
             Err(LogError::OffsetOutOfRange { .. })
