@@ -1,3 +1,5 @@
-//! The Kafka wire format: frames, record batches and request/response codecs. No I/O.
+//! The Kafka wire format: frames, record batches and the API table. No I/O.
 
+pub mod api;
+pub mod frame;
 pub mod record_batch;

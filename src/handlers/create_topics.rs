@@ -1,0 +1,113 @@
+//! CreateTopics: validate on the receiving shard, create on shard 0.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::error::ErrorCode;
+use crate::metadata::{topic_config, validate_topic_name};
+use crate::shard::controller::create_topics;
+use crate::shard::router::TopicSpec;
+use crate::shard::state::Shard;
+
+/// Most partitions one topic may have.
+const MAX_PARTITIONS: i32 = 100_000;
+
+/// Handles CreateTopics.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let version = header.request_api_version;
+    let mut results: Vec<Option<CreatableTopicResult>> = Vec::new();
+    let mut specs = Vec::new();
+    let mut slots = Vec::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let partitions = if t.num_partitions == -1 {
+            shard.config.default_partitions
+        } else {
+            t.num_partitions
+        };
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let refusal = if let Err(e) = validate_topic_name(&name) {
+            Some((ErrorCode::InvalidTopicException, e))
+        } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            Some((
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be 1..={MAX_PARTITIONS}"),
+            ))
+        } else if t.replication_factor != -1 && t.replication_factor != 1 {
+            Some((
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication factor {} is larger than the 1 available broker node",
+                    t.replication_factor
+                ),
+            ))
+        } else if !t.assignments.is_empty() {
+            Some((
+                ErrorCode::InvalidReplicaAssignment,
+                "manual replica assignment is not supported".into(),
+            ))
+        } else if let Err(e) = topic_config::validate(&configs) {
+            Some((ErrorCode::InvalidConfig, e))
+        } else {
+            None
+        };
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(if version >= 5 { partitions } else { -1 })
+            .with_replication_factor(if version >= 5 { 1 } else { -1 });
+        match refusal {
+            Some((code, msg)) => results.push(Some(
+                result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            )),
+            None => {
+                slots.push((results.len(), result));
+                results.push(None);
+                specs.push(TopicSpec {
+                    name,
+                    partitions,
+                    configs,
+                });
+            }
+        }
+    }
+    if !specs.is_empty() {
+        let outcomes = create_topics(shard, specs, request.validate_only).await;
+        for ((slot, result), outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = Some(match outcome {
+                Ok(id) => {
+                    if version >= 7 && !request.validate_only {
+                        result.with_topic_id(id)
+                    } else {
+                        result
+                    }
+                }
+                Err((code, msg)) => result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            });
+        }
+    }
+    CreateTopicsResponse::default().with_topics(results.into_iter().flatten().collect())
+}

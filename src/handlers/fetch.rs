@@ -1,0 +1,126 @@
+//! Fetch: read each partition from its offset; long-poll until `min_bytes` arrive or
+//! `max_wait_ms` passes.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
+
+use crate::error::{log_error_code, ErrorCode};
+use crate::log::LogError;
+use crate::shard::state::{Shard, ShardStats};
+
+/// Longest a fetch may wait, whatever the client asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Handles Fetch.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    request: FetchRequest,
+) -> FetchResponse {
+    ShardStats::add(&shard.stats.fetch_requests, 1);
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        request.max_bytes as usize
+    };
+    let read_committed = request.isolation_level == 1;
+    loop {
+        let generation = shard.data_arrived.generation();
+        let (responses, total, errors) = read_all(shard, &request, max_bytes, read_committed).await;
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || errors || now >= deadline {
+            ShardStats::add(&shard.stats.fetch_bytes, total as u64);
+            return FetchResponse::default().with_responses(responses);
+        }
+        futures_lite::future::or(
+            shard.data_arrived.changed_since(generation),
+            glommio::timer::sleep(deadline - now),
+        )
+        .await;
+    }
+}
+
+async fn read_all(
+    shard: &Rc<Shard>,
+    request: &FetchRequest,
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let name = topic.topic.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            if read_committed {
+                data = data.with_aborted_transactions(Some(Vec::new()));
+            }
+            let log = match shard.local_partition(&name, p.partition) {
+                Ok(log) => log,
+                Err(code) => {
+                    errors = true;
+                    partitions.push(data.with_error_code(code.code()));
+                    continue;
+                }
+            };
+            let room = max_bytes.saturating_sub(total);
+            let limit = (p.partition_max_bytes.max(0) as usize).min(room);
+            if limit == 0 && total > 0 {
+                partitions.push(
+                    data.with_high_watermark(log.high_watermark())
+                        .with_last_stable_offset(log.high_watermark())
+                        .with_log_start_offset(log.log_start_offset()),
+                );
+                continue;
+            }
+            match log.read(p.fetch_offset, limit.max(1)).await {
+                Ok(r) => {
+                    let mut buf = BytesMut::with_capacity(r.byte_len());
+                    for b in &r.batches {
+                        buf.extend_from_slice(b);
+                    }
+                    total += buf.len();
+                    partitions.push(
+                        data.with_high_watermark(r.high_watermark)
+                            .with_last_stable_offset(r.high_watermark)
+                            .with_log_start_offset(r.log_start_offset)
+                            .with_records(Some(buf.freeze())),
+                    );
+                }
+                Err(e) => {
+                    errors = true;
+                    let code = match &e {
+                        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                        other => log_error_code(other),
+                    };
+                    partitions.push(
+                        data.with_error_code(code.code())
+                            .with_high_watermark(log.high_watermark())
+                            .with_last_stable_offset(log.high_watermark())
+                            .with_log_start_offset(log.log_start_offset()),
+                    );
+                }
+            }
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total, errors)
+}

@@ -1,0 +1,67 @@
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at a timestamp.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+
+use crate::error::{log_error_code, ErrorCode};
+use crate::shard::state::Shard;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Handles ListOffsets.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let version = header.request_api_version;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            let base = if version >= 4 {
+                base.with_leader_epoch(0)
+            } else {
+                base
+            };
+            let log = match shard.local_partition(&name, p.partition_index) {
+                Ok(log) => log,
+                Err(code) => {
+                    partitions.push(base.with_error_code(code.code()));
+                    continue;
+                }
+            };
+            let resp = match p.timestamp {
+                LATEST => base.with_offset(log.high_watermark()),
+                EARLIEST => base.with_offset(log.log_start_offset()),
+                MAX_TIMESTAMP => base.with_error_code(ErrorCode::UnsupportedVersion.code()),
+                ts => match log.offset_for_timestamp(ts).await {
+                    Ok(Some((offset, found_ts))) => {
+                        base.with_offset(offset).with_timestamp(found_ts)
+                    }
+                    Ok(None) => base,
+                    Err(e) => base.with_error_code(log_error_code(&e).code()),
+                },
+            };
+            partitions.push(resp);
+        }
+        partitions.sort_by_key(|p| p.partition_index);
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

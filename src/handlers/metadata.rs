@@ -1,0 +1,108 @@
+//! Metadata: brokers (one per shard), topics and partition leaders; auto-creates topics.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use super::topic_name;
+use crate::error::ErrorCode;
+use crate::metadata::validate_topic_name;
+use crate::shard::controller::create_topics;
+use crate::shard::router::TopicSpec;
+use crate::shard::state::Shard;
+
+/// Cluster id reported to clients.
+pub const CLUSTER_ID: &str = "caudal-single-node";
+
+/// Handles Metadata.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let version = header.request_api_version;
+    // None = every topic. In v0 an empty list also means every topic.
+    let requested: Option<Vec<String>> = request.topics.map(|ts| {
+        ts.into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect()
+    });
+    let requested = match requested {
+        Some(v) if v.is_empty() && version == 0 => None,
+        other => other,
+    };
+    let allow_create =
+        shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    if let (Some(names), true) = (&requested, allow_create) {
+        let meta = shard.meta();
+        let missing: Vec<TopicSpec> = names
+            .iter()
+            .filter(|n| !meta.topics.contains_key(n.as_str()) && validate_topic_name(n).is_ok())
+            .map(|n| TopicSpec {
+                name: n.clone(),
+                partitions: shard.config.default_partitions,
+                configs: Default::default(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            create_topics(shard, missing, false).await;
+        }
+    }
+    let meta = shard.meta();
+    let brokers = (0..shard.config.shards)
+        .map(|k| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(shard.broker_id(k)))
+                .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
+                .with_port(i32::from(shard.config.shard_port(k)))
+        })
+        .collect();
+    let names: Vec<String> = match requested {
+        Some(n) => n,
+        None => meta.topics.keys().cloned().collect(),
+    };
+    let topics = names
+        .iter()
+        .map(|name| match meta.topics.get(name) {
+            Some(t) => {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &owner)| {
+                        let leader = BrokerId(shard.broker_id(owner));
+                        MetadataResponsePartition::default()
+                            .with_partition_index(p as i32)
+                            .with_leader_id(leader)
+                            .with_leader_epoch(0)
+                            .with_replica_nodes(vec![leader])
+                            .with_isr_nodes(vec![leader])
+                    })
+                    .collect();
+                MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(name)))
+                    .with_topic_id(t.id)
+                    .with_partitions(partitions)
+            }
+            None => {
+                let code = if validate_topic_name(name).is_err() {
+                    ErrorCode::InvalidTopicException
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                };
+                MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(name)))
+                    .with_error_code(code.code())
+            }
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(shard.broker_id(0)))
+        .with_topics(topics)
+}

@@ -1,0 +1,84 @@
+//! Produce: validate and append each partition's batches on the shard that owns it.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+
+use crate::error::{log_error_code, ErrorCode};
+use crate::log::AppendResult;
+use crate::shard::state::{Shard, ShardStats};
+
+/// Handles Produce. `None` for acks=0, which Kafka never answers.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
+    ShardStats::add(&shard.stats.produce_requests, 1);
+    let acks = request.acks;
+    let acks_valid = matches!(acks, 0 | 1 | -1);
+    // Start every partition's append before awaiting any, so they share fsyncs.
+    let mut pending = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let mut parts = Vec::new();
+        for p in topic.partition_data {
+            let index = p.index;
+            let outcome = if !acks_valid {
+                Err(ErrorCode::InvalidRequiredAcks)
+            } else {
+                match (shard.local_partition(&name, index), p.records) {
+                    (Err(code), _) => Err(code),
+                    (Ok(_), None) => Err(ErrorCode::CorruptMessage),
+                    (Ok(log), Some(records)) => {
+                        let bytes = records.len() as u64;
+                        let stats = shard.stats.clone();
+                        Ok(glommio::spawn_local(async move {
+                            let r = log.append(BytesMut::from(&records[..])).await;
+                            if r.is_ok() {
+                                ShardStats::add(&stats.produce_bytes, bytes);
+                            }
+                            r.map_err(|e| log_error_code(&e))
+                        }))
+                    }
+                }
+            };
+            parts.push((index, outcome));
+        }
+        pending.push((topic.name, parts));
+    }
+    let mut responses = Vec::with_capacity(pending.len());
+    for (name, parts) in pending {
+        let mut partition_responses = Vec::with_capacity(parts.len());
+        for (index, outcome) in parts {
+            let result: Result<AppendResult, ErrorCode> = match outcome {
+                Ok(task) => task.await,
+                Err(code) => Err(code),
+            };
+            let resp = PartitionProduceResponse::default().with_index(index);
+            partition_responses.push(match result {
+                Ok(r) => resp
+                    .with_base_offset(r.base_offset)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(r.log_start_offset),
+                Err(code) => resp
+                    .with_error_code(code.code())
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1),
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    shard.data_arrived.notify();
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,3 @@
+//! Client connections.
+
+pub mod connection;

@@ -1,0 +1,178 @@
+//! The one table of supported APIs and their versions, and request dispatch.
+//!
+//! ApiVersions is generated from `SUPPORTED`, so the broker never advertises an API or a
+//! version it does not handle. Every handler has the same shape: it receives the decoded
+//! request and returns the response; this module decodes and encodes around it.
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use super::frame::{peek_header, FrameError};
+use crate::error::ErrorCode;
+use crate::handlers;
+use crate::shard::state::Shard;
+
+/// One supported API with its version range.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiSpec {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version handled.
+    pub min: i16,
+    /// Highest version handled.
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ApiSpec {
+    ApiSpec { key, min, max }
+}
+
+/// Every API this broker answers, with the versions it handles (see docs/protocol.md).
+pub const SUPPORTED: &[ApiSpec] = &[
+    api(ApiKey::Produce, 3, 9),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 6),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 5),
+    api(ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The supported range of an API, if any.
+pub fn supported(key: ApiKey) -> Option<ApiSpec> {
+    SUPPORTED.iter().copied().find(|s| s.key == key)
+}
+
+/// What the connection does with a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Write these bytes (a whole response frame).
+    Respond(Bytes),
+    /// Nothing to send (a produce with acks=0).
+    NoResponse,
+    /// Close the connection, for this reason.
+    Close(String),
+}
+
+/// Encodes a response frame: size, header, body.
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Result<Bytes, FrameError> {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let enc = |e: anyhow::Error| FrameError::Encode(e.to_string());
+    let size = header.compute_size(header_version).map_err(enc)?
+        + response.compute_size(version).map_err(enc)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(enc)?;
+    response.encode(&mut buf, version).map_err(enc)?;
+    Ok(buf.freeze())
+}
+
+macro_rules! call {
+    ($shard:expr, $header:expr, $body:expr, $req:ty, $handler:path) => {{
+        let version = $header.request_api_version;
+        let request = <$req>::decode(&mut $body, version)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let response = $handler($shard, &$header, request).await;
+        Outcome::Respond(encode_response($header.correlation_id, version, &response)?)
+    }};
+}
+
+/// Decodes one request frame, runs its handler and encodes the answer.
+pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Outcome, FrameError> {
+    let prefix = peek_header(&frame)?;
+    let key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
+    let Some(spec) = supported(key) else {
+        return Err(FrameError::UnknownApi(prefix.api_key));
+    };
+    let version = prefix.api_version;
+    if version < spec.min || version > spec.max {
+        if key == ApiKey::ApiVersions {
+            // Answer in v0 so that any client can read the supported ranges and retry.
+            let response = handlers::api_versions::response(ErrorCode::UnsupportedVersion);
+            return Ok(Outcome::Respond(encode_response(
+                prefix.correlation_id,
+                0,
+                &response,
+            )?));
+        }
+        return Err(FrameError::UnsupportedVersion {
+            key: prefix.api_key,
+            version,
+        });
+    }
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let outcome = match key {
+        ApiKey::ApiVersions => call!(
+            shard,
+            header,
+            frame,
+            ApiVersionsRequest,
+            handlers::api_versions::handle
+        ),
+        ApiKey::Metadata => call!(
+            shard,
+            header,
+            frame,
+            MetadataRequest,
+            handlers::metadata::handle
+        ),
+        ApiKey::Fetch => call!(shard, header, frame, FetchRequest, handlers::fetch::handle),
+        ApiKey::ListOffsets => call!(
+            shard,
+            header,
+            frame,
+            ListOffsetsRequest,
+            handlers::list_offsets::handle
+        ),
+        ApiKey::CreateTopics => call!(
+            shard,
+            header,
+            frame,
+            CreateTopicsRequest,
+            handlers::create_topics::handle
+        ),
+        ApiKey::DeleteTopics => call!(
+            shard,
+            header,
+            frame,
+            DeleteTopicsRequest,
+            handlers::delete_topics::handle
+        ),
+        ApiKey::DescribeConfigs => {
+            call!(
+                shard,
+                header,
+                frame,
+                DescribeConfigsRequest,
+                handlers::describe_configs::handle
+            )
+        }
+        ApiKey::Produce => {
+            let request = ProduceRequest::decode(&mut frame, version)
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            match handlers::produce::handle(shard, &header, request).await {
+                Some(response) => {
+                    Outcome::Respond(encode_response(header.correlation_id, version, &response)?)
+                }
+                None => Outcome::NoResponse,
+            }
+        }
+        _ => return Err(FrameError::UnknownApi(prefix.api_key)),
+    };
+    Ok(outcome)
+}

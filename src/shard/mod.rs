@@ -1,0 +1,8 @@
+//! Shards: one executor per core, each owning its partitions; the mesh between them.
+
+pub mod controller;
+pub mod notify;
+pub mod placement;
+pub mod router;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,318 @@
+//! Starting and stopping the shards: one glommio executor per shard, pinned to a CPU.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metadata::store::MetaStore;
+use crate::metadata::ClusterMetadata;
+
+use super::controller;
+use super::router::{receive_loop, Envelope, Router};
+use super::state::{Shard, ShardStats};
+
+/// How often each shard checks for the stop signal and runs retention.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A running broker: its shards' counters, and a way to stop it.
+pub struct BrokerHandle {
+    /// Per-shard counters, by shard.
+    pub stats: Vec<Arc<ShardStats>>,
+    /// Address each shard listens on, by shard.
+    pub addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// Stops accepting, syncs every partition and waits for the shards to exit.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// A flag that stops the broker when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits for every shard to exit.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// CPUs this process may run on, from its affinity mask.
+pub fn affinity_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ok != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Removes partition directories that no topic in `meta` owns (left by a crash between
+/// deleting a topic and deleting its files).
+fn remove_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "meta" || !entry.path().is_dir() {
+            continue;
+        }
+        let Some((topic, part)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(part) = part.parse::<usize>() else {
+            continue;
+        };
+        let known = meta
+            .topics
+            .get(topic)
+            .is_some_and(|t| part < t.partitions.len());
+        if !known {
+            warn!(dir = %entry.path().display(), "removing partition directory of a deleted topic");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Starts every shard and returns once all of them listen.
+pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (store, meta) = MetaStore::open(&config.data_dir.join("meta"))?;
+    remove_stray_partitions(&config.data_dir, &meta);
+    let meta = Arc::new(meta);
+    let config = Arc::new(config);
+    let n = config.shards;
+    let cpus = if config.cpus.is_empty() {
+        affinity_cpus()
+    } else {
+        config.cpus.clone()
+    };
+
+    // One channel per ordered pair of shards.
+    let mut senders: Vec<Vec<Option<SharedSender<Envelope>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut receivers: Vec<Vec<Option<SharedReceiver<Envelope>>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(1024);
+                senders[from][to] = Some(tx);
+                receivers[to][from] = Some(rx);
+            }
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+    let mut store = Some(store);
+    let mut stats = Vec::new();
+    let mut threads = Vec::new();
+    for (k, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        let cpu = cpus.get(k % cpus.len().max(1)).copied().unwrap_or(0);
+        let shard_stats = Arc::new(ShardStats::default());
+        stats.push(shard_stats.clone());
+        let args = ShardArgs {
+            id: k,
+            cpu,
+            config: config.clone(),
+            meta: meta.clone(),
+            store: if k == 0 { store.take() } else { None },
+            senders: my_senders,
+            receivers: my_receivers,
+            stats: shard_stats,
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{k}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || shard_main(args))
+            .map_err(|e| std::io::Error::other(format!("starting shard {k}: {e}")))?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    let mut addrs = vec![None; n];
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => {
+                let k = usize::from(addr.port() - config.base_port);
+                if let Some(slot) = addrs.get_mut(k) {
+                    *slot = Some(addr);
+                }
+            }
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(std::io::Error::other(e));
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(std::io::Error::other("a shard exited during start-up"));
+            }
+        }
+    }
+    Ok(BrokerHandle {
+        stats,
+        addrs: addrs.into_iter().flatten().collect(),
+        stop,
+        threads,
+    })
+}
+
+struct ShardArgs {
+    id: usize,
+    cpu: usize,
+    config: Arc<Config>,
+    meta: Arc<ClusterMetadata>,
+    store: Option<MetaStore>,
+    senders: Vec<Option<SharedSender<Envelope>>>,
+    receivers: Vec<Option<SharedReceiver<Envelope>>>,
+    stats: Arc<ShardStats>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<SocketAddr, String>>,
+}
+
+async fn shard_main(args: ShardArgs) {
+    let id = args.id;
+    // Each end of a channel waits for the other to connect, so connect all at once.
+    let sender_tasks: Vec<_> = args
+        .senders
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let receiver_tasks: Vec<_> = args
+        .receivers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(from, r)| r.map(|r| (from, glommio::spawn_local(r.connect()))))
+        .collect();
+    let mut connected_senders = Vec::with_capacity(sender_tasks.len());
+    for t in sender_tasks {
+        connected_senders.push(match t {
+            Some(t) => Some(t.await),
+            None => None,
+        });
+    }
+    let mut connected_receivers = Vec::with_capacity(receiver_tasks.len());
+    for (from, t) in receiver_tasks {
+        connected_receivers.push((from, t.await));
+    }
+    let router = Rc::new(Router::new(id, connected_senders));
+    let shard = Rc::new(Shard::new(
+        id,
+        args.config.clone(),
+        args.stats,
+        router.clone(),
+        args.store,
+    ));
+    for (from, rx) in connected_receivers {
+        let shard = shard.clone();
+        let router = router.clone();
+        glommio::spawn_local(receive_loop(
+            from,
+            rx,
+            router.clone(),
+            move |from, req_id, request| {
+                let shard = shard.clone();
+                let router = router.clone();
+                async move {
+                    let response = controller::handle_request(shard, request).await;
+                    router.reply(from, req_id, response).await;
+                }
+            },
+        ))
+        .detach();
+    }
+    if let Err(e) = shard.apply_metadata(args.meta).await {
+        let _ = args.ready.send(Err(format!("shard {id}: {e}")));
+        return;
+    }
+    let addr = SocketAddr::new(args.config.listen_host, args.config.shard_port(id));
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = args
+                .ready
+                .send(Err(format!("shard {id}: cannot listen on {addr}: {e}")));
+            return;
+        }
+    };
+    info!(shard = id, core = args.cpu, %addr, "shard listening");
+    println!(
+        "shard {id} on core {} listening on {addr} as broker {}",
+        args.cpu,
+        args.config.broker_id(id)
+    );
+    let _ = args.ready.send(Ok(addr));
+
+    let retention_shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(
+                retention_shard.config.retention_check_ms,
+            ))
+            .await;
+            retention_shard.apply_retention().await;
+        }
+    })
+    .detach();
+
+    let stop = args.stop;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(TICK).await;
+            }
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                ShardStats::add(&shard.stats.connections, 1);
+                glommio::spawn_local(crate::net::connection::serve(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(TICK).await;
+            }
+        }
+    }
+    shard.close_all().await;
+    info!(shard = id, "shard stopped");
+}

@@ -1,0 +1,255 @@
+//! Everything one shard owns: its metadata snapshot, its partition logs, its counters.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::ErrorCode;
+use crate::log::{LogEnv, PartitionLog};
+use crate::metadata::store::MetaStore;
+use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardId};
+
+use super::notify::Notify;
+use super::router::{Router, ShardRequest, ShardResponse};
+
+/// Per-shard counters, readable from any thread (tests, metrics). Only the owning shard
+/// writes them, so relaxed atomics cost no contention.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Produce requests handled.
+    pub produce_requests: AtomicU64,
+    /// Record batch bytes appended.
+    pub produce_bytes: AtomicU64,
+    /// Fetch requests handled.
+    pub fetch_requests: AtomicU64,
+    /// Record batch bytes returned by fetches.
+    pub fetch_bytes: AtomicU64,
+    /// Partition requests refused because another shard owns the partition.
+    pub not_leader: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+}
+
+impl ShardStats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One partition this shard serves.
+pub struct LocalPartition {
+    /// Id of the topic it belongs to (a recreated topic gets a new id).
+    pub topic_id: Uuid,
+    /// Its log.
+    pub log: Rc<PartitionLog>,
+}
+
+/// The state of one shard. Lives on its executor, shared by its tasks through `Rc`.
+pub struct Shard {
+    /// This shard's index.
+    pub id: ShardId,
+    /// Broker settings.
+    pub config: Arc<Config>,
+    /// Metadata snapshot requests are served from.
+    meta: RefCell<Arc<ClusterMetadata>>,
+    /// Partitions this shard owns, by (topic, partition).
+    partitions: RefCell<HashMap<(String, PartitionId), LocalPartition>>,
+    /// Storage environment shared by this shard's logs.
+    pub env: LogEnv,
+    /// Counters.
+    pub stats: Arc<ShardStats>,
+    /// Routes to the other shards.
+    pub router: Rc<Router>,
+    /// Shard 0 only: the metadata log.
+    pub store: Option<RefCell<MetaStore>>,
+    /// Serialises metadata changes on shard 0.
+    pub controller_lock: Semaphore,
+    /// Serialises snapshot application.
+    apply_lock: Semaphore,
+    /// Fired when a partition's high watermark moves, for long-polling fetches.
+    pub data_arrived: Notify,
+    /// Bytes of requests this shard may hold in memory at once.
+    pub request_budget: Rc<Semaphore>,
+}
+
+impl Shard {
+    /// A shard with no partitions open yet.
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        stats: Arc<ShardStats>,
+        router: Rc<Router>,
+        store: Option<MetaStore>,
+    ) -> Shard {
+        let env = LogEnv::new(config.tail_cache_bytes);
+        let budget = config
+            .request_budget_bytes
+            .max(config.socket_request_max_bytes) as u64;
+        Shard {
+            id,
+            meta: RefCell::new(Arc::new(ClusterMetadata::default())),
+            partitions: RefCell::new(HashMap::new()),
+            env,
+            stats,
+            router,
+            store: store.map(RefCell::new),
+            controller_lock: Semaphore::new(1),
+            apply_lock: Semaphore::new(1),
+            data_arrived: Notify::default(),
+            request_budget: Rc::new(Semaphore::new(budget)),
+            config,
+        }
+    }
+
+    /// The current metadata snapshot.
+    pub fn meta(&self) -> Arc<ClusterMetadata> {
+        self.meta.borrow().clone()
+    }
+
+    /// Broker id of shard `k` of this node.
+    pub fn broker_id(&self, shard: ShardId) -> i32 {
+        self.config.broker_id(shard)
+    }
+
+    /// The log of a partition this shard owns, or the error code to answer with.
+    pub fn local_partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, ErrorCode> {
+        let meta = self.meta.borrow();
+        let Some(t) = meta.topics.get(topic) else {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        };
+        let Some(&owner) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.partitions.get(p))
+        else {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        };
+        if owner != self.id {
+            ShardStats::add(&self.stats.not_leader, 1);
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        match self
+            .partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+        {
+            Some(p) => Ok(p.log.clone()),
+            None => Err(ErrorCode::NotLeaderOrFollower),
+        }
+    }
+
+    /// Every partition this shard serves.
+    pub fn local_logs(&self) -> Vec<Rc<PartitionLog>> {
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.log.clone())
+            .collect()
+    }
+
+    /// Directory of a partition's log.
+    pub fn partition_dir(&self, topic: &str, partition: PartitionId) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Sends a request to shard `to`, handling it directly when that is this shard.
+    pub async fn call(self: &Rc<Self>, to: ShardId, request: ShardRequest) -> ShardResponse {
+        if to == self.id {
+            // Boxed: a request handled here may itself call another shard.
+            Box::pin(super::controller::handle_request(self.clone(), request)).await
+        } else {
+            self.router.call(to, request).await
+        }
+    }
+
+    /// Adopts a newer metadata snapshot: opens the logs of partitions placed on this
+    /// shard, closes and deletes the logs of topics that are gone, updates configs.
+    pub async fn apply_metadata(&self, meta: Arc<ClusterMetadata>) -> Result<(), String> {
+        let _permit = self
+            .apply_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| e.to_string())?;
+        if meta.version <= self.meta.borrow().version && meta.version != 0 {
+            return Ok(());
+        }
+        // Drop partitions whose topic is gone or was recreated under a new id.
+        let stale: Vec<(String, PartitionId)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((name, _), p)| meta.topics.get(name).is_none_or(|t| t.id != p.topic_id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            let removed = self.partitions.borrow_mut().remove(&key);
+            if let Some(p) = removed {
+                let _ = p.log.close().await;
+                let dir = p.log.dir().to_path_buf();
+                drop(p);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
+                }
+                info!(topic = %key.0, partition = key.1, "deleted partition");
+            }
+        }
+        for t in meta.topics.values() {
+            let log_config = topic_config::log_config(&t.configs, self.config.flush);
+            for (p, &owner) in t.partitions.iter().enumerate() {
+                if owner != self.id {
+                    continue;
+                }
+                let key = (t.name.clone(), p as PartitionId);
+                let existing = self.partitions.borrow().get(&key).map(|lp| lp.log.clone());
+                if let Some(log) = existing {
+                    log.set_config(log_config.clone());
+                    continue;
+                }
+                let dir = self.partition_dir(&t.name, p as PartitionId);
+                let log = PartitionLog::open(&dir, log_config.clone(), self.env.clone())
+                    .await
+                    .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                self.partitions.borrow_mut().insert(
+                    key,
+                    LocalPartition {
+                        topic_id: t.id,
+                        log,
+                    },
+                );
+            }
+        }
+        *self.meta.borrow_mut() = meta;
+        Ok(())
+    }
+
+    /// Deletes old segments of every local partition per its retention settings.
+    pub async fn apply_retention(&self) {
+        let now = crate::log::partition::now_ms();
+        for log in self.local_logs() {
+            if let Err(e) = log.apply_retention(now).await {
+                warn!(dir = %log.dir().display(), error = %e, "retention failed");
+            }
+        }
+    }
+
+    /// Syncs and closes every local partition.
+    pub async fn close_all(&self) {
+        for log in self.local_logs() {
+            if let Err(e) = log.close().await {
+                warn!(dir = %log.dir().display(), error = %e, "closing partition failed");
+            }
+        }
+    }
+}

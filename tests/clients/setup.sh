@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Installs what the real-client tests need: kcat (Debian package) and a venv at
+# <repo>/.venv holding the Python packages pinned in requirements.txt.
+#
+# Idempotent and fast when everything is already there: a stamp file in the venv
+# records the hash of requirements.txt and the interpreter, so a second run only
+# checks `command -v kcat` and compares one file.
+#
+# Runs as root on Debian 12 (`make client-deps`). Network: apt and PyPI only.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="$repo/.venv"
+req="$here/requirements.txt"
+stamp="$venv/.caudal-client-deps.stamp"
+python="${PYTHON:-python3}"
+
+apt_updated=0
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -q
+        apt_updated=1
+    fi
+    apt-get install -y -q --no-install-recommends "$@"
+}
+
+# --- kcat -------------------------------------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "setup.sh: installing kcat"
+    apt_install kcat
+fi
+
+# --- venv -------------------------------------------------------------------
+want_stamp="$( { cat "$req"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ]; then
+    exit 0
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "setup.sh: creating $venv"
+    if ! "$python" -m venv "$venv" 2>/dev/null; then
+        # Debian's own python3 needs python3-venv for ensurepip.
+        rm -rf "$venv"
+        apt_install python3-venv
+        "$python" -m venv "$venv"
+    fi
+fi
+
+# Install only the requirements that are not already present at the pinned version.
+missing="$("$venv/bin/python" - "$req" <<'PY'
+import sys
+from importlib import metadata
+
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, version = line.partition("==")
+    try:
+        if metadata.version(name) == version:
+            continue
+    except metadata.PackageNotFoundError:
+        pass
+    print(line)
+PY
+)"
+if [ -n "$missing" ]; then
+    echo "setup.sh: pip installing:" $missing
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check $missing
+fi
+
+# Check the imports the tests rely on before declaring success.
+"$venv/bin/python" - <<'PY'
+import confluent_kafka
+import kafka
+import pytest
+import pytest_timeout  # noqa: F401
+
+print(
+    "setup.sh: confluent-kafka %s (librdkafka %s), kafka-python %s, pytest %s"
+    % (confluent_kafka.__version__, confluent_kafka.libversion()[0], kafka.__version__, pytest.__version__)
+)
+PY
+kcat -V 2>&1 | head -n 1
+
+echo "$want_stamp" >"$stamp"
