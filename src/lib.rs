@@ -1,6 +1,7 @@
 //! Caudal: a Kafka-wire-compatible message broker, thread-per-core on io_uring.
 #![warn(missing_docs)]
 
+pub mod alloc_guard;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -10,3 +11,7 @@ pub mod metadata;
 pub mod net;
 pub mod protocol;
 pub mod shard;
+
+/// Every binary linking Caudal gets the guarded allocator (see `alloc_guard`).
+#[global_allocator]
+static ALLOCATOR: alloc_guard::GuardedAlloc = alloc_guard::GuardedAlloc;

@@ -23,7 +23,6 @@ fn entry(
     version: i16,
     name: &str,
     value: &str,
-    is_default: bool,
     source: i8,
     config_type: i8,
     doc: &str,
@@ -31,12 +30,8 @@ fn entry(
     let mut e = DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
         .with_value(Some(StrBytes::from_string(value.to_string())))
-        .with_read_only(source != DYNAMIC_TOPIC_CONFIG && source != DEFAULT_CONFIG);
-    if version == 0 {
-        e = e.with_read_only(is_default && false);
-    } else {
-        e = e.with_config_source(source);
-    }
+        .with_read_only(source == STATIC_BROKER_CONFIG)
+        .with_config_source(source);
     if version >= 3 {
         e = e
             .with_config_type(config_type)
@@ -78,15 +73,7 @@ pub async fn handle(
                                 } else {
                                     DYNAMIC_TOPIC_CONFIG
                                 };
-                                entry(
-                                    version,
-                                    k.name,
-                                    value,
-                                    is_default,
-                                    source,
-                                    k.config_type,
-                                    k.doc,
-                                )
+                                entry(version, k.name, value, source, k.config_type, k.doc)
                             })
                             .collect();
                         result.with_configs(configs)
@@ -141,9 +128,7 @@ pub async fn handle(
                     let configs = settings
                         .iter()
                         .filter(|(n, ..)| wanted(n))
-                        .map(|(n, v, t, d)| {
-                            entry(version, n, v, false, STATIC_BROKER_CONFIG, *t, d)
-                        })
+                        .map(|(n, v, t, d)| entry(version, n, v, STATIC_BROKER_CONFIG, *t, d))
                         .collect();
                     result.with_configs(configs)
                 }

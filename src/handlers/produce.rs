@@ -18,7 +18,7 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     ShardStats::add(&shard.stats.produce_requests, 1);
     let acks = request.acks;
-    let acks_valid = matches!(acks, 0 | 1 | -1);
+    let acks_valid = (-1..=1).contains(&acks);
     // Start every partition's append before awaiting any, so they share fsyncs.
     let mut pending = Vec::new();
     for topic in request.topic_data {

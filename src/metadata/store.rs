@@ -236,6 +236,6 @@ mod tests {
         let (_, meta) = MetaStore::open(dir.path()).unwrap();
         assert_eq!(meta.topics.len(), 1);
         assert_eq!(meta.topics["t"], topic);
-        assert_eq!(std::fs::metadata(&path).unwrap().len() < len - 3, true);
+        assert!(std::fs::metadata(&path).unwrap().len() < len - 3);
     }
 }

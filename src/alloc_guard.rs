@@ -1,0 +1,96 @@
+//! A global allocator that keeps hostile length fields from aborting the process.
+//!
+//! The `kafka-protocol` decoders size each array with `Vec::with_capacity(n)` where `n`
+//! is the length read off the wire, before checking that `n` elements could fit in the
+//! frame. A four-byte length of 2^31 - 1 then asks for hundreds of gigabytes; the system
+//! allocator refuses, and Rust aborts the whole broker. Here, allocations of 1 GiB or
+//! more are served by an `mmap` with `MAP_NORESERVE`: the kernel hands out address space
+//! without committing memory, the decoder fails on the first missing element, and the
+//! untouched mapping is returned. Real buffers never come near 1 GiB (requests are
+//! capped at `socket.request.max.bytes`), so the data path never takes this branch.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// Allocations at least this large are reserved, not committed.
+const HUGE: usize = 1 << 30;
+const PAGE: usize = 4096;
+
+/// The system allocator, with huge allocations served by reserve-only mappings.
+pub struct GuardedAlloc;
+
+fn is_huge(layout: &Layout) -> bool {
+    layout.size() >= HUGE && layout.align() <= PAGE
+}
+
+unsafe fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+// SAFETY: every method either forwards to `System` or pairs mmap with munmap for the
+// same size, chosen by the same `is_huge` test on the layout the caller passes back.
+unsafe impl GlobalAlloc for GuardedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_huge(&layout) {
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_huge(&layout) {
+            // Fresh anonymous pages read as zero.
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_huge(&layout) {
+            unsafe { libc::munmap(ptr.cast(), layout.size()) };
+        } else {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if !is_huge(&layout) && !is_huge(&new_layout) {
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_wire_length_of_two_billion_does_not_abort() {
+        // What a decoder does with a hostile array length: reserve, then fail.
+        let v: Vec<[u8; 72]> = Vec::with_capacity(i32::MAX as usize);
+        assert!(v.capacity() >= i32::MAX as usize);
+    }
+}
