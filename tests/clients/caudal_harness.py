@@ -203,6 +203,7 @@ class Broker:
         log_offset += len(banner)
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")  # plain log lines in broker.log
         self.proc = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,

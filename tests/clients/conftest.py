@@ -15,13 +15,9 @@ import os
 
 import pytest
 
-from caudal_harness import (  # noqa: F401  (re-exported for tests)
-    Broker,
-    BrokerError,
-    assert_clients_work,
-    caudal_bin,
-    create_topic,
-)
+from caudal_harness import Broker, BrokerError, assert_clients_work, caudal_bin, create_topic
+
+__all__ = ["Broker", "BrokerError", "assert_clients_work", "caudal_bin", "create_topic", "broker"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,4 +48,5 @@ def broker(request):
     yield b
     b.cleanup(keep=keep)  # records crashed_returncode if the process was already gone
     if b.crashed_returncode is not None:
-        pytest.fail(f"caudal died during the test (exit code {b.crashed_returncode})\n{b.log_tail()}")
+        # The log tail is attached to the report by pytest_runtest_makereport.
+        pytest.fail(f"caudal died during the test (exit code {b.crashed_returncode})")
