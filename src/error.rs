@@ -1,6 +1,7 @@
 //! Kafka error codes, and the one place module errors are mapped to them.
 
 use crate::log::LogError;
+use crate::producer_state::ProducerError;
 use crate::protocol::record_batch::BatchError;
 
 /// Kafka protocol error codes used by this broker.
@@ -19,7 +20,7 @@ pub enum ErrorCode {
     NotLeaderOrFollower = 6,
     /// A batch is larger than the topic allows.
     MessageTooLarge = 10,
-    /// Too many requests.
+    /// acks is not one of 0, 1, -1.
     InvalidRequiredAcks = 21,
     /// The topic name is not valid.
     InvalidTopicException = 17,
@@ -41,6 +42,34 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     /// A record is invalid.
     InvalidRecord = 87,
+    /// The coordinator is loading or not available.
+    CoordinatorNotAvailable = 15,
+    /// This shard is not the coordinator of the group.
+    NotCoordinator = 16,
+    /// The generation in the request is not the group's.
+    IllegalGeneration = 22,
+    /// The member's protocols do not match the group's.
+    InconsistentGroupProtocol = 23,
+    /// The group id is empty or invalid.
+    InvalidGroupId = 24,
+    /// The member id is not in the group.
+    UnknownMemberId = 25,
+    /// The session timeout is outside the broker's bounds.
+    InvalidSessionTimeout = 26,
+    /// The group is rebalancing; rejoin.
+    RebalanceInProgress = 27,
+    /// A batch does not continue its producer's sequence.
+    OutOfOrderSequenceNumber = 45,
+    /// The producer's epoch is older than the current one.
+    InvalidProducerEpoch = 47,
+    /// The group still has members.
+    NonEmptyGroup = 68,
+    /// The group does not exist.
+    GroupIdNotFound = 69,
+    /// JoinGroup v4+: retry with the member id given in this response.
+    MemberIdRequired = 79,
+    /// A static member with this instance id was replaced by a newer one.
+    FencedInstanceId = 82,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }
@@ -71,5 +100,7 @@ pub fn log_error_code(e: &LogError) -> ErrorCode {
         LogError::InvalidBatch(b) => batch_error_code(b),
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,
+        LogError::Producer(ProducerError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
+        LogError::Producer(ProducerError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequenceNumber,
     }
 }

@@ -9,6 +9,7 @@ pub mod io;
 pub mod log;
 pub mod metadata;
 pub mod net;
+pub mod producer_state;
 pub mod protocol;
 pub mod shard;
 

@@ -28,6 +28,9 @@ pub enum LogError {
         /// Offset the next visible record will get.
         log_end: Offset,
     },
+    /// An idempotent producer's batch is out of sequence or from a fenced epoch.
+    #[error("{0}")]
+    Producer(#[from] crate::producer_state::ProducerError),
     /// Bytes on disk failed their checksum or framing when read back.
     #[error("corrupt data in {file} at position {position}: {detail}")]
     Corrupt {

@@ -2,7 +2,8 @@
 //!
 //! A partition directory holds, per segment, three files named by the segment's base
 //! offset in 20 zero-padded digits, so that names sort in offset order:
-//! `00000000000000000000.log`, `.index`, `.timeindex`.
+//! `00000000000000000000.log`, `.index`, `.timeindex`, and the producer-state snapshot
+//! `.snapshot` taken when the previous segment was sealed.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
 /// Extension of time index files.
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Extension of idempotent-producer state snapshots (state as of the base offset).
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
 
 /// Path of a segment file with the given extension.
 pub fn segment_path(dir: &Path, base_offset: Offset, suffix: &str) -> PathBuf {

@@ -22,6 +22,7 @@ use glommio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::io::dma_writer::{IoStats, WriterOptions};
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::protocol::record_batch::{
     check_batch, peek_batch_size, set_offset_and_epoch, validate_produced_batch, BatchError,
     BatchHeader,
@@ -29,7 +30,7 @@ use crate::protocol::record_batch::{
 
 use super::config::{FlushPolicy, LogConfig};
 use super::error::{LogError, LogResult};
-use super::format::parse_segment_name;
+use super::format::{parse_segment_name, segment_path, SNAPSHOT_SUFFIX};
 use super::segment::{rel_offset, write_indexes, Segment};
 use super::tail_cache::{CacheBudget, CachedBatch, TailCache};
 use super::Offset;
@@ -65,6 +66,9 @@ pub struct AppendResult {
     pub last_offset: Offset,
     /// First offset still in the log.
     pub log_start_offset: Offset,
+    /// True when this was a producer's retry of a batch already in the log: nothing was
+    /// written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Batches returned by a read.
@@ -92,6 +96,8 @@ struct LogState {
     leader_epoch: i32,
     /// Set after an I/O error; the next append reopens the active segment from disk.
     failed: bool,
+    /// Idempotent-producer state, as of the log end.
+    producers: ProducerStateTable,
 }
 
 impl LogState {
@@ -121,6 +127,14 @@ impl LogState {
         self.tail
             .evict(|b| b.segment_base < active_base || b.end_position <= written);
     }
+}
+
+/// What the locked part of an append decided.
+enum Step {
+    /// Buffered: wait for the writer up to this position.
+    Appended(Rc<crate::io::dma_writer::DmaWriter>, u64, AppendResult),
+    /// A retry of batches already in the log.
+    Duplicate(Option<Rc<crate::io::dma_writer::DmaWriter>>, AppendResult),
 }
 
 /// The log of one partition. See the module docs for its contract.
@@ -155,20 +169,23 @@ impl PartitionLog {
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len().max(1));
+        let mut active_batches = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             if let Some(&next) = bases.get(i + 1) {
                 segments.push(Segment::open_sealed(dir, base, next, interval).await?);
             } else {
-                segments.push(
+                let (seg, batches) =
                     Segment::recover_active(dir, base, interval, env.writer, env.stats.clone())
-                        .await?,
-                );
+                        .await?;
+                segments.push(seg);
+                active_batches = batches;
             }
         }
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0, interval, env.writer, env.stats.clone()).await?);
         }
         let next = segments.last().map_or(0, |s| s.next_offset);
+        let producers = rebuild_producers(dir, &segments, active_batches, interval).await?;
         let flush = config.flush;
         let log = Rc::new(PartitionLog {
             dir: dir.to_path_buf(),
@@ -179,6 +196,7 @@ impl PartitionLog {
                 tail: TailCache::new(env.cache.clone()),
                 leader_epoch: 0,
                 failed: false,
+                producers,
             }),
             env,
             append_lock: Semaphore::new(1),
@@ -249,7 +267,7 @@ impl PartitionLog {
     /// error nothing is written.
     pub async fn append(&self, mut records: BytesMut) -> LogResult<AppendResult> {
         let headers = self.validate(&records)?;
-        let (writer, end_pos, result) = {
+        let step = {
             let _permit = self
                 .append_lock
                 .acquire_permit(1)
@@ -264,54 +282,91 @@ impl PartitionLog {
                 self.roll().await?;
             }
             let mut st = self.state.borrow_mut();
-            let epoch = st.leader_epoch;
-            let base_offset = st.next_offset();
-            let segment_base = st.active().base_offset;
-            let Some(writer) = st.active().writer.clone() else {
-                return Err(std::io::Error::other("active segment has no writer").into());
-            };
-            let mut next = base_offset;
-            let mut at = 0usize;
+            let lenient = st.log_start() > 0;
+            let mut duplicates = Vec::new();
             for h in &headers {
-                set_offset_and_epoch(&mut records[at..], next, epoch);
-                next += h.offset_count();
-                at += h.size;
-            }
-            let end_pos = match writer.buffer(&records) {
-                Ok(p) => p,
-                Err(e) => {
-                    st.failed = true;
-                    return Err(e.into());
+                match st.producers.check(h, lenient)? {
+                    SequenceCheck::Append => {}
+                    SequenceCheck::Duplicate(b) => duplicates.push(b),
                 }
-            };
-            let data = records.freeze();
-            let mut next = base_offset;
-            let mut at = 0usize;
-            for h in &headers {
-                let last = next + h.offset_count() - 1;
-                st.active_mut()
-                    .on_append(next, last, h.size as u64, h.max_timestamp);
-                let end_position = st.active().size;
-                st.tail.push(CachedBatch {
-                    base_offset: next,
-                    last_offset: last,
-                    segment_base,
-                    end_position,
-                    data: data.slice(at..at + h.size),
-                });
-                next = last + 1;
-                at += h.size;
             }
-            if matches!(self.config.borrow().flush, FlushPolicy::Interval(_)) {
-                st.high_watermark = next;
+            if !duplicates.is_empty() {
+                if duplicates.len() != headers.len() {
+                    return Err(
+                        BatchError::InvalidHeader("request mixes retried and new batches").into(),
+                    );
+                }
+                let (first, last) = (duplicates[0], duplicates[duplicates.len() - 1]);
+                let writer = st.active().writer.clone();
+                let result = AppendResult {
+                    base_offset: first.base_offset,
+                    last_offset: last.last_offset,
+                    log_start_offset: st.log_start(),
+                    duplicate: true,
+                };
+                Step::Duplicate(writer, result)
+            } else {
+                let epoch = st.leader_epoch;
+                let base_offset = st.next_offset();
+                let segment_base = st.active().base_offset;
+                let Some(writer) = st.active().writer.clone() else {
+                    return Err(std::io::Error::other("active segment has no writer").into());
+                };
+                let mut next = base_offset;
+                let mut at = 0usize;
+                for h in &headers {
+                    set_offset_and_epoch(&mut records[at..], next, epoch);
+                    next += h.offset_count();
+                    at += h.size;
+                }
+                let end_pos = match writer.buffer(&records) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        st.failed = true;
+                        return Err(e.into());
+                    }
+                };
+                let data = records.freeze();
+                let mut next = base_offset;
+                let mut at = 0usize;
+                for h in &headers {
+                    let last = next + h.offset_count() - 1;
+                    st.producers.record(h, next);
+                    st.active_mut()
+                        .on_append(next, last, h.size as u64, h.max_timestamp);
+                    let end_position = st.active().size;
+                    st.tail.push(CachedBatch {
+                        base_offset: next,
+                        last_offset: last,
+                        segment_base,
+                        end_position,
+                        data: data.slice(at..at + h.size),
+                    });
+                    next = last + 1;
+                    at += h.size;
+                }
+                if matches!(self.config.borrow().flush, FlushPolicy::Interval(_)) {
+                    st.high_watermark = next;
+                }
+                st.evict_cache();
+                let result = AppendResult {
+                    base_offset,
+                    last_offset: next - 1,
+                    log_start_offset: st.log_start(),
+                    duplicate: false,
+                };
+                Step::Appended(writer, end_pos, result)
             }
-            st.evict_cache();
-            let result = AppendResult {
-                base_offset,
-                last_offset: next - 1,
-                log_start_offset: st.log_start(),
-            };
-            (writer, end_pos, result)
+        };
+        let (writer, end_pos, result) = match step {
+            Step::Appended(w, e, r) => (w, e, r),
+            Step::Duplicate(writer, result) => {
+                // The original may still be on its way to disk: answer once it is there.
+                if let Some(w) = writer {
+                    w.sync().await?;
+                }
+                return Ok(result);
+            }
         };
         let durable = matches!(self.config.borrow().flush, FlushPolicy::Durable);
         let outcome = match writer.pump().await {
@@ -382,6 +437,15 @@ impl PartitionLog {
         };
         let len = writer.finish().await?;
         write_indexes(&self.dir, base, &offsets, &times).await?;
+        let (snapshot, next_base) = {
+            let st = self.state.borrow();
+            (st.producers.to_bytes(), st.active().next_offset)
+        };
+        crate::io::small_file::write_durably(
+            &segment_path(&self.dir, next_base, SNAPSHOT_SUFFIX),
+            &snapshot,
+        )
+        .await?;
         let next = {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
@@ -419,7 +483,7 @@ impl PartitionLog {
         let file = self.state.borrow().active().file.clone();
         file.truncate(durable).await.map_err(std::io::Error::from)?;
         let interval = self.config.borrow().index_interval_bytes;
-        let seg = Segment::recover_active(
+        let (seg, active_batches) = Segment::recover_active(
             &self.dir,
             base,
             interval,
@@ -427,7 +491,14 @@ impl PartitionLog {
             self.env.stats.clone(),
         )
         .await?;
+        let sealed = {
+            let st = self.state.borrow();
+            sealed_refs(&st.segments[..st.segments.len() - 1])
+        };
+        let producers =
+            rebuild_producers_from(&self.dir, &sealed, base, active_batches, interval).await?;
         let mut st = self.state.borrow_mut();
+        st.producers = producers;
         let next = seg.next_offset;
         st.active_mut().writer = None;
         if let Some(last) = st.segments.last_mut() {
@@ -694,4 +765,88 @@ fn spawn_interval_flusher(log: Weak<PartitionLog>, every: Duration) {
         }
     })
     .detach();
+}
+
+/// Rebuilds the idempotent-producer state: from the snapshot taken when the active
+/// segment was created when there is one, else from a scan of every sealed segment
+/// after the newest snapshot found; then the active segment's batches on top.
+async fn rebuild_producers(
+    dir: &Path,
+    segments: &[Segment],
+    active_batches: Vec<BatchHeader>,
+    interval: u64,
+) -> LogResult<ProducerStateTable> {
+    let Some((active, sealed)) = segments.split_last() else {
+        return Ok(ProducerStateTable::default());
+    };
+    rebuild_producers_from(
+        dir,
+        &sealed_refs(sealed),
+        active.base_offset,
+        active_batches,
+        interval,
+    )
+    .await
+}
+
+/// What a producer-state rebuild needs of a sealed segment, without borrowing it.
+struct SealedRef {
+    base_offset: Offset,
+    file: Rc<glommio::io::DmaFile>,
+    size: u64,
+}
+
+fn sealed_refs(segments: &[Segment]) -> Vec<SealedRef> {
+    segments
+        .iter()
+        .map(|s| SealedRef {
+            base_offset: s.base_offset,
+            file: s.file.clone(),
+            size: s.size,
+        })
+        .collect()
+}
+
+async fn rebuild_producers_from(
+    dir: &Path,
+    sealed: &[SealedRef],
+    active_base: Offset,
+    active_batches: Vec<BatchHeader>,
+    interval: u64,
+) -> LogResult<ProducerStateTable> {
+    let load = |base: Offset| {
+        let path = segment_path(dir, base, SNAPSHOT_SUFFIX);
+        async move {
+            crate::io::small_file::read_all(&path)
+                .await
+                .map(|b| b.and_then(|b| ProducerStateTable::from_bytes(&b)))
+        }
+    };
+    let mut table = load(active_base).await?;
+    if table.is_none() {
+        // Walk back to the newest usable snapshot, then replay the segments after it.
+        let mut start = 0;
+        let mut found = ProducerStateTable::default();
+        for (i, seg) in sealed.iter().enumerate().rev() {
+            if let Some(t) = load(seg.base_offset).await? {
+                found = t;
+                start = i;
+                break;
+            }
+        }
+        for seg in &sealed[start..] {
+            let scan =
+                super::recovery::scan_segment(&seg.file, seg.size, seg.base_offset, interval)
+                    .await?;
+            for h in scan.producer_batches {
+                found.record(&h, h.base_offset);
+            }
+        }
+        table = Some(found);
+    }
+    let mut table = table.unwrap_or_default();
+    for h in &active_batches {
+        table.record(h, h.base_offset);
+    }
+    Ok(table)
 }

@@ -10,7 +10,7 @@ use std::io;
 use glommio::io::DmaFile;
 
 use crate::io::dma_writer::{align_down, align_up};
-use crate::protocol::record_batch::{check_batch, peek_batch_size, LOG_OVERHEAD};
+use crate::protocol::record_batch::{check_batch, peek_batch_size, BatchHeader, LOG_OVERHEAD};
 
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
@@ -37,6 +37,9 @@ pub struct ScanResult {
     pub time_index: TimeIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped_by: Option<String>,
+    /// Headers of the valid batches written by idempotent producers, in log order, to
+    /// rebuild the producer state.
+    pub producer_batches: Vec<BatchHeader>,
 }
 
 /// Builds the indexes while batches are appended or scanned, adding an entry every
@@ -197,6 +200,9 @@ fn accept(
     };
     res.batches += 1;
     res.next_offset = header.last_offset() + 1;
+    if header.producer_id >= 0 {
+        res.producer_batches.push(header);
+    }
     builder.on_batch(
         &mut res.offset_index,
         &mut res.time_index,

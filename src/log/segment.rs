@@ -16,11 +16,12 @@ use tracing::{info, warn};
 use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};
 use crate::io::small_file;
 
-use super::format::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::format::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX};
 use super::offset_index::OffsetIndex;
 use super::recovery::{scan_segment, IndexBuilder};
 use super::time_index::TimeIndex;
 use super::Offset;
+use crate::protocol::record_batch::BatchHeader;
 
 /// One segment of a partition log.
 pub struct Segment {
@@ -85,13 +86,14 @@ impl Segment {
 
     /// Opens the newest segment after a restart: scans it, cuts off a torn or corrupt
     /// tail, rebuilds its indexes and resumes appending at the end of its valid data.
+    /// Also returns the headers of its idempotent batches, to rebuild producer state.
     pub async fn recover_active(
         dir: &Path,
         base_offset: Offset,
         index_interval: u64,
         opts: WriterOptions,
         stats: Rc<IoStats>,
-    ) -> io::Result<Segment> {
+    ) -> io::Result<(Segment, Vec<BatchHeader>)> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path).await?);
         let file_len = file.file_size().await.map_err(io::Error::from)?;
@@ -116,7 +118,7 @@ impl Segment {
             file.fdatasync().await.map_err(io::Error::from)?;
         }
         let writer = DmaWriter::open(file.clone(), scan.valid_len, opts, stats).await?;
-        Ok(Segment {
+        let segment = Segment {
             base_offset,
             file,
             writer: Some(Rc::new(writer)),
@@ -127,7 +129,8 @@ impl Segment {
             offset_index: scan.offset_index,
             time_index: scan.time_index,
             indexer: IndexBuilder::resume(index_interval, scan.max_timestamp),
-        })
+        };
+        Ok((segment, scan.producer_batches))
     }
 
     /// Opens a sealed segment whose successor starts at `next_base`. Its index files are
@@ -232,12 +235,13 @@ impl Segment {
         }
     }
 
-    /// Paths of this segment's three files.
-    pub fn paths(dir: &Path, base_offset: Offset) -> [PathBuf; 3] {
+    /// Paths of this segment's files.
+    pub fn paths(dir: &Path, base_offset: Offset) -> [PathBuf; 4] {
         [
             segment_path(dir, base_offset, LOG_SUFFIX),
             segment_path(dir, base_offset, INDEX_SUFFIX),
             segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
+            segment_path(dir, base_offset, SNAPSHOT_SUFFIX),
         ]
     }
 }

@@ -259,6 +259,16 @@ pub fn set_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i3
     batch[LEADER_EPOCH..LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Stamps idempotent-producer fields into a batch and recomputes its CRC (they are
+/// covered by it). Used by tests and the load generator, never by the broker.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    batch[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
+    batch[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Builds an uncompressed v2 batch from raw record values. Used by tests, benchmarks and
 /// the load generator; the broker itself never builds batches.
 pub fn build_batch(

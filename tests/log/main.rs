@@ -4,6 +4,7 @@
 mod bad_batches;
 mod crash_recovery;
 mod group_commit;
+mod idempotence;
 mod index_rebuild;
 mod retention;
 mod roll;
