@@ -45,6 +45,8 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// Memory registered with io_uring per shard. Default 2 MiB.
     pub io_memory_bytes: usize,
+    /// Consumer-group coordinator settings.
+    pub group: crate::group::coordinator::GroupSettings,
     /// How often retention runs, in ms. Default 5 minutes (Kafka's
     /// `log.retention.check.interval.ms`).
     pub retention_check_ms: u64,
@@ -71,6 +73,7 @@ impl Default for Config {
             tail_cache_bytes: 256 << 20,
             io_memory_bytes: 2 << 20,
             retention_check_ms: 300_000,
+            group: Default::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod alloc_guard;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod io;
 pub mod log;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use caudal::config::Config;
+use caudal::group::coordinator::GroupSettings;
 use caudal::metadata::topic_config::flush_policy;
 use caudal::shard::runtime;
 use clap::Parser;
@@ -62,6 +65,14 @@ struct Args {
     /// How often each shard applies retention, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     retention_check_ms: u64,
+    /// Delay before the first rebalance of an empty consumer group, in milliseconds, so
+    /// members starting together land in one generation (Kafka's
+    /// group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    group_initial_rebalance_delay_ms: u64,
+    /// Smallest consumer session timeout accepted, in milliseconds.
+    #[arg(long, default_value_t = 6000)]
+    group_min_session_timeout_ms: u64,
 }
 
 fn config_from(args: Args) -> Config {
@@ -88,6 +99,11 @@ fn config_from(args: Args) -> Config {
         tail_cache_bytes: args.tail_cache_bytes,
         io_memory_bytes: args.io_memory_bytes,
         retention_check_ms: args.retention_check_ms.max(1),
+        group: GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
+            ..GroupSettings::default()
+        },
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let shard = shard.clone();
         let task = glommio::spawn_local(async move {
-            let outcome = match dispatch(&shard, frame.freeze()).await {
+            let outcome = match dispatch(&shard, frame.freeze(), peer).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Close(e.to_string()),
             };

@@ -8,9 +8,12 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -44,6 +47,18 @@ pub const SUPPORTED: &[ApiSpec] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 8),
+    api(ApiKey::OffsetFetch, 1, 8),
+    api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The supported range of an API, if any.
@@ -91,7 +106,11 @@ macro_rules! call {
 }
 
 /// Decodes one request frame, runs its handler and encodes the answer.
-pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Outcome, FrameError> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    mut frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Outcome, FrameError> {
     let prefix = peek_header(&frame)?;
     let key =
         ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
@@ -161,6 +180,89 @@ pub async fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Outcome, Fr
                 DescribeConfigsRequest,
                 handlers::describe_configs::handle
             )
+        }
+        ApiKey::FindCoordinator => call!(
+            shard,
+            header,
+            frame,
+            FindCoordinatorRequest,
+            handlers::find_coordinator::handle
+        ),
+        ApiKey::SyncGroup => call!(
+            shard,
+            header,
+            frame,
+            SyncGroupRequest,
+            handlers::sync_group::handle
+        ),
+        ApiKey::Heartbeat => call!(
+            shard,
+            header,
+            frame,
+            HeartbeatRequest,
+            handlers::heartbeat::handle
+        ),
+        ApiKey::LeaveGroup => call!(
+            shard,
+            header,
+            frame,
+            LeaveGroupRequest,
+            handlers::leave_group::handle
+        ),
+        ApiKey::OffsetCommit => call!(
+            shard,
+            header,
+            frame,
+            OffsetCommitRequest,
+            handlers::offset_commit::handle
+        ),
+        ApiKey::OffsetFetch => call!(
+            shard,
+            header,
+            frame,
+            OffsetFetchRequest,
+            handlers::offset_fetch::handle
+        ),
+        ApiKey::OffsetDelete => call!(
+            shard,
+            header,
+            frame,
+            OffsetDeleteRequest,
+            handlers::offset_delete::handle
+        ),
+        ApiKey::ListGroups => call!(
+            shard,
+            header,
+            frame,
+            ListGroupsRequest,
+            handlers::list_groups::handle
+        ),
+        ApiKey::DescribeGroups => call!(
+            shard,
+            header,
+            frame,
+            DescribeGroupsRequest,
+            handlers::describe_groups::handle
+        ),
+        ApiKey::DeleteGroups => call!(
+            shard,
+            header,
+            frame,
+            DeleteGroupsRequest,
+            handlers::delete_groups::handle
+        ),
+        ApiKey::InitProducerId => call!(
+            shard,
+            header,
+            frame,
+            InitProducerIdRequest,
+            handlers::init_producer_id::handle
+        ),
+        ApiKey::JoinGroup => {
+            let request = JoinGroupRequest::decode(&mut frame, version)
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            let response = handlers::join_group::handle(shard, &header, request, peer).await;
+            Outcome::Respond(encode_response(header.correlation_id, version, &response)?)
         }
         ApiKey::Produce => {
             let request = ProduceRequest::decode(&mut frame, version)

@@ -334,6 +334,74 @@ pub fn build_batch(
     b
 }
 
+/// One record of an uncompressed batch, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Offset delta from the batch base offset.
+    pub offset_delta: i64,
+    /// Timestamp delta from the batch base timestamp.
+    pub timestamp_delta: i64,
+    /// Key, if not null.
+    pub key: Option<&'a [u8]>,
+    /// Value, if not null.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Reads the records of an uncompressed batch (headers are skipped). Compressed batches
+/// are refused: the broker never decompresses.
+pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, BatchError> {
+    let h = parse_header(batch)?;
+    if h.compression() != Some(Compression::None) {
+        return Err(BatchError::InvalidHeader("records are compressed"));
+    }
+    let mut rest = &batch[HEADER_LEN..h.size];
+    let count = usize::try_from(h.records_count)
+        .map_err(|_| BatchError::InvalidHeader("negative record count"))?;
+    let mut out = Vec::with_capacity(count.min(rest.len()));
+    let bad = || BatchError::InvalidHeader("malformed record");
+    for _ in 0..count {
+        let len = usize::try_from(get_varlong(&mut rest).ok_or_else(bad)?).map_err(|_| bad())?;
+        let (mut rec, tail) = rest.split_at_checked(len).ok_or_else(bad)?;
+        rest = tail;
+        rec = rec.get(1..).ok_or_else(bad)?; // attributes
+        let timestamp_delta = get_varlong(&mut rec).ok_or_else(bad)?;
+        let offset_delta = get_varlong(&mut rec).ok_or_else(bad)?;
+        let key = get_bytes(&mut rec).ok_or_else(bad)?;
+        let value = get_bytes(&mut rec).ok_or_else(bad)?;
+        out.push(RecordRef {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn get_varlong(b: &mut &[u8]) -> Option<i64> {
+    let mut z: u64 = 0;
+    for i in 0..10 {
+        let byte = *b.first()?;
+        *b = &b[1..];
+        z |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A varint-length-prefixed byte string; length -1 is null. `None` when malformed.
+fn get_bytes<'a>(b: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let len = get_varlong(b)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let (v, rest) = b.split_at_checked(usize::try_from(len).ok()?)?;
+    *b = rest;
+    Some(Some(v))
+}
+
 fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -363,6 +431,18 @@ mod tests {
         let h = check_batch(&b).unwrap();
         assert_eq!(h.base_offset, 42);
         assert_eq!(h.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn records_of_a_built_batch_read_back() {
+        let b = build_batch(5, 1000, &[b"one", b"", b"three"], Compression::None);
+        let recs = uncompressed_records(&b).unwrap();
+        let values: Vec<_> = recs.iter().map(|r| r.value.unwrap()).collect();
+        assert_eq!(values, vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(recs[2].offset_delta, 2);
+        assert!(recs.iter().all(|r| r.key.is_none()));
+        let z = build_batch(5, 1000, &[b"one"], Compression::Zstd);
+        assert!(uncompressed_records(&z).is_err());
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub async fn handle_request(shard: Rc<Shard>, request: ShardRequest) -> ShardRes
         ShardRequest::DeleteTopics(names) => {
             ShardResponse::Deleted(delete_topics(&shard, names).await)
         }
+        ShardRequest::ListGroups => ShardResponse::Groups(
+            shard
+                .coordinator
+                .get()
+                .map(|c| c.list())
+                .unwrap_or_default(),
+        ),
         ShardRequest::ApplyMetadata(meta) => match shard.apply_metadata(meta).await {
             Ok(()) => ShardResponse::Applied,
             Err(e) => {

@@ -3,6 +3,7 @@
 pub mod controller;
 pub mod notify;
 pub mod placement;
+pub mod producer_ids;
 pub mod router;
 pub mod runtime;
 pub mod state;

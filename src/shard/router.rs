@@ -39,6 +39,8 @@ pub enum ShardRequest {
     DeleteTopics(Vec<String>),
     /// To every shard: adopt this metadata snapshot (open and drop partitions).
     ApplyMetadata(Arc<ClusterMetadata>),
+    /// To every shard: list the groups it coordinates.
+    ListGroups,
 }
 
 /// The answer to a [`ShardRequest`].
@@ -50,6 +52,8 @@ pub enum ShardResponse {
     Deleted(Vec<ErrorCode>),
     /// The snapshot is applied.
     Applied,
+    /// Groups: (id, protocol type, state).
+    Groups(Vec<(String, String, String)>),
     /// The target shard could not be reached or failed.
     Failed(String),
 }

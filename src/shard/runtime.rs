@@ -17,8 +17,10 @@ use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
 
 use super::controller;
+use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
+use crate::group::coordinator::Coordinator;
 
 /// How often each shard checks for the stop signal and runs retention.
 const TICK: Duration = Duration::from_millis(50);
@@ -86,7 +88,8 @@ fn remove_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name == "meta" || !entry.path().is_dir() {
+        // `meta` and internal logs such as `__offsets-shard-0` are not topic partitions.
+        if name == "meta" || name.starts_with("__") || !entry.path().is_dir() {
             continue;
         }
         let Some((topic, part)) = name.rsplit_once('-') else {
@@ -261,6 +264,28 @@ async fn shard_main(args: ShardArgs) {
     if let Err(e) = shard.apply_metadata(args.meta).await {
         let _ = args.ready.send(Err(format!("shard {id}: {e}")));
         return;
+    }
+    let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));
+    match Coordinator::open(&offsets_dir, shard.env.clone(), args.config.group.clone()).await {
+        Ok(c) => {
+            let _ = shard.coordinator.set(c);
+        }
+        Err(e) => {
+            let _ = args.ready.send(Err(format!(
+                "shard {id}: opening {}: {e}",
+                offsets_dir.display()
+            )));
+            return;
+        }
+    }
+    match ProducerIds::open(args.config.data_dir.join("meta"), args.config.node_id, id).await {
+        Ok(p) => {
+            let _ = shard.producer_ids.set(p);
+        }
+        Err(e) => {
+            let _ = args.ready.send(Err(format!("shard {id}: {e}")));
+            return;
+        }
     }
     let addr = SocketAddr::new(args.config.listen_host, args.config.shard_port(id));
     let listener = match TcpListener::bind(addr) {

@@ -1,6 +1,6 @@
 //! Everything one shard owns: its metadata snapshot, its partition logs, its counters.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -18,7 +18,9 @@ use crate::metadata::store::MetaStore;
 use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardId};
 
 use super::notify::Notify;
+use super::producer_ids::ProducerIds;
 use super::router::{Router, ShardRequest, ShardResponse};
+use crate::group::coordinator::Coordinator;
 
 /// Per-shard counters, readable from any thread (tests, metrics). Only the owning shard
 /// writes them, so relaxed atomics cost no contention.
@@ -79,6 +81,10 @@ pub struct Shard {
     pub data_arrived: Notify,
     /// Bytes of requests this shard may hold in memory at once.
     pub request_budget: Rc<Semaphore>,
+    /// Coordinator of the groups that hash to this shard; set once its offsets are loaded.
+    pub coordinator: OnceCell<Rc<Coordinator>>,
+    /// Producer ids handed out by this shard; set at start.
+    pub producer_ids: OnceCell<ProducerIds>,
 }
 
 impl Shard {
@@ -106,6 +112,8 @@ impl Shard {
             apply_lock: Semaphore::new(1),
             data_arrived: Notify::default(),
             request_budget: Rc::new(Semaphore::new(budget)),
+            coordinator: OnceCell::new(),
+            producer_ids: OnceCell::new(),
             config,
         }
     }
@@ -244,8 +252,25 @@ impl Shard {
         }
     }
 
+    /// The group coordinator if `group` hashes to this shard and it is loaded, else the
+    /// error to answer with.
+    pub fn coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
+        if crate::group::coordinator_shard(group, self.config.shards) != self.id {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        self.coordinator
+            .get()
+            .cloned()
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
+    }
+
     /// Syncs and closes every local partition.
     pub async fn close_all(&self) {
+        if let Some(c) = self.coordinator.get() {
+            if let Err(e) = c.close().await {
+                warn!(error = %e, "closing offsets log failed");
+            }
+        }
         for log in self.local_logs() {
             if let Err(e) = log.close().await {
                 warn!(dir = %log.dir().display(), error = %e, "closing partition failed");

@@ -1,0 +1,386 @@
+//! Committed offsets of the groups a shard coordinates, kept in memory and made durable
+//! in an internal partition log on that shard (`<data>/__offsets-shard-<k>/`).
+//!
+//! Each commit is one uncompressed batch appended with the `Durable` policy, so a commit
+//! is acknowledged only once it is on disk, and concurrent commits share fsyncs. Record
+//! values (big-endian; `str` = u16 length + UTF-8; nullable `str` uses length 0xffff):
+//! - `1` commit: `{ group: str, topic: str, partition: i32, offset: i64,
+//!   leader_epoch: i32, metadata: nullable str, commit_ms: i64 }`
+//! - `2` delete group: `{ group: str }`
+//! - `3` delete offset: `{ group: str, topic: str, partition: i32 }`
+//!
+//! On start the log is replayed; when it holds far more records than live offsets it is
+//! rewritten with only the live ones (compaction on restart).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use tracing::info;
+
+use crate::log::{LogConfig, LogEnv, LogResult, PartitionLog};
+use crate::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
+
+const COMMIT: u8 = 1;
+const DELETE_GROUP: u8 = 2;
+const DELETE_OFFSET: u8 = 3;
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Next offset the group will read.
+    pub offset: i64,
+    /// Leader epoch the client saw, or -1.
+    pub leader_epoch: i32,
+    /// Client metadata.
+    pub metadata: Option<String>,
+    /// When it was committed (ms since the epoch).
+    pub commit_ms: i64,
+}
+
+/// (topic, partition) -> committed offset.
+pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+/// A change to committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetRecord {
+    /// A commit.
+    Commit {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What was committed.
+        committed: Committed,
+    },
+    /// All offsets of a group removed.
+    DeleteGroup(String),
+    /// One offset removed.
+    DeleteOffset {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(0xfffe)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (h, r) = self.0.split_at_checked(n)?;
+        self.0 = r;
+        Some(h)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)?.try_into().ok().map(i32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take(8)?.try_into().ok().map(i64::from_be_bytes)
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
+        if n == 0xffff {
+            return Some(None);
+        }
+        String::from_utf8(self.take(usize::from(n))?.to_vec())
+            .ok()
+            .map(Some)
+    }
+    fn str(&mut self) -> Option<String> {
+        self.opt_str()?
+    }
+}
+
+impl OffsetRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            OffsetRecord::Commit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                out.push(COMMIT);
+                put_str(&mut out, group);
+                put_str(&mut out, topic);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&committed.offset.to_be_bytes());
+                out.extend_from_slice(&committed.leader_epoch.to_be_bytes());
+                match &committed.metadata {
+                    Some(m) => put_str(&mut out, m),
+                    None => out.extend_from_slice(&0xffffu16.to_be_bytes()),
+                }
+                out.extend_from_slice(&committed.commit_ms.to_be_bytes());
+            }
+            OffsetRecord::DeleteGroup(group) => {
+                out.push(DELETE_GROUP);
+                put_str(&mut out, group);
+            }
+            OffsetRecord::DeleteOffset {
+                group,
+                topic,
+                partition,
+            } => {
+                out.push(DELETE_OFFSET);
+                put_str(&mut out, group);
+                put_str(&mut out, topic);
+                out.extend_from_slice(&partition.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<OffsetRecord> {
+        let mut c = Cursor(b);
+        let rec = match c.u8()? {
+            COMMIT => OffsetRecord::Commit {
+                group: c.str()?,
+                topic: c.str()?,
+                partition: c.i32()?,
+                committed: Committed {
+                    offset: c.i64()?,
+                    leader_epoch: c.i32()?,
+                    metadata: c.opt_str()?,
+                    commit_ms: c.i64()?,
+                },
+            },
+            DELETE_GROUP => OffsetRecord::DeleteGroup(c.str()?),
+            DELETE_OFFSET => OffsetRecord::DeleteOffset {
+                group: c.str()?,
+                topic: c.str()?,
+                partition: c.i32()?,
+            },
+            _ => return None,
+        };
+        c.0.is_empty().then_some(rec)
+    }
+
+    fn apply(self, map: &mut HashMap<String, GroupOffsets>) {
+        match self {
+            OffsetRecord::Commit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                map.entry(group)
+                    .or_default()
+                    .insert((topic, partition), committed);
+            }
+            OffsetRecord::DeleteGroup(group) => {
+                map.remove(&group);
+            }
+            OffsetRecord::DeleteOffset {
+                group,
+                topic,
+                partition,
+            } => {
+                if let Some(g) = map.get_mut(&group) {
+                    g.remove(&(topic, partition));
+                    if g.is_empty() {
+                        map.remove(&group);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The committed offsets of one shard's groups.
+pub struct OffsetStore {
+    log: Rc<PartitionLog>,
+    offsets: RefCell<HashMap<String, GroupOffsets>>,
+}
+
+async fn replay(log: &PartitionLog) -> LogResult<(HashMap<String, GroupOffsets>, usize)> {
+    let mut map = HashMap::new();
+    let mut records = 0usize;
+    let mut from = log.log_start_offset();
+    while from < log.high_watermark() {
+        let res = log.read(from, 1 << 20).await?;
+        if res.batches.is_empty() {
+            break;
+        }
+        for b in &res.batches {
+            let h = check_batch(b)?;
+            if h.last_offset() < from {
+                continue;
+            }
+            for r in uncompressed_records(b)? {
+                if let Some(rec) = r.value.and_then(OffsetRecord::decode) {
+                    rec.apply(&mut map);
+                    records += 1;
+                }
+            }
+            from = h.last_offset() + 1;
+        }
+    }
+    Ok((map, records))
+}
+
+impl OffsetStore {
+    /// Opens (creating) the offsets log in `dir`, replays it and compacts it if most of
+    /// its records are superseded.
+    pub async fn open(dir: &Path, env: LogEnv) -> LogResult<OffsetStore> {
+        let config = LogConfig {
+            retention_ms: -1,
+            segment_bytes: 64 << 20,
+            max_message_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir, config.clone(), env.clone()).await?;
+        let (map, records) = replay(&log).await?;
+        let live: usize = map.values().map(BTreeMap::len).sum();
+        if records > 1000 && records > 4 * live {
+            let tmp = with_suffix(dir, "compacting");
+            let _ = std::fs::remove_dir_all(&tmp);
+            let fresh = PartitionLog::open(&tmp, config.clone(), env.clone()).await?;
+            let store = OffsetStore {
+                log: fresh,
+                offsets: RefCell::new(HashMap::new()),
+            };
+            for (group, offsets) in &map {
+                let recs: Vec<OffsetRecord> = offsets
+                    .iter()
+                    .map(|((topic, partition), c)| OffsetRecord::Commit {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        committed: c.clone(),
+                    })
+                    .collect();
+                store.append(&recs).await?;
+            }
+            store.log.close().await?;
+            log.close().await?;
+            drop(store);
+            drop(log);
+            let old = with_suffix(dir, "old");
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(dir, &old)?;
+            std::fs::rename(&tmp, dir)?;
+            if let Some(parent) = dir.parent() {
+                crate::io::small_file::sync_dir(parent)?;
+            }
+            std::fs::remove_dir_all(&old)?;
+            info!(dir = %dir.display(), records, live, "compacted offsets log");
+            log = PartitionLog::open(dir, config, env).await?;
+        }
+        Ok(OffsetStore {
+            log,
+            offsets: RefCell::new(map),
+        })
+    }
+
+    async fn append(&self, records: &[OffsetRecord]) -> LogResult<()> {
+        for chunk in records.chunks(1000) {
+            let values: Vec<Vec<u8>> = chunk.iter().map(OffsetRecord::encode).collect();
+            let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let batch = build_batch(0, crate::log::partition::now_ms(), &refs, Compression::None);
+            self.log.append(BytesMut::from(&batch[..])).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies changes after making them durable.
+    pub async fn write(&self, records: Vec<OffsetRecord>) -> LogResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.append(&records).await?;
+        let mut map = self.offsets.borrow_mut();
+        for r in records {
+            r.apply(&mut map);
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of a group.
+    pub fn group(&self, group: &str) -> GroupOffsets {
+        self.offsets
+            .borrow()
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Groups with committed offsets.
+    pub fn groups(&self) -> Vec<String> {
+        self.offsets.borrow().keys().cloned().collect()
+    }
+
+    /// Syncs and closes the log.
+    pub async fn close(&self) -> LogResult<()> {
+        self.log.close().await
+    }
+}
+
+fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let recs = [
+            OffsetRecord::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3,
+                committed: Committed {
+                    offset: 42,
+                    leader_epoch: -1,
+                    metadata: None,
+                    commit_ms: 7,
+                },
+            },
+            OffsetRecord::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 4,
+                committed: Committed {
+                    offset: 1,
+                    leader_epoch: 2,
+                    metadata: Some("m".into()),
+                    commit_ms: 7,
+                },
+            },
+            OffsetRecord::DeleteGroup("g".into()),
+            OffsetRecord::DeleteOffset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+            },
+        ];
+        for r in recs {
+            assert_eq!(OffsetRecord::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(OffsetRecord::decode(&[9]), None);
+        assert_eq!(OffsetRecord::decode(&[1, 0]), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! FindCoordinator: the group's coordinator is the shard its id hashes to.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::error::ErrorCode;
+use crate::group::coordinator_shard;
+use crate::shard::state::Shard;
+
+const GROUP: i8 = 0;
+
+/// Handles FindCoordinator (v0–3: one key; v4+: a list of keys).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let locate = |key: &str| -> Result<(i32, StrBytes, i32), (ErrorCode, &'static str)> {
+        if request.key_type != GROUP {
+            return Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "transactions are not supported",
+            ));
+        }
+        if key.is_empty() {
+            return Err((ErrorCode::InvalidGroupId, "empty group id"));
+        }
+        let s = coordinator_shard(key, shard.config.shards);
+        Ok((
+            shard.broker_id(s),
+            StrBytes::from_string(shard.config.advertised_host.clone()),
+            i32::from(shard.config.shard_port(s)),
+        ))
+    };
+    if header.request_api_version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let c = Coordinator::default().with_key(k.clone());
+                match locate(k) {
+                    Ok((id, host, port)) => {
+                        c.with_node_id(BrokerId(id)).with_host(host).with_port(port)
+                    }
+                    Err((code, msg)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_static_str(msg))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    match locate(&request.key) {
+        Ok((id, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(id))
+            .with_host(host)
+            .with_port(port),
+        Err((code, msg)) => FindCoordinatorResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_static_str(msg)))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
+    }
+}

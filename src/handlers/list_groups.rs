@@ -1,0 +1,42 @@
+//! ListGroups: every group on every shard of this node.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse, RequestHeader};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::shard::router::{ShardRequest, ShardResponse};
+use crate::shard::state::Shard;
+
+/// Handles ListGroups, asking every shard for its groups.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let mut groups = Vec::new();
+    for to in 0..shard.config.shards {
+        if let ShardResponse::Groups(g) = shard.call(to, ShardRequest::ListGroups).await {
+            groups.extend(g);
+        }
+    }
+    let wanted = |state: &str| {
+        request.states_filter.is_empty()
+            || request
+                .states_filter
+                .iter()
+                .any(|s| s.as_str().eq_ignore_ascii_case(state))
+    };
+    let listed = groups
+        .into_iter()
+        .filter(|(_, _, state)| wanted(state))
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type))
+                .with_group_state(StrBytes::from_string(state))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(listed)
+}
