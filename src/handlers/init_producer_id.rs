@@ -23,7 +23,11 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
+    if request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.is_empty())
+    {
         return refuse(ErrorCode::InvalidRequest);
     }
     if request.producer_id.0 >= 0

@@ -2,6 +2,8 @@
 //! suites live in tests/clients). One module per behaviour, one test binary.
 
 mod bad_input;
+mod groups;
+mod idempotent_produce;
 mod long_poll;
 mod restart;
 mod shard_routing;
@@ -60,6 +62,11 @@ impl TestBroker {
             cpus: vec![0],
             tail_cache_bytes: 16 << 20,
             socket_request_max_bytes: 1 << 20,
+            group: caudal::group::coordinator::GroupSettings {
+                initial_rebalance_delay: Duration::ZERO,
+                min_session_timeout: Duration::from_millis(100),
+                ..Default::default()
+            },
             ..Config::default()
         };
         let handle = runtime::start(config.clone()).unwrap();
