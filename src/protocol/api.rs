@@ -278,3 +278,49 @@ pub async fn dispatch(
     };
     Ok(outcome)
 }
+
+macro_rules! decode_as {
+    ($frame:expr, $version:expr, $req:ty) => {
+        <$req>::decode(&mut $frame, $version)
+            .map(|_| ())
+            .map_err(|e| FrameError::Malformed(e.to_string()))
+    };
+}
+
+/// Decodes a request frame (without its size prefix) exactly as `dispatch` would, and
+/// runs no handler. Used by the fuzz targets and their seeded pass in the tests.
+pub fn decode_only(mut frame: Bytes) -> Result<ApiKey, FrameError> {
+    let prefix = peek_header(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
+    let spec = supported(key).ok_or(FrameError::UnknownApi(prefix.api_key))?;
+    let version = prefix.api_version;
+    if version < spec.min || version > spec.max {
+        return Err(FrameError::UnsupportedVersion { key: prefix.api_key, version });
+    }
+    RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    match key {
+        ApiKey::ApiVersions => decode_as!(frame, version, ApiVersionsRequest),
+        ApiKey::Metadata => decode_as!(frame, version, MetadataRequest),
+        ApiKey::Fetch => decode_as!(frame, version, FetchRequest),
+        ApiKey::ListOffsets => decode_as!(frame, version, ListOffsetsRequest),
+        ApiKey::CreateTopics => decode_as!(frame, version, CreateTopicsRequest),
+        ApiKey::DeleteTopics => decode_as!(frame, version, DeleteTopicsRequest),
+        ApiKey::DescribeConfigs => decode_as!(frame, version, DescribeConfigsRequest),
+        ApiKey::FindCoordinator => decode_as!(frame, version, FindCoordinatorRequest),
+        ApiKey::SyncGroup => decode_as!(frame, version, SyncGroupRequest),
+        ApiKey::Heartbeat => decode_as!(frame, version, HeartbeatRequest),
+        ApiKey::LeaveGroup => decode_as!(frame, version, LeaveGroupRequest),
+        ApiKey::OffsetCommit => decode_as!(frame, version, OffsetCommitRequest),
+        ApiKey::OffsetFetch => decode_as!(frame, version, OffsetFetchRequest),
+        ApiKey::OffsetDelete => decode_as!(frame, version, OffsetDeleteRequest),
+        ApiKey::ListGroups => decode_as!(frame, version, ListGroupsRequest),
+        ApiKey::DescribeGroups => decode_as!(frame, version, DescribeGroupsRequest),
+        ApiKey::DeleteGroups => decode_as!(frame, version, DeleteGroupsRequest),
+        ApiKey::InitProducerId => decode_as!(frame, version, InitProducerIdRequest),
+        ApiKey::JoinGroup => decode_as!(frame, version, JoinGroupRequest),
+        ApiKey::Produce => decode_as!(frame, version, ProduceRequest),
+        _ => Err(FrameError::UnknownApi(prefix.api_key)),
+    }?;
+    Ok(key)
+}
