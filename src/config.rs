@@ -45,6 +45,9 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// Memory registered with io_uring per shard. Default 2 MiB.
     pub io_memory_bytes: usize,
+    /// Close a connection that sends no complete request for this long (Kafka's
+    /// `connections.max.idle.ms`). Default 10 minutes.
+    pub connections_max_idle: Duration,
     /// Consumer-group coordinator settings.
     pub group: crate::group::coordinator::GroupSettings,
     /// How often retention runs, in ms. Default 5 minutes (Kafka's
@@ -74,6 +77,7 @@ impl Default for Config {
             io_memory_bytes: 2 << 20,
             retention_check_ms: 300_000,
             group: Default::default(),
+            connections_max_idle: Duration::from_secs(600),
         }
     }
 }

@@ -70,6 +70,10 @@ struct Args {
     /// group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 3000)]
     group_initial_rebalance_delay_ms: u64,
+    /// Close connections that send no complete request for this long, in milliseconds
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
     /// Smallest consumer session timeout accepted, in milliseconds.
     #[arg(long, default_value_t = 6000)]
     group_min_session_timeout_ms: u64,
@@ -104,6 +108,7 @@ fn config_from(args: Args) -> Config {
             min_session_timeout: Duration::from_millis(args.group_min_session_timeout_ms),
             ..GroupSettings::default()
         },
+        connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
     }
 }
 
@@ -128,8 +133,21 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// Raises the open-file limit to its hard maximum: every client connection is a file.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a plain struct owned by this frame.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    raise_file_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -35,7 +35,7 @@ pub async fn handle(
         let generation = shard.data_arrived.generation();
         let (responses, total, errors) = read_all(shard, &request, max_bytes, read_committed).await;
         let now = Instant::now();
-        if total >= min_bytes.max(1) || errors || now >= deadline {
+        if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopping() {
             ShardStats::add(&shard.stats.fetch_bytes, total as u64);
             return FetchResponse::default().with_responses(responses);
         }

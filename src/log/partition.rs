@@ -31,7 +31,7 @@ use crate::protocol::record_batch::{
 use super::config::{FlushPolicy, LogConfig};
 use super::error::{LogError, LogResult};
 use super::format::{parse_segment_name, segment_path, SNAPSHOT_SUFFIX};
-use super::segment::{rel_offset, write_indexes, Segment};
+use super::segment::{rel_offset, write_indexes, CleanState, Segment};
 use super::tail_cache::{CacheBudget, CachedBatch, TailCache};
 use super::Offset;
 
@@ -144,6 +144,7 @@ pub struct PartitionLog {
     env: LogEnv,
     state: RefCell<LogState>,
     append_lock: Semaphore,
+    opened_clean: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -168,24 +169,50 @@ impl PartitionLog {
         }
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
+        let marker = read_clean_marker(dir).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut active_batches = Vec::new();
+        let mut clean_producers = None;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(&next) = bases.get(i + 1) {
                 segments.push(Segment::open_sealed(dir, base, next, interval).await?);
-            } else {
-                let (seg, batches) =
-                    Segment::recover_active(dir, base, interval, env.writer, env.stats.clone())
-                        .await?;
-                segments.push(seg);
-                active_batches = batches;
+                continue;
             }
+            if let Some(m) = marker.as_ref().filter(|m| m.active_base == base) {
+                let seg = Segment::open_clean(
+                    dir,
+                    base,
+                    m.state,
+                    interval,
+                    env.writer,
+                    env.stats.clone(),
+                )
+                .await?;
+                if let Some(seg) = seg {
+                    segments.push(seg);
+                    clean_producers = Some(m.producers.clone());
+                    continue;
+                }
+            }
+            let (seg, batches) =
+                Segment::recover_active(dir, base, interval, env.writer, env.stats.clone()).await?;
+            segments.push(seg);
+            active_batches = batches;
         }
+        if dir.join(CLEAN_MARKER).exists() {
+            // From here on a crash must lead to a full scan again.
+            std::fs::remove_file(dir.join(CLEAN_MARKER))?;
+            crate::io::small_file::sync_dir(dir)?;
+        }
+        let opened_clean = clean_producers.is_some();
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0, interval, env.writer, env.stats.clone()).await?);
         }
         let next = segments.last().map_or(0, |s| s.next_offset);
-        let producers = rebuild_producers(dir, &segments, active_batches, interval).await?;
+        let producers = match clean_producers {
+            Some(p) => p,
+            None => rebuild_producers(dir, &segments, active_batches, interval).await?,
+        };
         let flush = config.flush;
         let log = Rc::new(PartitionLog {
             dir: dir.to_path_buf(),
@@ -200,11 +227,17 @@ impl PartitionLog {
             }),
             env,
             append_lock: Semaphore::new(1),
+            opened_clean,
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&log), every);
         }
         Ok(log)
+    }
+
+    /// True when this log was opened after a clean shutdown, without scanning.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// Directory holding the segments.
@@ -732,25 +765,103 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Syncs the active segment and writes its indexes; the log should not be used after.
+    /// Syncs the active segment, writes its indexes and a clean-shutdown marker (so the
+    /// next open skips the scan); the log should not be used after.
     pub async fn close(&self) -> LogResult<()> {
         let _permit = self
             .append_lock
             .acquire_permit(1)
             .await
             .map_err(std::io::Error::from)?;
-        let (writer, base, offsets, times) = {
+        let (writer, base, offsets, times, failed) = {
             let mut st = self.state.borrow_mut();
+            let failed = st.failed;
             let a = st.active_mut();
             let (o, t) = (a.offset_index.clone(), a.time_index.clone());
-            (a.writer.take(), a.base_offset, o, t)
+            (a.writer.take(), a.base_offset, o, t, failed)
         };
-        if let Some(w) = writer {
-            w.finish().await?;
+        let Some(w) = writer else { return Ok(()) };
+        if failed || w.failure().is_some() {
+            // What was buffered may not be on disk: leave it to the next start's scan.
+            return Ok(());
         }
+        let size = w.finish().await?;
         write_indexes(&self.dir, base, &offsets, &times).await?;
+        let marker = {
+            let st = self.state.borrow();
+            let a = st.active();
+            CleanMarker {
+                active_base: base,
+                state: CleanState {
+                    size,
+                    next_offset: a.next_offset,
+                    max_timestamp: a.max_timestamp,
+                },
+                producers: st.producers.clone(),
+            }
+        };
+        crate::io::small_file::write_durably(&self.dir.join(CLEAN_MARKER), &marker.to_bytes())
+            .await?;
+        crate::io::small_file::sync_dir(&self.dir)?;
         Ok(())
     }
+}
+
+/// File a clean shutdown leaves in a partition directory.
+const CLEAN_MARKER: &str = "clean-shutdown";
+
+/// Format: `{ active_base: i64, size: u64, next_offset: i64, max_timestamp: i64,
+/// producer snapshot (see producer_state), crc32c: u32 of everything before it }`.
+struct CleanMarker {
+    active_base: Offset,
+    state: CleanState,
+    producers: ProducerStateTable,
+}
+
+impl CleanMarker {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.active_base.to_be_bytes());
+        out.extend_from_slice(&self.state.size.to_be_bytes());
+        out.extend_from_slice(&self.state.next_offset.to_be_bytes());
+        out.extend_from_slice(&self.state.max_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.producers.to_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<CleanMarker> {
+        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return None;
+        }
+        let (fixed, snapshot) = body.split_at_checked(32)?;
+        let word = |i: usize| -> Option<[u8; 8]> { fixed.get(i * 8..i * 8 + 8)?.try_into().ok() };
+        Some(CleanMarker {
+            active_base: i64::from_be_bytes(word(0)?),
+            state: CleanState {
+                size: u64::from_be_bytes(word(1)?),
+                next_offset: i64::from_be_bytes(word(2)?),
+                max_timestamp: i64::from_be_bytes(word(3)?),
+            },
+            producers: ProducerStateTable::from_bytes(snapshot)?,
+        })
+    }
+}
+
+async fn read_clean_marker(dir: &Path) -> LogResult<Option<CleanMarker>> {
+    let bytes = crate::io::small_file::read_all(&dir.join(CLEAN_MARKER)).await?;
+    Ok(match bytes {
+        Some(b) => {
+            let m = CleanMarker::from_bytes(&b);
+            if m.is_none() {
+                warn!(dir = %dir.display(), "ignoring damaged clean-shutdown marker; scanning");
+            }
+            m
+        }
+        None => None,
+    })
 }
 
 fn spawn_interval_flusher(log: Weak<PartitionLog>, every: Duration) {

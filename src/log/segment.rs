@@ -23,6 +23,17 @@ use super::time_index::TimeIndex;
 use super::Offset;
 use crate::protocol::record_batch::BatchHeader;
 
+/// What a clean shutdown records about the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanState {
+    /// Bytes of data.
+    pub size: u64,
+    /// Offset after the last batch.
+    pub next_offset: Offset,
+    /// Largest batch timestamp, or -1.
+    pub max_timestamp: i64,
+}
+
 /// One segment of a partition log.
 pub struct Segment {
     /// Offset of the first batch; also the file name.
@@ -131,6 +142,48 @@ impl Segment {
             indexer: IndexBuilder::resume(index_interval, scan.max_timestamp),
         };
         Ok((segment, scan.producer_batches))
+    }
+
+    /// Opens the newest segment after a clean shutdown, trusting what the shutdown
+    /// recorded: its length, next offset and max timestamp, and its index files. `None`
+    /// when anything disagrees (then the caller scans it as after a crash).
+    pub async fn open_clean(
+        dir: &Path,
+        base_offset: Offset,
+        state: CleanState,
+        index_interval: u64,
+        opts: WriterOptions,
+        stats: Rc<IoStats>,
+    ) -> io::Result<Option<Segment>> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = Rc::new(open_rw(&path).await?);
+        let size = file.file_size().await.map_err(io::Error::from)?;
+        if size != state.size {
+            return Ok(None);
+        }
+        let offsets = small_file::read_all(&segment_path(dir, base_offset, INDEX_SUFFIX))
+            .await?
+            .and_then(|b| OffsetIndex::from_bytes(&b, size.max(1)));
+        let times = small_file::read_all(&segment_path(dir, base_offset, TIME_INDEX_SUFFIX))
+            .await?
+            .and_then(|b| TimeIndex::from_bytes(&b));
+        let (Some(offset_index), Some(time_index)) = (offsets, times) else {
+            return Ok(None);
+        };
+        let writer = DmaWriter::open(file.clone(), size, opts, stats).await?;
+        Ok(Some(Segment {
+            base_offset,
+            file,
+            writer: Some(Rc::new(writer)),
+            size,
+            next_offset: state.next_offset,
+            max_timestamp: state.max_timestamp,
+            opened_at: Instant::now(),
+            offset_index,
+            time_index,
+            // The index resumes with a fresh byte count: at worst one entry comes late.
+            indexer: IndexBuilder::resume(index_interval, state.max_timestamp),
+        }))
     }
 
     /// Opens a sealed segment whose successor starts at `next_base`. Its index files are

@@ -3,12 +3,17 @@
 //! The reader admits a frame only after checking its declared size against
 //! `socket.request.max.bytes` and taking that many bytes from the shard's request budget,
 //! so a shard under load stops reading sockets instead of buffering without bound.
-//! Responses are written in request order, as Kafka clients require.
+//! Responses are written in request order, as Kafka clients require. A client that does
+//! not read its responses stops being read once `RESPONSE_BUFFER` bytes of its answers
+//! wait unsent, so it holds a bounded amount of memory and cannot starve other clients.
+//! A whole request must arrive within `connections.max.idle.ms` of the previous one.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
@@ -16,46 +21,109 @@ use tracing::debug;
 
 use crate::protocol::api::{dispatch, Outcome};
 use crate::protocol::frame::{check_frame_size, FrameError};
+use crate::shard::notify::Notify;
 use crate::shard::state::Shard;
 
 /// Requests one connection may have in flight before its reader waits.
-const MAX_IN_FLIGHT: usize = 128;
+const MAX_IN_FLIGHT: usize = 32;
+/// Bytes of responses waiting to be written before the reader stops reading.
+const RESPONSE_BUFFER: usize = 16 << 20;
 
-/// Serves one connection until the client closes it or sends a bad frame.
+/// Why reading the next frame stopped.
+enum ReadStop {
+    /// The peer closed or the socket failed.
+    Closed,
+    /// No complete request within the idle timeout.
+    Idle,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// Reads exactly `buf.len()` bytes, giving up at the idle deadline or on shutdown.
+async fn read_bounded<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    shard: &Shard,
+    idle: Duration,
+) -> Result<(), ReadStop> {
+    let generation = shard.shutdown.generation();
+    if shard.is_stopping() {
+        return Err(ReadStop::Shutdown);
+    }
+    futures_lite::future::or(
+        async { reader.read_exact(buf).await.map_err(|_| ReadStop::Closed) },
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(idle).await;
+                Err(ReadStop::Idle)
+            },
+            async {
+                shard.shutdown.changed_since(generation).await;
+                Err(ReadStop::Shutdown)
+            },
+        ),
+    )
+    .await
+}
+
+/// Serves one connection until the client closes it, sends a bad frame, stays idle too
+/// long, or the shard shuts down (in-flight requests are still answered).
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
+    shard.connection_opened();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_bounded::<JoinHandle<Outcome>>(MAX_IN_FLIGHT);
-    let closed = Rc::new(std::cell::Cell::new(false));
-    let writer_closed = closed.clone();
-    let writer_task = glommio::spawn_local(async move {
-        while let Some(task) = rx.recv().await {
-            match task.await {
-                Some(Outcome::Respond(bytes)) => {
-                    if writer.write_all(&bytes).await.is_err() {
+    let closed = Rc::new(Cell::new(false));
+    let unsent = Rc::new(Cell::new(0usize));
+    let drained = Rc::new(Notify::default());
+    let writer_task = {
+        let (closed, unsent, drained) = (closed.clone(), unsent.clone(), drained.clone());
+        glommio::spawn_local(async move {
+            while let Some(task) = rx.recv().await {
+                match task.await {
+                    Some(Outcome::Respond(bytes)) => {
+                        let ok = writer.write_all(&bytes).await.is_ok();
+                        unsent.set(unsent.get().saturating_sub(bytes.len()));
+                        drained.notify();
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Some(Outcome::NoResponse) => {}
+                    Some(Outcome::Close(reason)) => {
+                        debug!(?peer, %reason, "closing connection");
                         break;
                     }
+                    None => break,
                 }
-                Some(Outcome::NoResponse) => {}
-                Some(Outcome::Close(reason)) => {
-                    debug!(?peer, %reason, "closing connection");
-                    break;
-                }
-                None => break,
+            }
+            closed.set(true);
+            drained.notify();
+            let _ = writer.close().await;
+        })
+    };
+    let max = shard.config.socket_request_max_bytes;
+    let idle = shard.config.connections_max_idle;
+    loop {
+        // A client that does not read its answers stops being read.
+        while unsent.get() > RESPONSE_BUFFER && !closed.get() {
+            let g = drained.generation();
+            if unsent.get() > RESPONSE_BUFFER && !closed.get() {
+                drained.changed_since(g).await;
             }
         }
-        writer_closed.set(true);
-        let _ = writer.close().await;
-    });
-    let max = shard.config.socket_request_max_bytes;
-    loop {
         if closed.get() {
             break;
         }
         let mut len = [0u8; 4];
-        if reader.read_exact(&mut len).await.is_err() {
-            break;
+        match read_bounded(&mut reader, &mut len, &shard, idle).await {
+            Ok(()) => {}
+            Err(ReadStop::Idle) => {
+                debug!(?peer, "closing idle connection");
+                break;
+            }
+            Err(_) => break,
         }
         let size = match check_frame_size(i32::from_be_bytes(len), max) {
             Ok(s) => s,
@@ -69,16 +137,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             break;
         };
         let mut frame = BytesMut::zeroed(size);
-        if reader.read_exact(&mut frame).await.is_err() {
+        if read_bounded(&mut reader, &mut frame, &shard, idle)
+            .await
+            .is_err()
+        {
             break;
         }
-        let shard = shard.clone();
+        let task_shard = shard.clone();
+        let task_unsent = unsent.clone();
         let task = glommio::spawn_local(async move {
-            let outcome = match dispatch(&shard, frame.freeze(), peer).await {
+            task_shard.request_started();
+            let outcome = match dispatch(&task_shard, frame.freeze(), peer).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Close(e.to_string()),
             };
             drop(permit);
+            if let Outcome::Respond(b) = &outcome {
+                task_unsent.set(task_unsent.get() + b.len());
+            }
+            task_shard.request_finished();
             outcome
         })
         .detach();
@@ -88,6 +165,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer_task.await;
+    shard.connection_closed();
 }
 
 impl From<FrameError> for Outcome {

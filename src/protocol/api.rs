@@ -291,11 +291,15 @@ macro_rules! decode_as {
 /// runs no handler. Used by the fuzz targets and their seeded pass in the tests.
 pub fn decode_only(mut frame: Bytes) -> Result<ApiKey, FrameError> {
     let prefix = peek_header(&frame)?;
-    let key = ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
+    let key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| FrameError::UnknownApi(prefix.api_key))?;
     let spec = supported(key).ok_or(FrameError::UnknownApi(prefix.api_key))?;
     let version = prefix.api_version;
     if version < spec.min || version > spec.max {
-        return Err(FrameError::UnsupportedVersion { key: prefix.api_key, version });
+        return Err(FrameError::UnsupportedVersion {
+            key: prefix.api_key,
+            version,
+        });
     }
     RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;

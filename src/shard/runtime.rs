@@ -22,8 +22,10 @@ use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
 use crate::group::coordinator::Coordinator;
 
-/// How often each shard checks for the stop signal and runs retention.
+/// How often each shard checks for the stop signal.
 const TICK: Duration = Duration::from_millis(50);
+/// How long shutdown waits for in-flight requests before closing the logs anyway.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// A running broker: its shards' counters, and a way to stop it.
 pub struct BrokerHandle {
@@ -297,6 +299,14 @@ async fn shard_main(args: ShardArgs) {
             return;
         }
     };
+    let clean = shard.stats.opened_clean.load(Ordering::Relaxed);
+    let scanned = shard.stats.opened_scanned.load(Ordering::Relaxed);
+    if clean + scanned > 0 {
+        info!(
+            shard = id,
+            clean, scanned, "partitions recovered (clean: after a clean shutdown, no scan)"
+        );
+    }
     info!(shard = id, core = args.cpu, %addr, "shard listening");
     println!(
         "shard {id} on core {} listening on {addr} as broker {}",
@@ -329,7 +339,6 @@ async fn shard_main(args: ShardArgs) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                ShardStats::add(&shard.stats.connections, 1);
                 glommio::spawn_local(crate::net::connection::serve(shard.clone(), stream)).detach();
             }
             Some(Err(e)) => {
@@ -337,6 +346,22 @@ async fn shard_main(args: ShardArgs) {
                 glommio::timer::sleep(TICK).await;
             }
         }
+    }
+    // Stop taking requests, let the ones in flight finish (bounded), then sync and close.
+    drop(listener);
+    shard.begin_shutdown();
+    let drain_deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
+    while (shard.open_connections() > 0 || shard.requests_in_flight() > 0)
+        && std::time::Instant::now() < drain_deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if shard.requests_in_flight() > 0 {
+        warn!(
+            shard = id,
+            requests = shard.requests_in_flight(),
+            "requests still in flight at shutdown"
+        );
     }
     shard.close_all().await;
     info!(shard = id, "shard stopped");

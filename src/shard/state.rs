@@ -1,6 +1,6 @@
 //! Everything one shard owns: its metadata snapshot, its partition logs, its counters.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -38,6 +38,10 @@ pub struct ShardStats {
     pub not_leader: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Partitions opened after a clean shutdown (no scan needed) at start.
+    pub opened_clean: AtomicU64,
+    /// Partitions whose active segment was scanned at start.
+    pub opened_scanned: AtomicU64,
 }
 
 impl ShardStats {
@@ -85,6 +89,11 @@ pub struct Shard {
     pub coordinator: OnceCell<Rc<Coordinator>>,
     /// Producer ids handed out by this shard; set at start.
     pub producer_ids: OnceCell<ProducerIds>,
+    /// Fired once when the shard starts shutting down.
+    pub shutdown: Notify,
+    stopping: Cell<bool>,
+    open_connections: Cell<usize>,
+    requests_in_flight: Cell<usize>,
 }
 
 impl Shard {
@@ -114,6 +123,10 @@ impl Shard {
             request_budget: Rc::new(Semaphore::new(budget)),
             coordinator: OnceCell::new(),
             producer_ids: OnceCell::new(),
+            shutdown: Notify::default(),
+            stopping: Cell::new(false),
+            open_connections: Cell::new(0),
+            requests_in_flight: Cell::new(0),
             config,
         }
     }
@@ -229,6 +242,11 @@ impl Shard {
                 let log = PartitionLog::open(&dir, log_config.clone(), self.env.clone())
                     .await
                     .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                if log.opened_clean() {
+                    ShardStats::add(&self.stats.opened_clean, 1);
+                } else if log.next_offset() > 0 {
+                    ShardStats::add(&self.stats.opened_scanned, 1);
+                }
                 self.partitions.borrow_mut().insert(
                     key,
                     LocalPartition {
@@ -262,6 +280,52 @@ impl Shard {
             .get()
             .cloned()
             .ok_or(ErrorCode::CoordinatorNotAvailable)
+    }
+
+    /// True once shutdown has begun: no new connections or requests are taken.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Begins shutdown: readers stop after their current frame, long polls return.
+    pub fn begin_shutdown(&self) {
+        self.stopping.set(true);
+        self.shutdown.notify();
+        self.data_arrived.notify();
+    }
+
+    /// Counts a new connection.
+    pub fn connection_opened(&self) {
+        self.open_connections.set(self.open_connections.get() + 1);
+        ShardStats::add(&self.stats.connections, 1);
+    }
+
+    /// Counts a closed connection.
+    pub fn connection_closed(&self) {
+        self.open_connections
+            .set(self.open_connections.get().saturating_sub(1));
+    }
+
+    /// Open connections now.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.get()
+    }
+
+    /// Counts a request being handled.
+    pub fn request_started(&self) {
+        self.requests_in_flight
+            .set(self.requests_in_flight.get() + 1);
+    }
+
+    /// Counts a request answered.
+    pub fn request_finished(&self) {
+        self.requests_in_flight
+            .set(self.requests_in_flight.get().saturating_sub(1));
+    }
+
+    /// Requests being handled now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests_in_flight.get()
     }
 
     /// Syncs and closes every local partition.

@@ -38,3 +38,22 @@ fn topics_placements_and_offsets_survive_a_restart() {
     }
     assert!(broker.data_dir().join("meta/metadata.log").exists());
 }
+
+#[test]
+fn a_restart_after_a_clean_shutdown_skips_the_scan() {
+    let mut broker = TestBroker::start(2);
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "clean", 2);
+    let leaders = leaders(&mut c, "clean");
+    for (p, &l) in leaders.iter().enumerate() {
+        let mut pc = Client::connect(broker.addr(l as usize));
+        produce(&mut pc, "clean", p as i32, batch(&[b"x"]));
+    }
+    drop(c);
+    broker.restart();
+    let clean: u64 = (0..2).map(|s| broker.stat(s, |st| &st.opened_clean)).sum();
+    let scanned: u64 = (0..2)
+        .map(|s| broker.stat(s, |st| &st.opened_scanned))
+        .sum();
+    assert_eq!((clean, scanned), (2, 0));
+}

@@ -2,6 +2,7 @@
 //! keep link time down on small machines.
 
 mod bad_batches;
+mod clean_shutdown;
 mod crash_recovery;
 mod group_commit;
 mod idempotence;
