@@ -1,0 +1,208 @@
+//! Cluster metadata: brokers, partition leaders, topic creation, offsets by time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::kafka::{error_name, Conn};
+
+/// Where each partition of the topic lives.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Broker id -> `host:port`.
+    pub brokers: HashMap<i32, String>,
+    /// Partition -> leader broker id, sorted by partition.
+    pub leaders: BTreeMap<i32, i32>,
+}
+
+impl Topology {
+    /// Address of a partition's leader.
+    pub fn leader_addr(&self, partition: i32) -> Result<&str> {
+        let leader = self
+            .leaders
+            .get(&partition)
+            .ok_or_else(|| anyhow!("partition {partition} is unknown"))?;
+        self.brokers.get(leader).map(|s| s.as_str()).ok_or_else(|| {
+            anyhow!("leader {leader} of partition {partition} is not a known broker")
+        })
+    }
+
+    /// Partitions grouped by the address of their leader.
+    pub fn by_leader(&self, partitions: &[i32]) -> Result<BTreeMap<String, Vec<i32>>> {
+        let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for &p in partitions {
+            out.entry(self.leader_addr(p)?.to_string())
+                .or_default()
+                .push(p);
+        }
+        Ok(out)
+    }
+
+    /// All partition ids.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.leaders.keys().copied().collect()
+    }
+}
+
+/// Topic name as the protocol types want it.
+pub fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32)> {
+    let mut req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+    ]));
+    req.allow_auto_topic_creation = false;
+    let resp = conn.call(&req).await?;
+    let brokers = resp
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
+        .collect();
+    let t = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .ok_or_else(|| anyhow!("metadata has no entry for topic {topic}"))?;
+    let mut leaders = BTreeMap::new();
+    for p in &t.partitions {
+        if p.error_code == 0 && p.leader_id.0 >= 0 {
+            leaders.insert(p.partition_index, p.leader_id.0);
+        }
+    }
+    let all = t.partitions.len() as i32;
+    Ok((Topology { brokers, leaders }, t.error_code, all))
+}
+
+/// Reads the topic's metadata, creating the topic with `partitions` partitions first if
+/// it does not exist, and waits (up to 15 s) until every partition has a leader.
+pub async fn load_topology(
+    bootstrap: &str,
+    client_id: &str,
+    topic: &str,
+    partitions: i32,
+    create: bool,
+) -> Result<Topology> {
+    let mut conn = Conn::connect(bootstrap, client_id).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut created = false;
+    loop {
+        let (topo, err, count) = metadata(&mut conn, topic).await?;
+        if err == 0 && count > 0 && topo.leaders.len() as i32 == count {
+            if count != partitions && partitions > 0 {
+                eprintln!(
+                    "caudal-loadgen: topic {topic} exists with {count} partitions (asked for {partitions}); using {count}"
+                );
+            }
+            return Ok(topo);
+        }
+        if err == 3 && create && !created {
+            create_topic(&mut conn, topic, partitions).await?;
+            created = true;
+        } else if err == 3 && !create {
+            bail!("topic {topic} does not exist");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "topic {topic}: partitions have no leader after 15 s (error {})",
+                error_name(err)
+            );
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> Result<()> {
+    let v = conn.version::<CreateTopicsRequest>()?;
+    let t = CreatableTopic::default()
+        .with_name(topic_name(topic))
+        .with_num_partitions(partitions.max(1))
+        // -1 (broker default) needs v4; a single node has one replica anyway.
+        .with_replication_factor(if v >= 4 { -1 } else { 1 });
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![t])
+        .with_timeout_ms(30_000);
+    let resp = conn.call(&req).await?;
+    for t in &resp.topics {
+        if t.error_code != 0 && t.error_code != 36 {
+            bail!(
+                "creating topic {topic}: {} ({})",
+                error_name(t.error_code),
+                t.error_message.as_ref().map(|m| m.as_str()).unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ListOffsets` timestamp for the earliest offset.
+pub const EARLIEST: i64 = -2;
+/// `ListOffsets` timestamp for the end of the log.
+pub const LATEST: i64 = -1;
+
+/// Offsets of `partitions` at `timestamp` (`EARLIEST` or `LATEST`), asking each leader.
+pub async fn list_offsets(
+    topo: &Topology,
+    client_id: &str,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<HashMap<i32, i64>> {
+    let mut out = HashMap::new();
+    for (addr, parts) in topo.by_leader(partitions)? {
+        let mut conn = Conn::connect(&addr, client_id).await?;
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                )]);
+        let resp = conn.call(&req).await?;
+        for t in &resp.topics {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    bail!(
+                        "ListOffsets {topic}-{}: {}",
+                        p.partition_index,
+                        error_name(p.error_code)
+                    );
+                }
+                out.insert(p.partition_index, p.offset);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The APIs and versions a broker supports, for `caudal-loadgen probe`.
+pub async fn probe(bootstrap: &str, client_id: &str) -> Result<String> {
+    let conn = Conn::connect(bootstrap, client_id).await?;
+    let mut s = String::new();
+    for key in ApiKey::iter() {
+        if let Some((lo, hi)) = conn.versions.broker_range(key) {
+            let used = match conn.versions.pick(key) {
+                Ok(v) => format!("loadgen uses v{v}"),
+                Err(_) => "not used".to_string(),
+            };
+            s.push_str(&format!("{key:?} {lo}..={hi} ({used})\n"));
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,17 @@
+//! caudal-loadgen: a Kafka-protocol load generator. It produces and consumes with many
+//! connections and requests in flight, at a fixed rate (open loop) or flat out, and
+//! records produce and end-to-end latency in HdrHistogram. It speaks only the Kafka
+//! protocol, so it drives Caudal, Apache Kafka, Redpanda or any other Kafka broker.
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod cluster;
+pub mod consume;
+pub mod group;
+pub mod kafka;
+pub mod produce;
+pub mod report;
+pub mod run;
+pub mod runner;
+pub mod schedule;
+pub mod stats;

@@ -1,0 +1,294 @@
+//! `caudal-loadgen`: command line -> `runner::execute`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use caudal_loadgen::batch::Codec;
+use caudal_loadgen::run::{CommonOpts, ConsumeOpts, ProduceOpts, StartFrom};
+use caudal_loadgen::runner::{self, Job};
+use caudal_loadgen::{cluster, report};
+use clap::{Args, Parser, Subcommand};
+
+/// Kafka-protocol load generator: produce, consume and end-to-end latency.
+///
+/// Works against any Kafka-compatible broker. Latency is recorded in HdrHistogram
+/// (µs, 3 significant digits); with --rate, from each message's scheduled send time.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Produce to a topic and record acknowledgement latency.
+    Produce {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        produce: ProduceArgs,
+    },
+    /// Consume from a topic (manually assigned partitions or a consumer group).
+    Consume {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        consume: ConsumeArgs,
+    },
+    /// Produce and consume together; each value carries its send time, and the
+    /// consumer records end-to-end latency and checks every message arrived.
+    E2e {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        produce: ProduceArgs,
+        #[command(flatten)]
+        consume: ConsumeArgs,
+        /// Independent consumer groups (fan-out); with --group G they are G-0, G-1, ...
+        #[arg(long, default_value_t = 1)]
+        groups: usize,
+    },
+    /// Print the APIs and versions a broker supports.
+    Probe {
+        /// Any broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    /// Combine a bench results directory into summary.json and latency.svg.
+    Summarize {
+        /// Results directory (bench/results/<run>).
+        dir: PathBuf,
+    },
+    /// Regenerate the generated section of docs/benchmarks.md.
+    Report {
+        /// Results directories; the first is the main run.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Markdown file to update.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        doc: PathBuf,
+        /// Where to copy the main run's plot (linked from the doc).
+        #[arg(long, default_value = "bench/latency.svg")]
+        plot: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Any broker of the cluster, host:port.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Topic.
+    #[arg(long, default_value = "loadgen")]
+    topic: String,
+    /// Partitions of the topic, if it has to be created.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// Seconds to run (default 10 unless --messages is given).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Messages to produce (or consume), in total.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Write the result here as JSON, with the latency histogram beside it (.hgrm).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// CPUs to run on, one executor each: "1", "0,1", "2-3". Default: every CPU the
+    /// process may use.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Client id in request headers.
+    #[arg(long, default_value = "caudal-loadgen")]
+    client_id: String,
+}
+
+#[derive(Args, Debug)]
+struct ProduceArgs {
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    message_size: usize,
+    /// Largest batch (record bytes) per partition per request.
+    #[arg(long, default_value_t = 16384)]
+    batch_bytes: usize,
+    /// With --rate: how long a batch may wait for messages.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    acks: String,
+    /// none, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Producers; each opens one connection per partition leader.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Messages per second over all producers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Produce requests in flight per connection.
+    #[arg(long, default_value_t = 8)]
+    max_in_flight: usize,
+    /// Produce request timeout (ms) sent to the broker.
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: i32,
+}
+
+#[derive(Args, Debug)]
+struct ConsumeArgs {
+    /// Consumer group (classic protocol, range assignment). Without it, partitions are
+    /// assigned manually, starting at --from.
+    #[arg(long)]
+    group: Option<String>,
+    /// Where to start without a committed offset: earliest or latest.
+    #[arg(long, default_value = "latest")]
+    from: String,
+    /// Consumers (group members, or manual readers splitting the partitions).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Fetch max_bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    fetch_max_bytes: i32,
+    /// Fetch partition_max_bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    partition_max_bytes: i32,
+    /// Fetch max_wait_ms.
+    #[arg(long, default_value_t = 500)]
+    fetch_max_wait_ms: i32,
+}
+
+/// Parses "1", "0,1", "2-3", "0,2-3".
+fn parse_cpus(s: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<usize>()?..=b.parse::<usize>()?),
+            None => out.push(part.parse()?),
+        }
+    }
+    if out.is_empty() {
+        bail!("--cores names no CPU");
+    }
+    Ok(out)
+}
+
+fn common(a: CommonArgs) -> Result<CommonOpts> {
+    Ok(CommonOpts {
+        bootstrap: a.bootstrap,
+        topic: a.topic,
+        partitions: a.partitions,
+        duration: a.duration.map(Duration::from_secs_f64),
+        messages: a.messages,
+        json: a.json,
+        cores: a
+            .cores
+            .as_deref()
+            .map(parse_cpus)
+            .transpose()?
+            .unwrap_or_default(),
+        client_id: a.client_id,
+    })
+}
+
+fn produce(a: ProduceArgs) -> Result<ProduceOpts> {
+    let acks = match a.acks.as_str() {
+        "0" => 0,
+        "1" => 1,
+        "all" | "-1" => -1,
+        other => bail!("--acks {other}: use 0, 1 or all"),
+    };
+    if a.producers == 0 || a.max_in_flight == 0 || a.message_size == 0 {
+        bail!("--producers, --max-in-flight and --message-size must be positive");
+    }
+    Ok(ProduceOpts {
+        message_size: a.message_size,
+        batch_bytes: a.batch_bytes,
+        linger_ms: a.linger_ms,
+        acks,
+        codec: Codec::parse(&a.compression)?,
+        producers: a.producers,
+        rate: a.rate.max(0.0),
+        max_in_flight: a.max_in_flight,
+        request_timeout_ms: a.request_timeout_ms,
+    })
+}
+
+fn consume(a: ConsumeArgs) -> Result<ConsumeOpts> {
+    Ok(ConsumeOpts {
+        group: a.group,
+        from: match a.from.as_str() {
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            other => bail!("--from {other}: use earliest or latest"),
+        },
+        consumers: a.consumers.max(1),
+        fetch_max_bytes: a.fetch_max_bytes,
+        partition_max_bytes: a.partition_max_bytes,
+        fetch_max_wait_ms: a.fetch_max_wait_ms,
+    })
+}
+
+fn run(cli: Cli) -> Result<bool> {
+    let job = match cli.command {
+        Command::Produce {
+            common: c,
+            produce: p,
+        } => Job::Produce(common(c)?, produce(p)?),
+        Command::Consume {
+            common: c,
+            consume: o,
+        } => Job::Consume(common(c)?, consume(o)?),
+        Command::E2e {
+            common: c,
+            produce: p,
+            consume: o,
+            groups,
+        } => Job::E2e(common(c)?, produce(p)?, consume(o)?, groups.max(1)),
+        Command::Probe { bootstrap } => {
+            let text = runner::block_on(move || async move {
+                cluster::probe(&bootstrap, "caudal-loadgen").await
+            })?;
+            print!("{text}");
+            return Ok(true);
+        }
+        Command::Summarize { dir } => {
+            report::summarize(&dir)?;
+            return Ok(true);
+        }
+        Command::Report { dirs, doc, plot } => {
+            report::report(&dirs, &doc, &plot)?;
+            return Ok(true);
+        }
+    };
+    let result = runner::execute(job)?;
+    // Failed requests, or e2e messages that never arrived, fail the command.
+    let errors = result["errors"].as_u64().unwrap_or(0);
+    let verified = result.get("verified").is_none_or(|v| v == true);
+    Ok(errors == 0 && verified)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("caudal-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpus("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpus("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_cpus("").is_err());
+        assert!(parse_cpus("x").is_err());
+    }
+}
