@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run build release test test-rust test-clients client-deps lint fmt clean
+.PHONY: run build release test test-rust test-clients client-deps lint fmt clean soak
 
 run: release
 	mkdir -p $(DATA_DIR)
@@ -28,6 +28,10 @@ test-clients: build client-deps
 
 client-deps:
 	bash tests/clients/setup.sh
+
+# The long crash loop: 20 SIGKILLs under load (the short form runs in `make test`).
+soak:
+	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

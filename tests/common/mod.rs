@@ -1,0 +1,210 @@
+//! Helpers shared by the integration tests that speak the Kafka protocol themselves: a
+//! blocking one-connection client and request builders.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// Two consecutive free ports on 127.0.0.1.
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        if base > 65000 {
+            continue;
+        }
+        let others: Vec<_> = (1..n)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if others.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free consecutive ports");
+}
+
+/// A blocking one-connection client.
+pub struct Client {
+    pub stream: TcpStream,
+    pub correlation: i32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    pub fn send<R: Encodable>(&mut self, key: ApiKey, version: i16, request: &R) -> i32 {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("caudal-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).unwrap();
+        self.correlation
+    }
+
+    /// Reads one response frame; `None` if the broker closed the connection.
+    pub fn recv_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    pub fn recv<R: Decodable + HeaderVersion>(&mut self, version: i16, correlation: i32) -> R {
+        let mut frame = self.recv_frame().expect("broker closed the connection");
+        let header = ResponseHeader::decode(&mut frame, R::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation);
+        let r = R::decode(&mut frame, version).unwrap();
+        assert_eq!(frame.remaining(), 0, "trailing bytes in response");
+        r
+    }
+
+    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> R {
+        let c = self.send(key, version, request);
+        self.recv(version, c)
+    }
+}
+
+pub fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub fn create_topic(client: &mut Client, topic: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
+}
+
+/// Leader shard (broker id) of each partition.
+pub fn leaders(client: &mut Client, topic: &str) -> Vec<i32> {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(name(topic))),
+    ]));
+    let resp: MetadataResponse = client.call(ApiKey::Metadata, 12, &req);
+    let mut parts: Vec<_> = resp.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    parts.sort();
+    parts.into_iter().map(|(_, l)| l).collect()
+}
+
+pub fn produce(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    records: Vec<u8>,
+) -> ProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])]);
+    client.call(ApiKey::Produce, 9, &req)
+}
+
+pub fn batch(values: &[&[u8]]) -> Vec<u8> {
+    caudal::protocol::record_batch::build_batch(
+        0,
+        1_700_000_000_000,
+        values,
+        caudal::protocol::record_batch::Compression::None,
+    )
+}
+
+/// A Fetch of one partition from `offset`.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64, wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(8 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(4 << 20)])])
+}
+
+/// Every batch of a partition from offset 0 to its high watermark.
+pub fn read_partition(client: &mut Client, topic: &str, partition: i32) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let r: FetchResponse = client.call(
+            ApiKey::Fetch,
+            11,
+            &fetch_request(topic, partition, from, 100),
+        );
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch error");
+        let mut records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return out;
+        }
+        while records.len() >= 12 {
+            let size = caudal::protocol::record_batch::peek_batch_size(&records).unwrap();
+            if size > records.len() {
+                break;
+            }
+            let b = records.split_to(size);
+            let h = caudal::protocol::record_batch::check_batch(&b).unwrap();
+            if h.last_offset() >= from {
+                from = h.last_offset() + 1;
+                out.push(b);
+            }
+        }
+        if from >= p.high_watermark {
+            return out;
+        }
+    }
+}
