@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::log::{LogConfig, LogEnv, LogResult, PartitionLog};
 use crate::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
@@ -209,12 +209,21 @@ pub struct OffsetStore {
     offsets: RefCell<HashMap<String, GroupOffsets>>,
 }
 
-async fn replay(log: &PartitionLog) -> LogResult<(HashMap<String, GroupOffsets>, usize)> {
+/// Replays the log into a map. Returns the map, the number of records, and whether the
+/// replay stopped early at corrupt data (the log must then be rewritten).
+async fn replay(log: &PartitionLog) -> LogResult<(HashMap<String, GroupOffsets>, usize, bool)> {
     let mut map = HashMap::new();
     let mut records = 0usize;
     let mut from = log.log_start_offset();
     while from < log.high_watermark() {
-        let res = log.read(from, 1 << 20).await?;
+        let res = match log.read(from, 1 << 20).await {
+            Ok(r) => r,
+            Err(e @ crate::log::LogError::Corrupt { .. }) => {
+                warn!(offset = from, error = %e, "offsets log is corrupt here; commits after it are dropped");
+                return Ok((map, records, true));
+            }
+            Err(e) => return Err(e),
+        };
         if res.batches.is_empty() {
             break;
         }
@@ -232,7 +241,7 @@ async fn replay(log: &PartitionLog) -> LogResult<(HashMap<String, GroupOffsets>,
             from = h.last_offset() + 1;
         }
     }
-    Ok((map, records))
+    Ok((map, records, false))
 }
 
 impl OffsetStore {
@@ -246,9 +255,9 @@ impl OffsetStore {
             ..LogConfig::default()
         };
         let mut log = PartitionLog::open(dir, config.clone(), env.clone()).await?;
-        let (map, records) = replay(&log).await?;
+        let (map, records, corrupt) = replay(&log).await?;
         let live: usize = map.values().map(BTreeMap::len).sum();
-        if records > 1000 && records > 4 * live {
+        if corrupt || (records > 1000 && records > 4 * live) {
             let tmp = with_suffix(dir, "compacting");
             let _ = std::fs::remove_dir_all(&tmp);
             let fresh = PartitionLog::open(&tmp, config.clone(), env.clone()).await?;

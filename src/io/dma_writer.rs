@@ -71,7 +71,7 @@ impl Default for WriterOptions {
         WriterOptions {
             chunk_bytes: 1 << 20,
             max_inflight: 4,
-            preallocate_bytes: 32 << 20,
+            preallocate_bytes: 8 << 20,
         }
     }
 }

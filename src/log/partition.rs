@@ -581,9 +581,19 @@ impl PartitionLog {
                 seg.base_offset,
             )
         };
-        let batches = self
+        let batches = match self
             .read_disk(&file, seg_name, pos, limit, from, hw, max_bytes)
-            .await?;
+            .await
+        {
+            // A damaged index can point into the middle of a batch: read from the
+            // segment start instead (slower, but correct) before calling the data corrupt.
+            Err(LogError::Corrupt { detail, .. }) if pos > 0 => {
+                warn!(dir = %self.dir.display(), segment = seg_name, position = pos, %detail, "index entry looks wrong; reading from the segment start");
+                self.read_disk(&file, seg_name, 0, limit, from, hw, max_bytes)
+                    .await?
+            }
+            other => other?,
+        };
         Ok(ReadResult {
             batches,
             high_watermark: hw,

@@ -82,16 +82,20 @@ pub fn affinity_cpus() -> Vec<usize> {
         .collect()
 }
 
-/// Removes partition directories that no topic in `meta` owns (left by a crash between
-/// deleting a topic and deleting its files).
-fn remove_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
+/// Moves partition directories that no topic in `meta` owns into `<data>/orphaned/`.
+/// They are normally left by a crash between deleting a topic and deleting its files,
+/// but could also be a topic whose metadata record was damaged: so they are kept for an
+/// operator to inspect or delete, never destroyed.
+fn set_aside_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        // `meta` and internal logs such as `__offsets-shard-0` are not topic partitions.
-        if name == "meta" || name.starts_with("__") || !entry.path().is_dir() {
+        // `meta`, `orphaned` and internal logs such as `__offsets-shard-0` are not topic
+        // partitions.
+        if name == "meta" || name == "orphaned" || name.starts_with("__") || !entry.path().is_dir()
+        {
             continue;
         }
         let Some((topic, part)) = name.rsplit_once('-') else {
@@ -105,8 +109,15 @@ fn remove_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
             .get(topic)
             .is_some_and(|t| part < t.partitions.len());
         if !known {
-            warn!(dir = %entry.path().display(), "removing partition directory of a deleted topic");
-            let _ = std::fs::remove_dir_all(entry.path());
+            let target = data_dir
+                .join("orphaned")
+                .join(format!("{name}.{}", crate::log::partition::now_ms()));
+            warn!(dir = %entry.path().display(), to = %target.display(), "partition directory of no known topic set aside");
+            let moved = std::fs::create_dir_all(data_dir.join("orphaned"))
+                .and_then(|_| std::fs::rename(entry.path(), &target));
+            if let Err(e) = moved {
+                warn!(dir = %entry.path().display(), error = %e, "could not set aside stray partition directory");
+            }
         }
     }
 }
@@ -118,7 +129,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)?;
     let (store, meta) = MetaStore::open(&config.data_dir.join("meta"))?;
-    remove_stray_partitions(&config.data_dir, &meta);
+    set_aside_stray_partitions(&config.data_dir, &meta);
     let meta = Arc::new(meta);
     let config = Arc::new(config);
     let n = config.shards;

@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod corruption;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -59,9 +60,9 @@ impl Broker {
                 "--shards",
                 "2",
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(self.log_file())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -79,6 +80,31 @@ impl Broker {
         self.child = Some(child);
     }
 
+    /// The broker's stderr, appended across restarts, outside its data dir.
+    fn log_file(&self) -> Stdio {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        Stdio::from(f)
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().with_extension("log")
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -94,6 +120,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
 

@@ -1,0 +1,161 @@
+//! A full disk: produce fails with KAFKA_STORAGE_ERROR, consumers keep reading, nothing
+//! acknowledged is damaged, and produce works again once space is freed. Runs on a small
+//! ext4 filesystem loop-mounted for the test; skipped (with a message) where the machine
+//! cannot mount one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use caudal::protocol::record_batch::{check_batch, uncompressed_records};
+
+use super::*;
+
+/// A loop-mounted ext4 filesystem, unmounted on drop.
+struct SmallDisk {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(megabytes: u64) -> Result<SmallDisk, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("caudal-disk-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .map_err(|e| e.to_string())?;
+        let image = dir.path().join("fs.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(megabytes << 20).map_err(|e| e.to_string())?;
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", image.to_str().unwrap_or_default()],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                image.to_str().unwrap_or_default(),
+                mount.to_str().unwrap_or_default(),
+            ],
+        )?;
+        Ok(SmallDisk { mount, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = run("umount", &[self.mount.to_str().unwrap_or_default()]);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn fill(path: &Path, megabytes: usize) {
+    std::fs::write(path, vec![1u8; megabytes << 20]).unwrap();
+}
+
+fn values_in(client: &mut Client) -> Vec<Vec<u8>> {
+    read_partition(client, "full", 0)
+        .iter()
+        .flat_map(|b| {
+            check_batch(b).unwrap();
+            uncompressed_records(b)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value.unwrap().to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_disk_fails_produce_cleanly_and_recovers_when_space_is_freed() {
+    let disk = match SmallDisk::new(96) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping disk-full test: cannot mount a loop filesystem here ({e})");
+            return;
+        }
+    };
+    let data = disk.mount.join("data");
+    let config = Config {
+        data_dir: data.clone(),
+        base_port: free_ports(1),
+        shards: 1,
+        cpus: vec![0],
+        tail_cache_bytes: 1 << 20,
+        ..Config::default()
+    };
+    let mut broker = TestBroker {
+        handle: Some(runtime::start(config.clone()).unwrap()),
+        config,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "full", 1);
+    let ballast = disk.mount.join("ballast");
+    fill(&ballast, 24);
+
+    let value = vec![7u8; 200 << 10];
+    let mut acked = Vec::new();
+    let mut storage_errors = 0;
+    for i in 0..2000u32 {
+        let tag = format!("{i:06}");
+        let mut v = value.clone();
+        v[..6].copy_from_slice(tag.as_bytes());
+        let r = produce(&mut c, "full", 0, batch(&[&v]));
+        match r.responses[0].partition_responses[0].error_code {
+            0 => acked.push(v),
+            56 => {
+                storage_errors += 1;
+                if storage_errors >= 3 {
+                    break;
+                }
+            }
+            other => panic!("unexpected produce error {other}"),
+        }
+    }
+    assert!(storage_errors >= 3, "the disk never filled");
+    assert!(!acked.is_empty());
+
+    // Consumers keep reading everything acknowledged, intact.
+    let mut reader = Client::connect(broker.addr(0));
+    assert_eq!(values_in(&mut reader), acked);
+
+    // Free space: produce works again.
+    std::fs::remove_file(&ballast).unwrap();
+    let again = vec![9u8; 1000];
+    let r = produce(&mut c, "full", 0, batch(&[&again]));
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 0,
+        "produce after freeing space"
+    );
+    acked.push(again);
+    assert_eq!(values_in(&mut reader), acked);
+
+    // And it all survives a restart.
+    drop((c, reader));
+    broker.restart();
+    let mut reader = Client::connect(broker.addr(0));
+    assert_eq!(values_in(&mut reader), acked);
+    drop(reader);
+    if let Some(h) = broker.handle.take() {
+        h.shutdown();
+    }
+    drop(disk);
+}
