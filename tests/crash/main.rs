@@ -6,6 +6,7 @@
 //!
 //! `cargo test --test crash` kills 3 times; `make soak` sets CAUDAL_CRASH_KILLS=20.
 
+mod abuse;
 #[path = "../common/mod.rs"]
 mod common;
 mod corruption;
@@ -33,10 +34,16 @@ struct Broker {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    extra: Vec<String>,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// A broker with extra command-line flags.
+    fn start_with(extra: &[&str]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("caudal-crash-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -45,9 +52,22 @@ impl Broker {
             child: None,
             dir,
             port: free_ports(2),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         b.spawn();
         b
+    }
+
+    /// Resident memory of the broker process, in bytes.
+    fn rss(&self) -> u64 {
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     fn spawn(&mut self) {
@@ -60,6 +80,7 @@ impl Broker {
                 "--shards",
                 "2",
             ])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(self.log_file())
