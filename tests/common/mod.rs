@@ -17,18 +17,18 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-/// Two consecutive free ports on 127.0.0.1.
+/// `n` consecutive free ports on 127.0.0.1.
 pub fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = first.local_addr().unwrap().port();
-        if base > 65000 {
-            continue;
-        }
-        let others: Vec<_> = (1..n)
+    // Below the kernel's ephemeral range (32768+), so a port freed by a broker restart is
+    // not handed to some other socket before the broker binds it again.
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..500 {
+        let base: u16 = rng.gen_range(20_000..32_000);
+        let all: Vec<_> = (0..n)
             .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
-        if others.iter().all(Result::is_ok) {
+        if all.iter().all(Result::is_ok) {
             return base;
         }
     }

@@ -94,7 +94,10 @@ impl Broker {
             match lines.next() {
                 Some(Ok(line)) if line.contains("ready") => break,
                 Some(Ok(_)) => {}
-                _ => panic!("broker exited during start-up"),
+                _ => panic!(
+                    "broker exited during start-up:\n{}",
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                ),
             }
         }
         std::thread::spawn(move || for _ in lines {});
