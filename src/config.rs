@@ -48,6 +48,8 @@ pub struct Config {
     /// Close a connection that sends no complete request for this long (Kafka's
     /// `connections.max.idle.ms`). Default 10 minutes.
     pub connections_max_idle: Duration,
+    /// Address of the Prometheus metrics endpoint; off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consumer-group coordinator settings.
     pub group: crate::group::coordinator::GroupSettings,
     /// How often retention runs, in ms. Default 5 minutes (Kafka's
@@ -78,6 +80,7 @@ impl Default for Config {
             retention_check_ms: 300_000,
             group: Default::default(),
             connections_max_idle: Duration::from_secs(600),
+            metrics_listen: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod alloc_guard;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod group;
 pub mod handlers;

@@ -8,10 +8,11 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeLogDirsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
     SyncGroupRequest,
 };
@@ -59,6 +60,11 @@ pub const SUPPORTED: &[ApiSpec] = &[
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The supported range of an API, if any.
@@ -258,6 +264,41 @@ pub async fn dispatch(
             InitProducerIdRequest,
             handlers::init_producer_id::handle
         ),
+        ApiKey::AlterConfigs => call!(
+            shard,
+            header,
+            frame,
+            AlterConfigsRequest,
+            handlers::alter_configs::handle
+        ),
+        ApiKey::IncrementalAlterConfigs => call!(
+            shard,
+            header,
+            frame,
+            IncrementalAlterConfigsRequest,
+            handlers::alter_configs::handle_incremental
+        ),
+        ApiKey::CreatePartitions => call!(
+            shard,
+            header,
+            frame,
+            CreatePartitionsRequest,
+            handlers::create_partitions::handle
+        ),
+        ApiKey::DescribeCluster => call!(
+            shard,
+            header,
+            frame,
+            DescribeClusterRequest,
+            handlers::describe_cluster::handle
+        ),
+        ApiKey::DescribeLogDirs => call!(
+            shard,
+            header,
+            frame,
+            DescribeLogDirsRequest,
+            handlers::describe_log_dirs::handle
+        ),
         ApiKey::JoinGroup => {
             let request = JoinGroupRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
@@ -324,6 +365,13 @@ pub fn decode_only(mut frame: Bytes) -> Result<ApiKey, FrameError> {
         ApiKey::InitProducerId => decode_as!(frame, version, InitProducerIdRequest),
         ApiKey::JoinGroup => decode_as!(frame, version, JoinGroupRequest),
         ApiKey::Produce => decode_as!(frame, version, ProduceRequest),
+        ApiKey::AlterConfigs => decode_as!(frame, version, AlterConfigsRequest),
+        ApiKey::IncrementalAlterConfigs => {
+            decode_as!(frame, version, IncrementalAlterConfigsRequest)
+        }
+        ApiKey::CreatePartitions => decode_as!(frame, version, CreatePartitionsRequest),
+        ApiKey::DescribeCluster => decode_as!(frame, version, DescribeClusterRequest),
+        ApiKey::DescribeLogDirs => decode_as!(frame, version, DescribeLogDirsRequest),
         _ => Err(FrameError::UnknownApi(prefix.api_key)),
     }?;
     Ok(key)

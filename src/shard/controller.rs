@@ -11,7 +11,7 @@ use crate::metadata::store::MetaRecord;
 use crate::metadata::TopicMeta;
 
 use super::placement::place;
-use super::router::{CreateOutcome, ShardRequest, ShardResponse, TopicSpec};
+use super::router::{CreateOutcome, ShardRequest, ShardResponse, TopicChange, TopicSpec};
 use super::state::Shard;
 
 /// Answers a request that arrived from another shard (or from this one).
@@ -24,6 +24,11 @@ pub async fn handle_request(shard: Rc<Shard>, request: ShardRequest) -> ShardRes
         ShardRequest::DeleteTopics(names) => {
             ShardResponse::Deleted(delete_topics(&shard, names).await)
         }
+        ShardRequest::UpdateTopic {
+            name,
+            change,
+            validate_only,
+        } => ShardResponse::Updated(update_topic(&shard, name, change, validate_only).await),
         ShardRequest::ListGroups => ShardResponse::Groups(
             shard
                 .coordinator
@@ -147,6 +152,68 @@ pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<ErrorCo
         broadcast(shard, Arc::new(meta)).await;
     }
     out
+}
+
+/// Changes a topic on shard 0 (configs or partition count) and has every shard apply
+/// the result before answering.
+pub async fn update_topic(
+    shard: &Rc<Shard>,
+    name: String,
+    change: TopicChange,
+    validate_only: bool,
+) -> Result<(), (ErrorCode, String)> {
+    if shard.id != 0 {
+        return match shard
+            .call(
+                0,
+                ShardRequest::UpdateTopic {
+                    name,
+                    change,
+                    validate_only,
+                },
+            )
+            .await
+        {
+            ShardResponse::Updated(r) => r,
+            other => Err((ErrorCode::UnknownServerError, format!("{other:?}"))),
+        };
+    }
+    let Ok(_permit) = shard.controller_lock.acquire_permit(1).await else {
+        return Err((ErrorCode::UnknownServerError, "controller closed".into()));
+    };
+    let mut meta = (*shard.meta()).clone();
+    let Some(mut topic) = meta.topics.get(&name).cloned() else {
+        return Err((
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic '{name}'"),
+        ));
+    };
+    match change {
+        TopicChange::SetConfigs(configs) => topic.configs = configs,
+        TopicChange::GrowPartitions(count) => {
+            let current = topic.partitions.len() as i32;
+            if count <= current {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!("topic '{name}' has {current} partitions; the new count must be larger, got {count}"),
+                ));
+            }
+            let mut counts = meta.partitions_per_shard(shard.config.shards);
+            topic
+                .partitions
+                .extend(place(&mut counts, (count - current) as usize));
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let rec = MetaRecord::PutTopic(topic);
+    persist(shard, &rec)
+        .map_err(|e| (ErrorCode::KafkaStorageError, format!("metadata log: {e}")))?;
+    info!(topic = %name, "updated topic");
+    rec.apply(&mut meta);
+    broadcast(shard, Arc::new(meta)).await;
+    Ok(())
 }
 
 fn persist(shard: &Shard, rec: &MetaRecord) -> std::io::Result<()> {

@@ -41,6 +41,24 @@ pub enum ShardRequest {
     ApplyMetadata(Arc<ClusterMetadata>),
     /// To every shard: list the groups it coordinates.
     ListGroups,
+    /// To shard 0: change an existing topic.
+    UpdateTopic {
+        /// Topic name.
+        name: String,
+        /// The change.
+        change: TopicChange,
+        /// Check only.
+        validate_only: bool,
+    },
+}
+
+/// A change to an existing topic.
+#[derive(Debug, Clone)]
+pub enum TopicChange {
+    /// Replace the topic's config overrides (already validated).
+    SetConfigs(std::collections::BTreeMap<String, String>),
+    /// Grow the topic to this many partitions.
+    GrowPartitions(i32),
 }
 
 /// The answer to a [`ShardRequest`].
@@ -54,6 +72,8 @@ pub enum ShardResponse {
     Applied,
     /// Groups: (id, protocol type, state).
     Groups(Vec<(String, String, String)>),
+    /// Outcome of a topic update.
+    Updated(Result<(), (ErrorCode, String)>),
     /// The target shard could not be reached or failed.
     Failed(String),
 }

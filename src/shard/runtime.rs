@@ -122,6 +122,29 @@ fn set_aside_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
     }
 }
 
+/// Checks what `start` would need, without starting: the config, that the data
+/// directory can be created and written, and that every port is free.
+pub fn check(config: &Config) -> std::io::Result<()> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let probe = config.data_dir.join(".caudal-write-check");
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)?;
+    for k in 0..config.shards {
+        let addr = SocketAddr::new(config.listen_host, config.shard_port(k));
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    }
+    if let Some(addr) = config.metrics_listen {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
 /// Starts every shard and returns once all of them listen.
 pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     config

@@ -171,6 +171,15 @@ impl Shard {
         }
     }
 
+    /// Every partition this shard serves, with its topic and number.
+    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<PartitionLog>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|((t, p), lp)| (t.clone(), *p, lp.log.clone()))
+            .collect()
+    }
+
     /// Every partition this shard serves.
     pub fn local_logs(&self) -> Vec<Rc<PartitionLog>> {
         self.partitions
