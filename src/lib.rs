@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod io;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod producer_state;
 pub mod protocol;

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
 
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::LogError;
+use crate::protocol::record_batch::parse_header;
 use crate::shard::state::{Shard, ShardStats};
 
 /// Longest a fetch may wait, whatever the client asks.
@@ -73,6 +74,7 @@ async fn read_all(
                 Ok(log) => log,
                 Err(code) => {
                     errors = true;
+                    shard.stats.error(code);
                     partitions.push(data.with_error_code(code.code()));
                     continue;
                 }
@@ -90,10 +92,15 @@ async fn read_all(
             match log.read(p.fetch_offset, limit.max(1)).await {
                 Ok(r) => {
                     let mut buf = BytesMut::with_capacity(r.byte_len());
+                    let mut records = 0u64;
                     for b in &r.batches {
                         buf.extend_from_slice(b);
+                        records += parse_header(b).map_or(0, |h| h.records_count.max(0) as u64);
                     }
                     total += buf.len();
+                    let m = shard.stats.partition(&name, p.partition);
+                    ShardStats::add(&m.bytes_out, buf.len() as u64);
+                    ShardStats::add(&m.messages_out, records);
                     partitions.push(
                         data.with_high_watermark(r.high_watermark)
                             .with_last_stable_offset(r.high_watermark)
@@ -107,6 +114,7 @@ async fn read_all(
                         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                         other => log_error_code(other),
                     };
+                    shard.stats.error(code);
                     partitions.push(
                         data.with_error_code(code.code())
                             .with_high_watermark(log.high_watermark())

@@ -27,7 +27,7 @@ pub async fn handle(
             );
             if code == ErrorCode::None {
                 let now = crate::log::partition::now_ms();
-                let offsets = request
+                let offsets: Vec<(String, i32, Committed)> = request
                     .topics
                     .iter()
                     .flat_map(|t| {
@@ -45,8 +45,19 @@ pub async fn handle(
                         })
                     })
                     .collect();
+                let published: Vec<(String, i32, i64)> = offsets
+                    .iter()
+                    .map(|(t, p, c)| (t.clone(), *p, c.offset))
+                    .collect();
                 match c.commit(&group, offsets).await {
-                    Ok(()) => ErrorCode::None,
+                    Ok(()) => {
+                        if let Ok(mut m) = shard.stats.registry.committed.lock() {
+                            for (t, p, o) in published {
+                                m.insert((group.clone(), t, p), o);
+                            }
+                        }
+                        ErrorCode::None
+                    }
                     Err(_) => ErrorCode::KafkaStorageError,
                 }
             } else {
@@ -55,6 +66,7 @@ pub async fn handle(
         }
         Err(code) => code,
     };
+    shard.stats.error(code);
     let topics = request
         .topics
         .into_iter()

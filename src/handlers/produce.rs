@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
 
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::AppendResult;
-use crate::shard::state::{Shard, ShardStats};
+use crate::shard::state::{publish, Shard, ShardStats};
 
 /// Handles Produce. `None` for acks=0, which Kafka never answers.
 pub async fn handle(
@@ -35,10 +35,19 @@ pub async fn handle(
                     (Ok(log), Some(records)) => {
                         let bytes = records.len() as u64;
                         let stats = shard.stats.clone();
+                        let metrics = shard.stats.partition(&name, index);
                         Ok(glommio::spawn_local(async move {
                             let r = log.append(BytesMut::from(&records[..])).await;
-                            if r.is_ok() {
-                                ShardStats::add(&stats.produce_bytes, bytes);
+                            if let Ok(a) = &r {
+                                if !a.duplicate {
+                                    ShardStats::add(&stats.produce_bytes, bytes);
+                                    ShardStats::add(&metrics.bytes_in, bytes);
+                                    ShardStats::add(
+                                        &metrics.messages_in,
+                                        (a.last_offset - a.base_offset + 1) as u64,
+                                    );
+                                }
+                                publish(&metrics, &log);
                             }
                             r.map_err(|e| log_error_code(&e))
                         }))
@@ -58,6 +67,9 @@ pub async fn handle(
                 Err(code) => Err(code),
             };
             let resp = PartitionProduceResponse::default().with_index(index);
+            if let Err(code) = &result {
+                shard.stats.error(*code);
+            }
             partition_responses.push(match result {
                 Ok(r) => resp
                     .with_base_offset(r.base_offset)

@@ -22,6 +22,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -42,17 +44,27 @@ pub fn align_up(v: u64) -> u64 {
     (v + BLOCK - 1) & !(BLOCK - 1)
 }
 
-/// Counters shared by every writer of a shard; read by benchmarks, tests and metrics.
+/// Counters shared by every writer of a shard; read by benchmarks, tests and the
+/// metrics endpoint (from another thread, hence atomics; only the shard writes them).
 #[derive(Debug, Default)]
 pub struct IoStats {
     /// Completed fdatasync calls.
-    pub fsyncs: Cell<u64>,
+    pub fsyncs: AtomicU64,
     /// Total time spent in fdatasync, in nanoseconds.
-    pub fsync_nanos: Cell<u64>,
+    pub fsync_nanos: AtomicU64,
     /// O_DIRECT writes issued.
-    pub writes: Cell<u64>,
+    pub writes: AtomicU64,
     /// Bytes written to disk, padding and rewrites of partial blocks included.
-    pub bytes_written: Cell<u64>,
+    pub bytes_written: AtomicU64,
+    /// fdatasync latency distribution.
+    pub fsync_latency: crate::metrics::Histogram,
+}
+
+impl IoStats {
+    /// Completed fdatasync calls so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
 }
 
 /// Tuning for one writer.
@@ -118,7 +130,7 @@ pub struct DmaWriter {
     sync_running: Cell<bool>,
     sync_generation: Cell<u64>,
     sync_waiters: RefCell<Vec<Waker>>,
-    stats: Rc<IoStats>,
+    stats: Arc<IoStats>,
 }
 
 /// Resolves when the sync that was running at creation has ended.
@@ -148,7 +160,7 @@ impl DmaWriter {
         file: Rc<DmaFile>,
         pos: u64,
         opts: WriterOptions,
-        stats: Rc<IoStats>,
+        stats: Arc<IoStats>,
     ) -> io::Result<DmaWriter> {
         let chunk_bytes = align_up(opts.chunk_bytes.max(BLOCK as usize) as u64) as usize;
         let opts = WriterOptions {
@@ -312,10 +324,8 @@ impl DmaWriter {
                     format!("short direct write: {n} of {padded} bytes"),
                 ));
             }
-            stats.writes.set(stats.writes.get() + 1);
-            stats
-                .bytes_written
-                .set(stats.bytes_written.get() + n as u64);
+            stats.writes.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
             Ok(n)
         })
         .detach();
@@ -443,10 +453,9 @@ impl DmaWriter {
         let started = Instant::now();
         self.file.fdatasync().await.map_err(io::Error::from)?;
         let nanos = started.elapsed().as_nanos() as u64;
-        self.stats.fsyncs.set(self.stats.fsyncs.get() + 1);
-        self.stats
-            .fsync_nanos
-            .set(self.stats.fsync_nanos.get() + nanos);
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.fsync_latency.record(started.elapsed());
         let mut st = self.state.borrow_mut();
         st.written = st.written.max(target);
         st.synced = st.synced.max(target);

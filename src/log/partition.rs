@@ -39,9 +39,9 @@ use super::Offset;
 #[derive(Clone)]
 pub struct LogEnv {
     /// Shard-wide I/O counters.
-    pub stats: Rc<IoStats>,
+    pub stats: std::sync::Arc<IoStats>,
     /// Shard-wide tail cache budget.
-    pub cache: Rc<CacheBudget>,
+    pub cache: std::sync::Arc<CacheBudget>,
     /// Writer tuning.
     pub writer: WriterOptions,
 }
@@ -50,7 +50,7 @@ impl LogEnv {
     /// An environment with default writer options and a cache of `cache_bytes`.
     pub fn new(cache_bytes: usize) -> LogEnv {
         LogEnv {
-            stats: Rc::new(IoStats::default()),
+            stats: std::sync::Arc::new(IoStats::default()),
             cache: CacheBudget::new(cache_bytes),
             writer: WriterOptions::default(),
         }

@@ -74,7 +74,7 @@ impl Segment {
         base_offset: Offset,
         index_interval: u64,
         opts: WriterOptions,
-        stats: Rc<IoStats>,
+        stats: std::sync::Arc<IoStats>,
     ) -> io::Result<Segment> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path).await?);
@@ -103,7 +103,7 @@ impl Segment {
         base_offset: Offset,
         index_interval: u64,
         opts: WriterOptions,
-        stats: Rc<IoStats>,
+        stats: std::sync::Arc<IoStats>,
     ) -> io::Result<(Segment, Vec<BatchHeader>)> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path).await?);
@@ -153,7 +153,7 @@ impl Segment {
         state: CleanState,
         index_interval: u64,
         opts: WriterOptions,
-        stats: Rc<IoStats>,
+        stats: std::sync::Arc<IoStats>,
     ) -> io::Result<Option<Segment>> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path).await?);

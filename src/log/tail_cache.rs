@@ -5,33 +5,33 @@
 //! leave from the front, and only once they are on disk; the shard-wide byte budget is
 //! shared by every partition of the shard.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::Offset;
 
-/// Byte budget of every tail cache on one shard.
+/// Byte budget of every tail cache on one shard (atomic so metrics can read it).
 #[derive(Debug)]
 pub struct CacheBudget {
     limit: usize,
-    used: Cell<usize>,
+    used: AtomicUsize,
 }
 
 impl CacheBudget {
     /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Rc<CacheBudget> {
-        Rc::new(CacheBudget {
+    pub fn new(limit: usize) -> Arc<CacheBudget> {
+        Arc::new(CacheBudget {
             limit,
-            used: Cell::new(0),
+            used: AtomicUsize::new(0),
         })
     }
 
     /// Bytes currently cached on the shard.
     pub fn used(&self) -> usize {
-        self.used.get()
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Configured limit.
@@ -40,7 +40,7 @@ impl CacheBudget {
     }
 
     fn over(&self) -> bool {
-        self.used.get() > self.limit
+        self.used.load(Ordering::Relaxed) > self.limit
     }
 }
 
@@ -63,12 +63,12 @@ pub struct CachedBatch {
 #[derive(Debug)]
 pub struct TailCache {
     batches: VecDeque<CachedBatch>,
-    budget: Rc<CacheBudget>,
+    budget: Arc<CacheBudget>,
 }
 
 impl TailCache {
     /// An empty cache charging `budget`.
-    pub fn new(budget: Rc<CacheBudget>) -> TailCache {
+    pub fn new(budget: Arc<CacheBudget>) -> TailCache {
         TailCache {
             batches: VecDeque::new(),
             budget,
@@ -79,7 +79,7 @@ impl TailCache {
     pub fn push(&mut self, batch: CachedBatch) {
         self.budget
             .used
-            .set(self.budget.used.get() + batch.data.len());
+            .fetch_add(batch.data.len(), Ordering::Relaxed);
         self.batches.push_back(batch);
     }
 
@@ -96,9 +96,7 @@ impl TailCache {
 
     fn pop_front(&mut self) {
         if let Some(b) = self.batches.pop_front() {
-            self.budget
-                .used
-                .set(self.budget.used.get().saturating_sub(b.data.len()));
+            self.budget.used.fetch_sub(b.data.len(), Ordering::Relaxed);
         }
     }
 

@@ -22,7 +22,7 @@ use tracing::debug;
 use crate::protocol::api::{dispatch, Outcome};
 use crate::protocol::frame::{check_frame_size, FrameError};
 use crate::shard::notify::Notify;
-use crate::shard::state::Shard;
+use crate::shard::state::{Shard, ShardStats};
 
 /// Requests one connection may have in flight before its reader waits.
 const MAX_IN_FLIGHT: usize = 32;
@@ -145,6 +145,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let task_shard = shard.clone();
         let task_unsent = unsent.clone();
+        ShardStats::add(&shard.stats.request_bytes_in_flight, size as u64);
         let task = glommio::spawn_local(async move {
             task_shard.request_started();
             let outcome = match dispatch(&task_shard, frame.freeze(), peer).await {
@@ -152,6 +153,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 Err(e) => Outcome::Close(e.to_string()),
             };
             drop(permit);
+            task_shard
+                .stats
+                .request_bytes_in_flight
+                .fetch_sub(size as u64, std::sync::atomic::Ordering::Relaxed);
             if let Outcome::Respond(b) = &outcome {
                 task_unsent.set(task_unsent.get() + b.len());
             }

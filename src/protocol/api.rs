@@ -141,6 +141,7 @@ pub async fn dispatch(
     }
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let started = std::time::Instant::now();
     let outcome = match key {
         ApiKey::ApiVersions => call!(
             shard,
@@ -317,6 +318,7 @@ pub async fn dispatch(
         }
         _ => return Err(FrameError::UnknownApi(prefix.api_key)),
     };
+    shard.stats.request_done(prefix.api_key, started.elapsed());
     Ok(outcome)
 }
 

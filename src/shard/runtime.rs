@@ -35,14 +35,22 @@ pub struct BrokerHandle {
     pub addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
     threads: Vec<ExecutorJoinHandle<()>>,
+    metrics: Option<std::thread::JoinHandle<()>>,
 }
 
 impl BrokerHandle {
     /// Stops accepting, syncs every partition and waits for the shards to exit.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.join_all();
+    }
+
+    fn join_all(&mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(m) = self.metrics.take() {
+            let _ = m.join();
         }
     }
 
@@ -51,20 +59,16 @@ impl BrokerHandle {
         self.stop.clone()
     }
 
-    /// Waits for every shard to exit.
+    /// Waits for every shard to exit (after the stop flag is set).
     pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.join_all();
     }
 }
 
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.join_all();
     }
 }
 
@@ -184,7 +188,10 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let mut threads = Vec::new();
     for (k, (my_senders, my_receivers)) in senders.into_iter().zip(receivers).enumerate() {
         let cpu = cpus.get(k % cpus.len().max(1)).copied().unwrap_or(0);
-        let shard_stats = Arc::new(ShardStats::default());
+        let shard_stats = Arc::new(ShardStats::new(
+            Arc::new(crate::io::dma_writer::IoStats::default()),
+            crate::log::tail_cache::CacheBudget::new(config.tail_cache_bytes),
+        ));
         stats.push(shard_stats.clone());
         let args = ShardArgs {
             id: k,
@@ -225,7 +232,24 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             }
         }
     }
+    let metrics = match config.metrics_listen {
+        Some(addr) => match crate::metrics::serve(addr, stats.clone(), stop.clone()) {
+            Ok(t) => {
+                info!(%addr, "serving metrics on /metrics");
+                Some(t)
+            }
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot serve metrics on {addr}: {e}"),
+                ));
+            }
+        },
+        None => None,
+    };
     Ok(BrokerHandle {
+        metrics,
         stats,
         addrs: addrs.into_iter().flatten().collect(),
         stop,
@@ -304,6 +328,13 @@ async fn shard_main(args: ShardArgs) {
     let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));
     match Coordinator::open(&offsets_dir, shard.env.clone(), args.config.group.clone()).await {
         Ok(c) => {
+            if let Ok(mut m) = shard.stats.registry.committed.lock() {
+                for g in c.offsets.groups() {
+                    for ((t, p), committed) in c.offsets.group(&g) {
+                        m.insert((g.clone(), t, p), committed.offset);
+                    }
+                }
+            }
             let _ = shard.coordinator.set(c);
         }
         Err(e) => {

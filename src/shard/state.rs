@@ -13,9 +13,12 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::error::ErrorCode;
+use crate::io::dma_writer::IoStats;
+use crate::log::tail_cache::CacheBudget;
 use crate::log::{LogEnv, PartitionLog};
 use crate::metadata::store::MetaStore;
 use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardId};
+use crate::metrics::{Histogram, PartitionMetrics, Registry};
 
 use super::notify::Notify;
 use super::producer_ids::ProducerIds;
@@ -24,8 +27,22 @@ use crate::group::coordinator::Coordinator;
 
 /// Per-shard counters, readable from any thread (tests, metrics). Only the owning shard
 /// writes them, so relaxed atomics cost no contention.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardStats {
+    /// Disk I/O counters of the shard's logs.
+    pub io: Arc<IoStats>,
+    /// The shard's tail cache budget.
+    pub cache: Arc<CacheBudget>,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+    /// Bytes of requests being read or handled now.
+    pub request_bytes_in_flight: AtomicU64,
+    /// Request latency by API key.
+    pub request_latency: [Histogram; 70],
+    /// Error codes returned, indexed by code + 1.
+    pub errors: [AtomicU64; 130],
+    /// Per-partition metrics and committed offsets.
+    pub registry: Registry,
     /// Produce requests handled.
     pub produce_requests: AtomicU64,
     /// Record batch bytes appended.
@@ -45,9 +62,64 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// Counters for a shard with this I/O and cache accounting.
+    pub fn new(io: Arc<IoStats>, cache: Arc<CacheBudget>) -> ShardStats {
+        ShardStats {
+            io,
+            cache,
+            open_connections: AtomicU64::new(0),
+            request_bytes_in_flight: AtomicU64::new(0),
+            request_latency: std::array::from_fn(|_| Histogram::default()),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            registry: Registry::default(),
+            produce_requests: AtomicU64::new(0),
+            produce_bytes: AtomicU64::new(0),
+            fetch_requests: AtomicU64::new(0),
+            fetch_bytes: AtomicU64::new(0),
+            not_leader: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            opened_clean: AtomicU64::new(0),
+            opened_scanned: AtomicU64::new(0),
+        }
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an error code returned to a client.
+    pub fn error(&self, code: ErrorCode) {
+        if code != ErrorCode::None {
+            if let Some(c) = self.errors.get((code.code() as i64 + 1) as usize) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records how long a request of `api` took.
+    pub fn request_done(&self, api: i16, took: std::time::Duration) {
+        if let Some(h) = self.request_latency.get(api as usize) {
+            h.record(took);
+        }
+    }
+
+    /// Metrics of a partition, registered on first use.
+    pub fn partition(&self, topic: &str, partition: PartitionId) -> Arc<PartitionMetrics> {
+        let mut map = match self.registry.partitions.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry((topic.to_string(), partition))
+            .or_default()
+            .clone()
+    }
+
+    /// Drops a deleted partition's metrics.
+    pub fn forget_partition(&self, topic: &str, partition: PartitionId) {
+        if let Ok(mut map) = self.registry.partitions.lock() {
+            map.remove(&(topic.to_string(), partition));
+        }
     }
 }
 
@@ -105,7 +177,11 @@ impl Shard {
         router: Rc<Router>,
         store: Option<MetaStore>,
     ) -> Shard {
-        let env = LogEnv::new(config.tail_cache_bytes);
+        let env = LogEnv {
+            stats: stats.io.clone(),
+            cache: stats.cache.clone(),
+            writer: Default::default(),
+        };
         let budget = config
             .request_budget_bytes
             .max(config.socket_request_max_bytes) as u64;
@@ -232,6 +308,7 @@ impl Shard {
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
                     warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
                 }
+                self.stats.forget_partition(&key.0, key.1);
                 info!(topic = %key.0, partition = key.1, "deleted partition");
             }
         }
@@ -251,6 +328,7 @@ impl Shard {
                 let log = PartitionLog::open(&dir, log_config.clone(), self.env.clone())
                     .await
                     .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                publish(&self.stats.partition(&t.name, p as PartitionId), &log);
                 if log.opened_clean() {
                     ShardStats::add(&self.stats.opened_clean, 1);
                 } else if log.next_offset() > 0 {
@@ -272,10 +350,11 @@ impl Shard {
     /// Deletes old segments of every local partition per its retention settings.
     pub async fn apply_retention(&self) {
         let now = crate::log::partition::now_ms();
-        for log in self.local_logs() {
+        for (topic, partition, log) in self.local_partitions() {
             if let Err(e) = log.apply_retention(now).await {
                 warn!(dir = %log.dir().display(), error = %e, "retention failed");
             }
+            publish(&self.stats.partition(&topic, partition), &log);
         }
     }
 
@@ -307,6 +386,7 @@ impl Shard {
     pub fn connection_opened(&self) {
         self.open_connections.set(self.open_connections.get() + 1);
         ShardStats::add(&self.stats.connections, 1);
+        ShardStats::add(&self.stats.open_connections, 1);
     }
 
     /// Counts a closed connection.
@@ -350,4 +430,14 @@ impl Shard {
             }
         }
     }
+}
+
+/// Copies a log's offsets and size into its metrics.
+pub fn publish(m: &PartitionMetrics, log: &PartitionLog) {
+    m.high_watermark
+        .store(log.high_watermark(), Ordering::Relaxed);
+    m.log_start_offset
+        .store(log.log_start_offset(), Ordering::Relaxed);
+    m.size_bytes
+        .store(log.size_bytes() as i64, Ordering::Relaxed);
 }

@@ -6,6 +6,8 @@ mod disk_full;
 mod groups;
 mod idempotent_produce;
 mod long_poll;
+mod metrics;
+mod operations;
 mod restart;
 mod shard_routing;
 

@@ -7,6 +7,7 @@
 //! `cargo test --test crash` kills 3 times; `make soak` sets CAUDAL_CRASH_KILLS=20.
 
 mod abuse;
+mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod corruption;
