@@ -4,7 +4,10 @@ confluent-kafka calls that every test repeats.
 The broker under test is started as a child process:
 
     caudal --data-dir DIR --listen 127.0.0.1:PORT --shards 2 [--default-partitions N]
-           [--advertised-host H]
+           [--advertised-host H] [EXTRA ARGS...]
+
+EXTRA ARGS come from the test (e.g. ``--group-initial-rebalance-delay-ms 0``; see the
+``broker_args`` marker in conftest.py).
 
 Shard k listens on PORT+k and is advertised in Metadata as broker id k. The broker
 prints one line per shard and then a line containing ``ready``; it stops on SIGTERM.
@@ -14,6 +17,7 @@ Every wait here has a deadline: a broker that hangs makes a test fail, never sta
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
@@ -44,6 +48,46 @@ STOP_TIMEOUT_S = 10.0
 def caudal_bin() -> Path:
     """The broker binary: $CAUDAL_BIN, else the debug build in this repo."""
     return Path(os.environ.get("CAUDAL_BIN", str(DEFAULT_BIN)))
+
+
+_snapshot: Optional[Path] = None
+
+
+def session_bin() -> Path:
+    """A private copy of caudal_bin(), made on first use and removed at exit, that every
+    broker of this test session runs. target/debug/caudal may be rebuilt while the suite
+    runs (cargo replaces the file); a broker restarted mid-test must not find it missing
+    or changed."""
+    global _snapshot
+    if _snapshot is None:
+        src = caudal_bin()
+        if not src.is_file():
+            return src  # Broker.start() reports it
+        TMP_ROOT.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_snapshots()
+        d = Path(tempfile.mkdtemp(prefix=f"clients-bin-{os.getpid()}-", dir=TMP_ROOT))
+        atexit.register(shutil.rmtree, d, True)
+        dst = d / "caudal"
+        shutil.copy2(src, dst)
+        _snapshot = dst
+    return _snapshot
+
+
+def _remove_orphaned_snapshots() -> None:
+    """Remove the binary copies of earlier sessions whose process is gone (killed before
+    its atexit ran); each is named clients-bin-<pid>-*."""
+    for d in TMP_ROOT.glob("clients-bin-*-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def unique_name(prefix: str) -> str:
@@ -119,11 +163,13 @@ class Broker:
         default_partitions: Optional[int] = None,
         advertised_host: Optional[str] = None,
         binary: Optional[Path] = None,
+        extra_args: Iterable[str] = (),
     ):
-        self.binary = Path(binary) if binary else caudal_bin()
+        self.binary = Path(binary) if binary else session_bin()
         self.shards = shards
         self.default_partitions = default_partitions
         self.advertised_host = advertised_host
+        self.extra_args = [str(a) for a in extra_args]
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="clients-", dir=TMP_ROOT))
         self.data_dir = self.root / "data"
@@ -162,7 +208,7 @@ class Broker:
             cmd += ["--default-partitions", str(self.default_partitions)]
         if self.advertised_host is not None:
             cmd += ["--advertised-host", self.advertised_host]
-        return cmd
+        return cmd + self.extra_args
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -254,10 +300,27 @@ class Broker:
         self._close_log()
         return code
 
-    def restart(self) -> Optional[int]:
-        """Stop, then start again on the same data dir and ports. Returns the exit code
-        of the stop."""
-        code = self.stop()
+    def kill(self) -> Optional[int]:
+        """SIGKILL: the broker gets no chance to flush or close anything (a crash, as far
+        as its files are concerned). Returns the exit code (-9); None if never started."""
+        if self.proc is None:
+            return None
+        if self._stopped:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self._kill()
+        else:
+            self.crashed_returncode = self.proc.returncode
+        self._stopped = True
+        code = self.proc.returncode
+        self._append_log(f"=== killed (SIGKILL by the test), exit code {code}\n")
+        self._close_log()
+        return code
+
+    def restart(self, kill: bool = False) -> Optional[int]:
+        """Stop (SIGTERM, or SIGKILL when `kill`), then start again on the same data dir
+        and ports. Returns the exit code of the stop."""
+        code = self.kill() if kill else self.stop()
         self.start()
         return code
 
@@ -497,3 +560,61 @@ def assert_clients_work(broker: Broker, shards: int = SHARDS) -> None:
     values = sorted(v for recs in got.values() for (_, _, v, _) in recs)
     assert values == sorted(m[2] for m in msgs)
     broker.check_alive()
+
+
+# --------------------------------------------------------------------------------------
+# Consumer groups
+# --------------------------------------------------------------------------------------
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05, detail=None):
+    """Poll `predicate` until it returns a truthy value (returned) or `timeout` seconds
+    pass (AssertionError naming `what`, plus `detail()` when given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def describe_group(bootstrap: str, group: str, timeout: float = 10.0):
+    """confluent-kafka's DescribeConsumerGroups (DescribeGroups on the coordinator):
+    a ConsumerGroupDescription with .state, .members, .partition_assignor, .coordinator."""
+    admin = admin_client(bootstrap)
+    futures = admin.describe_consumer_groups([group], request_timeout=timeout)
+    return futures[group].result(timeout=timeout)
+
+
+def list_groups(bootstrap: str, timeout: float = 10.0) -> dict:
+    """confluent-kafka's ListConsumerGroups (ListGroups on every broker):
+    {group_id: ConsumerGroupListing}. Raises if any broker answered with an error."""
+    admin = admin_client(bootstrap)
+    result = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout)
+    if result.errors:
+        raise AssertionError(f"ListGroups errors: {result.errors}")
+    return {g.group_id: g for g in result.valid}
+
+
+def group_committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The group's committed offsets (OffsetFetch on the coordinator) without joining it;
+    -1001 (OFFSET_INVALID) where nothing is committed."""
+    c = consumer(bootstrap, **{"group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        for tp in tps:
+            assert tp.error is None, f"OffsetFetch {topic}[{tp.partition}] for {group}: {tp.error}"
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def high_watermarks(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    c = consumer(bootstrap)
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        c.close()

@@ -31,11 +31,24 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"caudal log ({report.when})", broker.log_tail()))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "broker_args(*args): extra command-line arguments for the `broker` fixture's caudal, "
+        "e.g. @pytest.mark.broker_args('--group-initial-rebalance-delay-ms', '0')",
+    )
+
+
 @pytest.fixture
 def broker(request):
     """A running 2-shard broker on free ports with a fresh data dir, stopped (SIGTERM)
-    and removed afterwards. The test fails in teardown if the broker died during it."""
-    b = Broker()
+    and removed afterwards. The test fails in teardown if the broker died during it.
+
+    Extra caudal arguments come from the test's ``broker_args`` marker (markers on the
+    module or class apply too; the closest one wins)."""
+    marker = request.node.get_closest_marker("broker_args")
+    extra = [str(a) for a in marker.args] if marker is not None else []
+    b = Broker(extra_args=extra)
     if not hasattr(request.node, "_caudal_brokers"):
         request.node._caudal_brokers = []
     request.node._caudal_brokers.append(b)

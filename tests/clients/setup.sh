@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the real-client tests need: kcat (Debian package) and a venv at
-# <repo>/.venv holding the Python packages pinned in requirements.txt.
+# Installs what the real-client tests need: kcat (Debian package), Node.js with the
+# npm packages locked in js/package-lock.json (kafkajs) under js/node_modules, and a
+# venv at <repo>/.venv holding the Python packages pinned in requirements.txt.
 #
-# Idempotent and fast when everything is already there: a stamp file in the venv
-# records the hash of requirements.txt and the interpreter, so a second run only
-# checks `command -v kcat` and compares one file.
+# Idempotent and fast when everything is already there: stamp files in js/node_modules
+# and in the venv record the hash of what they were installed from (the lock file and
+# node's version; requirements.txt and the interpreter), so a second run only checks
+# `command -v` and compares two files.
 #
-# Runs as root on Debian 12 (`make client-deps`). Network: apt and PyPI only.
+# Runs as root on Debian 12 (`make client-deps`). Network: apt, the npm registry and
+# PyPI only.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,6 +33,22 @@ apt_install() {
 if ! command -v kcat >/dev/null 2>&1; then
     echo "setup.sh: installing kcat"
     apt_install kcat
+fi
+
+# --- Node.js and kafkajs ------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "setup.sh: installing nodejs and npm"
+    apt_install nodejs npm
+fi
+js="$here/js"
+js_stamp="$js/node_modules/.caudal-client-deps.stamp"
+js_want="$( { cat "$js/package.json" "$js/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
+    echo "setup.sh: npm ci in $js"
+    # npm ci installs exactly the lock file (and starts from an empty node_modules).
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+    (cd "$js" && node -e 'console.log("setup.sh: kafkajs " + require("kafkajs/package.json").version + ", node " + process.version)')
+    echo "$js_want" >"$js_stamp"
 fi
 
 # --- venv -------------------------------------------------------------------
