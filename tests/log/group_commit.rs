@@ -13,7 +13,7 @@ fn concurrent_appenders_share_fdatasyncs() {
             .unwrap();
         const APPENDERS: usize = 32;
         const EACH: usize = 50;
-        let before = stats.fsyncs.get();
+        let before = stats.fsync_count();
         let mut tasks = Vec::new();
         for a in 0..APPENDERS {
             let log = log.clone();
@@ -36,7 +36,7 @@ fn concurrent_appenders_share_fdatasyncs() {
             all.extend(t.await);
         }
         let appends = (APPENDERS * EACH) as u64;
-        let syncs = stats.fsyncs.get() - before;
+        let syncs = stats.fsync_count() - before;
         println!("{appends} appends, {syncs} fdatasyncs");
         assert!(
             syncs * 4 < appends,
@@ -68,10 +68,10 @@ fn interval_policy_acknowledges_before_sync_and_syncs_periodically() {
                 .await
                 .unwrap();
         }
-        assert_eq!(stats.fsyncs.get(), 0);
+        assert_eq!(stats.fsync_count(), 0);
         assert_eq!(log.high_watermark(), 100);
         glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(stats.fsyncs.get() >= 1);
+        assert!(stats.fsync_count() >= 1);
         drop(log);
         let log = open_uncached(&dir, LogConfig::default()).await;
         assert_eq!(log.next_offset(), 100);
