@@ -20,7 +20,7 @@ release:
 test: test-rust test-clients
 
 test-rust:
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 # Real Kafka clients (kcat, kafka-python, confluent-kafka) against the broker binary.
 test-clients: build client-deps
@@ -33,6 +33,15 @@ client-deps:
 soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
 
+# Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
+# and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).
+# FUZZ_SECONDS per target; `make test` replays the seeds (tests/fuzz).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+
+fuzz:
+	CARGO=$(CARGO) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -43,3 +52,24 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+# --- Benchmarks (bench/run.sh; results in bench/results, report in docs/benchmarks.md) ---
+# BOOTSTRAP=host:port runs the suite against an external broker (Kafka, Redpanda, ...)
+# instead of a fresh Caudal; LABEL names the run. See docs/benchmarks.md.
+.PHONY: bench bench-quick bench-report bench-build
+
+bench-build:
+	$(CARGO) build --release -p caudal -p caudal-loadgen --bins
+
+bench: bench-build
+	bash bench/run.sh full
+
+bench-quick: bench-build
+	bash bench/run.sh quick
+
+bench-report:
+	@test -e bench/results/latest || { echo "no results: run make bench-quick first" >&2; exit 1; }
+	$(CARGO) build --release -p caudal-loadgen --bins
+	main=$$(test -e bench/results/latest-caudal && echo bench/results/latest-caudal || echo bench/results/latest); \
+	./target/release/caudal-loadgen report $$main bench/results/latest $$(ls -d bench/results/latest-* 2>/dev/null) \
+		--doc docs/benchmarks.md --plot bench/latency.svg

@@ -621,8 +621,11 @@ impl PartitionLog {
         };
         let mut out: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
-        // Read enough for the requested bytes plus the skip from the index entry.
-        let chunk = (max_bytes as u64).clamp(64 << 10, 16 << 20) + 8192;
+        // Read enough for the requested bytes, plus room for the skip from the index entry
+        // and for the first batch to run past `max_bytes` (it is returned whole), so one
+        // read usually suffices.
+        let wanted = (max_bytes as u64).clamp(64 << 10, 16 << 20);
+        let chunk = wanted + (wanted / 8).max(64 << 10);
         while pos < limit {
             let want = chunk.min(limit - pos) as usize;
             let data = file
