@@ -98,7 +98,7 @@ pub async fn load_topology(
     loop {
         let (topo, err, count) = metadata(&mut conn, topic).await?;
         if err == 0 && count > 0 && topo.leaders.len() as i32 == count {
-            if count != partitions && partitions > 0 {
+            if create && count != partitions && partitions > 0 {
                 eprintln!(
                     "caudal-loadgen: topic {topic} exists with {count} partitions (asked for {partitions}); using {count}"
                 );

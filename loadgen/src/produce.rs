@@ -253,8 +253,9 @@ async fn lane_inner(
     );
     let template = BatchTemplate::new(n, opts.message_size, opts.codec, lane.id);
     let t0 = shared.clock.now_millis();
-    // Built once, reused for every send (unless values are stamped).
-    let prebuilt: Vec<Prebuilt> = if stamp {
+    // Built once, reused for every send; stamped (e2e) sends copy the frame's batch and
+    // patch it in place when it is uncompressed.
+    let prebuilt: Vec<Prebuilt> = if stamp && opts.codec != crate::batch::Codec::None {
         Vec::new()
     } else {
         let batch = template.build(t0)?;
@@ -307,7 +308,16 @@ async fn lane_inner(
         let partition = lane.partitions[partition_idx];
         let sent_at = Instant::now();
         let first_id = (lane.id << 40) | (k * n as u64);
-        let (head, body): (BytesMut, Bytes) = if count < n as u64 || stamp {
+        let times = || -> Vec<u64> {
+            match &schedule {
+                Some(s) => s
+                    .batch_message_times(k)
+                    .map(|t| shared.clock.micros(t))
+                    .collect(),
+                None => vec![shared.clock.micros(sent_at); count as usize],
+            }
+        };
+        let (head, body): (BytesMut, Bytes) = if count < n as u64 || prebuilt.is_empty() {
             let t = if count < n as u64 {
                 remainder.get_or_insert_with(|| {
                     BatchTemplate::new(count as usize, opts.message_size, opts.codec, lane.id)
@@ -316,14 +326,7 @@ async fn lane_inner(
                 &template
             };
             let batch = if stamp {
-                let times: Vec<u64> = match &schedule {
-                    Some(s) => s
-                        .batch_message_times(k)
-                        .map(|t| shared.clock.micros(t))
-                        .collect(),
-                    None => vec![shared.clock.micros(sent_at); count as usize],
-                };
-                t.build_stamped(t0, &times, first_id)?
+                t.build_stamped(t0, &times(), first_id)?
             } else {
                 t.build(t0)?
             };
@@ -334,7 +337,16 @@ async fn lane_inner(
             let p = &prebuilt[partition_idx];
             let mut head = BytesMut::from(&p.head[..]);
             head[8..12].copy_from_slice(&correlation.to_be_bytes());
-            (head, p.body.clone())
+            let body = if stamp {
+                let mut b = BytesMut::from(&p.body[..]);
+                if !template.stamp_in_place(&mut b, &times(), first_id) {
+                    bail!("could not stamp the batch");
+                }
+                b.freeze()
+            } else {
+                p.body.clone()
+            };
+            (head, body)
         };
         let payload = count * opts.message_size as u64;
         let ids = if stamp { id_sum(first_id, count) } else { 0 };

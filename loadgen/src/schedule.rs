@@ -99,8 +99,12 @@ pub fn messages_per_batch(
     lane_rate: f64,
     linger_ms: u64,
 ) -> usize {
-    // A record costs its value plus about 8 bytes of varints and attributes.
-    let by_size = (batch_bytes / (message_size + 8)).max(1);
+    // The whole batch (61-byte header and records) stays within `batch_bytes`, as
+    // Kafka's batch.size and max.message.bytes count it. A record is its value plus at
+    // most 7 bytes of fixed-size varints and two length varints.
+    let varint = |v: usize| (usize::BITS - (2 * v as u64 + 1).leading_zeros()).div_ceil(7) as usize;
+    let record = message_size + 7 + 2 * varint(message_size + 16);
+    let by_size = (batch_bytes.saturating_sub(61) / record).max(1);
     if lane_rate <= 0.0 {
         return by_size;
     }
@@ -145,12 +149,18 @@ mod tests {
 
     #[test]
     fn batch_size_follows_bytes_and_linger() {
-        assert_eq!(messages_per_batch(1024, 1 << 20, 0.0, 5), 1016);
-        assert_eq!(messages_per_batch(100, 16 << 10, 0.0, 0), 151);
+        assert_eq!(messages_per_batch(1024, 1 << 20, 0.0, 5), 1013);
+        assert_eq!(messages_per_batch(100, 16 << 10, 0.0, 0), 147);
         // 10k msg/s with 5 ms linger: 50 messages a batch.
         assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 5), 50);
         // No linger: one message per request.
         assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 0), 1);
+        // Whole batches fit the byte limit (Kafka's default max.message.bytes is 1 MiB + 12).
+        for size in [10, 100, 1000, 1024, 4096] {
+            let n = messages_per_batch(size, 1 << 20, 0.0, 0);
+            let b = crate::batch::BatchTemplate::new(n, size, crate::batch::Codec::None, 0);
+            assert!(b.build(0).unwrap().len() <= 1 << 20, "{size}");
+        }
         // Capped by bytes.
         assert_eq!(messages_per_batch(1024, 16 << 10, 1e6, 100), 15);
     }

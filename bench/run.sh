@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# The standard broker benchmark: `make bench` (30 s workloads) or `make bench-quick`
+# (5 s workloads). Measures the machine's limits (fio, iperf3) in the same run, then
+# runs the five workloads with caudal-loadgen and writes
+# bench/results/<UTC timestamp>-<short commit>[-label]/ with each workload's JSON and
+# .hgrm, limits.json, meta.json, summary.json and latency.svg.
+#
+# Usage: bench/run.sh full|quick
+# Environment:
+#   BOOTSTRAP=host:port   drive this broker instead of starting Caudal (Kafka, Redpanda...)
+#   LABEL=name            label of the run (default: caudal, or "external" with BOOTSTRAP)
+#   DURABILITY=text       durability mode of an external broker, for the report
+#   BROKER_CPUS=list      CPUs for the broker (default: first half), LOADGEN_CPUS likewise
+#   BROKER_ARGS=...       extra flags for the caudal broker (e.g. --flush-interval-ms 1000)
+#   CATCHUP_BYTES=N       backlog for catch-up (default 4 GiB full, 1 GiB quick)
+#   SKIP_LIMITS=1         do not run fio/iperf3 (limits.json is then empty)
+set -euo pipefail
+
+mode="${1:-full}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+lg="$repo/target/release/caudal-loadgen"
+broker_bin="$repo/target/release/caudal"
+[ -x "$lg" ] || { echo "bench: $lg missing (make builds it)" >&2; exit 1; }
+
+case "$mode" in
+full) dur=30; fio_size=2G; iperf_secs=10; catchup_default=$((4 << 30)) ;;
+quick) dur=5; fio_size=1G; iperf_secs=3; catchup_default=$((1 << 30)) ;;
+*) echo "usage: $0 full|quick" >&2; exit 2 ;;
+esac
+catchup_bytes="${CATCHUP_BYTES:-$catchup_default}"
+
+# --- CPUs: broker and load generator on separate cores where there are two or more ---
+ncpu="$(nproc)"
+if [ "$ncpu" -ge 2 ]; then
+    half=$((ncpu / 2))
+    def_broker="$(seq -s, 0 $((half - 1)))"
+    def_loadgen="$(seq -s, "$half" $((ncpu - 1)))"
+else
+    def_broker=0
+    def_loadgen=0
+fi
+broker_cpus="${BROKER_CPUS:-$def_broker}"
+loadgen_cpus="${LOADGEN_CPUS:-$def_loadgen}"
+shards="$(echo "$broker_cpus" | tr ',' '\n' | grep -c .)"
+
+label="${LABEL:-$([ -n "${BOOTSTRAP:-}" ] && echo external || echo caudal)}"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)"
+name="$stamp-$commit"
+[ "$label" != caudal ] && name="$name-$label"
+out="$repo/bench/results/$name"
+mkdir -p "$out" "$repo/target/tmp"
+echo "bench: $mode run, results in bench/results/$name" >&2
+echo "bench: broker CPUs $broker_cpus, loadgen CPUs $loadgen_cpus" >&2
+
+# --- tools ------------------------------------------------------------------
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+if [ "${#need[@]}" -gt 0 ] && [ -z "${SKIP_LIMITS:-}" ]; then
+    echo "bench: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+free_port() { # a port P with P..P+n-1 free on 127.0.0.1
+    python3 - "$1" <<'EOF'
+import socket, sys
+n = int(sys.argv[1])
+for _ in range(100):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    ok, held = True, [s]
+    for k in range(1, n):
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", p + k)); held.append(t)
+        except OSError:
+            ok = False; break
+    for h in held: h.close()
+    if ok and p + n < 65536:
+        print(p); sys.exit(0)
+sys.exit(1)
+EOF
+}
+
+# --- limits: raw disk and loopback, in this run ---------------------------------
+limits="{}"
+if [ -z "${SKIP_LIMITS:-}" ]; then
+    fdir="$(mktemp -d -p "$repo/target/tmp" fio.XXXXXX)"
+    fio_mb() { jq '[.jobs[].write.bw_bytes] | add / 1e6' "$1"; }
+    echo "bench: fio direct write, 1 MiB, fdatasync each (qd 1)" >&2
+    taskset -c "$broker_cpus" fio --name=fsync --directory="$fdir" --direct=1 --rw=write --bs=1M \
+        --size="$fio_size" --ioengine=io_uring --iodepth=1 --fdatasync=1 \
+        --output-format=json >"$out/fio-fdatasync.json"
+    rm -f "$fdir"/*
+    echo "bench: fio direct write, 1 MiB, qd 8, no fsync" >&2
+    taskset -c "$broker_cpus" fio --name=qd8 --directory="$fdir" --direct=1 --rw=write --bs=1M \
+        --size="$fio_size" --ioengine=io_uring --iodepth=8 \
+        --output-format=json >"$out/fio-qd8.json"
+    rm -rf "$fdir"
+    echo "bench: iperf3 loopback, ${iperf_secs} s" >&2
+    iport="$(free_port 1)"
+    taskset -c "$broker_cpus" iperf3 -s -1 -B 127.0.0.1 -p "$iport" >/dev/null 2>&1 &
+    ipid=$!
+    sleep 0.5
+    taskset -c "$loadgen_cpus" iperf3 -c 127.0.0.1 -p "$iport" -t "$iperf_secs" -J >"$out/iperf3.json" || true
+    wait "$ipid" 2>/dev/null || true
+    limits="$(jq -n \
+        --argjson sync "$(fio_mb "$out/fio-fdatasync.json")" \
+        --argjson qd8 "$(fio_mb "$out/fio-qd8.json")" \
+        --argjson lo "$(jq '.end.sum_received.bits_per_second / 8 / 1e6' "$out/iperf3.json")" \
+        '{disk_write_mb_per_sec: $sync, disk_write_qd8_mb_per_sec: $qd8, loopback_mb_per_sec: $lo,
+          disk_write_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=1 --fdatasync=1",
+          disk_write_qd8_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=8",
+          loopback_command: "iperf3 -c 127.0.0.1 (server and client pinned like broker and loadgen)"}')"
+fi
+echo "$limits" >"$out/limits.json"
+
+# --- broker -----------------------------------------------------------------
+broker_pid=""
+data=""
+stop_broker() {
+    if [ -n "$broker_pid" ]; then
+        kill -TERM "$broker_pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$broker_pid" 2>/dev/null || true
+        wait "$broker_pid" 2>/dev/null || true
+        broker_pid=""
+    fi
+}
+cleanup() {
+    stop_broker
+    [ -n "$data" ] && rm -rf "$data"
+    true
+}
+trap cleanup EXIT INT TERM
+
+# Starts Caudal on the broker CPUs; reuses $data if set and KEEP_DATA=1.
+broker_starts=0
+start_broker() {
+    broker_starts=$((broker_starts + 1))
+    local log="$out/broker-$broker_starts.log"
+    if [ -z "${KEEP_DATA:-}" ]; then
+        [ -n "$data" ] && rm -rf "$data"
+        data="$(mktemp -d -p "$repo/target/tmp" bench-data.XXXXXX)"
+    fi
+    local port
+    port="$(free_port "$shards")"
+    bootstrap="127.0.0.1:$port"
+    # shellcheck disable=SC2086
+    taskset -c "$broker_cpus" "$broker_bin" --data-dir "$data" --listen "$bootstrap" \
+        --shards "$shards" --cpus "$broker_cpus" ${BROKER_ARGS:-} >>"$log" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 300); do
+        grep -q "caudal ready" "$log" 2>/dev/null && return 0
+        kill -0 "$broker_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "bench: the broker did not start; see $log" >&2
+    exit 1
+}
+
+external="${BOOTSTRAP:-}"
+fresh_broker() { # a fresh broker (empty data dir) per workload, unless external
+    if [ -n "$external" ]; then
+        bootstrap="$external"
+    else
+        stop_broker
+        start_broker
+    fi
+}
+
+lgrun() { # workload name, then loadgen arguments
+    local w="$1"
+    shift
+    echo "bench: --- $w" >&2
+    taskset -c "$loadgen_cpus" "$lg" "$@" --bootstrap "$bootstrap" --cores "$loadgen_cpus" \
+        --json "$out/$w.json" 2> >(tee "$out/$w.log" >&2) || echo "bench: $w exited with $?" >&2
+}
+
+parts=$((shards > 4 ? shards : 4))
+run_id="$stamp"
+durability="${DURABILITY:-}"
+if [ -z "$external" ]; then
+    case "${BROKER_ARGS:-}" in
+    *flush-interval-ms*) durability="no fsync before ack (flush interval; Kafka-like)" ;;
+    *) durability="durable: fdatasync before every ack (group commit)" ;;
+    esac
+fi
+
+# 1. throughput: 1 KiB, batches up to 1 MiB, acks=all, flat out.
+fresh_broker
+lgrun throughput produce --topic "bench-throughput-$run_id" --partitions "$parts" \
+    --message-size 1024 --batch-bytes $((1 << 20)) --acks all --producers 2 \
+    --max-in-flight 8 --duration "$dur"
+tput="$(jq -r '.msgs_per_sec | floor' "$out/throughput.json" 2>/dev/null || echo 0)"
+[ "$tput" -gt 0 ] 2>/dev/null || tput=100000
+
+# 2. latency: e2e at half the measured throughput.
+fresh_broker
+lgrun latency e2e --topic "bench-latency-$run_id" --partitions "$parts" \
+    --message-size 1024 --batch-bytes $((1 << 20)) --linger-ms 5 --acks all --producers 2 \
+    --max-in-flight 16 --rate $((tput / 2)) --duration "$dur"
+
+# 3. small: 100 B messages, 16 KiB batches, 8 producers, flat out.
+fresh_broker
+lgrun small produce --topic "bench-small-$run_id" --partitions "$parts" \
+    --message-size 100 --batch-bytes 16384 --acks all --producers 8 --duration "$dur"
+
+# 4. catch-up: a backlog larger than the tail cache, read from the start. Caudal is
+#    restarted in between, so nothing of the backlog is in its tail cache.
+fresh_broker
+backlog=$((catchup_bytes / 1024))
+lgrun catch-up-load produce --topic "bench-catchup-$run_id" --partitions "$parts" \
+    --message-size 1024 --batch-bytes $((1 << 20)) --acks all --producers 2 --messages "$backlog"
+if [ -z "$external" ]; then
+    stop_broker
+    KEEP_DATA=1 start_broker
+fi
+lgrun catch-up consume --topic "bench-catchup-$run_id" --from earliest --messages "$backlog" \
+    --duration $((dur * 20))
+
+# 5. fan-out: one producer, four consumer groups, at a quarter of the throughput so
+#    the four groups together read what the throughput workload wrote.
+fresh_broker
+groups_flag=()
+if "$lg" probe --bootstrap "$bootstrap" | grep -q '^JoinGroup'; then
+    groups_flag=(--group "bench-fanout-$run_id")
+    fanout_mode="consumer groups"
+else
+    fanout_mode="manual assignment (the broker has no consumer groups)"
+fi
+lgrun fan-out e2e --topic "bench-fanout-$run_id" --partitions "$parts" \
+    --message-size 1024 --batch-bytes $((1 << 20)) --linger-ms 5 --acks all --producers 1 \
+    --max-in-flight 16 --rate $((tput / 4)) --groups 4 "${groups_flag[@]}" --duration "$dur"
+stop_broker
+
+# --- metadata, summary, plot, links ---------------------------------------------
+jq -n --arg lbl "$label" --arg mode "$mode" --arg commit "$commit" --arg stamp "$stamp" \
+    --arg bootstrap "${external:-caudal (fresh per workload)}" --arg durability "$durability" \
+    --arg broker_cpus "$broker_cpus" --arg loadgen_cpus "$loadgen_cpus" \
+    --arg cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" --arg ncpu "$ncpu" \
+    --arg kernel "$(uname -r)" --arg fanout "$fanout_mode" --arg broker_args "${BROKER_ARGS:-}" \
+    --argjson catchup "$catchup_bytes" --argjson dur "$dur" \
+    '{"label": $lbl, "mode": $mode, "commit": $commit, "utc": $stamp, "bootstrap": $bootstrap,
+      "durability": $durability, "broker_cpus": $broker_cpus, "loadgen_cpus": $loadgen_cpus,
+      "cpu": $cpu, "cpus": ($ncpu | tonumber), "kernel": $kernel, "fan_out_consumers": $fanout,
+      "broker_args": $broker_args, "catch_up_bytes": $catchup, "workload_seconds": $dur}' >"$out/meta.json"
+"$lg" summarize "$out"
+ln -sfn "$name" "$repo/bench/results/latest"
+ln -sfn "$name" "$repo/bench/results/latest-$label"
+echo "bench: done: bench/results/$name (summary.json, latency.svg); make bench-report updates docs" >&2
