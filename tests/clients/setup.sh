@@ -95,6 +95,7 @@ fi
 "$venv/bin/python" - <<'PY'
 import confluent_kafka
 import kafka
+import prometheus_client  # noqa: F401
 import pytest
 import pytest_timeout  # noqa: F401
 
