@@ -1,0 +1,356 @@
+//! What each fuzz target does with one input, shared by the libFuzzer binaries in
+//! `fuzz_targets/` and by the seeded pass in the root crate's `tests/fuzz_seeded.rs`
+//! (which includes this file with `#[path]`), so both run exactly the same code.
+//!
+//! Each function takes arbitrary bytes and must never panic; the asserts state the
+//! properties the parsers promise (a value that parses re-encodes to the same bytes,
+//! recovery is idempotent, a validated batch lies inside the buffer, ...).
+//!
+//! Input layouts (the seeds under `fuzz/seeds/<target>/` follow them):
+//! - `frame`: byte 0 even: bytes 1..5 are a declared frame size (i32 BE) and the rest
+//!   is a frame as it follows the size on the wire. Byte 0 odd: bytes 1..5 are an api
+//!   key and version (i16 BE each, folded into `SUPPORTED`), and the rest is a request
+//!   body that is put behind a valid header for that key and version.
+//! - `record_batch`: one or more record batches, as a producer sends them.
+//! - `disk_parsers`: byte 0 (mod 6) picks the file, the rest is its content: 0 offset
+//!   index (bytes 1..9: segment length, u64 BE), 1 time index, 2 producer-state
+//!   snapshot, 3 snapshot body whose CRC is appended here, 4 metadata log, 5 metadata
+//!   log whose record CRCs are recomputed here.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use caudal::log::offset_index::OffsetIndex;
+use caudal::log::recovery::IndexBuilder;
+use caudal::log::time_index::TimeIndex;
+use caudal::metadata::store::MetaStore;
+use caudal::producer_state::{ProducerStateTable, SequenceCheck};
+use caudal::protocol::api::{decode_only, SUPPORTED};
+use caudal::protocol::frame::{check_frame_size, peek_header, MIN_REQUEST};
+use caudal::protocol::record_batch::{
+    check_batch, compute_crc, parse_header, peek_batch_size, uncompressed_records,
+    validate_produced_batch, BatchHeader, HEADER_LEN,
+};
+
+/// `socket.request.max.bytes` as the broker uses it by default.
+pub const MAX_REQUEST: usize = 100 << 20;
+
+/// Index interval used when a run of batches is scanned like a segment; small, so that
+/// short inputs already produce index entries.
+const INDEX_INTERVAL: u64 = 64;
+
+/// The frame reader and every request decoder.
+pub fn frame(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        let Some((size, frame)) = rest.split_first_chunk::<4>() else {
+            return;
+        };
+        check_size(i32::from_be_bytes(*size), frame.len());
+        decode_frame(frame);
+    } else {
+        let Some((selector, body)) = rest.split_first_chunk::<4>() else {
+            return;
+        };
+        let key = i16::from_be_bytes([selector[0], selector[1]]);
+        let version = i16::from_be_bytes([selector[2], selector[3]]);
+        decode_frame(&with_header(key, version, body));
+    }
+}
+
+fn check_size(declared: i32, present: usize) {
+    for max in [MAX_REQUEST, present] {
+        if let Ok(size) = check_frame_size(declared, max) {
+            assert!(
+                size >= MIN_REQUEST && size <= max,
+                "size {size} passed, max {max}"
+            );
+            assert_eq!(i64::try_from(size).ok(), Some(i64::from(declared)));
+        }
+    }
+}
+
+fn decode_frame(frame: &[u8]) {
+    let prefix = peek_header(frame);
+    if let Ok(key) = decode_only(Bytes::copy_from_slice(frame)) {
+        let prefix = prefix.expect("a frame that decodes has a header");
+        assert_eq!(key as i16, prefix.api_key);
+        let spec = SUPPORTED
+            .iter()
+            .find(|s| s.key == key)
+            .expect("decoded key is supported");
+        assert!((spec.min..=spec.max).contains(&prefix.api_version));
+    }
+}
+
+/// A frame (without the size) holding a valid request header for the supported key and
+/// version that `key` and `version` fold to, followed by `body`.
+pub fn with_header(key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let spec = SUPPORTED
+        .iter()
+        .find(|s| s.key as i16 == key)
+        .unwrap_or(&SUPPORTED[usize::from(key.unsigned_abs()) % SUPPORTED.len()]);
+    let version = if (spec.min..=spec.max).contains(&version) {
+        version
+    } else {
+        let span = (spec.max - spec.min + 1) as u16;
+        spec.min + (version as u16 % span) as i16
+    };
+    let mut out = BytesMut::with_capacity(body.len() + 32);
+    out.put_i16(spec.key as i16);
+    out.put_i16(version);
+    out.put_i32(0x0c0ffee);
+    out.put_i16(11);
+    out.put_slice(b"caudal-fuzz");
+    if spec.key.request_header_version(version) >= 2 {
+        out.put_u8(0); // no tagged fields
+    }
+    out.put_slice(body);
+    out.to_vec()
+}
+
+/// The record-batch validator, on the input as it is and with its CRCs made valid, and
+/// the two walks over a run of batches: the produce path's and recovery's.
+pub fn record_batch(data: &[u8]) {
+    one_batch(data);
+    produce_run(data);
+    log_scan(data);
+    let mut fixed = data.to_vec();
+    if fix_batch_crcs(&mut fixed) {
+        one_batch(&fixed);
+        produce_run(&fixed);
+        log_scan(&fixed);
+    }
+}
+
+fn one_batch(b: &[u8]) {
+    let parsed = parse_header(b);
+    let checked = check_batch(b);
+    let valid = validate_produced_batch(b);
+    if let Ok(h) = &valid {
+        assert_eq!(checked.as_ref().ok(), Some(h));
+        assert!(h.compression().is_some());
+        assert_eq!(i64::from(h.records_count), h.offset_count());
+    }
+    if let Ok(h) = &checked {
+        assert_eq!(parsed.as_ref().ok(), Some(h));
+    }
+    if let Ok(h) = &parsed {
+        assert!(h.size >= HEADER_LEN && h.size <= b.len(), "size {}", h.size);
+        assert_eq!(peek_batch_size(b), Some(h.size));
+    }
+    if let Ok(records) = uncompressed_records(b) {
+        let h = parsed.expect("records read only from a parsed batch");
+        assert_eq!(
+            i64::try_from(records.len()).ok(),
+            Some(i64::from(h.records_count))
+        );
+        let payload: usize = records
+            .iter()
+            .map(|r| r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len))
+            .sum();
+        assert!(payload <= h.size - HEADER_LEN);
+    }
+}
+
+/// Walks batches as `PartitionLog::validate` does on produce, then applies the
+/// idempotent-producer checks to them; the resulting state must survive a snapshot.
+fn produce_run(data: &[u8]) {
+    let mut rest = data;
+    let mut table = ProducerStateTable::default();
+    let mut next: i64 = 0;
+    while let Ok(h) = validate_produced_batch(rest) {
+        rest = rest
+            .get(h.size..)
+            .expect("a validated batch lies in the buffer");
+        if let Ok(SequenceCheck::Append) = table.check(&h, false) {
+            table.record(&h, next);
+            next += h.offset_count();
+        }
+    }
+    let snapshot = table.to_bytes();
+    assert_eq!(ProducerStateTable::from_bytes(&snapshot), Some(table));
+}
+
+/// Walks batches as recovery scans a segment (contiguous offsets, valid CRCs) and builds
+/// its indexes; the files it would write must be accepted on the next start.
+fn log_scan(data: &[u8]) {
+    let base = parse_header(data).map_or(0, |h| h.base_offset);
+    let mut next = base;
+    let mut pos = 0usize;
+    let mut builder = IndexBuilder::new(INDEX_INTERVAL);
+    let mut offsets = OffsetIndex::default();
+    let mut times = TimeIndex::default();
+    let mut producers: Vec<BatchHeader> = Vec::new();
+    while let Some(window) = data.get(pos..) {
+        let Some(batch) = peek_batch_size(window).and_then(|size| window.get(..size)) else {
+            break;
+        };
+        let Ok(h) = check_batch(batch) else {
+            break;
+        };
+        if h.base_offset != next || h.last_offset_delta < 0 {
+            break;
+        }
+        let (Ok(rel), Ok(position)) = (u32::try_from(next - base), u32::try_from(pos)) else {
+            break;
+        };
+        let Some(after) = next.checked_add(h.offset_count()) else {
+            break;
+        };
+        builder.on_batch(
+            &mut offsets,
+            &mut times,
+            rel,
+            position,
+            h.size as u64,
+            h.max_timestamp,
+        );
+        if h.producer_id >= 0 {
+            producers.push(h);
+        }
+        next = after;
+        pos += h.size;
+    }
+    assert_eq!(
+        OffsetIndex::from_bytes(&offsets.to_bytes(), pos as u64),
+        Some(offsets)
+    );
+    assert_eq!(TimeIndex::from_bytes(&times.to_bytes()), Some(times));
+    let mut table = ProducerStateTable::default();
+    for h in &producers {
+        table.record(h, h.base_offset);
+    }
+    assert_eq!(
+        ProducerStateTable::from_bytes(&table.to_bytes()),
+        Some(table)
+    );
+}
+
+/// Rewrites the CRC of every batch whose length field fits the buffer, so that
+/// mutations behind the CRC reach the checks after it. False if nothing was fixed.
+pub fn fix_batch_crcs(data: &mut [u8]) -> bool {
+    let mut pos = 0usize;
+    let mut fixed = false;
+    while let Some(window) = data.get_mut(pos..) {
+        let Some(size) = peek_batch_size(window).filter(|&s| s >= HEADER_LEN) else {
+            break;
+        };
+        let Some(batch) = window.get_mut(..size) else {
+            break;
+        };
+        let crc = compute_crc(batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        fixed = true;
+        pos += size;
+    }
+    fixed
+}
+
+/// The parsers of files the broker reads back at start.
+pub fn disk_parsers(data: &[u8]) {
+    let Some((&tag, rest)) = data.split_first() else {
+        return;
+    };
+    match tag % 6 {
+        0 => {
+            let Some((len, index)) = rest.split_first_chunk::<8>() else {
+                return;
+            };
+            let segment_len = u64::from_be_bytes(*len);
+            if let Some(i) = OffsetIndex::from_bytes(index, segment_len) {
+                assert_eq!(i.to_bytes(), index);
+                let probe = index
+                    .first_chunk::<4>()
+                    .map_or(0, |b| u32::from_be_bytes(*b));
+                assert!(i.lookup(probe) == 0 || u64::from(i.lookup(probe)) < segment_len);
+            }
+        }
+        1 => {
+            if let Some(t) = TimeIndex::from_bytes(rest) {
+                assert_eq!(t.to_bytes(), rest);
+                let _ = t.lookup(t.last_timestamp().unwrap_or(0));
+            }
+        }
+        2 => producer_snapshot(rest),
+        3 => {
+            let mut with_crc = rest.to_vec();
+            with_crc.extend_from_slice(&crc32c::crc32c(rest).to_be_bytes());
+            producer_snapshot(&with_crc);
+        }
+        4 => metadata_log(rest),
+        _ => {
+            let mut fixed = rest.to_vec();
+            fix_metadata_crcs(&mut fixed);
+            metadata_log(&fixed);
+        }
+    }
+}
+
+fn producer_snapshot(data: &[u8]) {
+    if let Some(t) = ProducerStateTable::from_bytes(data) {
+        assert_eq!(ProducerStateTable::from_bytes(&t.to_bytes()), Some(t));
+    }
+}
+
+/// Replays `data` as `meta/metadata.log`: what survives is a prefix of it, and a second
+/// start finds exactly what the first one kept.
+fn metadata_log(data: &[u8]) {
+    let dir = scratch_dir();
+    let path = dir.join("metadata.log");
+    std::fs::write(&path, data).expect("write scratch metadata log");
+    let (store, first) = MetaStore::open(dir).expect("open scratch metadata log");
+    drop(store);
+    let kept = std::fs::read(&path).expect("read scratch metadata log");
+    assert!(
+        data.starts_with(&kept),
+        "recovery kept bytes that were not in the file"
+    );
+    let (store, second) = MetaStore::open(dir).expect("reopen scratch metadata log");
+    drop(store);
+    assert_eq!(first, second);
+    assert_eq!(std::fs::read(&path).expect("reread").len(), kept.len());
+}
+
+/// Rewrites each record's CRC in a metadata log (`{ len: u32, crc: u32, payload }*`).
+pub fn fix_metadata_crcs(data: &mut [u8]) {
+    let mut pos = 0usize;
+    while let Some(header) = data.get(pos..pos.saturating_add(8)) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let start = pos + 8;
+        let Some(end) = start.checked_add(len).filter(|&e| e <= data.len()) else {
+            break;
+        };
+        let crc = crc32c::crc32c(&data[start..end]);
+        data[pos + 4..start].copy_from_slice(&crc.to_be_bytes());
+        pos = end;
+    }
+}
+
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// A directory for files the parsers read, on tmpfs when there is one so that the
+/// fsyncs of recovery cost nothing; one per process.
+pub fn scratch_dir() -> &'static Path {
+    SCRATCH.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!("caudal-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    })
+}
+
+/// Removes this process's scratch directory, if it made one.
+pub fn remove_scratch_dir() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

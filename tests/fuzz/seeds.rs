@@ -1,0 +1,544 @@
+//! The seed corpora under `fuzz/seeds/`, built from the real encoders: one populated
+//! request per supported API and version (as a whole frame and as a body behind the
+//! target's own header), record batches of every codec, and the files the broker reads
+//! back at start. Written by `write_seed_corpora` (an ignored test), checked by
+//! `committed_seeds_cover_every_supported_request_version`.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use caudal::log::offset_index::OffsetIndex;
+use caudal::log::time_index::TimeIndex;
+use caudal::metadata::store::{MetaRecord, MetaStore};
+use caudal::metadata::TopicMeta;
+use caudal::producer_state::ProducerStateTable;
+use caudal::protocol::api::SUPPORTED;
+use caudal::protocol::record_batch::{
+    build_batch, compute_crc, parse_header, set_producer, Compression,
+};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeLogDirsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use uuid::Uuid;
+
+/// One seed file: target, file name, content.
+pub type Seed = (&'static str, String, Vec<u8>);
+
+fn s(v: &'static str) -> StrBytes {
+    StrBytes::from_static_str(v)
+}
+
+fn topic() -> TopicName {
+    TopicName(s("orders"))
+}
+
+fn group() -> GroupId {
+    GroupId(s("billing"))
+}
+
+fn encode<R: Encodable>(request: &R, version: i16) -> Option<BytesMut> {
+    let mut body = BytesMut::new();
+    request.encode(&mut body, version).ok()?;
+    Some(body)
+}
+
+/// A request body with one of each nested element, using only fields that `version`
+/// has (the encoder refuses a non-default value in a version without the field).
+fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
+    match key {
+        ApiKey::Produce => {
+            let mut batch = build_batch(0, 1_700_000_000_000, &[b"k1", b"v22"], Compression::None);
+            set_producer(&mut batch, 7, 0, 0);
+            let partition = PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)));
+            let topic = TopicProduceData::default()
+                .with_name(topic())
+                .with_partition_data(vec![partition]);
+            encode(
+                &ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![topic]),
+                v,
+            )
+        }
+        ApiKey::Fetch => {
+            let mut partition = FetchPartition::default()
+                .with_partition(1)
+                .with_fetch_offset(42)
+                .with_partition_max_bytes(1 << 20);
+            if v >= 9 {
+                partition = partition.with_current_leader_epoch(0);
+            }
+            let mut request = FetchRequest::default()
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(50 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![partition])]);
+            if v >= 7 {
+                request = request.with_forgotten_topics_data(vec![ForgottenTopic::default()
+                    .with_topic(TopicName(s("old")))
+                    .with_partitions(vec![0])]);
+            }
+            if v >= 11 {
+                request = request.with_rack_id(s("rack-a"));
+            }
+            encode(&request, v)
+        }
+        ApiKey::ListOffsets => encode(
+            &ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1)])]),
+            v,
+        ),
+        ApiKey::Metadata => {
+            let t = MetadataRequestTopic::default().with_name(Some(topic()));
+            encode(&MetadataRequest::default().with_topics(Some(vec![t])), v)
+        }
+        ApiKey::ApiVersions => {
+            let mut request = ApiVersionsRequest::default();
+            if v >= 3 {
+                request = request
+                    .with_client_software_name(s("caudal-fuzz"))
+                    .with_client_software_version(s("1.0"));
+            }
+            encode(&request, v)
+        }
+        ApiKey::CreateTopics => encode(
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic())
+                    .with_num_partitions(3)
+                    .with_replication_factor(1)
+                    .with_configs(vec![CreatableTopicConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("60000")))])]),
+            v,
+        ),
+        ApiKey::DeleteTopics => encode(
+            &DeleteTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topic_names(vec![topic()]),
+            v,
+        ),
+        ApiKey::DescribeConfigs => encode(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("orders"))
+                    .with_configuration_keys(Some(vec![s("retention.ms")])),
+            ]),
+            v,
+        ),
+        ApiKey::FindCoordinator => {
+            let request = if v >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("billing")])
+            } else {
+                FindCoordinatorRequest::default().with_key(s("billing"))
+            };
+            encode(&request, v)
+        }
+        ApiKey::JoinGroup => {
+            let mut request = JoinGroupRequest::default()
+                .with_group_id(group())
+                .with_session_timeout_ms(10_000)
+                .with_member_id(s(""))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(
+                        b"\x00\x01\x00\x00\x00\x01\x00\x06orders",
+                    ))]);
+            if v >= 1 {
+                request = request.with_rebalance_timeout_ms(30_000);
+            }
+            if v >= 8 {
+                request = request.with_reason(Some(s("joining")));
+            }
+            encode(&request, v)
+        }
+        ApiKey::SyncGroup => {
+            let mut request = SyncGroupRequest::default()
+                .with_group_id(group())
+                .with_generation_id(1)
+                .with_member_id(s("member-1"))
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(s("member-1"))
+                    .with_assignment(Bytes::from_static(b"\x00\x01\x00\x00\x00\x01"))]);
+            if v >= 5 {
+                request = request
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range")));
+            }
+            encode(&request, v)
+        }
+        ApiKey::Heartbeat => encode(
+            &HeartbeatRequest::default()
+                .with_group_id(group())
+                .with_generation_id(1)
+                .with_member_id(s("member-1")),
+            v,
+        ),
+        ApiKey::LeaveGroup => {
+            let request = if v >= 3 {
+                let mut member = MemberIdentity::default().with_member_id(s("member-1"));
+                if v >= 5 {
+                    member = member.with_reason(Some(s("leaving")));
+                }
+                LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_members(vec![member])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_member_id(s("member-1"))
+            };
+            encode(&request, v)
+        }
+        ApiKey::OffsetCommit => encode(
+            &OffsetCommitRequest::default()
+                .with_group_id(group())
+                .with_generation_id_or_member_epoch(1)
+                .with_member_id(s("member-1"))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(42)
+                        .with_committed_metadata(Some(s("")))])]),
+            v,
+        ),
+        ApiKey::OffsetFetch => {
+            let request = if v >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(group())
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0, 1])]))])
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(group())
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0, 1])]))
+            };
+            encode(&request, v)
+        }
+        ApiKey::OffsetDelete => encode(
+            &OffsetDeleteRequest::default()
+                .with_group_id(group())
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0)
+                    ])]),
+            v,
+        ),
+        ApiKey::ListGroups => {
+            let mut request = ListGroupsRequest::default();
+            if v >= 4 {
+                request = request.with_states_filter(vec![s("Stable")]);
+            }
+            encode(&request, v)
+        }
+        ApiKey::DescribeGroups => encode(
+            &DescribeGroupsRequest::default().with_groups(vec![group()]),
+            v,
+        ),
+        ApiKey::DeleteGroups => encode(
+            &DeleteGroupsRequest::default().with_groups_names(vec![group()]),
+            v,
+        ),
+        ApiKey::InitProducerId => encode(
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            v,
+        ),
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            encode(
+                &AlterConfigsRequest::default().with_resources(vec![
+                    AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("orders"))
+                        .with_configs(vec![AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("60000")))]),
+                ]),
+                v,
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            encode(
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("orders"))
+                        .with_configs(vec![AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("60000")))]),
+                ]),
+                v,
+            )
+        }
+        ApiKey::CreatePartitions => {
+            use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+            encode(
+                &CreatePartitionsRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topics(vec![CreatePartitionsTopic::default()
+                        .with_name(topic())
+                        .with_count(6)]),
+                v,
+            )
+        }
+        ApiKey::DescribeCluster => encode(
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            v,
+        ),
+        ApiKey::DescribeLogDirs => {
+            use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+            encode(
+                &DescribeLogDirsRequest::default().with_topics(Some(vec![
+                    DescribableLogDirTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![0, 1]),
+                ])),
+                v,
+            )
+        }
+        _ => None,
+    }
+}
+
+fn name_of(key: ApiKey) -> String {
+    format!("{key:?}").to_lowercase()
+}
+
+/// Seeds of the `frame` target, two per supported API version.
+pub fn frame_seeds() -> Vec<Seed> {
+    let mut out = Vec::new();
+    for spec in SUPPORTED {
+        for v in spec.min..=spec.max {
+            let body = request_body(spec.key, v).unwrap_or_else(|| {
+                panic!(
+                    "no seed request for {:?} v{v}: add one to request_body in {}",
+                    spec.key,
+                    file!()
+                )
+            });
+            let header = RequestHeader::default()
+                .with_request_api_key(spec.key as i16)
+                .with_request_api_version(v)
+                .with_correlation_id(v.into())
+                .with_client_id(Some(s("caudal-fuzz")));
+            let mut frame = BytesMut::new();
+            header
+                .encode(&mut frame, spec.key.request_header_version(v))
+                .expect("encode request header");
+            frame.extend_from_slice(&body);
+            let mut raw = vec![0u8];
+            raw.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+            raw.extend_from_slice(&frame);
+            out.push(("frame", format!("raw-{}-v{v}", name_of(spec.key)), raw));
+            let mut framed = BytesMut::new();
+            framed.put_u8(1);
+            framed.put_i16(spec.key as i16);
+            framed.put_i16(v);
+            framed.extend_from_slice(&body);
+            out.push((
+                "frame",
+                format!("body-{}-v{v}", name_of(spec.key)),
+                framed.to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Vec<u8> {
+    let mut b = build_batch(0, 1_700_000_000_000, values, Compression::None);
+    set_producer(&mut b, pid, epoch, seq);
+    b
+}
+
+/// Seeds of the `record_batch` target.
+pub fn batch_seeds() -> Vec<Seed> {
+    let values: [&[u8]; 3] = [b"alpha", b"", b"a somewhat longer value to compress"];
+    let mut out = Vec::new();
+    for (name, codec) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        out.push((
+            "record_batch",
+            format!("batch-{name}"),
+            build_batch(0, 1_700_000_000_000, &values, codec),
+        ));
+    }
+    out.push((
+        "record_batch",
+        "batch-one-record".into(),
+        build_batch(0, 1_700_000_000_000, &[b"x"], Compression::None),
+    ));
+    out.push((
+        "record_batch",
+        "batch-idempotent".into(),
+        idempotent_batch(1000, 3, 0, &values),
+    ));
+    // A run as a producer sends it (two batches of one producer, in sequence) and as a
+    // segment holds it (contiguous offsets).
+    let mut run = idempotent_batch(1000, 3, 0, &values);
+    run.extend(idempotent_batch(1000, 3, 3, &[b"next"]));
+    out.push(("record_batch", "run-idempotent".into(), run));
+    let mut segment = build_batch(0, 1_700_000_000_000, &values, Compression::None);
+    segment.extend(build_batch(
+        3,
+        1_700_000_000_500,
+        &[&b"d"[..]; 40],
+        Compression::None,
+    ));
+    segment.extend(build_batch(
+        43,
+        1_700_000_001_000,
+        &values,
+        Compression::Zstd,
+    ));
+    out.push(("record_batch", "run-segment".into(), segment));
+    // A control batch (transaction marker attributes), CRC kept valid.
+    let mut control = build_batch(
+        0,
+        1_700_000_000_000,
+        &[b"\x00\x00\x00\x00"],
+        Compression::None,
+    );
+    control[21..23].copy_from_slice(&0x0030i16.to_be_bytes());
+    let crc = compute_crc(&control);
+    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.push(("record_batch", "batch-control".into(), control));
+    out
+}
+
+fn tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(content);
+    out
+}
+
+/// Seeds of the `disk_parsers` target (layout in `fuzz/src/lib.rs`).
+pub fn disk_seeds() -> Vec<Seed> {
+    let mut out = Vec::new();
+    let mut offsets = OffsetIndex::default();
+    let mut times = TimeIndex::default();
+    for i in 1..6u32 {
+        offsets.push(i * 100, i * 4096);
+        times.push(1_700_000_000_000 + i64::from(i) * 1000, i * 100);
+    }
+    let mut index = (1u64 << 20).to_be_bytes().to_vec();
+    index.extend(offsets.to_bytes());
+    out.push(("disk_parsers", "offset-index".into(), tagged(0, &index)));
+    out.push((
+        "disk_parsers",
+        "time-index".into(),
+        tagged(1, &times.to_bytes()),
+    ));
+
+    let mut table = ProducerStateTable::default();
+    let mut next = 0;
+    let three: [&[u8]; 3] = [b"a", b"b", b"c"];
+    for (pid, seq, n) in [(1000, 0, 3), (1000, 3, 1), (2000, 0, 3), (1000, 4, 3)] {
+        let batch = idempotent_batch(pid, 0, seq, &three[..n]);
+        let h = parse_header(&batch).expect("built batch parses");
+        table.record(&h, next);
+        next += h.offset_count();
+    }
+    let snapshot = table.to_bytes();
+    out.push((
+        "disk_parsers",
+        "producer-snapshot".into(),
+        tagged(2, &snapshot),
+    ));
+    out.push((
+        "disk_parsers",
+        "producer-snapshot-body".into(),
+        tagged(3, &snapshot[..snapshot.len() - 4]),
+    ));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut store, _) = MetaStore::open(dir.path()).expect("open metadata log");
+        let t = TopicMeta {
+            name: "orders".into(),
+            id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            partitions: vec![0, 1, 0],
+            configs: BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]),
+        };
+        store
+            .append(&MetaRecord::PutTopic(t.clone()))
+            .expect("append");
+        store
+            .append(&MetaRecord::PutTopic(TopicMeta {
+                name: "audit".into(),
+                partitions: vec![1],
+                configs: BTreeMap::new(),
+                ..t
+            }))
+            .expect("append");
+        store
+            .append(&MetaRecord::DeleteTopic("audit".into()))
+            .expect("append");
+    }
+    let log = std::fs::read(dir.path().join("metadata.log")).expect("read metadata log");
+    out.push(("disk_parsers", "metadata-log".into(), tagged(4, &log)));
+    out.push(("disk_parsers", "metadata-log-fixed".into(), tagged(5, &log)));
+    out
+}
+
+/// Every seed of every target.
+pub fn all() -> Vec<Seed> {
+    let mut out = frame_seeds();
+    out.extend(batch_seeds());
+    out.extend(disk_seeds());
+    out
+}
