@@ -31,6 +31,18 @@ async fn apply(
     configs: Result<BTreeMap<String, String>, String>,
     validate_only: bool,
 ) -> (ErrorCode, Option<String>) {
+    let (code, msg) = apply_inner(shard, resource_type, name, configs, validate_only).await;
+    shard.stats.error(code);
+    (code, msg)
+}
+
+async fn apply_inner(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &str,
+    configs: Result<BTreeMap<String, String>, String>,
+    validate_only: bool,
+) -> (ErrorCode, Option<String>) {
     match resource_type {
         TOPIC => {}
         BROKER => {

@@ -33,6 +33,9 @@ pub async fn handle(
             )
             .await
         };
+        if let Err((code, _)) = &outcome {
+            shard.stats.error(*code);
+        }
         let result = CreatePartitionsTopicResult::default().with_name(t.name);
         results.push(match outcome {
             Ok(()) => result,

@@ -71,6 +71,9 @@ pub async fn handle(
             .with_name(t.name.clone())
             .with_num_partitions(if version >= 5 { partitions } else { -1 })
             .with_replication_factor(if version >= 5 { 1 } else { -1 });
+        if let Some((code, _)) = &refusal {
+            shard.stats.error(*code);
+        }
         match refusal {
             Some((code, msg)) => results.push(Some(
                 result
@@ -101,11 +104,14 @@ pub async fn handle(
                         result
                     }
                 }
-                Err((code, msg)) => result
-                    .with_error_code(code.code())
-                    .with_error_message(Some(StrBytes::from_string(msg)))
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1),
+                Err((code, msg)) => {
+                    shard.stats.error(code);
+                    result
+                        .with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_string(msg)))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                }
             });
         }
     }

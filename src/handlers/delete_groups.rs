@@ -19,6 +19,12 @@ pub async fn handle(
             Ok(c) => c.delete_group(id.as_str()).await,
             Err(code) => code,
         };
+        shard.stats.error(code);
+        if code == crate::error::ErrorCode::None {
+            if let Ok(mut m) = shard.stats.registry.committed.lock() {
+                m.retain(|(g, _, _), _| g != id.as_str());
+            }
+        }
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

@@ -20,6 +20,9 @@ pub async fn handle(
         .map(|n| n.0.to_string())
         .collect();
     let codes = delete_topics(shard, names).await;
+    for c in &codes {
+        shard.stats.error(*c);
+    }
     let responses = request
         .topic_names
         .into_iter()

@@ -8,14 +8,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::CLUSTER_ID;
+use super::metadata::{CLUSTER_ID, CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use crate::shard::state::Shard;
 
 /// Handles DescribeCluster.
 pub async fn handle(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let brokers = (0..shard.config.shards)
         .map(|k| {
@@ -30,5 +30,9 @@ pub async fn handle(
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
         .with_controller_id(BrokerId(shard.broker_id(0)))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(-2147483648)
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            OPERATIONS_NOT_REQUESTED
+        })
 }

@@ -6,6 +6,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
+use super::metadata::{GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED};
 use crate::shard::state::Shard;
 
 fn s(v: String) -> StrBytes {
@@ -24,8 +25,13 @@ pub async fn handle(
         .into_iter()
         .map(|id| {
             let base = DescribedGroup::default().with_group_id(id.clone());
+            let ops = if request.include_authorized_operations {
+                GROUP_OPERATIONS
+            } else {
+                OPERATIONS_NOT_REQUESTED
+            };
             let base = if version >= 3 {
-                base.with_authorized_operations(-2147483648)
+                base.with_authorized_operations(ops)
             } else {
                 base
             };

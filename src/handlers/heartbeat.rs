@@ -17,5 +17,6 @@ pub async fn handle(
         Ok(c) => c.heartbeat(&group, request.generation_id, request.member_id.as_str()),
         Err(code) => code,
     };
+    shard.stats.error(code);
     HeartbeatResponse::default().with_error_code(code.code())
 }

@@ -57,6 +57,7 @@ pub async fn handle(
         version,
     };
     let r = coordinator.join(params).await;
+    shard.stats.error(r.error);
     let mut resp = JoinGroupResponse::default()
         .with_error_code(r.error.code())
         .with_generation_id(r.generation)

@@ -38,6 +38,7 @@ pub async fn handle(
             let log = match shard.local_partition(&name, p.partition_index) {
                 Ok(log) => log,
                 Err(code) => {
+                    shard.stats.error(code);
                     partitions.push(base.with_error_code(code.code()));
                     continue;
                 }
@@ -54,6 +55,7 @@ pub async fn handle(
                     Err(e) => base.with_error_code(log_error_code(&e).code()),
                 },
             };
+            shard.stats.error_code(resp.error_code);
             partitions.push(resp);
         }
         partitions.sort_by_key(|p| p.partition_index);

@@ -18,6 +18,30 @@ use crate::shard::state::Shard;
 /// Cluster id reported to clients.
 pub const CLUSTER_ID: &str = "caudal-single-node";
 
+/// Kafka's "not requested" value for authorized-operation fields.
+pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// Bit field of Kafka ACL operation codes.
+const fn ops(codes: &[u32]) -> i32 {
+    let mut bits = 0u32;
+    let mut i = 0;
+    while i < codes.len() {
+        bits |= 1 << codes[i];
+        i += 1;
+    }
+    bits as i32
+}
+
+/// What a client may do to a topic. With no authorizer, Kafka answers every operation
+/// the resource supports: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS.
+pub const TOPIC_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE.
+pub const CLUSTER_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
+/// Group: READ, DELETE, DESCRIBE.
+pub const GROUP_OPERATIONS: i32 = ops(&[3, 6, 8]);
+
 /// Handles Metadata.
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -37,6 +61,7 @@ pub async fn handle(
     };
     let allow_create =
         shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let cluster_ops = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
     if let (Some(names), true) = (&requested, allow_create) {
         let meta = shard.meta();
         let missing: Vec<TopicSpec> = names
@@ -83,10 +108,15 @@ pub async fn handle(
                             .with_isr_nodes(vec![leader])
                     })
                     .collect();
-                MetadataResponseTopic::default()
+                let topic = MetadataResponseTopic::default()
                     .with_name(Some(topic_name(name)))
                     .with_topic_id(t.id)
-                    .with_partitions(partitions)
+                    .with_partitions(partitions);
+                if version >= 8 && request.include_topic_authorized_operations {
+                    topic.with_topic_authorized_operations(TOPIC_OPERATIONS)
+                } else {
+                    topic
+                }
             }
             None => {
                 let code = if validate_topic_name(name).is_err() {
@@ -100,7 +130,12 @@ pub async fn handle(
             }
         })
         .collect();
-    MetadataResponse::default()
+    let response = if cluster_ops {
+        MetadataResponse::default().with_cluster_authorized_operations(CLUSTER_OPERATIONS)
+    } else {
+        MetadataResponse::default()
+    };
+    response
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(shard.broker_id(0)))

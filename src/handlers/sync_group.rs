@@ -31,6 +31,7 @@ pub async fn handle(
             assignments,
         )
         .await;
+    shard.stats.error(r.error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(r.error.code())
         .with_assignment(r.assignment);

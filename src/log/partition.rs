@@ -694,8 +694,8 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Finds the first batch whose max timestamp is at least `timestamp`: its base offset
-    /// and max timestamp. `None` when no visible batch is that new.
+    /// Finds the first record whose timestamp is at least `timestamp`: its offset and
+    /// timestamp. `None` when no visible record is that new.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<(Offset, i64)>> {
         let start = {
             let st = self.state.borrow();
@@ -717,15 +717,26 @@ impl PartitionLog {
             for b in &res.batches {
                 let h = check_batch(b)?;
                 if h.max_timestamp >= timestamp && h.last_offset() >= from {
-                    return Ok(Some((h.base_offset.max(from), h.max_timestamp)));
+                    // The first record of the batch at or after the target, as Kafka
+                    // answers (decompressing if needed; this is not the data path).
+                    let limit = self.config.borrow().max_message_bytes.max(1 << 20) * 64;
+                    let records = crate::protocol::record_batch::record_timestamps(b, limit)?;
+                    let found = records
+                        .iter()
+                        .map(|&(delta, ts)| (h.base_offset + delta, ts))
+                        .find(|&(offset, ts)| ts >= timestamp && offset >= from);
+                    return Ok(Some(
+                        found.unwrap_or((h.base_offset.max(from), h.max_timestamp)),
+                    ));
                 }
                 from = from.max(h.last_offset() + 1);
             }
         }
     }
 
-    /// Deletes sealed segments past `retention_ms` (by their newest record) or beyond
-    /// `retention_bytes` (oldest first). Returns how many were deleted.
+    /// Deletes segments past `retention_ms` (by their newest record; an expired active
+    /// segment is rolled first) or beyond `retention_bytes` (oldest sealed first).
+    /// Returns how many were deleted.
     pub async fn apply_retention(&self, now_ms: i64) -> LogResult<usize> {
         let _permit = self
             .append_lock
@@ -733,6 +744,16 @@ impl PartitionLog {
             .await
             .map_err(std::io::Error::from)?;
         let cfg = self.config.borrow().clone();
+        // As Kafka: when every record of the active segment is past retention, roll it so
+        // that it can go too (the log then starts at its end).
+        let active_expired = {
+            let st = self.state.borrow();
+            let a = st.active();
+            a.size > 0 && cfg.retention_ms >= 0 && a.max_timestamp < now_ms - cfg.retention_ms
+        };
+        if active_expired {
+            self.roll().await?;
+        }
         let removed: Vec<Segment> = {
             let mut st = self.state.borrow_mut();
             let mut total: u64 = st.segments.iter().map(|s| s.size).sum();

@@ -1,5 +1,6 @@
 //! The Kafka wire format: frames, record batches and the API table. No I/O.
 
 pub mod api;
+pub mod compression;
 pub mod frame;
 pub mod record_batch;

@@ -348,15 +348,19 @@ pub struct RecordRef<'a> {
 }
 
 /// Reads the records of an uncompressed batch (headers are skipped). Compressed batches
-/// are refused: the broker never decompresses.
+/// are refused: the broker never decompresses on the data path.
 pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, BatchError> {
     let h = parse_header(batch)?;
     if h.compression() != Some(Compression::None) {
         return Err(BatchError::InvalidHeader("records are compressed"));
     }
-    let mut rest = &batch[HEADER_LEN..h.size];
-    let count = usize::try_from(h.records_count)
-        .map_err(|_| BatchError::InvalidHeader("negative record count"))?;
+    parse_records(&batch[HEADER_LEN..h.size], h.records_count)
+}
+
+/// Parses `count` records from an (uncompressed) records section.
+pub fn parse_records(mut rest: &[u8], count: i32) -> Result<Vec<RecordRef<'_>>, BatchError> {
+    let count =
+        usize::try_from(count).map_err(|_| BatchError::InvalidHeader("negative record count"))?;
     let mut out = Vec::with_capacity(count.min(rest.len()));
     let bad = || BatchError::InvalidHeader("malformed record");
     for _ in 0..count {
@@ -376,6 +380,30 @@ pub fn uncompressed_records(batch: &[u8]) -> Result<Vec<RecordRef<'_>>, BatchErr
         });
     }
     Ok(out)
+}
+
+/// (offset delta, timestamp) of every record of a batch, decompressing it if needed.
+/// Off the data path: used to answer ListOffsets by timestamp at record precision.
+pub fn record_timestamps(
+    batch: &[u8],
+    max_uncompressed: usize,
+) -> Result<Vec<(i64, i64)>, BatchError> {
+    let h = parse_header(batch)?;
+    let codec = h
+        .compression()
+        .ok_or(BatchError::InvalidHeader("unknown compression codec"))?;
+    let payload = &batch[HEADER_LEN..h.size];
+    let owned;
+    let records = if codec == Compression::None {
+        payload
+    } else {
+        owned = super::compression::decompress(codec, payload, max_uncompressed)?;
+        &owned[..]
+    };
+    Ok(parse_records(records, h.records_count)?
+        .into_iter()
+        .map(|r| (r.offset_delta, h.base_timestamp + r.timestamp_delta))
+        .collect())
 }
 
 fn get_varlong(b: &mut &[u8]) -> Option<i64> {

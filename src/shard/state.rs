@@ -90,8 +90,16 @@ impl ShardStats {
 
     /// Counts an error code returned to a client.
     pub fn error(&self, code: ErrorCode) {
-        if code != ErrorCode::None {
-            if let Some(c) = self.errors.get((code.code() as i64 + 1) as usize) {
+        self.error_code(code.code());
+    }
+
+    /// Counts a raw error code returned to a client (0 is not an error).
+    pub fn error_code(&self, code: i16) {
+        if code != 0 {
+            if let Some(c) = usize::try_from(i64::from(code) + 1)
+                .ok()
+                .and_then(|i| self.errors.get(i))
+            {
                 c.fetch_add(1, Ordering::Relaxed);
             }
         }

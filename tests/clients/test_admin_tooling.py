@@ -10,8 +10,8 @@ KafkaAdminClient, confluent-kafka's AdminClient and kcat.
   prometheus_client);
 - retention.ms changed at run time deleting old segments.
 
-The last two tests are strict xfails that pin down broker bugs (see their docstrings);
-they turn into failures once the bug is fixed, so that the mark gets removed.
+The last two tests pin down bugs found by these clients and since fixed (see their
+docstrings).
 """
 
 from __future__ import annotations
@@ -718,8 +718,9 @@ def test_runtime_retention_change_deletes_old_segments(broker):
     several segments. With the default retention (7 days) nothing goes. kafka-python's
     AlterConfigs then sets retention.ms=60000 (keeping segment.bytes, since AlterConfigs
     replaces the override set): within a few retention checks (every 300 ms) partition 0
-    loses every sealed segment (files gone, earliest offset = the active segment's base,
-    reads start there), partition 1 keeps everything, and both still take produces."""
+    loses every segment, the active one too (as Kafka, it is rolled first): files gone,
+    earliest offset = latest = 5000; partition 1 keeps everything, and both still take
+    produces."""
     topic = unique_name("retention")
     bs = broker.bootstrap
     create_topic(bs, topic, 2, config={"segment.bytes": "1048576"})
@@ -742,37 +743,31 @@ def test_runtime_retention_change_deletes_old_segments(broker):
         assert code == 0, message
         assert kp_topic_configs(admin, topic)["retention.ms"] == ("60000", DYNAMIC_TOPIC_CONFIG)
 
-    active = old[-1]
-    wait_until(lambda: segments(0) == [active], 10, f"{topic}[0] to keep only its active segment {active}",
+    # The expired active segment is rolled, so a new, empty one starts at 5000.
+    wait_until(lambda: segments(0) == [5000], 10, f"{topic}[0] to keep only a new, empty segment",
                detail=lambda: segments(0))
-    wait_until(lambda: kp_offsets(bs, topic, [0])[0] == {0: active}, 5, "the earliest offset to move",
+    wait_until(lambda: kp_offsets(bs, topic, [0])[0] == {0: 5000}, 5, "the earliest offset to move",
                detail=lambda: kp_offsets(bs, topic, [0]))
     older = [f.name for f in (broker.data_dir / f"{topic}-0").iterdir()
-             if f.name[0].isdigit() and int(f.name.split(".")[0]) < active]
+             if f.name[0].isdigit() and int(f.name.split(".")[0]) < 5000]
     assert not older, older
     time.sleep(1.0)  # more checks: the recent records stay
     assert segments(1) == fresh
-    assert kp_offsets(bs, topic, [0, 1]) == ({0: active, 1: 0}, {0: 5000, 1: 5000})
-    assert ck_list_offsets(bs, topic, [0], OffsetSpec.earliest()) == {0: active}
+    assert kp_offsets(bs, topic, [0, 1]) == ({0: 5000, 1: 0}, {0: 5000, 1: 5000})
+    assert ck_list_offsets(bs, topic, [0], OffsetSpec.earliest()) == {0: 5000}
 
-    rows = read_all(bs, topic, 0, 5000 - active)
-    assert [o for o, _ in rows] == list(range(active, 5000))
     produce(bs, topic, [(0, None, b"new"), (1, None, b"new")])
+    rows = read_all(bs, topic, 0, 1)
+    assert [o for o, _ in rows] == [5000]
     assert kp_offsets(bs, topic, [0, 1])[1] == {0: 5001, 1: 5001}
     broker.check_alive()
 
 
 # --------------------------------------------------------------------------------------
-# known broker bugs (strict xfails)
+# regressions: bugs these clients found
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="broker bug: Metadata v8+ answers authorized operations INT32_MIN even when the request asks "
-           "for them (include_cluster/topic_authorized_operations=true); Kafka answers the supported "
-           "operations, and kafka-python 2.3.3 fails decoding INT32_MIN (ValueError: 31 is not a valid ACLOperation)",
-)
 def test_kafka_python_admin_metadata_calls_with_authorized_operations(broker):
     """kafka-python's KafkaAdminClient (negotiated versions) sends Metadata v8 with
     include_cluster_authorized_operations and include_topic_authorized_operations set
@@ -788,12 +783,6 @@ def test_kafka_python_admin_metadata_calls_with_authorized_operations(broker):
         assert "DESCRIBE" in admin.describe_cluster()["authorized_operations"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker bug: ListOffsets by timestamp returns the base offset of the first batch whose max "
-           "timestamp is >= the target (and the batch's max timestamp), not the first record in it with "
-           "timestamp >= target (Partition::offset_for_timestamp in src/log/partition.rs)",
-)
 def test_offsets_for_times_inside_one_batch(broker):
     """Ten records in one batch (one flush, linger.ms=100) stamped t, t+1s, ..., t+9s.
     kcat -Q at t+5s and confluent-kafka offsets_for_times at t+5s must give offset 5 with

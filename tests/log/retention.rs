@@ -102,12 +102,12 @@ fn retention_by_time_deletes_segments_whose_newest_record_is_old() {
 }
 
 #[test]
-fn the_active_segment_is_never_deleted() {
+fn size_retention_never_deletes_the_active_segment() {
     run(|dir| async move {
         let log = open(
             &dir,
             LogConfig {
-                retention_ms: 0,
+                retention_ms: -1,
                 retention_bytes: 0,
                 ..config()
             },
@@ -119,6 +119,37 @@ fn the_active_segment_is_never_deleted() {
         assert_eq!(log.apply_retention(partition_now()).await.unwrap(), 0);
         assert_eq!(log.segment_count(), 1);
         assert_eq!(read_all(&log, 0).await.len(), 1);
+    });
+}
+
+#[test]
+fn an_expired_active_segment_is_rolled_and_deleted() {
+    run(|dir| async move {
+        let log = open(
+            &dir,
+            LogConfig {
+                retention_ms: 60_000,
+                ..config()
+            },
+        )
+        .await;
+        log.append(batch(4, 100, 0, 1, Compression::None))
+            .await
+            .unwrap();
+        assert_eq!(log.apply_retention(partition_now()).await.unwrap(), 1);
+        assert_eq!((log.log_start_offset(), log.next_offset()), (4, 4));
+        assert!(log.read(4, 100).await.unwrap().batches.is_empty());
+        assert!(matches!(
+            log.read(0, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let r = log
+            .append(batch(1, 10, 0, partition_now(), Compression::None))
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, 4);
+        // Fresh records stay.
+        assert_eq!(log.apply_retention(partition_now()).await.unwrap(), 0);
     });
 }
 
