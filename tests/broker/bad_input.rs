@@ -144,3 +144,18 @@ fn an_oversized_batch_gets_message_too_large() {
     let r = produce(&mut c, "small", 0, batch(&[&big]));
     assert_eq!(r.responses[0].partition_responses[0].error_code, 10);
 }
+
+#[test]
+fn one_connection_survives_tens_of_thousands_of_requests() {
+    // Regression: the reader registered a new waker clone on the shutdown event for
+    // every frame, until glommio's task reference count overflowed and the shard panicked.
+    let broker = TestBroker::start(1);
+    let mut c = Client::connect(broker.addr(0));
+    let req = ApiVersionsRequest::default();
+    // One at a time, so that the reader waits for every frame.
+    for i in 0..34_000 {
+        let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 0, &req);
+        assert_eq!(r.error_code, 0, "request {i}");
+    }
+    still_serves(&broker);
+}
