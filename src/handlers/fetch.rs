@@ -4,24 +4,20 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::messages::{FetchRequest, RequestHeader};
 
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::LogError;
+use crate::protocol::fetch_encoder::{PartitionOut, TopicOut};
 use crate::protocol::record_batch::parse_header;
 use crate::shard::state::{Shard, ShardStats};
 
 /// Longest a fetch may wait, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// Handles Fetch.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
-    request: FetchRequest,
-) -> FetchResponse {
+/// Handles Fetch: the topics to answer with, encoded by `protocol::fetch_encoder` so
+/// that the batches are sent from where they already are.
+pub async fn handle(shard: &Rc<Shard>, _header: &RequestHeader, request: FetchRequest) -> Vec<TopicOut> {
     ShardStats::add(&shard.stats.fetch_requests, 1);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
@@ -34,11 +30,11 @@ pub async fn handle(
     let read_committed = request.isolation_level == 1;
     loop {
         let generation = shard.data_arrived.generation();
-        let (responses, total, errors) = read_all(shard, &request, max_bytes, read_committed).await;
+        let (topics, total, errors) = read_all(shard, &request, max_bytes, read_committed).await;
         let now = Instant::now();
         if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopping() {
             ShardStats::add(&shard.stats.fetch_bytes, total as u64);
-            return FetchResponse::default().with_responses(responses);
+            return topics;
         }
         futures_lite::future::or(
             shard.data_arrived.changed_since(generation),
@@ -53,60 +49,57 @@ async fn read_all(
     request: &FetchRequest,
     max_bytes: usize,
     read_committed: bool,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<TopicOut>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
-    let mut responses = Vec::with_capacity(request.topics.len());
+    let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
-            let mut data = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_records(Some(Bytes::new()));
-            if read_committed {
-                data = data.with_aborted_transactions(Some(Vec::new()));
-            }
+            let mut out = PartitionOut {
+                index: p.partition,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                aborted_transactions: read_committed.then(Vec::new),
+                ..Default::default()
+            };
             let log = match shard.local_partition(&name, p.partition) {
                 Ok(log) => log,
                 Err(code) => {
                     errors = true;
                     shard.stats.error(code);
-                    partitions.push(data.with_error_code(code.code()));
+                    out.error_code = code.code();
+                    partitions.push(out);
                     continue;
                 }
             };
+            out.high_watermark = log.high_watermark();
+            out.last_stable_offset = out.high_watermark;
+            out.log_start_offset = log.log_start_offset();
             let room = max_bytes.saturating_sub(total);
             let limit = (p.partition_max_bytes.max(0) as usize).min(room);
             if limit == 0 && total > 0 {
-                partitions.push(
-                    data.with_high_watermark(log.high_watermark())
-                        .with_last_stable_offset(log.high_watermark())
-                        .with_log_start_offset(log.log_start_offset()),
-                );
+                partitions.push(out);
                 continue;
             }
             match log.read(p.fetch_offset, limit.max(1)).await {
                 Ok(r) => {
-                    let mut buf = BytesMut::with_capacity(r.byte_len());
-                    let mut records = 0u64;
-                    for b in &r.batches {
-                        buf.extend_from_slice(b);
-                        records += parse_header(b).map_or(0, |h| h.records_count.max(0) as u64);
-                    }
-                    total += buf.len();
+                    let bytes = r.byte_len();
+                    let records: u64 = r
+                        .batches
+                        .iter()
+                        .map(|b| parse_header(b).map_or(0, |h| h.records_count.max(0) as u64))
+                        .sum();
+                    total += bytes;
                     let m = shard.stats.partition(&name, p.partition);
-                    ShardStats::add(&m.bytes_out, buf.len() as u64);
+                    ShardStats::add(&m.bytes_out, bytes as u64);
                     ShardStats::add(&m.messages_out, records);
-                    partitions.push(
-                        data.with_high_watermark(r.high_watermark)
-                            .with_last_stable_offset(r.high_watermark)
-                            .with_log_start_offset(r.log_start_offset)
-                            .with_records(Some(buf.freeze())),
-                    );
+                    out.high_watermark = r.high_watermark;
+                    out.last_stable_offset = r.high_watermark;
+                    out.log_start_offset = r.log_start_offset;
+                    out.records = r.batches;
                 }
                 Err(e) => {
                     errors = true;
@@ -115,20 +108,12 @@ async fn read_all(
                         other => log_error_code(other),
                     };
                     shard.stats.error(code);
-                    partitions.push(
-                        data.with_error_code(code.code())
-                            .with_high_watermark(log.high_watermark())
-                            .with_last_stable_offset(log.high_watermark())
-                            .with_log_start_offset(log.log_start_offset()),
-                    );
+                    out.error_code = code.code();
                 }
             }
+            partitions.push(out);
         }
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions),
-        );
+        topics.push(TopicOut { name, partitions });
     }
-    (responses, total, errors)
+    (topics, total, errors)
 }

@@ -29,7 +29,8 @@ pub fn parse_segment_name(name: &str) -> Option<Offset> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    // Offsets near i64::MAX cannot hold a segment; such a name is damage, not data.
+    stem.parse().ok().filter(|&b: &Offset| (0..=i64::MAX / 2).contains(&b))
 }
 
 #[cfg(test)]

@@ -187,7 +187,10 @@ fn accept(
             return false;
         }
     };
-    if header.base_offset != res.next_offset || header.last_offset_delta < 0 {
+    if header.base_offset != res.next_offset
+        || header.last_offset_delta < 0
+        || header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1).is_none()
+    {
         res.stopped_by = Some(format!(
             "batch base offset {} does not follow {}",
             header.base_offset, res.next_offset

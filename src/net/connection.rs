@@ -82,9 +82,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         glommio::spawn_local(async move {
             while let Some(task) = rx.recv().await {
                 match task.await {
-                    Some(Outcome::Respond(bytes)) => {
-                        let ok = writer.write_all(&bytes).await.is_ok();
-                        unsent.set(unsent.get().saturating_sub(bytes.len()));
+                    Some(Outcome::Respond(segments)) => {
+                        let mut ok = true;
+                        let mut len = 0;
+                        for s in &segments {
+                            len += s.len();
+                            if ok && writer.write_all(s).await.is_err() {
+                                ok = false;
+                            }
+                        }
+                        unsent.set(unsent.get().saturating_sub(len));
                         drained.notify();
                         if !ok {
                             break;
@@ -157,8 +164,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 .stats
                 .request_bytes_in_flight
                 .fetch_sub(size as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Outcome::Respond(b) = &outcome {
-                task_unsent.set(task_unsent.get() + b.len());
+            if let Outcome::Respond(segments) = &outcome {
+                task_unsent.set(task_unsent.get() + segments.iter().map(|b| b.len()).sum::<usize>());
             }
             task_shard.request_finished();
             outcome

@@ -75,8 +75,8 @@ pub fn supported(key: ApiKey) -> Option<ApiSpec> {
 /// What the connection does with a request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Write these bytes (a whole response frame).
-    Respond(Bytes),
+    /// Write these segments, in order (together, one whole response frame).
+    Respond(Vec<Bytes>),
     /// Nothing to send (a produce with acks=0).
     NoResponse,
     /// Close the connection, for this reason.
@@ -107,7 +107,7 @@ macro_rules! call {
         let request = <$req>::decode(&mut $body, version)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         let response = $handler($shard, &$header, request).await;
-        Outcome::Respond(encode_response($header.correlation_id, version, &response)?)
+        Outcome::Respond(vec![encode_response($header.correlation_id, version, &response)?])
     }};
 }
 
@@ -128,11 +128,11 @@ pub async fn dispatch(
         if key == ApiKey::ApiVersions {
             // Answer in v0 so that any client can read the supported ranges and retry.
             let response = handlers::api_versions::response(ErrorCode::UnsupportedVersion);
-            return Ok(Outcome::Respond(encode_response(
+            return Ok(Outcome::Respond(vec![encode_response(
                 prefix.correlation_id,
                 0,
                 &response,
-            )?));
+            )?]));
         }
         return Err(FrameError::UnsupportedVersion {
             key: prefix.api_key,
@@ -157,7 +157,11 @@ pub async fn dispatch(
             MetadataRequest,
             handlers::metadata::handle
         ),
-        ApiKey::Fetch => call!(shard, header, frame, FetchRequest, handlers::fetch::handle),
+        ApiKey::Fetch => {
+            let request = FetchRequest::decode(&mut frame, version).map_err(|e| FrameError::Malformed(e.to_string()))?;
+            let topics = handlers::fetch::handle(shard, &header, request).await;
+            Outcome::Respond(crate::protocol::fetch_encoder::encode(version, header.correlation_id, &topics))
+        }
         ApiKey::ListOffsets => call!(
             shard,
             header,
@@ -304,14 +308,14 @@ pub async fn dispatch(
             let request = JoinGroupRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
             let response = handlers::join_group::handle(shard, &header, request, peer).await;
-            Outcome::Respond(encode_response(header.correlation_id, version, &response)?)
+            Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
         }
         ApiKey::Produce => {
             let request = ProduceRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
             match handlers::produce::handle(shard, &header, request).await {
                 Some(response) => {
-                    Outcome::Respond(encode_response(header.correlation_id, version, &response)?)
+                    Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
                 }
                 None => Outcome::NoResponse,
             }

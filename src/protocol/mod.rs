@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod compression;
+pub mod fetch_encoder;
 pub mod frame;
 pub mod record_batch;
