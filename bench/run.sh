@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The standard broker benchmark: `make bench` (30 s workloads) or `make bench-quick`
-# (5 s workloads). Measures the machine's limits (fio, iperf3) in the same run, then
-# runs the five workloads with caudal-loadgen and writes
+# (5 s workloads). Measures the machine's limits (fio direct-I/O write and read, iperf3)
+# in the same run, then runs the five workloads with caudal-loadgen (recording the
+# broker's CPU time during each when the suite started the broker) and writes
 # bench/results/<UTC timestamp>-<short commit>[-label]/ with each workload's JSON and
 # .hgrm, limits.json, meta.json, summary.json and latency.svg.
 #
@@ -92,6 +93,7 @@ limits="{}"
 if [ -z "${SKIP_LIMITS:-}" ]; then
     fdir="$(mktemp -d -p "$repo/target/tmp" fio.XXXXXX)"
     fio_mb() { jq '[.jobs[].write.bw_bytes] | add / 1e6' "$1"; }
+    fio_read_mb() { jq '[.jobs[].read.bw_bytes] | add / 1e6' "$1"; }
     echo "bench: fio direct write, 1 MiB, fdatasync each (qd 1)" >&2
     taskset -c "$broker_cpus" fio --name=fsync --directory="$fdir" --direct=1 --rw=write --bs=1M \
         --size="$fio_size" --ioengine=io_uring --iodepth=1 --fdatasync=1 \
@@ -101,6 +103,13 @@ if [ -z "${SKIP_LIMITS:-}" ]; then
     taskset -c "$broker_cpus" fio --name=qd8 --directory="$fdir" --direct=1 --rw=write --bs=1M \
         --size="$fio_size" --ioengine=io_uring --iodepth=8 \
         --output-format=json >"$out/fio-qd8.json"
+    # Reads the file the qd 8 write just laid out (qd8.0.0, same size, so fio does not lay
+    # out another); O_DIRECT, so the page cache plays no part. Bounded like the writes by
+    # the size, and by --runtime in case the disk is slow.
+    echo "bench: fio direct read, 1 MiB, qd 8" >&2
+    taskset -c "$broker_cpus" fio --name=read --directory="$fdir" --filename=qd8.0.0 --direct=1 --rw=read --bs=1M \
+        --size="$fio_size" --ioengine=io_uring --iodepth=8 --runtime=60 \
+        --output-format=json >"$out/fio-read.json"
     rm -rf "$fdir"
     echo "bench: iperf3 loopback, ${iperf_secs} s" >&2
     iport="$(free_port 1)"
@@ -112,10 +121,14 @@ if [ -z "${SKIP_LIMITS:-}" ]; then
     limits="$(jq -n \
         --argjson sync "$(fio_mb "$out/fio-fdatasync.json")" \
         --argjson qd8 "$(fio_mb "$out/fio-qd8.json")" \
+        --argjson rd "$(fio_read_mb "$out/fio-read.json")" \
         --argjson lo "$(jq '.end.sum_received.bits_per_second / 8 / 1e6' "$out/iperf3.json")" \
-        '{disk_write_mb_per_sec: $sync, disk_write_qd8_mb_per_sec: $qd8, loopback_mb_per_sec: $lo,
+        --arg size "$fio_size" \
+        '{disk_write_mb_per_sec: $sync, disk_write_qd8_mb_per_sec: $qd8, disk_read_mb_per_sec: $rd,
+          loopback_mb_per_sec: $lo,
           disk_write_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=1 --fdatasync=1",
           disk_write_qd8_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=8",
+          disk_read_command: ("fio --direct=1 --rw=read --bs=1M --size=" + $size + " --ioengine=io_uring --iodepth=8 (the file the qd 8 write laid out)"),
           loopback_command: "iperf3 -c 127.0.0.1 (server and client pinned like broker and loadgen)"}')"
 fi
 echo "$limits" >"$out/limits.json"
@@ -174,12 +187,50 @@ fresh_broker() { # a fresh broker (empty data dir) per workload, unless external
     fi
 }
 
+# CPU time (user + system, seconds) the broker process has used so far: fields 14 and 15
+# of /proc/<pid>/stat, which sum over all its threads (io_uring workers included). The
+# fields are counted after the ")" that ends the command name.
+clk_tck="$(getconf CLK_TCK)"
+broker_cpu() {
+    [ -n "$broker_pid" ] && [ -r "/proc/$broker_pid/stat" ] || return 1
+    local stat
+    stat="$(cat "/proc/$broker_pid/stat")" || return 1
+    stat="${stat##*) }"
+    # After ")": state(3) ppid(4) ... utime(14) stime(15), i.e. words 12 and 13 here.
+    echo "$stat" | awk -v t="$clk_tck" '{ printf "%.2f\n", ($12 + $13) / t }'
+}
+
+# What a workload's broker CPU is divided by: GB (10^9 bytes) of message values produced,
+# or, where the broker mainly serves reads, delivered to consumers (all groups together).
+cpu_basis() {
+    case "$1" in
+    catch-up | fan-out) echo delivered ;;
+    *) echo produced ;;
+    esac
+}
+
 lgrun() { # workload name, then loadgen arguments
     local w="$1"
     shift
     echo "bench: --- $w" >&2
+    local cpu0="" cpu1="" cpu=null
+    if [ -z "$external" ]; then cpu0="$(broker_cpu || true)"; fi
     taskset -c "$loadgen_cpus" "$lg" "$@" --bootstrap "$bootstrap" --cores "$loadgen_cpus" \
         --json "$out/$w.json" 2> >(tee "$out/$w.log" >&2) || echo "bench: $w exited with $?" >&2
+    if [ -z "$external" ]; then cpu1="$(broker_cpu || true)"; fi
+    if [ ! -s "$out/$w.json" ]; then return 0; fi
+    # Broker CPU while this workload's loadgen ran; null when the broker is not ours
+    # (BOOTSTRAP=external) or its /proc entry could not be read.
+    if [ -n "$cpu0" ] && [ -n "$cpu1" ]; then
+        cpu="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f\n", b - a }')"
+    fi
+    jq --argjson cpu "$cpu" --arg basis "$(cpu_basis "$w")" '
+        (if $basis == "delivered" then (.consumed_bytes // .bytes) else .bytes end) as $b
+        | .broker_cpu_seconds = $cpu
+        | .broker_cpu_gb_basis = (if $cpu == null then null else $basis end)
+        | .broker_cpu_seconds_per_gb =
+            (if $cpu == null or ($b // 0) <= 0 then null else $cpu / ($b / 1e9) end)' \
+        "$out/$w.json" >"$out/$w.json.tmp" && mv "$out/$w.json.tmp" "$out/$w.json"
 }
 
 parts=$((shards > 4 ? shards : 4))

@@ -80,6 +80,7 @@ pub fn summarize(dir: &Path) -> Result<()> {
         .is_some_and(|d| d.contains("in-memory"));
     let disk = num(&limits["disk_write_mb_per_sec"]).filter(|_| !in_memory);
     let qd8 = num(&limits["disk_write_qd8_mb_per_sec"]).filter(|_| !in_memory);
+    let read = num(&limits["disk_read_mb_per_sec"]).filter(|_| !in_memory);
     let lo = num(&limits["loopback_mb_per_sec"]);
     let mut workloads = Map::new();
     let mut curves = Vec::new();
@@ -96,6 +97,10 @@ pub fn summarize(dir: &Path) -> Result<()> {
         }
         if let Some(l) = lo.filter(|l| *l > 0.0) {
             r["ratio_to_loopback"] = json!(mb / l);
+        }
+        // Only catch-up reads from disk; its target is a share of raw direct-I/O reads.
+        if let Some(d) = read.filter(|d| *d > 0.0 && name == "catch-up") {
+            r["ratio_to_disk_read"] = json!(mb / d);
         }
         if let Some(c) = curve_of(dir, name, &r) {
             curves.push(c);
@@ -276,6 +281,17 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("–".into(), |r| format!("{:.0} %", r * 100.0))
 }
 
+/// Broker CPU-seconds per GB, with what the GB counts (`bench/run.sh` records both).
+fn cpu_per_gb(w: &Value) -> String {
+    match num(&w["broker_cpu_seconds_per_gb"]) {
+        None => "–".into(),
+        Some(c) => match w["broker_cpu_gb_basis"].as_str() {
+            Some(basis) => format!("{c:.2} ({basis})"),
+            None => format!("{c:.2}"),
+        },
+    }
+}
+
 fn run_name(dir: &Path) -> String {
     std::fs::canonicalize(dir)
         .ok()
@@ -315,8 +331,13 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
         for (k, c) in [
             ("disk_write_mb_per_sec", "disk_write_command"),
             ("disk_write_qd8_mb_per_sec", "disk_write_qd8_command"),
+            ("disk_read_mb_per_sec", "disk_read_command"),
             ("loopback_mb_per_sec", "loopback_command"),
         ] {
+            // Older runs did not measure every limit.
+            if limits.get(k).is_none() {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {} | `{}` | {} |",
@@ -329,13 +350,16 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "| workload | what | msgs/s | MB/s | MB/s per broker core | of disk write, fdatasync/MiB | of disk write, qd 8 | of loopback TCP | latency p50 | p99 | p99.9 | max | errors |"
+        "| workload | what | msgs/s | MB/s | MB/s per broker core | broker CPU-s per GB (lower is better) | of disk write, fdatasync/MiB | of disk write, qd 8 | of disk read | of loopback TCP | latency p50 | p99 | p99.9 | max | errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for (name, what) in WORKLOADS {
         let w = &s["workloads"][name];
         if w.is_null() {
-            let _ = writeln!(out, "| {name} | {what} | not run | | | | | | | | | | |");
+            let _ = writeln!(out, "| {name} | {what} | not run | | | | | | | | | | | | |");
             continue;
         }
         let mb = num(&w["mb_per_sec"]).unwrap_or(0.0);
@@ -380,12 +404,14 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
         }
         let _ = writeln!(
             out,
-            "| {name} | {what} | {} | {} | {} | {} | {} | {} | {}{kind} | {} | {} | {} | {} |",
+            "| {name} | {what} | {} | {} | {} | {} | {} | {} | {} | {} | {}{kind} | {} | {} | {} | {} |",
             fmt_num(num(&w["msgs_per_sec"]).unwrap_or(0.0)),
             fmt_num(mb),
             fmt_num(mb / brokers as f64),
+            cpu_per_gb(w),
             pct(num(&w["ratio_to_disk_write"])),
             pct(num(&w["ratio_to_disk_write_qd8"])),
+            pct(num(&w["ratio_to_disk_read"])),
             pct(num(&w["ratio_to_loopback"])),
             fmt_us(&lat["p50"]),
             fmt_us(&lat["p99"]),
@@ -458,7 +484,14 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
          `bench/results/latest-*` runs). Throughput counts message values only (MB = 10^6 bytes). \
          Latency is HdrHistogram (µs, 3 significant digits): produce latency from send (or, with \
          a rate, from each message's scheduled time) to acknowledgement; e2e from the send time \
-         carried in each value to its receipt by the consumer; fetch latency per Fetch request.\n"
+         carried in each value to its receipt by the consumer; fetch latency per Fetch request. \
+         **Broker CPU-s per GB** (lower is better): the broker process's user + system CPU time \
+         (`/proc/<pid>/stat`, all its threads), read just before and just after the workload's \
+         load-generator run, divided by GB (10^9 bytes) of message values *produced* \
+         (throughput, latency, small) or *delivered* to consumers, all groups together \
+         (catch-up, fan-out); measured only when the suite started the broker itself, so \
+         `–` for an external broker. **Of disk read**: catch-up's MB/s as a share of raw \
+         direct-I/O read bandwidth (fio, 1 MiB reads, qd 8), issue 7's catch-up reference.\n"
     );
     let mut seen = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -572,11 +605,26 @@ mod tests {
             ..Default::default()
         };
         rec.record_latency(500, 1000);
-        let r = crate::stats::result_json(crate::stats::Mode::Produce, &rec, 1.0, json!({}));
+        let mut r = crate::stats::result_json(crate::stats::Mode::Produce, &rec, 1.0, json!({}));
+        // The fields bench/run.sh adds when it started the broker itself.
+        r["broker_cpu_seconds"] = json!(0.75);
+        r["broker_cpu_gb_basis"] = json!("produced");
+        r["broker_cpu_seconds_per_gb"] = json!(0.75 / 1.024e-3);
         crate::runner::write_results(&run.join("throughput.json"), &r, &rec).unwrap();
+        let reader = crate::stats::Recorder {
+            consumed: 2000,
+            consumed_bytes: 3_072_000,
+            ..Default::default()
+        };
+        let mut c = crate::stats::result_json(crate::stats::Mode::Consume, &reader, 1.0, json!({}));
+        c["broker_cpu_seconds"] = json!(0.5);
+        c["broker_cpu_gb_basis"] = json!("delivered");
+        c["broker_cpu_seconds_per_gb"] = json!(0.5 / 3.072e-3);
+        crate::runner::write_results(&run.join("catch-up.json"), &c, &reader).unwrap();
         std::fs::write(
             run.join("limits.json"),
-            r#"{"disk_write_mb_per_sec": 2.048, "loopback_mb_per_sec": 10.0}"#,
+            r#"{"disk_write_mb_per_sec": 2.048, "loopback_mb_per_sec": 10.0,
+                "disk_read_mb_per_sec": 4.096, "disk_read_command": "fio --rw=read"}"#,
         )
         .unwrap();
         std::fs::write(
@@ -588,6 +636,14 @@ mod tests {
         let s = read_json(&run.join("summary.json")).unwrap();
         assert_eq!(s["workloads"]["throughput"]["ratio_to_disk_write"], 0.5);
         assert!(s["limits"]["loopback_mb_per_sec"].is_f64());
+        assert_eq!(s["limits"]["disk_read_mb_per_sec"], 4.096);
+        // Disk read is catch-up's reference only.
+        assert_eq!(s["workloads"]["catch-up"]["ratio_to_disk_read"], 0.75);
+        assert!(s["workloads"]["throughput"]
+            .get("ratio_to_disk_read")
+            .is_none());
+        assert_eq!(s["workloads"]["catch-up"]["broker_cpu_seconds"], 0.5);
+        assert!(s["workloads"]["throughput"]["broker_cpu_seconds_per_gb"].is_f64());
 
         let doc = tmp.path().join("benchmarks.md");
         std::fs::write(&doc, "# Benchmarks\n\n## Partition log\n\nhand-written\n").unwrap();
@@ -603,6 +659,77 @@ mod tests {
         );
         assert!(text.contains("| throughput |"));
         assert!(text.contains("50 %"), "ratio to disk: {text}");
+        assert!(text.contains("broker CPU-s per GB (lower is better)"));
+        assert!(
+            text.contains("| disk read | `fio --rw=read` | 4 |"),
+            "{text}"
+        );
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap()
+                .to_string()
+        };
+        let header: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with("| workload |"))
+            .unwrap()
+            .split(" | ")
+            .collect();
+        let cell = |name: &str, col: &str| {
+            let i = header.iter().position(|h| h.starts_with(col)).unwrap();
+            row(name).split(" | ").nth(i).unwrap().to_string()
+        };
+        assert_eq!(cell("throughput", "broker CPU-s"), "732.42 (produced)");
+        assert_eq!(cell("catch-up", "broker CPU-s"), "162.76 (delivered)");
+        assert_eq!(cell("catch-up", "of disk read"), "75 %");
+        assert_eq!(cell("throughput", "of disk read"), "–");
+        assert!(row("small").contains("not run"));
+        assert_eq!(
+            row("small").matches('|').count(),
+            row("throughput").matches('|').count()
+        );
         assert!(plot.exists());
+    }
+
+    #[test]
+    fn an_external_broker_has_no_cpu_figure_and_an_old_run_no_read_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let rec = crate::stats::Recorder {
+            produced: 10,
+            produced_bytes: 10_240,
+            ..Default::default()
+        };
+        let mut r = crate::stats::result_json(crate::stats::Mode::Produce, &rec, 1.0, json!({}));
+        r["broker_cpu_seconds"] = Value::Null;
+        r["broker_cpu_gb_basis"] = Value::Null;
+        r["broker_cpu_seconds_per_gb"] = Value::Null;
+        crate::runner::write_results(&run.join("throughput.json"), &r, &rec).unwrap();
+        std::fs::write(
+            run.join("limits.json"),
+            r#"{"disk_write_mb_per_sec": 2.048, "loopback_mb_per_sec": 10.0}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            run.join("meta.json"),
+            r#"{"label": "kafka", "broker_cpus": "0", "bootstrap": "127.0.0.1:9092"}"#,
+        )
+        .unwrap();
+        let doc = tmp.path().join("benchmarks.md");
+        report(&[run], &doc, &tmp.path().join("latency.svg")).unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| throughput |"))
+            .unwrap();
+        // msgs/s, MB/s, per core, then the CPU figure: not measured.
+        assert_eq!(row.split(" | ").nth(5), Some("–"), "{row}");
+        assert!(
+            !text.contains("| disk read |"),
+            "no empty row for an unmeasured limit"
+        );
+        assert!(text.contains("| disk write |"));
     }
 }
