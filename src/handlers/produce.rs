@@ -55,7 +55,7 @@ fn take_records(mut request: ProduceRequest, body: Bytes) -> Vec<(TopicName, Vec
         .windows(2)
         .all(|w| ranges[w[0]].0 + ranges[w[0]].1 <= ranges[w[1]].0);
     let owned = if inside && disjoint {
-        body.try_into_mut()
+        body.try_into_mut().map_err(|b| b)
     } else {
         Err(body)
     };
