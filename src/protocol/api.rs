@@ -107,11 +107,7 @@ macro_rules! call {
         let request = <$req>::decode(&mut $body, version)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         let response = $handler($shard, &$header, request).await;
-        Outcome::Respond(vec![encode_response(
-            $header.correlation_id,
-            version,
-            &response,
-        )?])
+        Outcome::Respond(vec![encode_response($header.correlation_id, version, &response)?])
     }};
 }
 
@@ -162,14 +158,9 @@ pub async fn dispatch(
             handlers::metadata::handle
         ),
         ApiKey::Fetch => {
-            let request = FetchRequest::decode(&mut frame, version)
-                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            let request = FetchRequest::decode(&mut frame, version).map_err(|e| FrameError::Malformed(e.to_string()))?;
             let topics = handlers::fetch::handle(shard, &header, request).await;
-            Outcome::Respond(crate::protocol::fetch_encoder::encode(
-                version,
-                header.correlation_id,
-                &topics,
-            ))
+            Outcome::Respond(crate::protocol::fetch_encoder::encode(version, header.correlation_id, &topics))
         }
         ApiKey::ListOffsets => call!(
             shard,
@@ -317,22 +308,14 @@ pub async fn dispatch(
             let request = JoinGroupRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
             let response = handlers::join_group::handle(shard, &header, request, peer).await;
-            Outcome::Respond(vec![encode_response(
-                header.correlation_id,
-                version,
-                &response,
-            )?])
+            Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
         }
         ApiKey::Produce => {
-            let request = ProduceRequest::decode(&mut frame.clone(), version)
+            let request = ProduceRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
-            let correlation_id = header.correlation_id;
-            // The header's strings are views of the frame: drop them so the handler can
-            // take the record bytes back as mutable buffers without copying.
-            drop(header);
-            match handlers::produce::handle(shard, request, frame).await {
+            match handlers::produce::handle(shard, &header, request).await {
                 Some(response) => {
-                    Outcome::Respond(vec![encode_response(correlation_id, version, &response)?])
+                    Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
                 }
                 None => Outcome::NoResponse,
             }
