@@ -17,7 +17,11 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Handles Fetch: the topics to answer with, encoded by `protocol::fetch_encoder` so
 /// that the batches are sent from where they already are.
-pub async fn handle(shard: &Rc<Shard>, _header: &RequestHeader, request: FetchRequest) -> Vec<TopicOut> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    request: FetchRequest,
+) -> Vec<TopicOut> {
     ShardStats::add(&shard.stats.fetch_requests, 1);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;

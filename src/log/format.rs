@@ -30,7 +30,9 @@ pub fn parse_segment_name(name: &str) -> Option<Offset> {
         return None;
     }
     // Offsets near i64::MAX cannot hold a segment; such a name is damage, not data.
-    stem.parse().ok().filter(|&b: &Offset| (0..=i64::MAX / 2).contains(&b))
+    stem.parse()
+        .ok()
+        .filter(|&b: &Offset| (0..=i64::MAX / 2).contains(&b))
 }
 
 #[cfg(test)]

@@ -189,7 +189,10 @@ fn accept(
     };
     if header.base_offset != res.next_offset
         || header.last_offset_delta < 0
-        || header.base_offset.checked_add(i64::from(header.last_offset_delta) + 1).is_none()
+        || header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .is_none()
     {
         res.stopped_by = Some(format!(
             "batch base offset {} does not follow {}",

@@ -165,7 +165,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 .request_bytes_in_flight
                 .fetch_sub(size as u64, std::sync::atomic::Ordering::Relaxed);
             if let Outcome::Respond(segments) = &outcome {
-                task_unsent.set(task_unsent.get() + segments.iter().map(|b| b.len()).sum::<usize>());
+                task_unsent
+                    .set(task_unsent.get() + segments.iter().map(|b| b.len()).sum::<usize>());
             }
             task_shard.request_finished();
             outcome

@@ -107,7 +107,11 @@ macro_rules! call {
         let request = <$req>::decode(&mut $body, version)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         let response = $handler($shard, &$header, request).await;
-        Outcome::Respond(vec![encode_response($header.correlation_id, version, &response)?])
+        Outcome::Respond(vec![encode_response(
+            $header.correlation_id,
+            version,
+            &response,
+        )?])
     }};
 }
 
@@ -158,9 +162,14 @@ pub async fn dispatch(
             handlers::metadata::handle
         ),
         ApiKey::Fetch => {
-            let request = FetchRequest::decode(&mut frame, version).map_err(|e| FrameError::Malformed(e.to_string()))?;
+            let request = FetchRequest::decode(&mut frame, version)
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
             let topics = handlers::fetch::handle(shard, &header, request).await;
-            Outcome::Respond(crate::protocol::fetch_encoder::encode(version, header.correlation_id, &topics))
+            Outcome::Respond(crate::protocol::fetch_encoder::encode(
+                version,
+                header.correlation_id,
+                &topics,
+            ))
         }
         ApiKey::ListOffsets => call!(
             shard,
@@ -308,15 +317,21 @@ pub async fn dispatch(
             let request = JoinGroupRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
             let response = handlers::join_group::handle(shard, &header, request, peer).await;
-            Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
+            Outcome::Respond(vec![encode_response(
+                header.correlation_id,
+                version,
+                &response,
+            )?])
         }
         ApiKey::Produce => {
             let request = ProduceRequest::decode(&mut frame, version)
                 .map_err(|e| FrameError::Malformed(e.to_string()))?;
             match handlers::produce::handle(shard, &header, request).await {
-                Some(response) => {
-                    Outcome::Respond(vec![encode_response(header.correlation_id, version, &response)?])
-                }
+                Some(response) => Outcome::Respond(vec![encode_response(
+                    header.correlation_id,
+                    version,
+                    &response,
+                )?]),
                 None => Outcome::NoResponse,
             }
         }
