@@ -145,6 +145,35 @@ pub struct PartitionLog {
     state: RefCell<LogState>,
     append_lock: Semaphore,
     opened_clean: bool,
+    /// The disk read started for where the last disk read ended (one per partition).
+    prefetch: RefCell<Option<Prefetch>>,
+}
+
+/// A direct read started ahead of a consumer reading from disk.
+struct Prefetch {
+    segment_base: Offset,
+    pos: u64,
+    next_offset: Offset,
+    task: glommio::task::JoinHandle<std::io::Result<Bytes>>,
+}
+
+/// Batches read from a segment, and where the next read would continue.
+struct DiskRead {
+    batches: Vec<Bytes>,
+    next_pos: u64,
+    next_offset: Offset,
+}
+
+/// Bytes to read from disk for a request of `max_bytes`.
+fn read_chunk(max_bytes: usize) -> u64 {
+    let wanted = (max_bytes as u64).clamp(64 << 10, 16 << 20);
+    wanted + (wanted / 8).max(64 << 10)
+}
+
+/// One direct read, copied out of the DMA buffer.
+async fn read_bytes(file: &glommio::io::DmaFile, pos: u64, len: usize) -> std::io::Result<Bytes> {
+    let data = file.read_at(pos, len).await.map_err(std::io::Error::from)?;
+    Ok(Bytes::copy_from_slice(&data))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -228,6 +257,7 @@ impl PartitionLog {
             env,
             append_lock: Semaphore::new(1),
             opened_clean,
+            prefetch: RefCell::new(None),
         });
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&log), every);
@@ -581,21 +611,41 @@ impl PartitionLog {
                 seg.base_offset,
             )
         };
-        let batches = match self
-            .read_disk(&file, seg_name, pos, limit, from, hw, max_bytes)
+        // A consumer reading on from where the last disk read ended finds the next
+        // stretch already read ahead.
+        let prefetch = self
+            .prefetch
+            .borrow_mut()
+            .take()
+            .filter(|p| p.segment_base == seg_name && p.next_offset == from);
+        let pos = prefetch.as_ref().map_or(pos, |p| p.pos);
+        let read = match self
+            .read_disk(&file, seg_name, pos, limit, from, hw, max_bytes, prefetch)
             .await
         {
             // A damaged index can point into the middle of a batch: read from the
             // segment start instead (slower, but correct) before calling the data corrupt.
             Err(LogError::Corrupt { detail, .. }) if pos > 0 => {
                 warn!(dir = %self.dir.display(), segment = seg_name, position = pos, %detail, "index entry looks wrong; reading from the segment start");
-                self.read_disk(&file, seg_name, 0, limit, from, hw, max_bytes)
+                self.read_disk(&file, seg_name, 0, limit, from, hw, max_bytes, None)
                     .await?
             }
             other => other?,
         };
+        if !read.batches.is_empty() && read.next_pos < limit {
+            let len = read_chunk(max_bytes).min(limit - read.next_pos) as usize;
+            let (task_file, at) = (file.clone(), read.next_pos);
+            let task =
+                glommio::spawn_local(async move { read_bytes(&task_file, at, len).await }).detach();
+            *self.prefetch.borrow_mut() = Some(Prefetch {
+                segment_base: seg_name,
+                pos: read.next_pos,
+                next_offset: read.next_offset,
+                task,
+            });
+        }
         Ok(ReadResult {
-            batches,
+            batches: read.batches,
             high_watermark: hw,
             log_start_offset: start,
         })
@@ -603,37 +653,43 @@ impl PartitionLog {
 
     /// Reads batches from a segment file starting the scan at `pos`, skipping batches
     /// before `from`, stopping at `limit` bytes, offset `end` or about `max_bytes`.
+    /// `first` is a read already under way for `pos` (read-ahead), used if it matches.
     #[allow(clippy::too_many_arguments)]
     async fn read_disk(
         &self,
-        file: &glommio::io::DmaFile,
+        file: &Rc<glommio::io::DmaFile>,
         segment_base: Offset,
         mut pos: u64,
         limit: u64,
         from: Offset,
         end: Offset,
         max_bytes: usize,
-    ) -> LogResult<Vec<Bytes>> {
+        mut first: Option<Prefetch>,
+    ) -> LogResult<DiskRead> {
         let corrupt = |position: u64, detail: String| LogError::Corrupt {
             file: format!("{}/{:020}.log", self.dir.display(), segment_base),
             position,
             detail,
         };
-        let mut out: Vec<Bytes> = Vec::new();
+        let mut read = DiskRead {
+            batches: Vec::new(),
+            next_pos: pos,
+            next_offset: from,
+        };
         let mut total = 0usize;
         // Read enough for the requested bytes, plus room for the skip from the index entry
         // and for the first batch to run past `max_bytes` (it is returned whole), so one
         // read usually suffices.
-        let wanted = (max_bytes as u64).clamp(64 << 10, 16 << 20);
-        let chunk = wanted + (wanted / 8).max(64 << 10);
-        while pos < limit {
+        let chunk = read_chunk(max_bytes);
+        'reads: while pos < limit {
             let want = chunk.min(limit - pos) as usize;
-            let data = file
-                .read_at(pos, want)
-                .await
-                .map_err(std::io::Error::from)?;
-            let buf = Bytes::copy_from_slice(&data);
-            drop(data);
+            let buf = match first.take().filter(|p| p.pos == pos) {
+                Some(p) => match p.task.await {
+                    Some(Ok(b)) if !b.is_empty() => b,
+                    _ => read_bytes(file, pos, want).await?,
+                },
+                None => read_bytes(file, pos, want).await?,
+            };
             let mut at = 0usize;
             loop {
                 let rest = &buf[at..];
@@ -643,55 +699,47 @@ impl PartitionLog {
                     }
                     break;
                 };
-                if size > rest.len() {
-                    if at == 0 {
-                        // One batch larger than the read: fetch exactly it.
-                        let whole = file
-                            .read_at(pos, size)
-                            .await
-                            .map_err(std::io::Error::from)?;
-                        if whole.len() < size {
-                            return Err(corrupt(pos, "batch runs past end of file".into()));
-                        }
-                        let b = Bytes::copy_from_slice(&whole[..size]);
-                        let h = check_batch(&b).map_err(|e| corrupt(pos, e.to_string()))?;
-                        if h.base_offset >= end {
-                            return Ok(out);
-                        }
-                        if h.last_offset() >= from {
-                            if !out.is_empty() && total + size > max_bytes {
-                                return Ok(out);
-                            }
-                            total += size;
-                            out.push(b);
-                        }
-                        at = size;
+                let (batch, batch_pos) = if size > rest.len() {
+                    if at != 0 {
+                        break;
                     }
-                    break;
-                }
-                let h = check_batch(&rest[..size])
-                    .map_err(|e| corrupt(pos + at as u64, e.to_string()))?;
+                    // One batch larger than the read: fetch exactly it.
+                    let whole = read_bytes(file, pos, size).await?;
+                    if whole.len() < size {
+                        return Err(corrupt(pos, "batch runs past end of file".into()));
+                    }
+                    (whole.slice(..size), pos)
+                } else {
+                    (buf.slice(at..at + size), pos + at as u64)
+                };
+                let h = check_batch(&batch).map_err(|e| corrupt(batch_pos, e.to_string()))?;
                 if h.base_offset >= end {
-                    return Ok(out);
+                    break 'reads;
                 }
                 if h.last_offset() >= from {
-                    if !out.is_empty() && total + size > max_bytes {
-                        return Ok(out);
+                    if !read.batches.is_empty() && total + size > max_bytes {
+                        break 'reads;
                     }
                     total += size;
-                    out.push(buf.slice(at..at + size));
-                    if total >= max_bytes {
-                        return Ok(out);
-                    }
+                    read.batches.push(batch);
+                    read.next_offset = h.last_offset() + 1;
+                }
+                read.next_pos = batch_pos + size as u64;
+                if size > rest.len() {
+                    at = size;
+                    break;
                 }
                 at += size;
+                if total >= max_bytes {
+                    break 'reads;
+                }
             }
             if at == 0 {
                 break;
             }
             pos += at as u64;
         }
-        Ok(out)
+        Ok(read)
     }
 
     /// Finds the first record whose timestamp is at least `timestamp`: its offset and
