@@ -46,7 +46,8 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = run("umount", &[self.mount.to_str().unwrap_or_default()]);
+        // Lazy: the broker threads may still hold a file open until the process exits.
+        let _ = run("umount", &["-l", self.mount.to_str().unwrap_or_default()]);
     }
 }
 
