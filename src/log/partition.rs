@@ -102,12 +102,10 @@ struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        // unwrap: a log always has at least its active segment.
-        self.segments.last().expect("log has an active segment")
+        self.segments.last().expect("log has an active segment") // unwrap: open() and roll() always leave one
     }
     fn active_mut(&mut self) -> &mut Segment {
-        // unwrap: a log always has at least its active segment.
-        self.segments.last_mut().expect("log has an active segment")
+        self.segments.last_mut().expect("log has an active segment") // unwrap: open() and roll() always leave one
     }
     fn next_offset(&self) -> Offset {
         self.active().next_offset
