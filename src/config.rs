@@ -48,6 +48,10 @@ pub struct Config {
     /// Close a connection that sends no complete request for this long (Kafka's
     /// `connections.max.idle.ms`). Default 10 minutes.
     pub connections_max_idle: Duration,
+    /// How long a shard runs tasks before it polls for completed I/O again. Default
+    /// 100 ms, glommio's own; lower it for tail latency on dedicated cores (measured in
+    /// docs/benchmarks.md).
+    pub preempt_timer: Duration,
     /// Address of the Prometheus metrics endpoint; off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consumer-group coordinator settings.
@@ -81,6 +85,7 @@ impl Default for Config {
             group: Default::default(),
             connections_max_idle: Duration::from_secs(600),
             metrics_listen: None,
+            preempt_timer: Duration::from_millis(100),
         }
     }
 }

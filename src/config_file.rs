@@ -61,6 +61,8 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// See `--log-level`.
     pub log_level: Option<String>,
+    /// See `--preempt-timer-us`.
+    pub preempt_timer_us: Option<u64>,
 }
 
 impl FileConfig {

@@ -231,6 +231,10 @@ pub fn execute(job: Job) -> Result<Value> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("loadgen-{i}"))
             .io_memory(IO_MEMORY)
+            // Reap completed I/O at least every millisecond: glommio's default of 100 ms
+            // would add the load generator's own scheduling delay to every latency it
+            // measures once its executor is busy.
+            .preempt_timer(std::time::Duration::from_millis(1))
             .spawn(move || async move {
                 run_executor(w, job, topo, shared, rec).await;
                 finished.fetch_add(1, Ordering::AcqRel);

@@ -208,6 +208,9 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{k}"))
             .io_memory(config.io_memory_bytes)
+            // How long tasks may run before the executor polls io_uring again: a busy shard
+            // leaves completed socket and disk I/O unreaped for up to that long.
+            .preempt_timer(config.preempt_timer)
             .spawn(move || shard_main(args))
             .map_err(|e| std::io::Error::other(format!("starting shard {k}: {e}")))?;
         threads.push(handle);
