@@ -224,6 +224,16 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 }
 
 fn main() -> ExitCode {
+    caudal::alloc_guard::retain_freed_memory();
+    // A panicking shard would leave its clients' connections open and unanswered while
+    // the other shards carry on: end the whole process instead, so the supervisor
+    // restarts it and clients reconnect (recovery makes the restart safe).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("caudal: a thread panicked; aborting so the broker restarts cleanly");
+        std::process::abort();
+    }));
     let args = Args::parse();
     let check_only = args.check_config;
     let file = match args.config.as_deref().map(FileConfig::load).transpose() {

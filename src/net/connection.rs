@@ -175,6 +175,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         if tx.send(task).await.is_err() {
             break;
         }
+        // While the socket has data, reading and handling (which starts inline) never
+        // waits: give the reactor its turn so disk and socket completions are reaped.
+        glommio::yield_if_needed().await;
     }
     drop(tx);
     writer_task.await;
