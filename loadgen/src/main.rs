@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use caudal_loadgen::batch::Codec;
 use caudal_loadgen::run::{CommonOpts, ConsumeOpts, ProduceOpts, StartFrom};
 use caudal_loadgen::runner::{self, Job};
@@ -90,6 +90,10 @@ struct CommonArgs {
     /// Seconds to run (default 10 unless --messages is given).
     #[arg(long)]
     duration: Option<f64>,
+    /// Seconds of load before measuring starts: messages, bytes and latencies of the
+    /// warm-up are left out of the results (the run lasts warm-up plus --duration).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Messages to produce (or consume), in total.
     #[arg(long)]
     messages: Option<u64>,
@@ -113,9 +117,9 @@ struct ProduceArgs {
     /// Largest batch (record bytes) per partition per request.
     #[arg(long, default_value_t = 16384)]
     batch_bytes: usize,
-    /// With --rate: how long a batch may wait for messages.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// With --rate: how long a batch may wait for messages (fractions allowed: 0.5).
+    #[arg(long, default_value_t = 5.0)]
+    linger_ms: f64,
     /// 0, 1 or all.
     #[arg(long, default_value = "all")]
     acks: String,
@@ -180,6 +184,8 @@ fn common(a: CommonArgs) -> Result<CommonOpts> {
         topic: a.topic,
         partitions: a.partitions,
         duration: a.duration.map(Duration::from_secs_f64),
+        warmup: Duration::try_from_secs_f64(a.warmup)
+            .map_err(|_| anyhow!("--warmup {}: give seconds, 0 or more", a.warmup))?,
         messages: a.messages,
         json: a.json,
         cores: a
@@ -270,6 +276,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
+    caudal::alloc_guard::retain_freed_memory();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),

@@ -412,7 +412,7 @@ mod tests {
         ProduceOpts {
             message_size: 100,
             batch_bytes: 16 << 10,
-            linger_ms: 0,
+            linger_ms: 0.0,
             acks: -1,
             codec: Codec::None,
             producers: 1,

@@ -23,8 +23,10 @@ pub struct CommonOpts {
     pub topic: String,
     /// Partitions, when the topic is created.
     pub partitions: i32,
-    /// Run for this long (producers, or consumers in `consume`).
+    /// Run for this long (producers, or consumers in `consume`), after the warm-up.
     pub duration: Option<Duration>,
+    /// Load before measuring; not counted in the results.
+    pub warmup: Duration,
     /// Stop after this many messages.
     pub messages: Option<u64>,
     /// Where to write the JSON result (and the `.hgrm` beside it).
@@ -43,7 +45,7 @@ pub struct ProduceOpts {
     /// Upper bound on a batch's record bytes.
     pub batch_bytes: usize,
     /// With `rate`, how long a batch may wait to fill.
-    pub linger_ms: u64,
+    pub linger_ms: f64,
     /// 0, 1 or -1 (all).
     pub acks: i16,
     /// Compression of produced batches.

@@ -203,7 +203,8 @@ pub fn execute(job: Job) -> Result<Value> {
     let duration = match (common.duration, common.messages) {
         (None, None) => Some(Duration::from_secs(10)),
         (d, _) => d,
-    };
+    }
+    .map(|d| d + common.warmup);
     let shared = Arc::new(Shared::new(duration, mode == Mode::E2e, groups, target));
     let lanes: usize = work.iter().map(|w| w.producers.len()).sum();
     let consumers_total: usize = work.iter().map(|w| w.consumers.len()).sum();
@@ -258,11 +259,20 @@ pub fn execute(job: Job) -> Result<Value> {
         std::thread::sleep(Duration::from_millis(5));
     }
     shared.set_go();
-    // Progress, once a second, on stderr.
+    // Progress, once a second, on stderr. At the end of the warm-up, a snapshot of the
+    // counts and histograms is taken; the results are what was measured after it.
     let mut before = Recorder::default();
     let mut last = Instant::now();
+    let mut warm: Option<(Instant, Recorder)> = None;
+    if common.warmup.is_zero() {
+        warm = Some((shared.start(), Recorder::default()));
+    }
     while finished.load(Ordering::Acquire) < handles.len() {
         std::thread::sleep(Duration::from_millis(50));
+        if warm.is_none() && shared.start().elapsed() >= common.warmup {
+            warm = Some((Instant::now(), merge_all(&recorders)));
+            eprintln!("warm-up over: measuring from here");
+        }
         if last.elapsed() >= Duration::from_secs(1) {
             let now = merge_all(&recorders);
             let interval = last.elapsed().as_secs_f64();
@@ -284,12 +294,15 @@ pub fn execute(job: Job) -> Result<Value> {
         h.join().map_err(|e| anyhow!("executor failed: {e}"))?;
     }
     let end = Instant::now();
-    let total = merge_all(&recorders);
+    let mut total = merge_all(&recorders);
+    // A run that ended inside its warm-up is reported whole.
+    let (measured_from, baseline) = warm.unwrap_or_else(|| (shared.start(), Recorder::default()));
+    total.subtract(&baseline);
     let seconds = match mode {
         Mode::Produce | Mode::E2e => total.last_produce.unwrap_or(end),
         Mode::Consume => lock(&shared.consumers_done_at).unwrap_or(end),
     }
-    .saturating_duration_since(shared.start())
+    .saturating_duration_since(measured_from)
     .as_secs_f64();
     let mut extra = json!({
         "topic": common.topic,
@@ -298,6 +311,7 @@ pub fn execute(job: Job) -> Result<Value> {
         "cores": cores,
         "bootstrap": common.bootstrap,
         "wall_seconds": end.saturating_duration_since(shared.start()).as_secs_f64(),
+        "warmup_seconds": measured_from.saturating_duration_since(shared.start()).as_secs_f64(),
     });
     if let Job::Produce(_, p) | Job::E2e(_, p, _, _) = &job {
         extra["producer"] = json!({

@@ -97,7 +97,7 @@ pub fn messages_per_batch(
     message_size: usize,
     batch_bytes: usize,
     lane_rate: f64,
-    linger_ms: u64,
+    linger_ms: f64,
 ) -> usize {
     // The whole batch (61-byte header and records) stays within `batch_bytes`, as
     // Kafka's batch.size and max.message.bytes count it. A record is its value plus at
@@ -108,7 +108,7 @@ pub fn messages_per_batch(
     if lane_rate <= 0.0 {
         return by_size;
     }
-    let by_linger = (lane_rate * linger_ms as f64 / 1000.0).floor() as usize;
+    let by_linger = (lane_rate * linger_ms / 1000.0).floor() as usize;
     by_size.min(by_linger.max(1))
 }
 
@@ -149,20 +149,22 @@ mod tests {
 
     #[test]
     fn batch_size_follows_bytes_and_linger() {
-        assert_eq!(messages_per_batch(1024, 1 << 20, 0.0, 5), 1013);
-        assert_eq!(messages_per_batch(100, 16 << 10, 0.0, 0), 147);
+        assert_eq!(messages_per_batch(1024, 1 << 20, 0.0, 5.0), 1013);
+        assert_eq!(messages_per_batch(100, 16 << 10, 0.0, 0.0), 147);
         // 10k msg/s with 5 ms linger: 50 messages a batch.
-        assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 5), 50);
+        assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 5.0), 50);
+        // Half a millisecond at 10k msg/s: 5 messages.
+        assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 0.5), 5);
         // No linger: one message per request.
-        assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 0), 1);
+        assert_eq!(messages_per_batch(1024, 1 << 20, 10_000.0, 0.0), 1);
         // Whole batches fit the byte limit (Kafka's default max.message.bytes is 1 MiB + 12).
         for size in [10, 100, 1000, 1024, 4096] {
-            let n = messages_per_batch(size, 1 << 20, 0.0, 0);
+            let n = messages_per_batch(size, 1 << 20, 0.0, 0.0);
             let b = crate::batch::BatchTemplate::new(n, size, crate::batch::Codec::None, 0);
             assert!(b.build(0).unwrap().len() <= 1 << 20, "{size}");
         }
         // Capped by bytes.
-        assert_eq!(messages_per_batch(1024, 16 << 10, 1e6, 100), 15);
+        assert_eq!(messages_per_batch(1024, 16 << 10, 1e6, 100.0), 15);
     }
 
     #[test]

@@ -85,6 +85,22 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Removes what `earlier` (a snapshot of the same recorders) had counted, leaving what
+    /// was measured since: used to leave the warm-up out.
+    pub fn subtract(&mut self, earlier: &Recorder) {
+        self.produced = self.produced.saturating_sub(earlier.produced);
+        self.produced_bytes = self.produced_bytes.saturating_sub(earlier.produced_bytes);
+        self.consumed = self.consumed.saturating_sub(earlier.consumed);
+        self.consumed_bytes = self.consumed_bytes.saturating_sub(earlier.consumed_bytes);
+        self.errors = self.errors.saturating_sub(earlier.errors);
+        // A snapshot never holds more of a value than the later totals, so this cannot fail;
+        // if it somehow did, the histogram keeps the warm-up rather than losing samples.
+        let _ = self.latency.subtract(&earlier.latency);
+        let _ = self.e2e.subtract(&earlier.e2e);
+    }
+}
+
 /// A recorder shared between an executor and the progress thread.
 pub type SharedRecorder = Arc<Mutex<Recorder>>;
 
