@@ -15,7 +15,7 @@ pub const WORKLOADS: [(&str, &str); 5] = [
     ),
     (
         "latency",
-        "1 KiB messages at half the measured throughput, e2e, linger 5 ms, 2 producers",
+        "1 KiB messages at half the measured throughput, e2e, 2 producers",
     ),
     (
         "small",
@@ -371,6 +371,12 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
             (&w["latency_us"], " (ack)")
         };
         let mut what = what.to_string();
+        if let Some(linger) = num(&w["producer"]["linger_ms"]).filter(|_| w["mode"] == "e2e") {
+            what = format!("{what}, linger {linger} ms");
+        }
+        if let Some(warm) = num(&w["warmup_seconds"]).filter(|s| *s > 0.0) {
+            what = format!("{what}; after a {warm:.0} s warm-up");
+        }
         if name == "catch-up" {
             let gib = meta["catch_up_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
             what = if meta["bootstrap"]
