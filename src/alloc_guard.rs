@@ -85,16 +85,6 @@ unsafe impl GlobalAlloc for GuardedAlloc {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_wire_length_of_two_billion_does_not_abort() {
-        // What a decoder does with a hostile array length: reserve, then fail.
-        let v: Vec<[u8; 72]> = Vec::with_capacity(i32::MAX as usize);
-        assert!(v.capacity() >= i32::MAX as usize);
-    }
-}
-
 /// Largest allocation glibc serves from its heaps instead of a fresh mapping (its cap).
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 /// Free memory a heap may keep at its top before glibc hands it back to the kernel.
@@ -114,5 +104,40 @@ pub fn retain_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_wire_length_of_two_billion_does_not_abort() {
+        // What a decoder does with a hostile array length: reserve, then fail.
+        let v: Vec<[u8; 72]> = Vec::with_capacity(i32::MAX as usize);
+        assert!(v.capacity() >= i32::MAX as usize);
+    }
+
+    /// Minor page faults of the calling thread so far.
+    fn thread_minor_faults() -> i64 {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        ru.ru_minflt
+    }
+
+    #[test]
+    fn freed_buffers_are_reused_without_page_faults() {
+        super::retain_freed_memory();
+        const MIB: usize = 1 << 20;
+        // Warm this thread's heap with a request-sized buffer, free it, then take one
+        // again: it must come back without faulting its 256 pages in anew.
+        drop(std::hint::black_box(vec![1u8; MIB]));
+        let before = thread_minor_faults();
+        let again = std::hint::black_box(vec![2u8; MIB]);
+        let faults = thread_minor_faults() - before;
+        assert_eq!(again[MIB - 1], 2);
+        assert!(
+            faults < 32,
+            "{faults} page faults for a reused 1 MiB buffer"
+        );
     }
 }
