@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The standard broker benchmark: `make bench` (30 s workloads after a 5 s warm-up) or
 # `make bench-quick` (5 s after 2 s). The warm-up runs the same load but is left out of
-# the results, as in the OpenMessaging Benchmark. Measures the machine's limits (fio direct-I/O write and read, iperf3)
-# in the same run, then runs the five workloads with caudal-loadgen (recording the
-# broker's CPU time during each when the suite started the broker) and writes
+# the results, as in the OpenMessaging Benchmark. Measures the machine's limits (fio
+# direct-I/O write and read, iperf3) in the same run, then runs the five workloads with
+# caudal-loadgen (recording the broker's CPU time during each when the suite started the
+# broker) and writes
 # bench/results/<UTC timestamp>-<short commit>[-label]/ with each workload's JSON and
 # .hgrm, limits.json, meta.json, summary.json and latency.svg.
 #

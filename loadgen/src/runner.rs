@@ -263,10 +263,10 @@ pub fn execute(job: Job) -> Result<Value> {
     // counts and histograms is taken; the results are what was measured after it.
     let mut before = Recorder::default();
     let mut last = Instant::now();
-    let mut warm: Option<(Instant, Recorder)> = None;
-    if common.warmup.is_zero() {
-        warm = Some((shared.start(), Recorder::default()));
-    }
+    let mut warm: Option<(Instant, Recorder)> = common
+        .warmup
+        .is_zero()
+        .then(|| (shared.start(), Recorder::default()));
     while finished.load(Ordering::Acquire) < handles.len() {
         std::thread::sleep(Duration::from_millis(50));
         if warm.is_none() && shared.start().elapsed() >= common.warmup {

@@ -70,22 +70,6 @@ impl Recorder {
         self.e2e.saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
-    /// Adds `other` into `self`.
-    pub fn merge(&mut self, other: &Recorder) {
-        self.produced += other.produced;
-        self.produced_bytes += other.produced_bytes;
-        self.consumed += other.consumed;
-        self.consumed_bytes += other.consumed_bytes;
-        self.errors += other.errors;
-        // Same bounds on both sides, so `add` cannot fail.
-        let _ = self.latency.add(&other.latency);
-        let _ = self.e2e.add(&other.e2e);
-        self.last_produce = self.last_produce.max(other.last_produce);
-        self.last_consume = self.last_consume.max(other.last_consume);
-    }
-}
-
-impl Recorder {
     /// Removes what `earlier` (a snapshot of the same recorders) had counted, leaving what
     /// was measured since: used to leave the warm-up out.
     pub fn subtract(&mut self, earlier: &Recorder) {
@@ -98,6 +82,20 @@ impl Recorder {
         // if it somehow did, the histogram keeps the warm-up rather than losing samples.
         let _ = self.latency.subtract(&earlier.latency);
         let _ = self.e2e.subtract(&earlier.e2e);
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.produced += other.produced;
+        self.produced_bytes += other.produced_bytes;
+        self.consumed += other.consumed;
+        self.consumed_bytes += other.consumed_bytes;
+        self.errors += other.errors;
+        // Same bounds on both sides, so `add` cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.e2e.add(&other.e2e);
+        self.last_produce = self.last_produce.max(other.last_produce);
+        self.last_consume = self.last_consume.max(other.last_consume);
     }
 }
 
@@ -337,6 +335,27 @@ pub fn summary_text(result: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subtracting_the_warm_up_leaves_only_what_came_after() {
+        let mut r = Recorder {
+            produced: 10,
+            ..Recorder::default()
+        };
+        r.record_e2e(50_000); // a warm-up stall
+        let warm = r.clone();
+        r.produced += 5;
+        r.record_e2e(800);
+        r.record_e2e(900);
+        r.subtract(&warm);
+        assert_eq!(r.produced, 5);
+        assert_eq!(r.e2e.len(), 2);
+        assert!(
+            r.e2e.max() < 1_000,
+            "the warm-up stall is gone: {}",
+            r.e2e.max()
+        );
+    }
 
     #[test]
     fn latencies_land_in_the_right_percentiles() {
