@@ -286,7 +286,7 @@ impl OffsetStore {
             std::fs::rename(dir, &old)?;
             std::fs::rename(&tmp, dir)?;
             if let Some(parent) = dir.parent() {
-                crate::io::small_file::sync_dir(parent)?;
+                crate::io::small_file::sync_dir(parent).await?;
             }
             std::fs::remove_dir_all(&old)?;
             info!(dir = %dir.display(), records, live, "compacted offsets log");

@@ -38,7 +38,9 @@ pub async fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
         .map_err(io::Error::from)?;
     file.fdatasync().await.map_err(io::Error::from)?;
     file.close().await.map_err(io::Error::from)?;
-    std::fs::rename(&tmp, path)?;
+    glommio::io::rename(&tmp, path)
+        .await
+        .map_err(io::Error::from)?;
     Ok(())
 }
 
@@ -67,7 +69,26 @@ pub async fn read_all(path: &Path) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
-/// Syncs a directory so that files created or removed in it survive a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Syncs a directory so that files created, renamed or removed in it survive a crash.
+/// Through io_uring: a blocking fsync here would stall every partition and connection
+/// of the shard for as long as the disk takes (1-5 ms on the project VM).
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(io::Error::from)?;
+    d.sync().await.map_err(io::Error::from)?;
+    d.close().await.map_err(io::Error::from)
+}
+
+/// `sync_dir` for code that runs outside an executor (the metadata store at start-up).
+pub fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes a file without blocking the executor; a file already gone is not an error.
+pub async fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match glommio::io::remove(path).await.map_err(io::Error::from) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

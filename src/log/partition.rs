@@ -228,8 +228,8 @@ impl PartitionLog {
         }
         if dir.join(CLEAN_MARKER).exists() {
             // From here on a crash must lead to a full scan again.
-            std::fs::remove_file(dir.join(CLEAN_MARKER))?;
-            crate::io::small_file::sync_dir(dir)?;
+            crate::io::small_file::remove_if_exists(&dir.join(CLEAN_MARKER)).await?;
+            crate::io::small_file::sync_dir(dir).await?;
         }
         let opened_clean = clean_producers.is_some();
         if segments.is_empty() {
@@ -496,17 +496,25 @@ impl PartitionLog {
             let (o, t) = active.sealed_indexes();
             (writer, active.base_offset, o, t)
         };
-        let len = writer.finish().await?;
-        write_indexes(&self.dir, base, &offsets, &times).await?;
         let (snapshot, next_base) = {
             let st = self.state.borrow();
             (st.producers.to_bytes(), st.active().next_offset)
         };
-        crate::io::small_file::write_durably(
-            &segment_path(&self.dir, next_base, SNAPSHOT_SUFFIX),
-            &snapshot,
+        let snapshot_path = segment_path(&self.dir, next_base, SNAPSHOT_SUFFIX);
+        // Appends to this partition wait for the roll, so the three independent durable
+        // writes run side by side. The new segment is created only after all of them,
+        // so recovery never finds a segment after an unfinished one.
+        let ((len, indexes), snapshot) = futures_lite::future::zip(
+            futures_lite::future::zip(
+                writer.finish(),
+                write_indexes(&self.dir, base, &offsets, &times),
+            ),
+            crate::io::small_file::write_durably(&snapshot_path, &snapshot),
         )
-        .await?;
+        .await;
+        let len = len?;
+        indexes?;
+        snapshot?;
         let next = {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
@@ -822,16 +830,12 @@ impl PartitionLog {
         };
         for seg in &removed {
             for path in Segment::paths(&self.dir, seg.base_offset) {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(e.into());
-                    }
-                }
+                crate::io::small_file::remove_if_exists(&path).await?;
             }
             info!(dir = %self.dir.display(), base_offset = seg.base_offset, "retention deleted segment");
         }
         if !removed.is_empty() {
-            crate::io::small_file::sync_dir(&self.dir)?;
+            crate::io::small_file::sync_dir(&self.dir).await?;
         }
         Ok(removed.len())
     }
@@ -882,7 +886,7 @@ impl PartitionLog {
         };
         crate::io::small_file::write_durably(&self.dir.join(CLEAN_MARKER), &marker.to_bytes())
             .await?;
-        crate::io::small_file::sync_dir(&self.dir)?;
+        crate::io::small_file::sync_dir(&self.dir).await?;
         Ok(())
     }
 }

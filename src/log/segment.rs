@@ -79,7 +79,7 @@ impl Segment {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path).await?);
         file.truncate(0).await.map_err(io::Error::from)?;
-        small_file::sync_dir(dir)?;
+        small_file::sync_dir(dir).await?;
         let writer = DmaWriter::open(file.clone(), 0, opts, stats).await?;
         Ok(Segment {
             base_offset,
@@ -312,17 +312,20 @@ pub async fn write_indexes(
     offsets: &OffsetIndex,
     times: &TimeIndex,
 ) -> io::Result<()> {
-    small_file::write_durably(
-        &segment_path(dir, base_offset, INDEX_SUFFIX),
-        &offsets.to_bytes(),
+    let (offsets, times) = futures_lite::future::zip(
+        small_file::write_durably(
+            &segment_path(dir, base_offset, INDEX_SUFFIX),
+            &offsets.to_bytes(),
+        ),
+        small_file::write_durably(
+            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
+            &times.to_bytes(),
+        ),
     )
-    .await?;
-    small_file::write_durably(
-        &segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
-        &times.to_bytes(),
-    )
-    .await?;
-    small_file::sync_dir(dir)
+    .await;
+    offsets?;
+    times?;
+    small_file::sync_dir(dir).await
 }
 
 async fn is_zero_tail(file: &DmaFile, from: u64) -> bool {

@@ -176,7 +176,7 @@ impl MetaStore {
         }
         let mut store = MetaStore { path, file };
         store.seek_end()?;
-        crate::io::small_file::sync_dir(dir)?;
+        crate::io::small_file::sync_dir_blocking(dir)?;
         Ok((store, meta))
     }
 
