@@ -107,6 +107,10 @@ struct CommonArgs {
     /// Client id in request headers.
     #[arg(long, default_value = "caudal-loadgen")]
     client_id: String,
+    /// Give up (exit 1, no results) when no message is acknowledged or consumed for this
+    /// many seconds: a broker that holds its connections open but stopped answering.
+    #[arg(long, default_value_t = 60)]
+    stall_limit: u64,
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +199,7 @@ fn common(a: CommonArgs) -> Result<CommonOpts> {
             .transpose()?
             .unwrap_or_default(),
         client_id: a.client_id,
+        stall_limit: Duration::from_secs(a.stall_limit.max(1)),
     })
 }
 

@@ -35,6 +35,8 @@ pub struct CommonOpts {
     pub cores: Vec<usize>,
     /// Client id in request headers.
     pub client_id: String,
+    /// How long the run may go without any progress before it is abandoned.
+    pub stall_limit: Duration,
 }
 
 /// Producer options.

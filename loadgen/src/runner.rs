@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{json, Value};
 
@@ -263,6 +263,8 @@ pub fn execute(job: Job) -> Result<Value> {
     // counts and histograms is taken; the results are what was measured after it.
     let mut before = Recorder::default();
     let mut last = Instant::now();
+    // Progress as (messages acknowledged, consumed or failed, when that last changed).
+    let mut progress = (0u64, Instant::now());
     let mut warm: Option<(Instant, Recorder)> = common
         .warmup
         .is_zero()
@@ -287,6 +289,18 @@ pub fn execute(job: Job) -> Result<Value> {
                     interval
                 )
             );
+            let done = now.produced + now.consumed + now.errors;
+            if done != progress.0 {
+                progress = (done, Instant::now());
+            } else if progress.1.elapsed() >= common.stall_limit {
+                // Executors may be waiting on sockets that will never answer: leave them
+                // (the process ends with this error) rather than joining them.
+                INTERRUPTED.store(true, Ordering::Relaxed);
+                bail!(
+                    "nothing acknowledged or consumed for {} s: the broker stopped answering",
+                    common.stall_limit.as_secs()
+                );
+            }
             before = now;
         }
     }

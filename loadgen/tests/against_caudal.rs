@@ -273,3 +273,62 @@ fn e2e_fan_out_to_two_consumer_groups_delivers_everything_to_each() {
     assert_eq!(count(&v, "consumed_messages"), 2 * n);
     assert_eq!(v["verified"], true, "{v}");
 }
+
+#[test]
+fn gives_up_when_the_broker_stops_answering() {
+    let broker = Broker::start();
+    let pid = broker.child.id() as i32;
+    let mut run = Command::new(env!("CARGO_BIN_EXE_caudal-loadgen"))
+        .args([
+            "produce",
+            "--bootstrap",
+            &broker.addr,
+            "--topic",
+            "it-stall",
+        ])
+        .args(["--partitions", "2", "--rate", "2000", "--duration", "120"])
+        .args(["--stall-limit", "2", "--cores", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running caudal-loadgen");
+    let stderr = run.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Once messages are flowing, freeze the broker: its sockets stay open, nothing answers.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("msg/s")) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no progress line from caudal-loadgen");
+        seen.push(line);
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut status = None;
+    for _ in 0..300 {
+        if let Ok(Some(s)) = run.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above; the broker must run again to be stopped cleanly.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let Some(status) = status else {
+        let _ = run.kill();
+        panic!("caudal-loadgen kept waiting on a frozen broker");
+    };
+    assert!(!status.success(), "a stalled run must not report success");
+    // The reader thread ends at EOF, which closes the channel.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("stopped answering")),
+        "the error says why: {seen:?}"
+    );
+}
