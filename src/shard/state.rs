@@ -313,7 +313,13 @@ impl Shard {
                 let _ = p.log.close().await;
                 let dir = p.log.dir().to_path_buf();
                 drop(p);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                // Unlinking gigabytes of segments takes the file system a while: off the
+                // shard's thread, so its other partitions keep being served meanwhile.
+                let target = dir.clone();
+                let removed = glommio::executor()
+                    .spawn_blocking(move || std::fs::remove_dir_all(&target))
+                    .await;
+                if let Err(e) = removed {
                     warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
                 }
                 self.stats.forget_partition(&key.0, key.1);

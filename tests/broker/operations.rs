@@ -169,3 +169,43 @@ fn cluster_and_log_dirs_are_described() {
     }
     assert_eq!(sizes, 2, "each shard reports only its own partitions");
 }
+
+#[test]
+fn deleting_a_topic_removes_its_data_from_disk() {
+    use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+    let broker = TestBroker::start(2);
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "doomed", 2);
+    create_topic(&mut c, "kept", 1);
+    let value = [1u8; 1000];
+    let values = vec![&value[..]; 50];
+    for (p, leader) in leaders(&mut c, "doomed").into_iter().enumerate() {
+        let mut pc = Client::connect(broker.addr(leader as usize % 1024));
+        let r = produce(&mut pc, "doomed", p as i32, batch(&values));
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let dirs: Vec<_> = (0..2)
+        .map(|p| broker.data_dir().join(format!("doomed-{p}")))
+        .collect();
+    assert!(
+        dirs.iter().all(|d| d.exists()),
+        "partition directories exist"
+    );
+    let req = DeleteTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topic_names(vec![name("doomed")]);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 5, &req);
+    assert_eq!(r.responses[0].error_code, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dirs.iter().any(|d| d.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition directories still on disk: {dirs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        broker.data_dir().join("kept-0").exists(),
+        "other topics stay"
+    );
+}
