@@ -73,7 +73,9 @@ pub async fn read_all(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// Through io_uring: a blocking fsync here would stall every partition and connection
 /// of the shard for as long as the disk takes (1-5 ms on the project VM).
 pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let d = glommio::io::Directory::open(dir)
+    // glommio opens directories relative to no descriptor: a relative path fails (EBADF).
+    let dir = std::path::absolute(dir)?;
+    let d = glommio::io::Directory::open(&dir)
         .await
         .map_err(io::Error::from)?;
     d.sync().await.map_err(io::Error::from)?;

@@ -93,3 +93,41 @@ fn sigterm_exits_zero_and_the_next_start_reports_a_clean_shutdown() {
         "{log}"
     );
 }
+
+#[test]
+fn a_relative_data_dir_works_like_make_run_uses_it() {
+    let cwd = tempfile::Builder::new()
+        .prefix("caudal-relative-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let port = free_ports(1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caudal"))
+        .current_dir(cwd.path())
+        .args(["--data-dir", "./data", "--shards", "1"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("caudal ready"));
+    if !ready {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the broker did not start with a relative data dir:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    create_topic(&mut c, "here", 1);
+    let r = produce(&mut c, "here", 0, batch(&[b"one", b"two"]));
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    drop(c);
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(cwd.path().join("data/here-0").is_dir());
+}
