@@ -1,6 +1,7 @@
 //! The `caudal` broker binary: command line (over an optional config file) -> Config ->
 //! shards.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,7 +232,11 @@ fn main() -> ExitCode {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);
-        eprintln!("caudal: a thread panicked; aborting so the broker restarts cleanly");
+        // Not eprintln!: it panics when stderr cannot be written (a full disk).
+        let _ = writeln!(
+            std::io::stderr(),
+            "caudal: a thread panicked; aborting so the broker restarts cleanly"
+        );
         std::process::abort();
     }));
     let args = Args::parse();
@@ -265,6 +270,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (the log's disk is full, as the data's may
+        // be) is dropped: by default the subscriber reports it with eprintln!, which
+        // panics when stderr fails, and that ended the broker.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if check_only {

@@ -3,68 +3,11 @@
 //! ext4 filesystem loop-mounted for the test; skipped (with a message) where the machine
 //! cannot mount one.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use caudal::protocol::record_batch::{check_batch, uncompressed_records};
 
 use super::*;
-
-/// A loop-mounted ext4 filesystem, unmounted on drop.
-struct SmallDisk {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn new(megabytes: u64) -> Result<SmallDisk, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("caudal-disk-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .map_err(|e| e.to_string())?;
-        let image = dir.path().join("fs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
-        f.set_len(megabytes << 20).map_err(|e| e.to_string())?;
-        run(
-            "mkfs.ext4",
-            &["-q", "-F", image.to_str().unwrap_or_default()],
-        )?;
-        run(
-            "mount",
-            &[
-                "-o",
-                "loop",
-                image.to_str().unwrap_or_default(),
-                mount.to_str().unwrap_or_default(),
-            ],
-        )?;
-        Ok(SmallDisk { mount, _dir: dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        // Lazy: the broker threads may still hold a file open until the process exits.
-        let _ = run("umount", &["-l", self.mount.to_str().unwrap_or_default()]);
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn fill(path: &Path, megabytes: usize) {
     std::fs::write(path, vec![1u8; megabytes << 20]).unwrap();

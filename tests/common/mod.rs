@@ -4,6 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -206,5 +208,64 @@ pub fn read_partition(client: &mut Client, topic: &str, partition: i32) -> Vec<B
         if from >= p.high_watermark {
             return out;
         }
+    }
+}
+
+/// A loop-mounted ext4 filesystem, unmounted on drop.
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Makes and mounts a filesystem of `megabytes`; `Err` where mounting is not possible.
+    pub fn new(megabytes: u64) -> Result<SmallDisk, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("caudal-disk-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .map_err(|e| e.to_string())?;
+        let image = dir.path().join("fs.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(megabytes << 20).map_err(|e| e.to_string())?;
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", image.to_str().unwrap_or_default()],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                image.to_str().unwrap_or_default(),
+                mount.to_str().unwrap_or_default(),
+            ],
+        )?;
+        Ok(SmallDisk { mount, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: the broker threads may still hold a file open until the process exits.
+        let _ = run("umount", &["-l", self.mount.to_str().unwrap_or_default()]);
+    }
+}
+
+/// Runs a command, its stderr as the error.
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }

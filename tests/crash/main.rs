@@ -11,6 +11,7 @@ mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod corruption;
+mod disk;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
