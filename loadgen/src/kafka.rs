@@ -232,27 +232,8 @@ impl Conn {
 }
 
 /// Kafka error code names for messages.
-pub fn error_name(code: i16) -> &'static str {
-    match code {
-        0 => "NONE",
-        1 => "OFFSET_OUT_OF_RANGE",
-        2 => "CORRUPT_MESSAGE",
-        3 => "UNKNOWN_TOPIC_OR_PARTITION",
-        5 => "LEADER_NOT_AVAILABLE",
-        6 => "NOT_LEADER_OR_FOLLOWER",
-        7 => "REQUEST_TIMED_OUT",
-        10 => "MESSAGE_TOO_LARGE",
-        14 => "COORDINATOR_LOAD_IN_PROGRESS",
-        15 => "COORDINATOR_NOT_AVAILABLE",
-        16 => "NOT_COORDINATOR",
-        19 => "NOT_ENOUGH_REPLICAS",
-        22 => "ILLEGAL_GENERATION",
-        25 => "UNKNOWN_MEMBER_ID",
-        27 => "REBALANCE_IN_PROGRESS",
-        35 => "UNSUPPORTED_VERSION",
-        36 => "TOPIC_ALREADY_EXISTS",
-        79 => "MEMBER_ID_REQUIRED",
-        87 => "INVALID_RECORD",
-        _ => "OTHER",
-    }
+pub fn error_name(code: i16) -> String {
+    use kafka_protocol::error::ParseResponseErrorCode;
+    code.err()
+        .map_or_else(|| "NONE".to_string(), |e| format!("{e:?}"))
 }
