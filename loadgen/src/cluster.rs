@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -83,14 +83,16 @@ async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32)> 
     Ok((Topology { brokers, leaders }, t.error_code, all))
 }
 
-/// Reads the topic's metadata, creating the topic with `partitions` partitions first if
-/// it does not exist, and waits (up to 15 s) until every partition has a leader.
+/// Reads the topic's metadata, creating the topic with `partitions` partitions (and the
+/// given topic configs) first if it does not exist, and waits (up to 15 s) until every
+/// partition has a leader.
 pub async fn load_topology(
     bootstrap: &str,
     client_id: &str,
     topic: &str,
     partitions: i32,
     create: bool,
+    configs: &[(String, String)],
 ) -> Result<Topology> {
     let mut conn = Conn::connect(bootstrap, client_id).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -106,7 +108,7 @@ pub async fn load_topology(
             return Ok(topo);
         }
         if err == 3 && create && !created {
-            create_topic(&mut conn, topic, partitions).await?;
+            create_topic(&mut conn, topic, partitions, configs).await?;
             created = true;
         } else if err == 3 && !create {
             bail!("topic {topic} does not exist");
@@ -121,11 +123,25 @@ pub async fn load_topology(
     }
 }
 
-async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> Result<()> {
+async fn create_topic(
+    conn: &mut Conn,
+    topic: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> Result<()> {
     let v = conn.version::<CreateTopicsRequest>()?;
+    let configs = configs
+        .iter()
+        .map(|(k, val)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_value(Some(StrBytes::from_string(val.clone())))
+        })
+        .collect();
     let t = CreatableTopic::default()
         .with_name(topic_name(topic))
         .with_num_partitions(partitions.max(1))
+        .with_configs(configs)
         // -1 (broker default) needs v4; a single node has one replica anyway.
         .with_replication_factor(if v >= 4 { -1 } else { 1 });
     let req = CreateTopicsRequest::default()

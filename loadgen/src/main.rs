@@ -87,6 +87,10 @@ struct CommonArgs {
     /// Partitions of the topic, if it has to be created.
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// A topic config for a topic the run creates, KEY=VALUE (repeatable), e.g.
+    /// retention.bytes=4294967296 so a long run does not fill the disk.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_config: Vec<String>,
     /// Seconds to run (default 10 unless --messages is given).
     #[arg(long)]
     duration: Option<f64>,
@@ -200,6 +204,14 @@ fn common(a: CommonArgs) -> Result<CommonOpts> {
             .unwrap_or_default(),
         client_id: a.client_id,
         stall_limit: Duration::from_secs(a.stall_limit.max(1)),
+        topic_configs: a
+            .topic_config
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(anyhow!("--topic-config {kv}: give KEY=VALUE")),
+            })
+            .collect::<Result<_>>()?,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct CommonOpts {
     pub client_id: String,
     /// How long the run may go without any progress before it is abandoned.
     pub stall_limit: Duration,
+    /// Topic configs (`retention.bytes`, ...) for a topic the run creates.
+    pub topic_configs: Vec<(String, String)>,
 }
 
 /// Producer options.

@@ -180,9 +180,15 @@ pub fn execute(job: Job) -> Result<Value> {
     let (topo, start) = block_on(move || async move {
         let c = setup_job.common();
         let create = !matches!(setup_job, Job::Consume(..));
-        let topo =
-            cluster::load_topology(&c.bootstrap, &c.client_id, &c.topic, c.partitions, create)
-                .await?;
+        let topo = cluster::load_topology(
+            &c.bootstrap,
+            &c.client_id,
+            &c.topic,
+            c.partitions,
+            create,
+            &c.topic_configs,
+        )
+        .await?;
         let at = match &setup_job {
             Job::Consume(_, o) if o.from == StartFrom::Earliest => EARLIEST,
             _ => LATEST,

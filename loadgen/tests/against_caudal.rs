@@ -332,3 +332,33 @@ fn gives_up_when_the_broker_stops_answering() {
         "the error says why: {seen:?}"
     );
 }
+
+#[test]
+fn topic_configs_are_sent_when_the_run_creates_its_topic() {
+    let broker = Broker::start();
+    let run = |topic: &str, config: &str| {
+        Command::new(env!("CARGO_BIN_EXE_caudal-loadgen"))
+            .args(["produce", "--bootstrap", &broker.addr, "--topic", topic])
+            .args([
+                "--topic-config",
+                config,
+                "--messages",
+                "100",
+                "--cores",
+                "0",
+            ])
+            .output()
+            .expect("running caudal-loadgen")
+    };
+    // The broker checks the value: a config it refuses proves the config was sent.
+    let refused = run("it-bad-config", "retention.bytes=lots");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("InvalidConfig"), "{stderr}");
+    let accepted = run("it-good-config", "retention.bytes=4294967296");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}
