@@ -491,7 +491,10 @@ impl PartitionLog {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
             let Some(writer) = active.writer.clone() else {
-                return Ok(());
+                // Sealed by an earlier roll that could not start the next segment
+                // (a failed open or directory fsync): start it now.
+                drop(st);
+                return self.start_next_segment().await;
             };
             let (o, t) = active.sealed_indexes();
             (writer, active.base_offset, o, t)
@@ -515,13 +518,18 @@ impl PartitionLog {
         let len = len?;
         indexes?;
         snapshot?;
-        let next = {
+        {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
             active.writer = None;
             active.size = len;
-            active.next_offset
-        };
+        }
+        self.start_next_segment().await
+    }
+
+    /// Creates the segment after the sealed active one, at the log end.
+    async fn start_next_segment(&self) -> LogResult<()> {
+        let next = self.state.borrow().active().next_offset;
         let interval = self.config.borrow().index_interval_bytes;
         let seg = Segment::create(
             &self.dir,

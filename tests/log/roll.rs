@@ -95,3 +95,40 @@ fn an_oversized_batch_goes_alone_into_a_new_segment() {
         assert_eq!(read_all(&log, 0).await.len(), 3);
     });
 }
+
+#[test]
+fn a_roll_that_cannot_start_the_next_segment_is_retried_by_the_next_append() {
+    run(|dir| async move {
+        let config = LogConfig {
+            segment_bytes: 10_000,
+            ..LogConfig::default()
+        };
+        let log = open(&dir, config.clone()).await;
+        // 9 batches fill the first segment; the 10th rolls to a segment based at 9.
+        for i in 0..9 {
+            log.append(batch(1, 1000, i, 1, Compression::None))
+                .await
+                .unwrap();
+        }
+        // Something in the way of the next segment's file: the roll cannot create it.
+        let blocker = dir.join("00000000000000000009.log");
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(log
+            .append(batch(1, 1000, 9, 1, Compression::None))
+            .await
+            .is_err());
+        std::fs::remove_dir(&blocker).unwrap();
+        // Once it can be, the next append starts the segment and lands in it.
+        let r = log
+            .append(batch(1, 1000, 10, 1, Compression::None))
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, 9);
+        assert_eq!(log.segment_bases(), vec![0, 9]);
+        assert_eq!(read_all(&log, 0).await.len(), 10);
+        log.close().await.unwrap();
+        drop(log);
+        let log = open_uncached(&dir, config).await;
+        assert_eq!(read_all(&log, 0).await.len(), 10);
+    });
+}
