@@ -487,17 +487,18 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end.
     async fn roll(&self) -> LogResult<()> {
-        let (writer, base, offsets, times) = {
+        let sealing = {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
-            let Some(writer) = active.writer.clone() else {
-                // Sealed by an earlier roll that could not start the next segment
-                // (a failed open or directory fsync): start it now.
-                drop(st);
-                return self.start_next_segment().await;
-            };
-            let (o, t) = active.sealed_indexes();
-            (writer, active.base_offset, o, t)
+            active.writer.clone().map(|writer| {
+                let (o, t) = active.sealed_indexes();
+                (writer, active.base_offset, o, t)
+            })
+        };
+        let Some((writer, base, offsets, times)) = sealing else {
+            // Sealed by an earlier roll that could not start the next segment (a failed
+            // open or directory fsync): start it now.
+            return self.start_next_segment().await;
         };
         let (snapshot, next_base) = {
             let st = self.state.borrow();
