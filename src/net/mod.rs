@@ -1,3 +1,4 @@
-//! Client connections.
+//! Client connections and the socket that accepts them.
 
 pub mod connection;
+pub mod listener;

@@ -8,7 +8,6 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
-use glommio::net::TcpListener;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 
@@ -358,7 +357,7 @@ async fn shard_main(args: ShardArgs) {
         }
     }
     let addr = SocketAddr::new(args.config.listen_host, args.config.shard_port(id));
-    let listener = match TcpListener::bind(addr) {
+    let listener = match crate::net::listener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             let _ = args

@@ -37,19 +37,15 @@ fn a_full_disk_fails_produce_cleanly_and_recovers_when_space_is_freed() {
         }
     };
     let data = disk.mount.join("data");
-    let config = Config {
-        data_dir: data.clone(),
-        base_port: free_ports(1),
-        shards: 1,
-        cpus: vec![0],
-        tail_cache_bytes: 1 << 20,
-        ..Config::default()
-    };
-    let mut broker = TestBroker {
-        handle: Some(runtime::start(config.clone()).unwrap()),
-        config,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let mut broker =
+        TestBroker::start_on_free_ports(tempfile::tempdir().unwrap(), 1, |base_port| Config {
+            data_dir: data.clone(),
+            base_port,
+            shards: 1,
+            cpus: vec![0],
+            tail_cache_bytes: 1 << 20,
+            ..Config::default()
+        });
     let mut c = Client::connect(broker.addr(0));
     create_topic(&mut c, "full", 1);
     let ballast = disk.mount.join("ballast");

@@ -41,9 +41,10 @@ impl TestBroker {
             .prefix("caudal-broker-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let config = Config {
-            data_dir: dir.path().to_path_buf(),
-            base_port: free_ports(shards as u16),
+        let data_dir = dir.path().to_path_buf();
+        TestBroker::start_on_free_ports(dir, shards, |base_port| Config {
+            data_dir: data_dir.clone(),
+            base_port,
             shards,
             cpus: vec![0],
             tail_cache_bytes: 16 << 20,
@@ -54,12 +55,33 @@ impl TestBroker {
                 ..Default::default()
             },
             ..Config::default()
-        };
-        let handle = runtime::start(config.clone()).unwrap();
-        TestBroker {
-            handle: Some(handle),
-            config,
-            _dir: dir,
+        })
+    }
+
+    /// Starts the broker `config(base_port)` describes on `shards` free ports.
+    ///
+    /// Another test (or process) may take a probed port before the broker binds it:
+    /// the broker then refuses to start ("address in use") and we probe again.
+    pub fn start_on_free_ports(
+        dir: tempfile::TempDir,
+        shards: usize,
+        config: impl Fn(u16) -> Config,
+    ) -> TestBroker {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let config = config(free_ports(shards as u16));
+            match runtime::start(config.clone()) {
+                Ok(handle) => {
+                    return TestBroker {
+                        handle: Some(handle),
+                        config,
+                        _dir: dir,
+                    }
+                }
+                Err(e) if e.to_string().contains("in use") && attempts < 5 => {}
+                Err(e) => panic!("broker did not start: {e}"),
+            }
         }
     }
 

@@ -57,3 +57,60 @@ fn a_restart_after_a_clean_shutdown_skips_the_scan() {
         .sum();
     assert_eq!((clean, scanned), (2, 0));
 }
+
+/// Whether some socket on 127.0.0.1:`port` is in TIME_WAIT (state 06 in /proc/net/tcp).
+fn in_time_wait(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"06")
+    })
+}
+
+#[test]
+fn a_restart_binds_its_port_while_the_last_runs_connections_wait_in_time_wait() {
+    let mut broker = TestBroker::start(1);
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "lingering", 1);
+    // The broker closes first, so its end of the connection is the one left in
+    // TIME_WAIT once the client closes too: what a restart after a crash or an upgrade
+    // finds on its port.
+    broker.handle.take().unwrap().shutdown();
+    let mut buf = [0u8; 1];
+    assert_eq!(c.stream.read(&mut buf).unwrap(), 0, "the broker closed");
+    drop(c);
+    let port = broker.config.shard_port(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !in_time_wait(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TIME_WAIT on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    broker.restart();
+    let mut c = Client::connect(broker.addr(0));
+    assert_eq!(leaders(&mut c, "lingering"), vec![0]);
+}
+
+#[test]
+fn a_port_another_broker_listens_on_is_refused_not_shared() {
+    let broker = TestBroker::start(1);
+    let other = tempfile::Builder::new()
+        .prefix("caudal-second-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let mut config = broker.config.clone();
+    config.data_dir = other.path().to_path_buf();
+    match runtime::start(config) {
+        Ok(second) => {
+            second.shutdown();
+            panic!("a second broker started on a port the first one listens on");
+        }
+        Err(e) => assert!(e.to_string().contains("in use"), "{e}"),
+    }
+    // The first broker still has its port to itself.
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "still-mine", 1);
+}

@@ -19,18 +19,29 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-/// `n` consecutive free ports on 127.0.0.1.
+/// `n` consecutive free ports on 127.0.0.1, never handed out twice in one test process.
 pub fn free_ports(n: u16) -> u16 {
     // Below the kernel's ephemeral range (32768+), so a port freed by a broker restart is
-    // not handed to some other socket before the broker binds it again.
+    // not handed to some other socket before the broker binds it again. Tests run in
+    // parallel threads: remembering what was handed out keeps two of them from probing
+    // the same free port and racing to bind it.
     use rand::Rng;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let mut rng = rand::thread_rng();
     for _ in 0..500 {
         let base: u16 = rng.gen_range(20_000..32_000);
+        if (base..base + n).any(|p| handed_out.contains(&p)) {
+            continue;
+        }
         let all: Vec<_> = (0..n)
             .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
             .collect();
         if all.iter().all(Result::is_ok) {
+            handed_out.extend(base..base + n);
             return base;
         }
     }
