@@ -28,6 +28,15 @@ for iter in $(seq "${ITERS:-20}"); do
     if [ "$hung" = 1 ]; then
         echo "stall in run $iter; evidence in $out"
         ss -tnoi 2>/dev/null | grep -A1 ":$port" >"$out/ss.txt"
+        # Each io_uring's fdinfo lists its armed polls (PollList) and any CQ overflow.
+        for pid in "$bp" "$lp"; do
+            for fd in /proc/"$pid"/fd/*; do
+                if [ "$(readlink "$fd")" = "anon_inode:[io_uring]" ]; then
+                    echo "== pid $pid fd ${fd##*/}"; cat /proc/"$pid"/fdinfo/"${fd##*/}"
+                fi
+            done
+            ls -l /proc/"$pid"/fd
+        done >"$out/uring-fdinfo.txt" 2>&1
         gdb -batch -ex "thread apply all bt" -p "$bp" >"$out/broker-bt.txt" 2>&1
         gdb -batch -ex "thread apply all bt" -p "$lp" >"$out/loadgen-bt.txt" 2>&1
         kill "$lp" "$bp"; wait; rm -rf "$data"

@@ -238,10 +238,12 @@ pub fn execute(job: Job) -> Result<Value> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("loadgen-{i}"))
             .io_memory(IO_MEMORY)
-            // Reap completed I/O at least every millisecond: glommio's default of 100 ms
-            // would add the load generator's own scheduling delay to every latency it
-            // measures once its executor is busy.
-            .preempt_timer(std::time::Duration::from_millis(1))
+            // Reap completed I/O at least every 10 ms while busy (glommio's default is
+            // 100 ms). Not 1 ms: a preempt timer that fires while the thread is
+            // descheduled can make glommio 0.9 park with tasks ready, stalling every
+            // connection of the run for seconds (docs/architecture.md, "glommio
+            // notes"); on a loaded 2-core machine a 1 ms timer did so in a third of runs.
+            .preempt_timer(std::time::Duration::from_millis(10))
             .spawn(move || async move {
                 run_executor(w, job, topo, shared, rec).await;
                 finished.fetch_add(1, Ordering::AcqRel);
