@@ -90,7 +90,8 @@ struct Args {
     #[arg(long)]
     connections_max_idle_ms: Option<u64>,
     /// How long a shard runs tasks before polling for completed I/O again, in
-    /// microseconds: lower favours latency, higher throughput. [default: 100000]
+    /// microseconds: lower favours latency, higher throughput; much below 10000 risks
+    /// glommio stalls on a busy machine (docs/operations.md). [default: 100000]
     #[arg(long)]
     preempt_timer_us: Option<u64>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9644).
