@@ -5,6 +5,7 @@ pub mod alloc_guard;
 pub mod config;
 pub mod config_file;
 pub mod error;
+pub mod executor;
 pub mod group;
 pub mod handlers;
 pub mod io;
