@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use caudal::executor::Builder;
 use caudal::log::{LogConfig, LogEnv, PartitionLog};
 use caudal::protocol::record_batch::{build_batch, Compression};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use glommio::{LocalExecutorBuilder, Placement};
 
 const RECORD: usize = 1024;
 /// Appends in flight at once, as from a producer pipelining requests.
@@ -27,7 +27,8 @@ where
     T: Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    LocalExecutorBuilder::new(Placement::Fixed(0))
+    Builder::new("log-append-bench")
+        .pin(0)
         .io_memory(8 << 20)
         .spawn(f)
         .and_then(|h| h.join())

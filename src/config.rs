@@ -52,6 +52,9 @@ pub struct Config {
     /// 100 ms, glommio's own; lower it for tail latency on dedicated cores (measured in
     /// docs/benchmarks.md).
     pub preempt_timer: Duration,
+    /// How often the wake guard wakes every executor: the bound on a sleep with tasks
+    /// ready (`crate::executor::wake_guard`). Zero turns it off. Default 10 ms.
+    pub wake_guard_period: Duration,
     /// Address of the Prometheus metrics endpoint; off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consumer-group coordinator settings.
@@ -86,6 +89,7 @@ impl Default for Config {
             connections_max_idle: Duration::from_secs(600),
             metrics_listen: None,
             preempt_timer: Duration::from_millis(100),
+            wake_guard_period: crate::executor::wake_guard::DEFAULT_PERIOD,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// See `--preempt-timer-us`.
     pub preempt_timer_us: Option<u64>,
+    /// See `--wake-guard-us`.
+    pub wake_guard_us: Option<u64>,
 }
 
 impl FileConfig {

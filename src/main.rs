@@ -90,10 +90,17 @@ struct Args {
     #[arg(long)]
     connections_max_idle_ms: Option<u64>,
     /// How long a shard runs tasks before polling for completed I/O again, in
-    /// microseconds: lower favours latency, higher throughput; much below 10000 risks
-    /// glommio stalls on a busy machine (docs/operations.md). [default: 100000]
+    /// microseconds: lower favours latency, higher throughput; much below 10000 makes
+    /// glommio's park-with-ready-tasks defect frequent, each time costing up to one wake
+    /// guard period (docs/operations.md). [default: 100000]
     #[arg(long)]
     preempt_timer_us: Option<u64>,
+    /// How often the wake guard wakes every shard, in microseconds: the longest a shard
+    /// can sleep with work ready (glommio 0.9's park defect) and what an idle shard pays
+    /// in wake-ups. 0 turns it off, which brings the hang back: only for measuring its
+    /// cost (docs/architecture.md). [default: 10000]
+    #[arg(long)]
+    wake_guard_us: Option<u64>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9644).
     /// [default: off]
     #[arg(long)]
@@ -187,6 +194,10 @@ fn resolve(args: Args, file: FileConfig) -> Result<(Config, Option<String>), Con
             .preempt_timer_us
             .or(file.preempt_timer_us)
             .map_or(d.preempt_timer, |us| Duration::from_micros(us.max(10))),
+        wake_guard_period: args
+            .wake_guard_us
+            .or(file.wake_guard_us)
+            .map_or(d.wake_guard_period, Duration::from_micros),
     };
     config.validate()?;
     Ok((config, args.log_level.or(file.log_level)))

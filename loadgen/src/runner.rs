@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use glommio::{LocalExecutorBuilder, Placement};
+use caudal::executor::Builder;
 use serde_json::{json, Value};
 
 use crate::cluster::{self, Topology, EARLIEST, LATEST};
@@ -89,8 +89,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T>> + 'static,
 {
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("loadgen-setup")
+    let handle = Builder::new("loadgen-setup")
         .io_memory(IO_MEMORY)
         .spawn(f)
         .map_err(|e| anyhow!("starting an executor: {e}"))?;
@@ -235,14 +234,13 @@ pub fn execute(job: Job) -> Result<Value> {
             job.clone(),
             topo.clone(),
         );
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("loadgen-{i}"))
+        let handle = Builder::new(&format!("loadgen-{i}"))
+            .pin(cpu)
             .io_memory(IO_MEMORY)
             // Reap completed I/O at least every 10 ms while busy (glommio's default is
-            // 100 ms). Not 1 ms: a preempt timer that fires while the thread is
-            // descheduled can make glommio 0.9 park with tasks ready, stalling every
-            // connection of the run for seconds (docs/architecture.md, "glommio
-            // notes"); on a loaded 2-core machine a 1 ms timer did so in a third of runs.
+            // 100 ms). Much shorter timers make glommio 0.9's park-with-ready-tasks
+            // defect frequent; the wake guard bounds each one to its period, but each
+            // still shows in the latencies (docs/architecture.md).
             .preempt_timer(std::time::Duration::from_millis(10))
             .spawn(move || async move {
                 run_executor(w, job, topo, shared, rec).await;

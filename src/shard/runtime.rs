@@ -8,10 +8,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::executor::{Builder, Executor};
 use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
 
@@ -33,7 +33,7 @@ pub struct BrokerHandle {
     /// Address each shard listens on, by shard.
     pub addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
-    threads: Vec<ExecutorJoinHandle<()>>,
+    threads: Vec<Executor<()>>,
     metrics: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -180,6 +180,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
     }
 
+    crate::executor::wake_guard::set_period(config.wake_guard_period);
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut store = Some(store);
@@ -204,8 +205,8 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             stop: stop.clone(),
             ready: ready_tx.clone(),
         };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{k}"))
+        let handle = Builder::new(&format!("shard-{k}"))
+            .pin(cpu)
             .io_memory(config.io_memory_bytes)
             // How long tasks may run before the executor polls io_uring again: a busy shard
             // leaves completed socket and disk I/O unreaped for up to that long.

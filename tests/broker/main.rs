@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use caudal::config::Config;
+use caudal::executor::deadline::Deadline;
 use caudal::shard::runtime::{self, BrokerHandle};
 pub use common::*;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -33,7 +34,12 @@ pub struct TestBroker {
     pub handle: Option<BrokerHandle>,
     pub config: Config,
     _dir: tempfile::TempDir,
+    /// Aborts the test binary, with every thread's backtrace, if the test outlives it.
+    _bound: Deadline,
 }
+
+/// The longest a test may keep its broker (the slowest takes well under a minute).
+const TEST_BOUND: Duration = Duration::from_secs(240);
 
 impl TestBroker {
     pub fn start(shards: usize) -> TestBroker {
@@ -73,11 +79,16 @@ impl TestBroker {
             let config = config(free_ports(shards as u16));
             match runtime::start(config.clone()) {
                 Ok(handle) => {
+                    let test = std::thread::current()
+                        .name()
+                        .unwrap_or("a broker test")
+                        .to_string();
                     return TestBroker {
                         handle: Some(handle),
                         config,
                         _dir: dir,
-                    }
+                        _bound: Deadline::start(test, TEST_BOUND),
+                    };
                 }
                 Err(e) if e.to_string().contains("in use") && attempts < 5 => {}
                 Err(e) => panic!("broker did not start: {e}"),

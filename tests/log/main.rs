@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::BytesMut;
+use caudal::executor::deadline::Deadline;
+use caudal::executor::Builder;
 use caudal::log::{LogConfig, LogEnv, PartitionLog};
 use caudal::protocol::record_batch::{build_batch, check_batch, Compression};
-use glommio::{LocalExecutorBuilder, Placement};
 
-/// Runs `f` on a fresh glommio executor, with a temporary directory on a real disk
-/// (O_DIRECT does not work on tmpfs).
+/// Runs `f` on a fresh executor, with a temporary directory on a real disk (O_DIRECT does
+/// not work on tmpfs), and aborts with every thread's backtrace if it takes over
+/// [`TEST_BOUND`].
 pub fn run<F, Fut>(f: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
@@ -32,7 +34,12 @@ where
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let path = dir.path().to_path_buf();
-    LocalExecutorBuilder::new(Placement::Unbound)
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a log test")
+        .to_string();
+    let _bound = Deadline::start(test.clone(), TEST_BOUND);
+    Builder::new("log-test")
         .io_memory(2 << 20)
         .spawn(move || f(path))
         .unwrap()
@@ -40,6 +47,9 @@ where
         .unwrap();
     drop(dir);
 }
+
+/// The longest any log test may run (the slowest takes seconds).
+pub const TEST_BOUND: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// A batch of `n` records of `size` bytes each; record `i` is filled with byte `seed+i`.
 pub fn batch(n: usize, size: usize, seed: u8, ts: i64, compression: Compression) -> BytesMut {
