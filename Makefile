@@ -17,7 +17,8 @@ build:
 release:
 	$(CARGO) build --release --bins
 
-test: test-rust test-clients
+# Tools first (gdb for the tests' deadline reports), then the Rust tests, then the clients.
+test: client-deps test-rust test-clients
 
 test-rust:
 	$(CARGO) test --workspace --all-targets

@@ -314,6 +314,39 @@ lgrun fan-out e2e --topic "bench-fanout-$run_id" --partitions "$parts" \
     --duration "$dur"
 stop_broker
 
+# 6. idle: the broker's own CPU with no client, with the wake guard (default) and without
+#    it (`--wake-guard-us 0`, only to show what the guard costs; docs/architecture.md).
+# Nanoseconds on CPU summed over the broker's threads (schedstat: finer than /proc/stat's
+# 10 ms ticks, which an idle broker barely reaches).
+broker_cpu_ns() {
+    cat /proc/"$broker_pid"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+}
+idle_cpu_percent() { # seconds to watch; prints the broker's CPU as % of one core
+    local a b
+    sleep 1
+    a="$(broker_cpu_ns)"
+    sleep "$1"
+    b="$(broker_cpu_ns)"
+    awk -v a="$a" -v b="$b" -v s="$1" 'BEGIN { printf "%.3f\n", (b - a) / 1e7 / s }'
+}
+if [ -z "$external" ]; then
+    idle_s=$([ "$mode" = quick ] && echo 10 || echo 30)
+    echo "bench: --- idle ($idle_s s with the wake guard, $idle_s s without)" >&2
+    fresh_broker
+    on="$(idle_cpu_percent "$idle_s" || echo null)"
+    stop_broker
+    saved_args="${BROKER_ARGS:-}"
+    BROKER_ARGS="$saved_args --wake-guard-us 0" start_broker
+    off="$(idle_cpu_percent "$idle_s" || echo null)"
+    stop_broker
+    BROKER_ARGS="$saved_args"
+    guard_us="$(sed -n 's/.*--wake-guard-us \([0-9]*\).*/\1/p' <<<"$saved_args")"
+    jq -n --argjson s "$idle_s" --argjson on "$on" --argjson off "$off" \
+        --argjson us "${guard_us:-10000}" \
+        '{"seconds": $s, "cpu_percent": $on, "guard_off_cpu_percent": $off, "wake_guard_us": $us}' \
+        >"$out/idle.json"
+fi
+
 # --- metadata, summary, plot, links ---------------------------------------------
 jq -n --arg lbl "$label" --arg mode "$mode" --arg commit "$commit" --arg stamp "$stamp" \
     --arg bootstrap "${external:-caudal (fresh per workload)}" --arg durability "$durability" \

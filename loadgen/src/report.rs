@@ -110,7 +110,9 @@ pub fn summarize(dir: &Path) -> Result<()> {
     if workloads.is_empty() {
         bail!("no workload results in {}", dir.display());
     }
-    let summary = json!({"workloads": workloads, "limits": limits, "meta": meta});
+    // What an idle broker costs (bench/run.sh measures it when the broker is ours).
+    let idle = read_json(&dir.join("idle.json")).unwrap_or(Value::Null);
+    let summary = json!({"workloads": workloads, "limits": limits, "meta": meta, "idle": idle});
     std::fs::write(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
@@ -347,6 +349,19 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
             );
         }
         out.push('\n');
+    }
+    let idle = &s["idle"];
+    if let Some(on) = num(&idle["cpu_percent"]) {
+        let _ = writeln!(
+            out,
+            "Idle broker (no clients, {} s after start-up): {:.2} % of one core with the wake \
+             guard every {} µs; {} with it off (`--wake-guard-us 0`, which brings back \
+             glommio's park hang: measured only to show the guard's cost).\n",
+            idle["seconds"],
+            on,
+            idle["wake_guard_us"],
+            num(&idle["guard_off_cpu_percent"]).map_or("–".into(), |v| format!("{v:.2} %")),
+        );
     }
     let _ = writeln!(
         out,

@@ -17,9 +17,12 @@
 //!   armed while it sleeps, so the sleep ends and the wake counts as an event (the loop
 //!   does not go straight back to sleep). At most one such wake is outstanding per
 //!   executor (`pending`), so a stopped or starved thread does not pile them up.
-//! - before the guard task has run once (the executor can hang in its very first round,
-//!   before any waker of it exists), sends the executor's thread [`NUDGE_SIGNAL`] instead:
-//!   glommio takes the `EINTR` from `io_uring_enter` as the end of the sleep.
+//! - sends the executor's thread [`nudge_signal`] instead when there is no waker to use:
+//!   before the guard task has run once (the executor can hang in its very first rounds,
+//!   before any waker of it exists), and when the last wake is over a period old, not
+//!   followed by a run of the guard task, and the thread is asleep (the round after the
+//!   wake tripped again before reaching the guard task). glommio takes the `EINTR` from
+//!   `io_uring_enter` as the end of the sleep, and signals pile nothing up.
 //!
 //! Neither depends on which tasks are ready or on the executor doing anything, so no
 //! sleep with ready tasks outlasts one period plus this thread's own scheduling delay.
@@ -50,6 +53,8 @@ pub struct Guarded {
     waker: Mutex<Option<Waker>>,
     /// A wake of ours the guard task has not seen yet.
     pending: AtomicBool,
+    /// When that wake was sent, in µs since the guard's epoch.
+    pending_since_us: AtomicU64,
     /// False once the executor's root future has finished.
     running: AtomicBool,
     /// Wakes sent (through the waker or as signals).
@@ -65,6 +70,7 @@ impl Guarded {
             tid: AtomicI32::new(0),
             waker: Mutex::new(None),
             pending: AtomicBool::new(false),
+            pending_since_us: AtomicU64::new(0),
             running: AtomicBool::new(true),
             nudges: AtomicU64::new(0),
             guard_polls: AtomicU64::new(0),
@@ -112,33 +118,61 @@ impl Guarded {
         self.pending.store(false, Ordering::Release);
     }
 
-    /// One nudge from the guard thread.
-    fn nudge(&self) {
-        if !self.running() || self.pending.swap(true, Ordering::AcqRel) {
+    /// One nudge from the guard thread, `now_us` since the guard's epoch.
+    fn nudge(&self, now_us: u64, period: Duration) {
+        if !self.running() {
             return;
         }
-        let Ok(slot) = self.waker.lock() else {
-            self.pending.store(false, Ordering::Release);
-            return;
-        };
-        match slot.as_ref() {
-            Some(w) => {
+        if !self.pending.load(Ordering::Acquire) {
+            let Ok(slot) = self.waker.lock() else {
+                return;
+            };
+            if let Some(w) = slot.as_ref() {
+                self.pending_since_us.store(now_us, Ordering::Relaxed);
+                self.pending.store(true, Ordering::Release);
                 self.nudges.fetch_add(1, Ordering::Relaxed);
                 w.wake_by_ref();
+                return;
             }
-            None => {
-                drop(slot);
-                self.pending.store(false, Ordering::Release);
-                let tid = self.tid.load(Ordering::Acquire);
-                if tid != 0 {
-                    self.nudges.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: tgkill only sends a signal, whose handler does nothing; the
-                    // thread may have exited, which makes the call fail harmlessly.
-                    unsafe {
-                        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, nudge_signal());
-                    }
-                }
-            }
+            drop(slot);
+            // No waker yet: the executor has not run its guard task once.
+            self.signal();
+            return;
+        }
+        // Our last wake has not been followed by a run of the guard task. Either the
+        // executor is busy (it reaps foreign wakes between task runs) or it woke, tripped
+        // again before running the guard task and is asleep: then wake it by signal, which
+        // piles nothing up however often it is sent.
+        let since = self.pending_since_us.load(Ordering::Relaxed);
+        if now_us.saturating_sub(since) >= period.as_micros() as u64 && self.asleep() {
+            self.signal();
+        }
+    }
+
+    fn signal(&self) {
+        let tid = self.tid.load(Ordering::Acquire);
+        if tid == 0 {
+            return;
+        }
+        self.nudges.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: tgkill only sends a signal, whose handler does nothing; if the thread has
+        // exited the call fails harmlessly.
+        unsafe {
+            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, nudge_signal());
+        }
+    }
+
+    /// Whether the executor's thread is in an interruptible sleep (or cannot be read,
+    /// which counts as asleep: a signal too many is harmless).
+    fn asleep(&self) -> bool {
+        let tid = self.tid.load(Ordering::Acquire);
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"));
+        match stat {
+            Ok(s) => s
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "S"),
+            Err(_) => true,
         }
     }
 }
@@ -233,6 +267,7 @@ fn run() {
     if r.thread.id() != std::thread::current().id() {
         return; // Lost the race in `registry`: the winner's thread serves.
     }
+    let epoch = std::time::Instant::now();
     loop {
         let period = period();
         let executors: Vec<Arc<Guarded>> = match r.executors.lock() {
@@ -246,8 +281,9 @@ fn run() {
             std::thread::park_timeout(Duration::from_secs(1));
             continue;
         }
+        let now_us = epoch.elapsed().as_micros() as u64;
         for e in &executors {
-            e.nudge();
+            e.nudge(now_us, period);
         }
         drop(executors);
         std::thread::sleep(period);

@@ -29,6 +29,12 @@ apt_install() {
     apt-get install -y -q --no-install-recommends "$@"
 }
 
+# --- gdb: a test past its deadline prints every thread's backtrace with it ---------
+if ! command -v gdb >/dev/null 2>&1; then
+    echo "setup.sh: installing gdb"
+    apt_install gdb
+fi
+
 # --- kcat -------------------------------------------------------------------
 if ! command -v kcat >/dev/null 2>&1; then
     echo "setup.sh: installing kcat"

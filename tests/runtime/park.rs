@@ -108,6 +108,10 @@ fn executor_with_ready_tasks_never_sleeps_past_the_guard_period() {
     // Without the guard this configuration stalls for good within seconds (the child test
     // below shows it); with it, it runs to the end and no pause is long.
     let s = storm(Duration::from_micros(100), 4, Duration::from_secs(3), None);
+    println!(
+        "guarded storm: {} polls, longest pause {:?}, {} nudges",
+        s.polls, s.longest_gap, s.nudges
+    );
     assert!(s.polls > 10_000, "only {} polls in 3 s", s.polls);
     assert!(s.nudges > 0, "the guard never woke the executor");
     // One period (10 ms) plus scheduling noise on a shared 2-core machine.
@@ -133,6 +137,10 @@ fn executor_without_a_waker_is_woken_by_signal() {
         4,
         Duration::from_secs(3),
         None,
+    );
+    println!(
+        "signal-only storm: {} polls, longest pause {:?}, {} signals",
+        s.polls, s.longest_gap, s.nudges
     );
     assert!(s.polls > 10_000, "only {} polls in 3 s", s.polls);
     assert!(s.nudges > 0, "the guard never signalled the executor");
