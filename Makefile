@@ -62,11 +62,14 @@ clean:
 bench-build:
 	$(CARGO) build --release -p caudal -p caudal-loadgen --bins
 
+# PEER=kafka: the same suite against Apache Kafka beside Caudal, both durabilities each
+# (bench/peer.sh), and the side-by-side report.
+PEER ?=
 bench: bench-build
-	bash bench/run.sh full
+	$(if $(filter kafka,$(PEER)),bash bench/peer.sh full,bash bench/run.sh full)
 
 bench-quick: bench-build
-	bash bench/run.sh quick
+	$(if $(filter kafka,$(PEER)),bash bench/peer.sh quick,bash bench/run.sh quick)
 
 bench-report:
 	@test -e bench/results/latest || { echo "no results: run make bench-quick first" >&2; exit 1; }

@@ -48,7 +48,12 @@ broker_cpus="${BROKER_CPUS:-$def_broker}"
 loadgen_cpus="${LOADGEN_CPUS:-$def_loadgen}"
 shards="$(echo "$broker_cpus" | tr ',' '\n' | grep -c .)"
 
-label="${LABEL:-$([ -n "${BOOTSTRAP:-}" ] && echo external || echo caudal)}"
+# BROKER=kafka runs the suite against a fresh Apache Kafka per workload (bench/kafka),
+# started like Caudal on the broker CPUs; KAFKA_PROPS are extra server.properties lines
+# (KAFKA_PROPS=log.flush.interval.messages=1: an fsync per batch before the ack).
+broker_kind="${BROKER:-caudal}"
+case "$broker_kind" in caudal | kafka) ;; *) echo "bench: BROKER is caudal or kafka" >&2; exit 2 ;; esac
+label="${LABEL:-$([ -n "${BOOTSTRAP:-}" ] && echo external || echo "$broker_kind")}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo nocommit)"
 name="$stamp-$commit"
@@ -92,7 +97,10 @@ EOF
 
 # --- limits: raw disk and loopback, in this run ---------------------------------
 limits="{}"
-if [ -z "${SKIP_LIMITS:-}" ]; then
+if [ -n "${LIMITS_FROM:-}" ] && [ -s "$LIMITS_FROM" ]; then
+    # Measured once by the first suite of a comparison (bench/peer.sh).
+    limits="$(cat "$LIMITS_FROM")"
+elif [ -z "${SKIP_LIMITS:-}" ]; then
     fdir="$(mktemp -d -p "$repo/target/tmp" fio.XXXXXX)"
     fio_mb() { jq '[.jobs[].write.bw_bytes] | add / 1e6' "$1"; }
     fio_read_mb() { jq '[.jobs[].read.bw_bytes] | add / 1e6' "$1"; }
@@ -138,7 +146,19 @@ echo "$limits" >"$out/limits.json"
 # --- broker -----------------------------------------------------------------
 broker_pid=""
 data=""
+kafka_run=""
+kafka_sh="$repo/bench/kafka/kafka.sh"
 stop_broker() {
+    if [ -n "$kafka_run" ]; then
+        if [ -n "${KEEP_KAFKA:-}" ]; then
+            bash "$kafka_sh" stop "$kafka_run" --keep
+        else
+            bash "$kafka_sh" stop "$kafka_run"
+            kafka_run=""
+        fi
+        broker_pid=""
+        return 0
+    fi
     if [ -n "$broker_pid" ]; then
         kill -TERM "$broker_pid" 2>/dev/null || true
         for _ in $(seq 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
@@ -154,9 +174,28 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# Starts Kafka on the broker CPUs, or restarts the last one on its data (KEEP_DATA=1).
+start_kafka() {
+    local PIDS="" BOOTSTRAP=""
+    if [ -n "${KEEP_DATA:-}" ] && [ -n "$kafka_run" ]; then
+        KAFKA_CPUS="$broker_cpus" bash "$kafka_sh" restart "$kafka_run" >/dev/null
+    else
+        # shellcheck disable=SC2086
+        kafka_run="$(KAFKA_CPUS="$broker_cpus" bash "$kafka_sh" start ${KAFKA_PROPS:-})"
+    fi
+    # shellcheck disable=SC1091
+    . "$kafka_run/kafka.env"
+    bootstrap="$BOOTSTRAP"
+    broker_pid="$PIDS"
+}
+
 # Starts Caudal on the broker CPUs; reuses $data if set and KEEP_DATA=1.
 broker_starts=0
 start_broker() {
+    if [ "$broker_kind" = kafka ]; then
+        start_kafka
+        return 0
+    fi
     broker_starts=$((broker_starts + 1))
     local log="$out/broker-$broker_starts.log"
     if [ -z "${KEEP_DATA:-}" ]; then
@@ -257,7 +296,12 @@ retain="${RETAIN_BYTES:-$((2 << 30))}"
 retention=(--topic-config "retention.bytes=$retain")
 run_id="$stamp"
 durability="${DURABILITY:-}"
-if [ -z "$external" ]; then
+if [ "$broker_kind" = kafka ]; then
+    case "${KAFKA_PROPS:-}" in
+    *flush.interval.messages=1*) durability="durable: fsync per batch before the ack (Kafka with flush.messages=1)" ;;
+    *) durability="page cache, not durable (Kafka as it ships: no fsync before the ack)" ;;
+    esac
+elif [ -z "$external" ]; then
     case "${BROKER_ARGS:-}" in
     *flush-interval-ms*) durability="no fsync before ack (flush interval; Kafka-like)" ;;
     *) durability="durable: fdatasync before every ack (group commit)" ;;
@@ -314,6 +358,50 @@ lgrun fan-out e2e --topic "bench-fanout-$run_id" --partitions "$parts" \
     --duration "$dur"
 stop_broker
 
+# 6. Kafka's own measuring tools (KAFKA_TOOLS=1, as bench/peer.sh runs it), on a fresh
+#    broker, same shape as the throughput and latency workloads: what Kafka users already
+#    trust, and a check that caudal-loadgen measures what they do.
+if [ "${KAFKA_TOOLS:-}" = 1 ]; then
+    n=$([ "$mode" = quick ] && echo 1000000 || echo 5000000)
+    fresh_broker
+    tool() { taskset -c "$loadgen_cpus" bash "$repo/bench/kafka/kafka.sh" tool "$@"; }
+    for t in "kt-$run_id" "kt-e2e-$run_id"; do
+        tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" --create \
+            --topic "$t" --partitions "$([ "$t" = "kt-$run_id" ] && echo "$parts" || echo 1)" \
+            >>"$out/kafka-tools.log" 2>&1 || echo "bench: creating $t failed" >&2
+    done
+    echo "bench: --- kafka tools: ProducerPerformance, $n x 1 KiB" >&2
+    pp="$(tool org.apache.kafka.tools.ProducerPerformance --topic "kt-$run_id" --num-records "$n" \
+        --record-size 1024 --throughput -1 --producer-props bootstrap.servers="$bootstrap" \
+        acks=all batch.size=1048576 linger.ms=5 2>"$out/kafka-tools.log" | tail -1)" || true
+    echo "bench: --- kafka tools: ConsumerPerformance" >&2
+    cp_line="$(tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" \
+        --topic "kt-$run_id" --messages "$n" --timeout 60000 2>>"$out/kafka-tools.log" | tail -1)" || true
+    echo "bench: --- kafka tools: EndToEndLatency, 10000 x 1 KiB, acks=all" >&2
+    e2e="$(tool org.apache.kafka.tools.EndToEndLatency "$bootstrap" "kt-e2e-$run_id" 10000 all 1024 \
+        2>>"$out/kafka-tools.log")" || true
+    stop_broker
+    python3 - "$pp" "$cp_line" "$e2e" "$n" >"$out/kafka-tools.json" <<'PY'
+import json, re, sys
+pp, cp, e2e, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+out = {"records": n, "producer_line": pp.strip(), "consumer_line": cp.strip()}
+m = re.search(r"([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th", pp)
+if m:
+    out["producer"] = dict(zip(["records_per_sec", "mb_per_sec", "avg_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms"], map(float, m.groups())))
+f = [x.strip() for x in cp.split(",")]
+if len(f) >= 6:
+    try:
+        out["consumer"] = {"mb_per_sec": float(f[3]), "records_per_sec": float(f[5])}
+    except ValueError:
+        pass
+avg = re.search(r"Avg latency: ([\d.]+) ms", e2e)
+pct = re.search(r"50th = ([\d.]+), 99th = ([\d.]+), 99.9th = ([\d.]+)", e2e)
+if avg and pct:
+    out["end_to_end"] = {"avg_ms": float(avg.group(1)), "p50_ms": float(pct.group(1)), "p99_ms": float(pct.group(2)), "p999_ms": float(pct.group(3))}
+print(json.dumps(out, indent=2))
+PY
+fi
+
 # 6. idle: the broker's own CPU with no client, with the wake guard (default) and without
 #    it (`--wake-guard-us 0`, only to show what the guard costs; docs/architecture.md).
 # Nanoseconds on CPU summed over the broker's threads (schedstat: finer than /proc/stat's
@@ -329,27 +417,27 @@ idle_cpu_percent() { # seconds to watch; prints the broker's CPU as % of one cor
     b="$(broker_cpu_ns)"
     awk -v a="$a" -v b="$b" -v s="$1" 'BEGIN { printf "%.3f\n", (b - a) / 1e7 / s }'
 }
-if [ -z "$external" ]; then
+if [ -z "$external" ] && [ "$broker_kind" = caudal ]; then
     idle_s=$([ "$mode" = quick ] && echo 10 || echo 30)
     echo "bench: --- idle ($idle_s s with the wake guard, $idle_s s without)" >&2
-    fresh_broker
+    saved_args="${BROKER_ARGS:-}"
+    # Both runs set the guard themselves, whatever BROKER_ARGS says of it.
+    base_args="$(sed 's/--wake-guard-us [0-9]*//' <<<"$saved_args")"
+    BROKER_ARGS="$base_args" fresh_broker
     on="$(idle_cpu_percent "$idle_s" || echo null)"
     stop_broker
-    saved_args="${BROKER_ARGS:-}"
-    BROKER_ARGS="$saved_args --wake-guard-us 0" start_broker
+    BROKER_ARGS="$base_args --wake-guard-us 0" start_broker
     off="$(idle_cpu_percent "$idle_s" || echo null)"
     stop_broker
     BROKER_ARGS="$saved_args"
-    guard_us="$(sed -n 's/.*--wake-guard-us \([0-9]*\).*/\1/p' <<<"$saved_args")"
-    jq -n --argjson s "$idle_s" --argjson on "$on" --argjson off "$off" \
-        --argjson us "${guard_us:-10000}" \
+    jq -n --argjson s "$idle_s" --argjson on "$on" --argjson off "$off" --argjson us 10000 \
         '{"seconds": $s, "cpu_percent": $on, "guard_off_cpu_percent": $off, "wake_guard_us": $us}' \
         >"$out/idle.json"
 fi
 
 # --- metadata, summary, plot, links ---------------------------------------------
 jq -n --arg lbl "$label" --arg mode "$mode" --arg commit "$commit" --arg stamp "$stamp" \
-    --arg bootstrap "${external:-caudal (fresh per workload)}" --arg durability "$durability" \
+    --arg bootstrap "${external:-$([ "$broker_kind" = kafka ] && echo "Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$repo/bench/kafka/pom.xml") (KRaft, one node, fresh per workload, 1 GiB heap)" || echo "caudal (fresh per workload)")}" --arg durability "$durability" \
     --arg broker_cpus "$broker_cpus" --arg loadgen_cpus "$loadgen_cpus" \
     --arg cpu "$(lscpu | sed -n 's/^Model name: *//p' | head -1)" --arg ncpu "$ncpu" \
     --arg kernel "$(uname -r)" --arg fanout "$fanout_mode" --arg broker_args "${BROKER_ARGS:-}" \

@@ -8,7 +8,9 @@
 #                                      directory; its kafka.env has BOOTSTRAP and PIDS.
 #   kafka.sh start-cluster [KEY=VALUE ...]
 #                                      three nodes, static controller quorum
-#   kafka.sh stop RUNDIR               stops what RUNDIR started and deletes RUNDIR
+#   kafka.sh stop RUNDIR [--keep]      stops what RUNDIR started and deletes RUNDIR (with
+#                                      --keep: keeps it, for `restart`)
+#   kafka.sh restart RUNDIR            starts the stopped nodes of RUNDIR on their data
 #   kafka.sh tool CLASS [ARGS ...]     a Kafka tool on the same classpath (logs to stderr)
 #
 # KAFKA_CPUS=list pins the brokers (taskset); KAFKA_HEAP sets -Xmx/-Xms (default 1G, as
@@ -180,8 +182,8 @@ start() { # nodes, extra KEY=VALUE...
     echo "$run"
 }
 
-stop() { # run dir
-    local run="$1"
+stop() { # run dir [--keep]
+    local run="$1" keep="${2:-}"
     [ -f "$run/kafka.env" ] || die "$run has no kafka.env"
     local PIDS=""
     # shellcheck disable=SC1091
@@ -192,7 +194,31 @@ stop() { # run dir
         for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    rm -rf "$run"
+    [ "$keep" = --keep ] || rm -rf "$run"
+}
+
+restart() { # run dir
+    local run="$1"
+    [ -f "$run/kafka.env" ] || die "$run has no kafka.env"
+    local BOOTSTRAP="" pids="" i=0 dir pid
+    # shellcheck disable=SC1091
+    . "$run/kafka.env"
+    write_log_configs
+    for dir in "$run"/node-*; do
+        : >"$dir/server.log"
+        pid="$(launch "$dir")"
+        pids+="${pids:+ }$pid"
+    done
+    {
+        echo "BOOTSTRAP=$BOOTSTRAP"
+        echo "PIDS=\"$pids\""
+        echo "KAFKA_VERSION=$version"
+    } >"$run/kafka.env"
+    for pid in $pids; do
+        i=$((i + 1))
+        wait_started "$run/node-$i" "$pid"
+    done
+    echo "$run"
 }
 
 cmd="${1:-}"
@@ -201,7 +227,8 @@ case "$cmd" in
 libs) ensure_libs; echo "$libs" ;;
 start) start 1 "$@" ;;
 start-cluster) start 3 "$@" ;;
-stop) stop "${1:?usage: kafka.sh stop RUNDIR}" ;;
+stop) stop "${1:?usage: kafka.sh stop RUNDIR [--keep]}" "${2:-}" ;;
+restart) restart "${1:?usage: kafka.sh restart RUNDIR}" ;;
 tool)
     ensure_libs
     write_log_configs

@@ -96,6 +96,9 @@ pub async fn load_topology(
 ) -> Result<Topology> {
     let mut conn = Conn::connect(bootstrap, client_id).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
+    // A broker that has just (re)started may answer before its metadata has every topic
+    // (Kafka replays its metadata log): like Kafka's clients, ask again for a while.
+    let unknown_until = Instant::now() + Duration::from_secs(5);
     let mut created = false;
     loop {
         let (topo, err, count) = metadata(&mut conn, topic).await?;
@@ -110,7 +113,7 @@ pub async fn load_topology(
         if err == 3 && create && !created {
             create_topic(&mut conn, topic, partitions, configs).await?;
             created = true;
-        } else if err == 3 && !create {
+        } else if err == 3 && !create && Instant::now() > unknown_until {
             bail!("topic {topic} does not exist");
         }
         if Instant::now() > deadline {

@@ -112,7 +112,10 @@ pub fn summarize(dir: &Path) -> Result<()> {
     }
     // What an idle broker costs (bench/run.sh measures it when the broker is ours).
     let idle = read_json(&dir.join("idle.json")).unwrap_or(Value::Null);
-    let summary = json!({"workloads": workloads, "limits": limits, "meta": meta, "idle": idle});
+    // Kafka's own tools against this broker (bench/run.sh with KAFKA_TOOLS=1).
+    let kafka_tools = read_json(&dir.join("kafka-tools.json")).unwrap_or(Value::Null);
+    let summary = json!({"workloads": workloads, "limits": limits, "meta": meta, "idle": idle,
+        "kafka_tools": kafka_tools});
     std::fs::write(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
@@ -394,11 +397,11 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
         }
         if name == "catch-up" {
             let gib = meta["catch_up_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
-            what = if meta["bootstrap"]
-                .as_str()
-                .is_some_and(|b| b.starts_with("caudal"))
-            {
+            let bootstrap = meta["bootstrap"].as_str().unwrap_or("");
+            what = if bootstrap.starts_with("caudal") {
                 format!("{what}: {gib:.2} GiB backlog, broker restarted before reading")
+            } else if bootstrap.starts_with("Apache Kafka") {
+                format!("{what}: {gib:.2} GiB backlog, broker restarted and page cache dropped before reading")
             } else {
                 format!("consume a {gib:.2} GiB backlog from the start (external broker, not restarted: it may serve it from memory)")
             };
@@ -515,6 +518,7 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
          direct-I/O read bandwidth (fio, 1 MiB reads, qd 8), issue 7's catch-up reference.\n"
     );
     let mut seen = Vec::new();
+    let mut runs: Vec<(String, PathBuf, Value)> = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
         if seen.contains(&canon) {
@@ -526,6 +530,7 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
         let label = s["meta"]["label"].as_str().unwrap_or("?").to_string();
         let _ = writeln!(body, "### {label}\n");
         run_tables(dir, &s, &mut body);
+        runs.push((label, dir.clone(), s));
         if i == 0 {
             if let Some(parent) = plot.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)?;
@@ -535,6 +540,9 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
             let rel = pathdiff(plot, doc);
             let _ = writeln!(body, "![latency by percentile]({rel})\n");
         }
+    }
+    if runs.iter().any(|(l, _, _)| l.starts_with("kafka")) {
+        comparison(&runs, plot, doc, &mut body)?;
     }
     let _ = writeln!(
         body,
@@ -560,6 +568,142 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
         ),
     };
     std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
+    Ok(())
+}
+
+/// Broker modes compared at equal durability: (Caudal's label, Kafka's label).
+const PAIRS: [(&str, &str); 2] = [("caudal", "kafka-durable"), ("caudal-flush", "kafka")];
+
+/// The side-by-side section: every run's figures per workload, the ratio Caudal / Kafka at
+/// equal durability, Kafka's own tools, and one latency plot per workload with every run.
+fn comparison(
+    runs: &[(String, PathBuf, Value)],
+    plot: &Path,
+    doc: &Path,
+    out: &mut String,
+) -> Result<()> {
+    let _ = writeln!(out, "### Caudal beside Apache Kafka: one run, one machine\n");
+    for (label, dir, s) in runs {
+        let _ = writeln!(
+            out,
+            "- **{label}** (`{}`): {}; {}.",
+            run_name(dir),
+            s["meta"]["bootstrap"].as_str().unwrap_or("?"),
+            s["meta"]["durability"].as_str().unwrap_or("?")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSame caudal-loadgen flags, broker on the first half of the CPUs and the load \
+         generator on the other; ratios are Caudal / Kafka at equal durability (above 1: \
+         Caudal higher; for latency and CPU, below 1 is Caudal better).\n"
+    );
+    let find = |l: &str| runs.iter().find(|(x, _, _)| x == l).map(|(_, _, s)| s);
+    let pairs: Vec<(&str, &str)> = PAIRS
+        .iter()
+        .copied()
+        .filter(|(c, k)| find(c).is_some() && find(k).is_some())
+        .collect();
+    let lat_of = |w: &Value| -> Value {
+        if w["mode"] == "e2e" {
+            w["e2e_latency_us"].clone()
+        } else {
+            w["latency_us"].clone()
+        }
+    };
+    type Metric = fn(&Value, &dyn Fn(&Value) -> Value) -> Option<f64>;
+    let metrics: [(&str, Metric, fn(f64) -> String); 3] = [
+        ("msgs/s", |w, _| num(&w["msgs_per_sec"]), fmt_num),
+        ("latency p99", |w, l| num(&l(w)["p99"]), |v| fmt_us(&json!(v))),
+        (
+            "broker CPU-s per GB",
+            |w, _| num(&w["broker_cpu_seconds_per_gb"]),
+            |v| format!("{v:.2}"),
+        ),
+    ];
+    for (metric, get, fmt) in metrics {
+        let _ = write!(out, "| {metric} |");
+        for (label, _, _) in runs {
+            let _ = write!(out, " {label} |");
+        }
+        for (c, k) in &pairs {
+            let _ = write!(out, " {c} / {k} |");
+        }
+        let _ = write!(out, "\n|---|");
+        for _ in 0..runs.len() + pairs.len() {
+            let _ = write!(out, "---|");
+        }
+        out.push('\n');
+        for (name, _) in WORKLOADS {
+            let _ = write!(out, "| {name} |");
+            for (_, _, s) in runs {
+                let v = get(&s["workloads"][name], &lat_of);
+                let _ = write!(out, " {} |", v.map_or("–".into(), fmt));
+            }
+            for (c, k) in &pairs {
+                let a = find(c).and_then(|s| get(&s["workloads"][name], &lat_of));
+                let b = find(k).and_then(|s| get(&s["workloads"][name], &lat_of));
+                let r = match (a, b) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                    _ => "–".into(),
+                };
+                let _ = write!(out, " {r} |");
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    if runs.iter().any(|(_, _, s)| !s["kafka_tools"].is_null()) {
+        let _ = writeln!(
+            out,
+            "Kafka's own tools against each, same topic shape (`ProducerPerformance \
+             --record-size 1024 --throughput -1`, acks=all, batch.size 1 MiB, linger 5 ms; \
+             `ConsumerPerformance` reading it back; `EndToEndLatency` 10,000 × 1 KiB, \
+             acks=all, one partition):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| broker | produce records/s | produce MB/s | produce p50 / p99 / p99.9 | consume MB/s | end-to-end p50 / p99 / p99.9 |\n|---|---|---|---|---|---|"
+        );
+        let ms = |v: &Value| num(v).map_or("–".into(), |v| format!("{v} ms"));
+        for (label, _, s) in runs {
+            let t = &s["kafka_tools"];
+            let (p, c, e) = (&t["producer"], &t["consumer"], &t["end_to_end"]);
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} / {} / {} | {} | {} / {} / {} |",
+                num(&p["records_per_sec"]).map_or("–".into(), fmt_num),
+                num(&p["mb_per_sec"]).map_or("–".into(), fmt_num),
+                ms(&p["p50_ms"]),
+                ms(&p["p99_ms"]),
+                ms(&p["p999_ms"]),
+                num(&c["mb_per_sec"]).map_or("–".into(), fmt_num),
+                ms(&e["p50_ms"]),
+                ms(&e["p99_ms"]),
+                ms(&e["p999_ms"]),
+            );
+        }
+        out.push('\n');
+    }
+    let dir = plot.parent().unwrap_or(Path::new("."));
+    for (name, _) in WORKLOADS {
+        let curves: Vec<(String, Vec<(f64, f64)>)> = runs
+            .iter()
+            .filter_map(|(label, d, s)| {
+                curve_of(d, name, &s["workloads"][name]).map(|(what, rows)| {
+                    let what = what.trim_start_matches(name).trim().to_string();
+                    (format!("{label} {what}"), rows)
+                })
+            })
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
+        let file = dir.join(format!("compare-{name}.svg"));
+        std::fs::write(&file, latency_svg(&format!("{name}: latency by percentile"), &curves))
+            .with_context(|| format!("writing {}", file.display()))?;
+        let _ = writeln!(out, "![{name}: every broker]({})\n", pathdiff(&file, doc));
+    }
     Ok(())
 }
 
