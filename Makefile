@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run build release test test-rust test-clients client-deps lint fmt clean soak
+.PHONY: run build release test test-rust test-clients test-java client-deps lint fmt clean soak
 
 run: release
 	mkdir -p $(DATA_DIR)
@@ -18,7 +18,7 @@ release:
 	$(CARGO) build --release --bins
 
 # Tools first (gdb for the tests' deadline reports), then the Rust tests, then the clients.
-test: client-deps test-rust test-clients
+test: client-deps test-rust test-clients test-java
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
@@ -29,6 +29,10 @@ test-clients: build client-deps
 
 client-deps:
 	bash tests/clients/setup.sh
+
+# The Java client (4.4.0 and 3.9.2) and Kafka's own tools against the broker binary.
+test-java: build client-deps
+	CAUDAL_BIN=$(CURDIR)/target/debug/caudal bash tests/java/run.sh
 
 # The long crash loop: 20 SIGKILLs under load (the short form runs in `make test`).
 soak:

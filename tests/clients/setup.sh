@@ -35,6 +35,12 @@ if ! command -v gdb >/dev/null 2>&1; then
     apt_install gdb
 fi
 
+# --- Java 17 and Maven: the Java-client suite (tests/java) and Kafka beside us ------
+if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+    echo "setup.sh: installing OpenJDK 17 and Maven"
+    apt_install openjdk-17-jdk-headless maven
+fi
+
 # --- kcat -------------------------------------------------------------------
 if ! command -v kcat >/dev/null 2>&1; then
     echo "setup.sh: installing kcat"
