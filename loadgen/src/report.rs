@@ -582,7 +582,10 @@ fn comparison(
     doc: &Path,
     out: &mut String,
 ) -> Result<()> {
-    let _ = writeln!(out, "### Caudal beside Apache Kafka: one run, one machine\n");
+    let _ = writeln!(
+        out,
+        "### Caudal beside Apache Kafka: one run, one machine\n"
+    );
     for (label, dir, s) in runs {
         let _ = writeln!(
             out,
@@ -614,7 +617,11 @@ fn comparison(
     type Metric = fn(&Value, &dyn Fn(&Value) -> Value) -> Option<f64>;
     let metrics: [(&str, Metric, fn(f64) -> String); 3] = [
         ("msgs/s", |w, _| num(&w["msgs_per_sec"]), fmt_num),
-        ("latency p99", |w, l| num(&l(w)["p99"]), |v| fmt_us(&json!(v))),
+        (
+            "latency p99",
+            |w, l| num(&l(w)["p99"]),
+            |v| fmt_us(&json!(v)),
+        ),
         (
             "broker CPU-s per GB",
             |w, _| num(&w["broker_cpu_seconds_per_gb"]),
@@ -700,8 +707,11 @@ fn comparison(
             continue;
         }
         let file = dir.join(format!("compare-{name}.svg"));
-        std::fs::write(&file, latency_svg(&format!("{name}: latency by percentile"), &curves))
-            .with_context(|| format!("writing {}", file.display()))?;
+        std::fs::write(
+            &file,
+            latency_svg(&format!("{name}: latency by percentile"), &curves),
+        )
+        .with_context(|| format!("writing {}", file.display()))?;
         let _ = writeln!(out, "![{name}: every broker]({})\n", pathdiff(&file, doc));
     }
     Ok(())
@@ -896,5 +906,61 @@ mod tests {
             "no empty row for an unmeasured limit"
         );
         assert!(text.contains("| disk write |"));
+    }
+
+    #[test]
+    fn caudal_beside_kafka_shows_ratios_at_equal_durability_and_kafkas_tools() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        for (label, msgs, durability) in [
+            ("caudal", 3000u64, "durable: fdatasync before every ack (group commit)"),
+            ("kafka-durable", 1000, "durable: fsync per batch before the ack"),
+        ] {
+            let run = tmp.path().join(label);
+            std::fs::create_dir_all(&run).unwrap();
+            let mut rec = crate::stats::Recorder {
+                produced: msgs,
+                produced_bytes: msgs * 1024,
+                ..Default::default()
+            };
+            rec.record_latency(500, msgs);
+            let mut r =
+                crate::stats::result_json(crate::stats::Mode::Produce, &rec, 1.0, json!({}));
+            r["broker_cpu_seconds_per_gb"] = json!(0.5);
+            crate::runner::write_results(&run.join("throughput.json"), &r, &rec).unwrap();
+            std::fs::write(
+                run.join("meta.json"),
+                json!({"label": label, "broker_cpus": "0", "bootstrap": label,
+                       "durability": durability})
+                .to_string(),
+            )
+            .unwrap();
+            std::fs::write(
+                run.join("kafka-tools.json"),
+                json!({"producer": {"records_per_sec": 5.0, "mb_per_sec": 1.0, "p50_ms": 2.0,
+                       "p99_ms": 3.0, "p999_ms": 4.0}, "consumer": {"mb_per_sec": 9.0},
+                       "end_to_end": {"p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": 3.0}})
+                .to_string(),
+            )
+            .unwrap();
+            dirs.push(run);
+        }
+        let doc = tmp.path().join("benchmarks.md");
+        report(&dirs, &doc, &tmp.path().join("latency.svg")).unwrap();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        assert!(text.contains("### Caudal beside Apache Kafka"), "{text}");
+        let header = text
+            .lines()
+            .find(|l| l.starts_with("| msgs/s |"))
+            .expect("a msgs/s table");
+        assert!(header.contains("caudal / kafka-durable"), "{header}");
+        let row = text
+            .lines()
+            .skip_while(|l| !l.starts_with("| msgs/s |"))
+            .find(|l| l.starts_with("| throughput |"))
+            .unwrap();
+        assert!(row.trim_end().ends_with("| 3.00 |"), "Caudal / Kafka: {row}");
+        assert!(text.contains("| kafka-durable | 5 | 1 | 2 ms / 3 ms / 4 ms | 9 |"), "{text}");
+        assert!(tmp.path().join("compare-throughput.svg").exists());
     }
 }
