@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::frame::{peek_header, FrameError};
+use super::legacy;
 use crate::error::ErrorCode;
 use crate::handlers;
 use crate::shard::state::Shard;
@@ -45,16 +46,16 @@ pub const SUPPORTED: &[ApiSpec] = &[
     api(ApiKey::ListOffsets, 1, 6),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
-    api(ApiKey::CreateTopics, 2, 7),
-    api(ApiKey::DeleteTopics, 1, 5),
-    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::CreateTopics, 0, 7),
+    api(ApiKey::DeleteTopics, 0, 5),
+    api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
-    api(ApiKey::OffsetCommit, 2, 8),
-    api(ApiKey::OffsetFetch, 1, 8),
+    api(ApiKey::OffsetCommit, 0, 8),
+    api(ApiKey::OffsetFetch, 0, 8),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::DescribeGroups, 0, 5),
@@ -146,6 +147,11 @@ pub async fn dispatch(
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     let started = std::time::Instant::now();
+    if legacy::handles(key, version) {
+        let outcome = dispatch_legacy(shard, header, key, frame).await?;
+        shard.stats.request_done(prefix.api_key, started.elapsed());
+        return Ok(outcome);
+    }
     let outcome = match key {
         ApiKey::ApiVersions => call!(
             shard,
@@ -341,6 +347,86 @@ pub async fn dispatch(
     Ok(outcome)
 }
 
+/// A response frame whose body was encoded by hand (response header v0: the
+/// correlation id only, as every pre-flexible version has).
+fn raw_response(correlation_id: i32, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(8 + body.len());
+    buf.put_i32(4 + body.len() as i32);
+    buf.put_i32(correlation_id);
+    buf.put_slice(body);
+    buf.freeze()
+}
+
+/// Versions older than the crate's codecs (`legacy`): decoded into the current request,
+/// answered by the usual handler, encoded in the old layout.
+async fn dispatch_legacy(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    key: ApiKey,
+    mut frame: Bytes,
+) -> Result<Outcome, FrameError> {
+    let version = header.request_api_version;
+    let id = header.correlation_id;
+    let malformed = |e: anyhow::Error| FrameError::Malformed(e.to_string());
+    let frame_out = match key {
+        ApiKey::OffsetCommit => {
+            let request = legacy::offset_commit_request(&mut frame, version)?;
+            let response = handlers::offset_commit::handle(shard, &header, request).await;
+            // Responses v0 to v2 share one layout.
+            encode_response(id, 2, &response)?
+        }
+        ApiKey::OffsetFetch => {
+            // v0 has v1's layout both ways (it read ZooKeeper-stored offsets; ours are
+            // the only offsets there are).
+            let request = OffsetFetchRequest::decode(&mut frame, 1).map_err(malformed)?;
+            let response = handlers::offset_fetch::handle(shard, &header, request).await;
+            encode_response(id, 1, &response)?
+        }
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::decode(&mut frame, 1).map_err(malformed)?;
+            let response = handlers::delete_topics::handle(shard, &header, request).await;
+            raw_response(id, &legacy::delete_topics_response(&response))
+        }
+        ApiKey::CreateTopics => {
+            let request = legacy::create_topics_request(&mut frame, version)?;
+            let response = handlers::create_topics::handle(shard, &header, request).await;
+            raw_response(id, &legacy::create_topics_response(&response, version))
+        }
+        ApiKey::DescribeConfigs => {
+            let request = legacy::describe_configs_request(&mut frame)?;
+            let response = handlers::describe_configs::handle(shard, &header, request).await;
+            raw_response(id, &legacy::describe_configs_response(&response))
+        }
+        _ => {
+            return Err(FrameError::UnsupportedVersion {
+                key: key as i16,
+                version,
+            })
+        }
+    };
+    Ok(Outcome::Respond(vec![frame_out]))
+}
+
+/// `decode_only` for the versions `legacy` handles.
+fn decode_legacy(key: ApiKey, version: i16, mut frame: Bytes) -> Result<(), FrameError> {
+    let malformed = |e: anyhow::Error| FrameError::Malformed(e.to_string());
+    match key {
+        ApiKey::OffsetCommit => legacy::offset_commit_request(&mut frame, version).map(|_| ()),
+        ApiKey::OffsetFetch => OffsetFetchRequest::decode(&mut frame, 1)
+            .map(|_| ())
+            .map_err(malformed),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::decode(&mut frame, 1)
+            .map(|_| ())
+            .map_err(malformed),
+        ApiKey::CreateTopics => legacy::create_topics_request(&mut frame, version).map(|_| ()),
+        ApiKey::DescribeConfigs => legacy::describe_configs_request(&mut frame).map(|_| ()),
+        _ => Err(FrameError::UnsupportedVersion {
+            key: key as i16,
+            version,
+        }),
+    }
+}
+
 macro_rules! decode_as {
     ($frame:expr, $version:expr, $req:ty) => {
         <$req>::decode(&mut $frame, $version)
@@ -365,6 +451,10 @@ pub fn decode_only(mut frame: Bytes) -> Result<ApiKey, FrameError> {
     }
     RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if legacy::handles(key, version) {
+        decode_legacy(key, version, frame)?;
+        return Ok(key);
+    }
     match key {
         ApiKey::ApiVersions => decode_as!(frame, version, ApiVersionsRequest),
         ApiKey::Metadata => decode_as!(frame, version, MetadataRequest),

@@ -4,4 +4,5 @@ pub mod api;
 pub mod compression;
 pub mod fetch_encoder;
 pub mod frame;
+pub mod legacy;
 pub mod record_batch;

@@ -7,6 +7,7 @@ mod groups;
 mod idempotent_produce;
 mod long_poll;
 mod metrics;
+mod old_versions;
 mod operations;
 mod restart;
 mod shard_routing;

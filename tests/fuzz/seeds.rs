@@ -70,6 +70,9 @@ fn encode<R: Encodable>(request: &R, version: i16) -> Option<BytesMut> {
 /// A request body with one of each nested element, using only fields that `version`
 /// has (the encoder refuses a non-default value in a version without the field).
 fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
+    if caudal::protocol::legacy::handles(key, v) {
+        return old_request_body(key, v);
+    }
     match key {
         ApiKey::Produce => {
             let mut batch = build_batch(0, 1_700_000_000_000, &[b"k1", b"v22"], Compression::None);
@@ -344,6 +347,50 @@ fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
                 ])),
                 v,
             )
+        }
+        _ => None,
+    }
+}
+
+/// Versions older than the crate's codecs, in their own layout (Kafka's message
+/// definitions before KIP-896).
+fn old_request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
+    let put_str = |b: &mut BytesMut, x: &str| {
+        b.put_i16(x.len() as i16);
+        b.put_slice(x.as_bytes());
+    };
+    match key {
+        // The same layout as the crate's oldest version.
+        ApiKey::OffsetFetch | ApiKey::DeleteTopics => request_body(key, 1),
+        // v1's request is v2's; v0 lacks `validate_only`, the last byte.
+        ApiKey::CreateTopics => request_body(key, 2).map(|mut b| {
+            if v == 0 {
+                b.truncate(b.len() - 1);
+            }
+            b
+        }),
+        // v0 is v1 without `include_synonyms`, the last byte.
+        ApiKey::DescribeConfigs => request_body(key, 1).map(|mut b| {
+            b.truncate(b.len() - 1);
+            b
+        }),
+        ApiKey::OffsetCommit => {
+            let mut b = BytesMut::new();
+            put_str(&mut b, "billing");
+            if v >= 1 {
+                b.put_i32(1);
+                put_str(&mut b, "member-1");
+            }
+            b.put_i32(1);
+            put_str(&mut b, "orders");
+            b.put_i32(1);
+            b.put_i32(0);
+            b.put_i64(42);
+            if v >= 1 {
+                b.put_i64(-1);
+            }
+            put_str(&mut b, "");
+            Some(b)
         }
         _ => None,
     }
