@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run build release test test-rust test-clients test-java client-deps lint fmt clean soak
+.PHONY: run build release test test-rust test-clients test-java test-go client-deps lint fmt clean soak
 
 run: release
 	mkdir -p $(DATA_DIR)
@@ -18,7 +18,7 @@ release:
 	$(CARGO) build --release --bins
 
 # Tools first (gdb for the tests' deadline reports), then the Rust tests, then the clients.
-test: client-deps test-rust test-clients test-java
+test: client-deps test-rust test-clients test-java test-go
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
@@ -29,6 +29,10 @@ test-clients: build client-deps
 
 client-deps:
 	bash tests/clients/setup.sh
+
+# Go clients (Sarama pinned to Kafka 0.11 and 1.0) against the broker binary.
+test-go: build
+	CAUDAL_BIN=$(CURDIR)/target/debug/caudal bash tests/go/run.sh
 
 # The Java client (4.4.0 and 3.9.2) and Kafka's own tools against the broker binary.
 test-java: build client-deps

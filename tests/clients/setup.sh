@@ -41,6 +41,12 @@ if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
     apt_install openjdk-17-jdk-headless maven
 fi
 
+# --- Go: Sarama, pinned to old Kafka releases (tests/go) -----------------------
+if ! command -v go >/dev/null 2>&1; then
+    echo "setup.sh: installing Go"
+    apt_install golang-go
+fi
+
 # --- kcat -------------------------------------------------------------------
 if ! command -v kcat >/dev/null 2>&1; then
     echo "setup.sh: installing kcat"
