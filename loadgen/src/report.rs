@@ -913,8 +913,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut dirs = Vec::new();
         for (label, msgs, durability) in [
-            ("caudal", 3000u64, "durable: fdatasync before every ack (group commit)"),
-            ("kafka-durable", 1000, "durable: fsync per batch before the ack"),
+            (
+                "caudal",
+                3000u64,
+                "durable: fdatasync before every ack (group commit)",
+            ),
+            (
+                "kafka-durable",
+                1000,
+                "durable: fsync per batch before the ack",
+            ),
         ] {
             let run = tmp.path().join(label);
             std::fs::create_dir_all(&run).unwrap();
@@ -959,8 +967,14 @@ mod tests {
             .skip_while(|l| !l.starts_with("| msgs/s |"))
             .find(|l| l.starts_with("| throughput |"))
             .unwrap();
-        assert!(row.trim_end().ends_with("| 3.00 |"), "Caudal / Kafka: {row}");
-        assert!(text.contains("| kafka-durable | 5 | 1 | 2 ms / 3 ms / 4 ms | 9 |"), "{text}");
+        assert!(
+            row.trim_end().ends_with("| 3.00 |"),
+            "Caudal / Kafka: {row}"
+        );
+        assert!(
+            text.contains("| kafka-durable | 5 | 1 | 2 ms / 3 ms / 4 ms | 9 |"),
+            "{text}"
+        );
         assert!(tmp.path().join("compare-throughput.svg").exists());
     }
 }
