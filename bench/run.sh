@@ -336,7 +336,13 @@ backlog=$((catchup_bytes / 1024))
 lgrun catch-up-load produce --topic "bench-catchup-$run_id" --partitions "$parts" \
     --message-size 1024 --batch-bytes $((1 << 20)) --acks all --producers 2 --messages "$backlog"
 if [ -z "$external" ]; then
-    stop_broker
+    KEEP_KAFKA=1 stop_broker
+    # Kafka reads through the page cache: empty it (as root) so that, like Caudal's
+    # O_DIRECT reads after a restart, none of the backlog is in memory.
+    if [ "$broker_kind" = kafka ]; then
+        sync
+        echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "bench: could not drop the page cache" >&2
+    fi
     KEEP_DATA=1 start_broker
 fi
 lgrun catch-up consume --topic "bench-catchup-$run_id" --from earliest --messages "$backlog" \
