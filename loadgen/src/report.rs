@@ -571,6 +571,11 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads one figure of a workload's result (the closure picks its latency histogram).
+type Metric = fn(&Value, &dyn Fn(&Value) -> Value) -> Option<f64>;
+/// Formats one figure for a table cell.
+type Format = fn(f64) -> String;
+
 /// Broker modes compared at equal durability: (Caudal's label, Kafka's label).
 const PAIRS: [(&str, &str); 2] = [("caudal", "kafka-durable"), ("caudal-flush", "kafka")];
 
@@ -614,8 +619,7 @@ fn comparison(
             w["latency_us"].clone()
         }
     };
-    type Metric = fn(&Value, &dyn Fn(&Value) -> Value) -> Option<f64>;
-    let metrics: [(&str, Metric, fn(f64) -> String); 3] = [
+    let metrics: [(&str, Metric, Format); 3] = [
         ("msgs/s", |w, _| num(&w["msgs_per_sec"]), fmt_num),
         (
             "latency p99",
