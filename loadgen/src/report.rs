@@ -736,6 +736,11 @@ const HOW_TO: &str = "\
   first half of the CPUs, caudal-loadgen to the second half), writes
   `bench/results/<UTC>-<commit>/`, and points `bench/results/latest` at it.
   `make bench-report` rewrites this section.
+- Beside Apache Kafka: `make bench PEER=kafka` (or `make bench-quick PEER=kafka`) runs the
+  suite four times in one go (Caudal durable and with `--flush-interval-ms 1000`; Kafka
+  4.4.0 as it ships and with `flush.messages=1`, from `bench/kafka/`, fresh per
+  workload), Kafka's own perf tools against each, and writes the side-by-side section
+  above (docs/kafka.md).
 - Against another broker: `BOOTSTRAP=host:9092 LABEL=kafka DURABILITY=\"acks=all, fsync by the OS\" make bench`.
   The catch-up workload then reads whatever the broker's cache holds (it cannot be restarted).
 - Kafka-like durability for Caudal: `BROKER_ARGS=\"--flush-interval-ms 1000\" LABEL=caudal-flush make bench`.

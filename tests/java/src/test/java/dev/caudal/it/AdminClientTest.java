@@ -29,33 +29,12 @@ import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /** What an operator does with AdminClient, against Caudal. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class AdminClientTest {
-    static CaudalBroker broker;
-    static Admin admin;
-
-    @BeforeAll
-    static void start() throws Exception {
-        broker = CaudalBroker.start();
-        admin = Admin.create(broker.props());
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        if (admin != null) {
-            admin.close(Duration.ofSeconds(10));
-        }
-        if (broker != null) {
-            broker.close();
-        }
-    }
-
+class AdminClientTest extends WithBroker {
     @Test
     void createsDescribesGrowsAndDeletesATopic() throws Exception {
         String t = CaudalBroker.topic("admin");

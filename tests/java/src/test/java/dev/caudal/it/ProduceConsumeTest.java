@@ -28,8 +28,6 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -37,26 +35,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /** Producing and consuming with the Java client as applications do. */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class ProduceConsumeTest {
-    static CaudalBroker broker;
-    static Admin admin;
-
-    @BeforeAll
-    static void start() throws Exception {
-        broker = CaudalBroker.start();
-        admin = Admin.create(broker.props());
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        if (admin != null) {
-            admin.close(Duration.ofSeconds(10));
-        }
-        if (broker != null) {
-            broker.close();
-        }
-    }
-
+class ProduceConsumeTest extends WithBroker {
     static String newTopic(String what, int partitions) throws Exception {
         String t = CaudalBroker.topic(what);
         admin.createTopics(List.of(new NewTopic(t, partitions, (short) 1))).all().get(30, TimeUnit.SECONDS);

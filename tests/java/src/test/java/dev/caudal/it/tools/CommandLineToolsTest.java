@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.caudal.it.CaudalBroker;
+import dev.caudal.it.WithBroker;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -20,8 +21,6 @@ import org.apache.kafka.common.utils.internals.Exit;
 import org.apache.kafka.tools.ConfigCommand;
 import org.apache.kafka.tools.TopicCommand;
 import org.apache.kafka.tools.consumer.group.ConsumerGroupCommand;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -30,21 +29,7 @@ import org.junit.jupiter.api.Timeout;
  * Kafka's exit hook turned into an exception) so that the JVM starts once.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
-class CommandLineToolsTest {
-    static CaudalBroker broker;
-
-    @BeforeAll
-    static void start() throws Exception {
-        broker = CaudalBroker.start();
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        if (broker != null) {
-            broker.close();
-        }
-    }
-
+class CommandLineToolsTest extends WithBroker {
     /** What one tool run printed and the status it exited with. */
     record Run(int status, String out) {}
 

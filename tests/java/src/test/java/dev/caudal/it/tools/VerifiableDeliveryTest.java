@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.caudal.it.CaudalBroker;
+import dev.caudal.it.WithBroker;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -13,8 +14,6 @@ import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -24,22 +23,11 @@ import org.junit.jupiter.api.Timeout;
  * runs in a JVM of its own, as in Kafka's system tests (their JSON goes to stdout).
  */
 @Timeout(value = 300, unit = TimeUnit.SECONDS)
-class VerifiableDeliveryTest {
-    static CaudalBroker broker;
+class VerifiableDeliveryTest extends WithBroker {
     static final Pattern PART = Pattern.compile("\"partition\":(\\d+)");
     static final Pattern OFF = Pattern.compile("\"offset\":(\\d+)");
 
-    @BeforeAll
-    static void start() throws Exception {
-        broker = CaudalBroker.start();
-    }
 
-    @AfterAll
-    static void stop() throws Exception {
-        if (broker != null) {
-            broker.close();
-        }
-    }
 
     /** Runs a tool's main class in a child JVM; returns its stdout lines. */
     static List<String> runJvm(Path dir, String name, String mainClass, String... args) throws Exception {
