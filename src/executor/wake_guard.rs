@@ -37,7 +37,8 @@ use std::time::Duration;
 /// The default bound on a sleep with ready tasks.
 pub const DEFAULT_PERIOD: Duration = Duration::from_millis(10);
 
-/// The real-time signal that interrupts an executor's first sleep.
+/// The real-time signal that interrupts an executor's sleep when no waker can (before its
+/// guard task first runs, or after a wake it did not act on).
 pub fn nudge_signal() -> libc::c_int {
     libc::SIGRTMIN() + 3
 }

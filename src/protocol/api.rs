@@ -367,64 +367,30 @@ async fn dispatch_legacy(
 ) -> Result<Outcome, FrameError> {
     let version = header.request_api_version;
     let id = header.correlation_id;
-    let malformed = |e: anyhow::Error| FrameError::Malformed(e.to_string());
-    let frame_out = match key {
-        ApiKey::OffsetCommit => {
-            let request = legacy::offset_commit_request(&mut frame, version)?;
+    let frame_out = match legacy::Request::decode(key, version, &mut frame)? {
+        legacy::Request::OffsetCommit(request) => {
             let response = handlers::offset_commit::handle(shard, &header, request).await;
             // Responses v0 to v2 share one layout.
             encode_response(id, 2, &response)?
         }
-        ApiKey::OffsetFetch => {
-            // v0 has v1's layout both ways (it read ZooKeeper-stored offsets; ours are
-            // the only offsets there are).
-            let request = OffsetFetchRequest::decode(&mut frame, 1).map_err(malformed)?;
+        legacy::Request::OffsetFetch(request) => {
             let response = handlers::offset_fetch::handle(shard, &header, request).await;
             encode_response(id, 1, &response)?
         }
-        ApiKey::DeleteTopics => {
-            let request = DeleteTopicsRequest::decode(&mut frame, 1).map_err(malformed)?;
+        legacy::Request::DeleteTopics(request) => {
             let response = handlers::delete_topics::handle(shard, &header, request).await;
             raw_response(id, &legacy::delete_topics_response(&response))
         }
-        ApiKey::CreateTopics => {
-            let request = legacy::create_topics_request(&mut frame, version)?;
+        legacy::Request::CreateTopics(request) => {
             let response = handlers::create_topics::handle(shard, &header, request).await;
             raw_response(id, &legacy::create_topics_response(&response, version))
         }
-        ApiKey::DescribeConfigs => {
-            let request = legacy::describe_configs_request(&mut frame)?;
+        legacy::Request::DescribeConfigs(request) => {
             let response = handlers::describe_configs::handle(shard, &header, request).await;
             raw_response(id, &legacy::describe_configs_response(&response))
         }
-        _ => {
-            return Err(FrameError::UnsupportedVersion {
-                key: key as i16,
-                version,
-            })
-        }
     };
     Ok(Outcome::Respond(vec![frame_out]))
-}
-
-/// `decode_only` for the versions `legacy` handles.
-fn decode_legacy(key: ApiKey, version: i16, mut frame: Bytes) -> Result<(), FrameError> {
-    let malformed = |e: anyhow::Error| FrameError::Malformed(e.to_string());
-    match key {
-        ApiKey::OffsetCommit => legacy::offset_commit_request(&mut frame, version).map(|_| ()),
-        ApiKey::OffsetFetch => OffsetFetchRequest::decode(&mut frame, 1)
-            .map(|_| ())
-            .map_err(malformed),
-        ApiKey::DeleteTopics => DeleteTopicsRequest::decode(&mut frame, 1)
-            .map(|_| ())
-            .map_err(malformed),
-        ApiKey::CreateTopics => legacy::create_topics_request(&mut frame, version).map(|_| ()),
-        ApiKey::DescribeConfigs => legacy::describe_configs_request(&mut frame).map(|_| ()),
-        _ => Err(FrameError::UnsupportedVersion {
-            key: key as i16,
-            version,
-        }),
-    }
 }
 
 macro_rules! decode_as {
@@ -452,7 +418,7 @@ pub fn decode_only(mut frame: Bytes) -> Result<ApiKey, FrameError> {
     RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if legacy::handles(key, version) {
-        decode_legacy(key, version, frame)?;
+        legacy::Request::decode(key, version, &mut frame)?;
         return Ok(key);
     }
     match key {

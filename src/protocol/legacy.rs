@@ -18,10 +18,11 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, GroupId, OffsetCommitRequest, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, GroupId,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::frame::FrameError;
 
@@ -40,6 +41,47 @@ pub fn crate_min(key: ApiKey) -> i16 {
 /// Whether this module handles `key` at `version`.
 pub fn handles(key: ApiKey, version: i16) -> bool {
     version < crate_min(key)
+}
+
+/// An old request, decoded into the crate's current type for its usual handler.
+#[derive(Debug)]
+pub enum Request {
+    /// OffsetCommit v0–1.
+    OffsetCommit(OffsetCommitRequest),
+    /// OffsetFetch v0.
+    OffsetFetch(OffsetFetchRequest),
+    /// DeleteTopics v0.
+    DeleteTopics(DeleteTopicsRequest),
+    /// CreateTopics v0–1.
+    CreateTopics(CreateTopicsRequest),
+    /// DescribeConfigs v0.
+    DescribeConfigs(DescribeConfigsRequest),
+}
+
+impl Request {
+    /// Decodes the body of `key` at `version` (one `handles` accepts).
+    pub fn decode(key: ApiKey, version: i16, buf: &mut Bytes) -> Result<Request, FrameError> {
+        let crate_codec = |e: anyhow::Error| FrameError::Malformed(e.to_string());
+        Ok(match key {
+            ApiKey::OffsetCommit => Request::OffsetCommit(offset_commit_request(buf, version)?),
+            // v0 has v1's layout (it read ZooKeeper-stored offsets; ours are the only ones).
+            ApiKey::OffsetFetch => {
+                Request::OffsetFetch(OffsetFetchRequest::decode(buf, 1).map_err(crate_codec)?)
+            }
+            // v0's request has v1's layout; only the response differs.
+            ApiKey::DeleteTopics => {
+                Request::DeleteTopics(DeleteTopicsRequest::decode(buf, 1).map_err(crate_codec)?)
+            }
+            ApiKey::CreateTopics => Request::CreateTopics(create_topics_request(buf, version)?),
+            ApiKey::DescribeConfigs => Request::DescribeConfigs(describe_configs_request(buf)?),
+            _ => {
+                return Err(FrameError::UnsupportedVersion {
+                    key: key as i16,
+                    version,
+                })
+            }
+        })
+    }
 }
 
 fn malformed(what: &str) -> FrameError {
