@@ -297,6 +297,17 @@ fn cpu_per_gb(w: &Value) -> String {
     }
 }
 
+/// The latency a workload reports (e2e if it has one, else per request) and what it is.
+fn latency_of(w: &Value) -> (&Value, &'static str) {
+    if w["mode"] == "e2e" {
+        (&w["e2e_latency_us"], " (e2e)")
+    } else if w["mode"] == "consume" {
+        (&w["latency_us"], " (fetch)")
+    } else {
+        (&w["latency_us"], " (ack)")
+    }
+}
+
 fn run_name(dir: &Path) -> String {
     std::fs::canonicalize(dir)
         .ok()
@@ -381,13 +392,7 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
             continue;
         }
         let mb = num(&w["mb_per_sec"]).unwrap_or(0.0);
-        let (lat, kind) = if w["mode"] == "e2e" {
-            (&w["e2e_latency_us"], " (e2e)")
-        } else if w["mode"] == "consume" {
-            (&w["latency_us"], " (fetch)")
-        } else {
-            (&w["latency_us"], " (ack)")
-        };
+        let (lat, kind) = latency_of(w);
         let mut what = what.to_string();
         if let Some(linger) = num(&w["producer"]["linger_ms"]).filter(|_| w["mode"] == "e2e") {
             what = format!("{what}, linger {linger} ms");
@@ -571,8 +576,8 @@ pub fn report(dirs: &[PathBuf], doc: &Path, plot: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads one figure of a workload's result (the closure picks its latency histogram).
-type Metric = fn(&Value, &dyn Fn(&Value) -> Value) -> Option<f64>;
+/// Reads one figure of a workload's result.
+type Metric = fn(&Value) -> Option<f64>;
 /// Formats one figure for a table cell.
 type Format = fn(f64) -> String;
 
@@ -612,23 +617,16 @@ fn comparison(
         .copied()
         .filter(|(c, k)| find(c).is_some() && find(k).is_some())
         .collect();
-    let lat_of = |w: &Value| -> Value {
-        if w["mode"] == "e2e" {
-            w["e2e_latency_us"].clone()
-        } else {
-            w["latency_us"].clone()
-        }
-    };
     let metrics: [(&str, Metric, Format); 3] = [
-        ("msgs/s", |w, _| num(&w["msgs_per_sec"]), fmt_num),
+        ("msgs/s", |w| num(&w["msgs_per_sec"]), fmt_num),
         (
             "latency p99",
-            |w, l| num(&l(w)["p99"]),
+            |w| num(&latency_of(w).0["p99"]),
             |v| fmt_us(&json!(v)),
         ),
         (
             "broker CPU-s per GB",
-            |w, _| num(&w["broker_cpu_seconds_per_gb"]),
+            |w| num(&w["broker_cpu_seconds_per_gb"]),
             |v| format!("{v:.2}"),
         ),
     ];
@@ -648,12 +646,12 @@ fn comparison(
         for (name, _) in WORKLOADS {
             let _ = write!(out, "| {name} |");
             for (_, _, s) in runs {
-                let v = get(&s["workloads"][name], &lat_of);
+                let v = get(&s["workloads"][name]);
                 let _ = write!(out, " {} |", v.map_or("–".into(), fmt));
             }
             for (c, k) in &pairs {
-                let a = find(c).and_then(|s| get(&s["workloads"][name], &lat_of));
-                let b = find(k).and_then(|s| get(&s["workloads"][name], &lat_of));
+                let a = find(c).and_then(|s| get(&s["workloads"][name]));
+                let b = find(k).and_then(|s| get(&s["workloads"][name]));
                 let r = match (a, b) {
                     (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                     _ => "–".into(),
