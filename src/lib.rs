@@ -1,11 +1,10 @@
 //! Caudal: a Kafka-wire-compatible message broker, thread-per-core on io_uring.
 #![warn(missing_docs)]
 
-pub mod alloc_guard;
 pub mod config;
 pub mod config_file;
+pub mod dispatch;
 pub mod error;
-pub mod executor;
 pub mod group;
 pub mod handlers;
 pub mod io;
@@ -14,8 +13,12 @@ pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod producer_state;
-pub mod protocol;
 pub mod shard;
+
+/// The Kafka wire format (the `caudal-protocol` crate).
+pub use caudal_protocol as protocol;
+/// Executors, deadlines and the guarded allocator (the `caudal-runtime` crate).
+pub use caudal_runtime::{alloc_guard, executor};
 
 /// Every binary linking Caudal gets the guarded allocator (see `alloc_guard`).
 #[global_allocator]

@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use caudal::dispatch::{decode_only, SUPPORTED};
 use caudal::log::offset_index::OffsetIndex;
 use caudal::log::recovery::IndexBuilder;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::MetaStore;
 use caudal::producer_state::{ProducerStateTable, SequenceCheck};
-use caudal::protocol::api::{decode_only, SUPPORTED};
 use caudal::protocol::frame::{check_frame_size, peek_header, MIN_REQUEST};
 use caudal::protocol::record_batch::{
     check_batch, compute_crc, parse_header, peek_batch_size, uncompressed_records,

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use caudal::protocol::record_batch::{self, parse_header, HEADER_LEN, LOG_OVERHEAD};
+use caudal_protocol::record_batch::{self, parse_header, HEADER_LEN, LOG_OVERHEAD};
 
 /// Bytes at the start of each value that hold the send time and the message id.
 pub const STAMP_LEN: usize = 16;
@@ -414,14 +414,14 @@ pub fn read_stamp(value: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caudal::protocol::record_batch::check_batch;
+    use caudal_protocol::record_batch::check_batch;
 
     #[test]
     fn template_batches_pass_the_broker_checks() {
         for codec in [Codec::None, Codec::Lz4, Codec::Zstd] {
             let t = BatchTemplate::new(10, 100, codec, 1);
             let b = t.build(1_700_000_000_000).unwrap();
-            let h = caudal::protocol::record_batch::validate_produced_batch(&b).unwrap();
+            let h = caudal_protocol::record_batch::validate_produced_batch(&b).unwrap();
             assert_eq!(h.records_count, 10);
             assert_eq!(t.payload_bytes(), 1000);
         }

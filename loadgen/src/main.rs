@@ -11,6 +11,12 @@ use caudal_loadgen::runner::{self, Job};
 use caudal_loadgen::{cluster, report};
 use clap::{Args, Parser, Subcommand};
 
+/// The load generator decodes whatever a broker answers: the same guard against hostile
+/// length fields as the broker (see `caudal_runtime::alloc_guard`).
+#[global_allocator]
+static ALLOCATOR: caudal_runtime::alloc_guard::GuardedAlloc =
+    caudal_runtime::alloc_guard::GuardedAlloc;
+
 /// Kafka-protocol load generator: produce, consume and end-to-end latency.
 ///
 /// Works against any Kafka-compatible broker. Latency is recorded in HdrHistogram
@@ -293,7 +299,7 @@ fn run(cli: Cli) -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    caudal::alloc_guard::retain_freed_memory();
+    caudal_runtime::alloc_guard::retain_freed_memory();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),

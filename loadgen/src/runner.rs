@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use caudal::executor::Builder;
+use caudal_runtime::executor::Builder;
 use serde_json::{json, Value};
 
 use crate::cluster::{self, Topology, EARLIEST, LATEST};

@@ -1,22 +1,20 @@
 //! AlterConfigs (replace a topic's overrides) and IncrementalAlterConfigs (set or delete
-//! single keys). Changes are persisted in the metadata log and applied by every shard.
+//! single keys). Changes are persisted in the metadata log and applied by every ctx.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::alter_configs_response;
 use kafka_protocol::messages::incremental_alter_configs_response;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, RequestHeader,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::topic_config;
-use crate::shard::controller::update_topic;
 use crate::shard::router::TopicChange;
-use crate::shard::state::Shard;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -25,19 +23,19 @@ const DELETE: i8 = 1;
 
 /// Validates and applies new overrides for one resource.
 async fn apply(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext<'_>,
     resource_type: i8,
     name: &str,
     configs: Result<BTreeMap<String, String>, String>,
     validate_only: bool,
 ) -> (ErrorCode, Option<String>) {
-    let (code, msg) = apply_inner(shard, resource_type, name, configs, validate_only).await;
-    shard.stats.error(code);
+    let (code, msg) = apply_inner(ctx, resource_type, name, configs, validate_only).await;
+    ctx.stats().error(code);
     (code, msg)
 }
 
 async fn apply_inner(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext<'_>,
     resource_type: i8,
     name: &str,
     configs: Result<BTreeMap<String, String>, String>,
@@ -68,13 +66,14 @@ async fn apply_inner(
     if let Err(e) = topic_config::validate(&configs) {
         return (ErrorCode::InvalidConfig, Some(e));
     }
-    match update_topic(
-        shard,
-        name.to_string(),
-        TopicChange::SetConfigs(configs),
-        validate_only,
-    )
-    .await
+    match ctx
+        .controller()
+        .update_topic(
+            name.to_string(),
+            TopicChange::SetConfigs(configs),
+            validate_only,
+        )
+        .await
     {
         Ok(()) => (ErrorCode::None, None),
         Err((code, msg)) => (code, Some(msg)),
@@ -83,8 +82,7 @@ async fn apply_inner(
 
 /// Handles AlterConfigs: the given set replaces the topic's overrides.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
@@ -99,7 +97,7 @@ pub async fn handle(
             })
             .collect());
         let (code, msg) = apply(
-            shard,
+            ctx,
             r.resource_type,
             r.resource_name.as_str(),
             configs,
@@ -120,14 +118,13 @@ pub async fn handle(
 /// Handles IncrementalAlterConfigs: SET and DELETE of single keys (APPEND and SUBTRACT
 /// apply only to list-valued configs, which topics here do not have).
 pub async fn handle_incremental(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for r in request.resources {
-        let current = shard
-            .meta()
+        let current = ctx
+            .metadata()
             .topics
             .get(r.resource_name.as_str())
             .map(|t| t.configs.clone())
@@ -155,7 +152,7 @@ pub async fn handle_incremental(
             }
         }
         let (code, msg) = apply(
-            shard,
+            ctx,
             r.resource_type,
             r.resource_name.as_str(),
             configs,

@@ -1,20 +1,16 @@
 //! CreatePartitions: grow a topic; the new partitions are placed like new topics'.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, RequestHeader};
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
-use crate::shard::controller::update_topic;
 use crate::shard::router::TopicChange;
-use crate::shard::state::Shard;
 
 /// Handles CreatePartitions.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
@@ -25,16 +21,16 @@ pub async fn handle(
                 "manual replica assignment is not supported".to_string(),
             ))
         } else {
-            update_topic(
-                shard,
-                t.name.0.to_string(),
-                TopicChange::GrowPartitions(t.count),
-                request.validate_only,
-            )
-            .await
+            ctx.controller()
+                .update_topic(
+                    t.name.0.to_string(),
+                    TopicChange::GrowPartitions(t.count),
+                    request.validate_only,
+                )
+                .await
         };
         if let Err((code, _)) = &outcome {
-            shard.stats.error(*code);
+            ctx.stats().error(*code);
         }
         let result = CreatePartitionsTopicResult::default().with_name(t.name);
         results.push(match outcome {

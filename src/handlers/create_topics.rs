@@ -1,35 +1,32 @@
-//! CreateTopics: validate on the receiving shard, create on shard 0.
+//! CreateTopics: validate on the receiving ctx, create on ctx 0.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::{topic_config, validate_topic_name};
-use crate::shard::controller::create_topics;
 use crate::shard::router::TopicSpec;
-use crate::shard::state::Shard;
 
 /// Most partitions one topic may have.
 const MAX_PARTITIONS: i32 = 100_000;
 
 /// Handles CreateTopics.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let version = header.request_api_version;
+    let version = ctx.header.request_api_version;
     let mut results: Vec<Option<CreatableTopicResult>> = Vec::new();
     let mut specs = Vec::new();
     let mut slots = Vec::new();
     for t in request.topics {
         let name = t.name.0.to_string();
         let partitions = if t.num_partitions == -1 {
-            shard.config.default_partitions
+            ctx.config().default_partitions
         } else {
             t.num_partitions
         };
@@ -72,7 +69,7 @@ pub async fn handle(
             .with_num_partitions(if version >= 5 { partitions } else { -1 })
             .with_replication_factor(if version >= 5 { 1 } else { -1 });
         if let Some((code, _)) = &refusal {
-            shard.stats.error(*code);
+            ctx.stats().error(*code);
         }
         match refusal {
             Some((code, msg)) => results.push(Some(
@@ -94,7 +91,10 @@ pub async fn handle(
         }
     }
     if !specs.is_empty() {
-        let outcomes = create_topics(shard, specs, request.validate_only).await;
+        let outcomes = ctx
+            .controller()
+            .create_topics(specs, request.validate_only)
+            .await;
         for ((slot, result), outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Some(match outcome {
                 Ok(id) => {
@@ -105,7 +105,7 @@ pub async fn handle(
                     }
                 }
                 Err((code, msg)) => {
-                    shard.stats.error(code);
+                    ctx.stats().error(code);
                     result
                         .with_error_code(code.code())
                         .with_error_message(Some(StrBytes::from_string(msg)))

@@ -1,27 +1,24 @@
 //! DeleteGroups: remove empty groups and their committed offsets.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, RequestHeader};
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 /// Handles DeleteGroups.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in request.groups_names {
-        let code = match shard.coordinator_for(id.as_str()) {
+        let code = match ctx.coordinator_for(id.as_str()) {
             Ok(c) => c.delete_group(id.as_str()).await,
             Err(code) => code,
         };
-        shard.stats.error(code);
+        ctx.stats().error(code);
         if code == crate::error::ErrorCode::None {
-            if let Ok(mut m) = shard.stats.registry.committed.lock() {
+            if let Ok(mut m) = ctx.stats().registry.committed.lock() {
                 m.retain(|(g, _, _), _| g != id.as_str());
             }
         }

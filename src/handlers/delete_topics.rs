@@ -1,17 +1,13 @@
-//! DeleteTopics: delete on shard 0; every shard drops the partitions it served.
-
-use std::rc::Rc;
+//! DeleteTopics: delete on ctx 0; every ctx drops the partitions it served.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, RequestHeader};
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
-use crate::shard::controller::delete_topics;
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 /// Handles DeleteTopics.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     let names: Vec<String> = request
@@ -19,9 +15,9 @@ pub async fn handle(
         .iter()
         .map(|n| n.0.to_string())
         .collect();
-    let codes = delete_topics(shard, names).await;
+    let codes = ctx.controller().delete_topics(names).await;
     for c in &codes {
-        shard.stats.error(*c);
+        ctx.stats().error(*c);
     }
     let responses = request
         .topic_names

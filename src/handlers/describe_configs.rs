@@ -1,16 +1,14 @@
 //! DescribeConfigs for topics (overrides and defaults) and brokers (static settings).
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, RequestHeader};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::topic_config::{value_of, TOPIC_CONFIGS};
-use crate::shard::state::Shard;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -42,12 +40,11 @@ fn entry(
 
 /// Handles DescribeConfigs.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let version = header.request_api_version;
-    let meta = shard.meta();
+    let version = ctx.header.request_api_version;
+    let meta = ctx.metadata();
     let results = request
         .resources
         .into_iter()
@@ -83,13 +80,13 @@ pub async fn handle(
                         .with_error_message(Some(StrBytes::from_static_str("unknown topic"))),
                 },
                 BROKER => {
-                    let c = &shard.config;
+                    let c = &ctx.config();
                     let settings = [
                         (
                             "broker.id",
-                            shard.broker_id(shard.id).to_string(),
+                            ctx.broker_id(ctx.shard_id()).to_string(),
                             3,
-                            "Broker id of this shard.",
+                            "Broker id of this ctx.",
                         ),
                         (
                             "log.dirs",

@@ -1,13 +1,11 @@
-//! DescribeGroups: state, protocol and members of groups this shard coordinates.
-
-use std::rc::Rc;
+//! DescribeGroups: state, protocol and members of groups this ctx coordinates.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, RequestHeader};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED};
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 fn s(v: String) -> StrBytes {
     StrBytes::from_string(v)
@@ -15,11 +13,10 @@ fn s(v: String) -> StrBytes {
 
 /// Handles DescribeGroups.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
-    let version = header.request_api_version;
+    let version = ctx.header.request_api_version;
     let groups = request
         .groups
         .into_iter()
@@ -35,7 +32,7 @@ pub async fn handle(
             } else {
                 base
             };
-            match shard.coordinator_for(id.as_str()) {
+            match ctx.coordinator_for(id.as_str()) {
                 Err(code) => base
                     .with_error_code(code.code())
                     .with_group_state(StrBytes::from_static_str("Dead")),

@@ -1,16 +1,15 @@
-//! DescribeLogDirs: the partitions this shard (broker) stores and their sizes.
+//! DescribeLogDirs: the partitions this ctx (broker) stores and their sizes.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
-use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, RequestHeader};
+use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic_name;
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 /// Free and total bytes of the filesystem holding `path`.
 fn disk_space(path: &std::path::Path) -> (i64, i64) {
@@ -28,8 +27,7 @@ fn disk_space(path: &std::path::Path) -> (i64, i64) {
 
 /// Handles DescribeLogDirs.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let wanted = |topic: &str, p: i32| match &request.topics {
@@ -39,7 +37,7 @@ pub async fn handle(
             .any(|t| t.topic.as_str() == topic && t.partitions.contains(&p)),
     };
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for (topic, partition, log) in shard.local_partitions() {
+    for (topic, partition, log) in ctx.local_partitions() {
         if !wanted(&topic, partition) {
             continue;
         }
@@ -59,11 +57,11 @@ pub async fn handle(
                 .with_partitions(parts)
         })
         .collect();
-    let dir = shard
-        .config
+    let dir = ctx
+        .config()
         .data_dir
         .canonicalize()
-        .unwrap_or_else(|_| shard.config.data_dir.clone());
+        .unwrap_or_else(|_| ctx.config().data_dir.clone());
     let (total, usable) = disk_space(&dir);
     let result = DescribeLogDirsResult::default()
         .with_log_dir(StrBytes::from_string(dir.display().to_string()))

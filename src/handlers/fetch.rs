@@ -1,28 +1,24 @@
 //! Fetch: read each partition from its offset; long-poll until `min_bytes` arrive or
 //! `max_wait_ms` passes.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{FetchRequest, RequestHeader};
+use kafka_protocol::messages::FetchRequest;
 
+use crate::dispatch::{FetchReply, RequestContext};
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::LogError;
 use crate::protocol::fetch_encoder::{PartitionOut, TopicOut};
 use crate::protocol::record_batch::parse_header;
-use crate::shard::state::{Shard, ShardStats};
+use crate::shard::state::ShardStats;
 
 /// Longest a fetch may wait, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Handles Fetch: the topics to answer with, encoded by `protocol::fetch_encoder` so
 /// that the batches are sent from where they already are.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
-    request: FetchRequest,
-) -> Vec<TopicOut> {
-    ShardStats::add(&shard.stats.fetch_requests, 1);
+pub async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchReply {
+    ShardStats::add(&ctx.stats().fetch_requests, 1);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -33,15 +29,15 @@ pub async fn handle(
     };
     let read_committed = request.isolation_level == 1;
     loop {
-        let generation = shard.data_arrived.generation();
-        let (topics, total, errors) = read_all(shard, &request, max_bytes, read_committed).await;
+        let generation = ctx.data_arrived().generation();
+        let (topics, total, errors) = read_all(ctx, &request, max_bytes, read_committed).await;
         let now = Instant::now();
-        if total >= min_bytes.max(1) || errors || now >= deadline || shard.is_stopping() {
-            ShardStats::add(&shard.stats.fetch_bytes, total as u64);
-            return topics;
+        if total >= min_bytes.max(1) || errors || now >= deadline || ctx.is_stopping() {
+            ShardStats::add(&ctx.stats().fetch_bytes, total as u64);
+            return FetchReply(topics);
         }
         futures_lite::future::or(
-            shard.data_arrived.changed_since(generation),
+            ctx.data_arrived().changed_since(generation),
             glommio::timer::sleep(deadline - now),
         )
         .await;
@@ -49,7 +45,7 @@ pub async fn handle(
 }
 
 async fn read_all(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext<'_>,
     request: &FetchRequest,
     max_bytes: usize,
     read_committed: bool,
@@ -60,7 +56,7 @@ async fn read_all(
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         for p in &topic.partitions {
-            let read = match shard.local_partition(&name, p.partition) {
+            let read = match ctx.partition(&name, p.partition) {
                 Ok(log) => {
                     let limit = (p.partition_max_bytes.max(0) as usize)
                         .min(max_bytes)
@@ -91,7 +87,7 @@ async fn read_all(
         match read {
             Err(code) => {
                 errors = true;
-                shard.stats.error(code);
+                ctx.stats().error(code);
                 out.error_code = code.code();
             }
             Ok((log, task)) => {
@@ -110,7 +106,7 @@ async fn read_all(
                             .map(|b| parse_header(b).map_or(0, |h| h.records_count.max(0) as u64))
                             .sum();
                         total += bytes;
-                        let m = shard.stats.partition(&name, index);
+                        let m = ctx.stats().partition(&name, index);
                         ShardStats::add(&m.bytes_out, bytes as u64);
                         ShardStats::add(&m.messages_out, records);
                         out.high_watermark = r.high_watermark;
@@ -124,7 +120,7 @@ async fn read_all(
                             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                             other => log_error_code(other),
                         };
-                        shard.stats.error(code);
+                        ctx.stats().error(code);
                         out.error_code = code.code();
                     }
                 }

@@ -1,23 +1,18 @@
-//! FindCoordinator: the group's coordinator is the shard its id hashes to.
-
-use std::rc::Rc;
+//! FindCoordinator: the group's coordinator is the ctx its id hashes to.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{
-    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader,
-};
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::group::coordinator_shard;
-use crate::shard::state::Shard;
 
 const GROUP: i8 = 0;
 
 /// Handles FindCoordinator (v0–3: one key; v4+: a list of keys).
 pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let locate = |key: &str| -> Result<(i32, StrBytes, i32), (ErrorCode, &'static str)> {
@@ -30,14 +25,14 @@ pub async fn handle(
         if key.is_empty() {
             return Err((ErrorCode::InvalidGroupId, "empty group id"));
         }
-        let s = coordinator_shard(key, shard.config.shards);
+        let s = coordinator_shard(key, ctx.config().shards);
         Ok((
-            shard.broker_id(s),
-            StrBytes::from_string(shard.config.advertised_host.clone()),
-            i32::from(shard.config.shard_port(s)),
+            ctx.broker_id(s),
+            StrBytes::from_string(ctx.config().advertised_host.clone()),
+            i32::from(ctx.config().shard_port(s)),
         ))
     };
-    if header.request_api_version >= 4 {
+    if ctx.header.request_api_version >= 4 {
         let coordinators = request
             .coordinator_keys
             .iter()

@@ -1,20 +1,15 @@
 //! InitProducerId: a producer id and epoch for an idempotent producer.
 
-use std::rc::Rc;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader,
-};
-
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
-use crate::shard::state::Shard;
 
 /// Handles InitProducerId. Transactional ids are refused (transactions are not
 /// supported); a producer that presents its current id and epoch (KIP-360, v3+) gets the
 /// epoch bumped, which fences its older incarnations.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let refuse = |code: ErrorCode| {
@@ -38,7 +33,7 @@ pub async fn handle(
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
-    let Some(ids) = shard.producer_ids.get() else {
+    let Some(ids) = ctx.producer_ids() else {
         return refuse(ErrorCode::CoordinatorNotAvailable);
     };
     match ids.allocate().await {

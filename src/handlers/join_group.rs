@@ -1,29 +1,21 @@
 //! JoinGroup: join (or rejoin) a group; answered when the rebalance completes.
 
-use std::net::SocketAddr;
-use std::rc::Rc;
-
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader};
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::dispatch::RequestContext;
 use crate::group::coordinator::JoinParams;
-use crate::shard::state::Shard;
 
 fn s(v: String) -> StrBytes {
     StrBytes::from_string(v)
 }
 
 /// Handles JoinGroup.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: JoinGroupRequest,
-    peer: Option<SocketAddr>,
-) -> JoinGroupResponse {
-    let version = header.request_api_version;
+pub async fn handle(ctx: &RequestContext<'_>, request: JoinGroupRequest) -> JoinGroupResponse {
+    let version = ctx.header.request_api_version;
     let group = request.group_id.0.to_string();
-    let coordinator = match shard.coordinator_for(&group) {
+    let coordinator = match ctx.coordinator_for(&group) {
         Ok(c) => c,
         Err(code) => {
             return JoinGroupResponse::default()
@@ -36,12 +28,13 @@ pub async fn handle(
         group_id: group,
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|i| i.to_string()),
-        client_id: header
+        client_id: ctx
+            .header
             .client_id
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default(),
-        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        client_host: ctx.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             request.rebalance_timeout_ms
@@ -57,7 +50,7 @@ pub async fn handle(
         version,
     };
     let r = coordinator.join(params).await;
-    shard.stats.error(r.error);
+    ctx.stats().error(r.error);
     let mut resp = JoinGroupResponse::default()
         .with_error_code(r.error.code())
         .with_generation_id(r.generation)

@@ -1,25 +1,19 @@
 //! LeaveGroup: members leave at once instead of waiting for their sessions to expire.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse, RequestHeader};
+use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
-use crate::shard::state::Shard;
 
 /// Handles LeaveGroup (v0–2: one member id; v3+: a list of members).
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: LeaveGroupRequest,
-) -> LeaveGroupResponse {
+pub async fn handle(ctx: &RequestContext<'_>, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let group = request.group_id.0.to_string();
-    let coordinator = match shard.coordinator_for(&group) {
+    let coordinator = match ctx.coordinator_for(&group) {
         Ok(c) => c,
         Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
     };
-    if header.request_api_version < 3 {
+    if ctx.header.request_api_version < 3 {
         let codes = coordinator.leave(&group, &[(request.member_id.to_string(), None)]);
         let code = codes.first().copied().unwrap_or(ErrorCode::UnknownMemberId);
         return LeaveGroupResponse::default().with_error_code(code.code());

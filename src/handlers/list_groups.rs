@@ -1,26 +1,14 @@
-//! ListGroups: every group on every shard of this node.
-
-use std::rc::Rc;
+//! ListGroups: every group on every ctx of this node.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse, RequestHeader};
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::shard::router::{ShardRequest, ShardResponse};
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 /// Handles ListGroups, asking every shard for its groups.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
-    request: ListGroupsRequest,
-) -> ListGroupsResponse {
-    let mut groups = Vec::new();
-    for to in 0..shard.config.shards {
-        if let ShardResponse::Groups(g) = shard.call(to, ShardRequest::ListGroups).await {
-            groups.extend(g);
-        }
-    }
+pub async fn handle(ctx: &RequestContext<'_>, request: ListGroupsRequest) -> ListGroupsResponse {
+    let groups = ctx.controller().list_groups().await;
     let wanted = |state: &str| {
         request.states_filter.is_empty()
             || request

@@ -1,26 +1,20 @@
 //! ListOffsets: earliest (-2), latest (-1), or the first offset at a timestamp.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::dispatch::RequestContext;
 use crate::error::{log_error_code, ErrorCode};
-use crate::shard::state::Shard;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 /// Handles ListOffsets.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: ListOffsetsRequest,
-) -> ListOffsetsResponse {
-    let version = header.request_api_version;
+pub async fn handle(ctx: &RequestContext<'_>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let version = ctx.header.request_api_version;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -35,10 +29,10 @@ pub async fn handle(
             } else {
                 base
             };
-            let log = match shard.local_partition(&name, p.partition_index) {
+            let log = match ctx.partition(&name, p.partition_index) {
                 Ok(log) => log,
                 Err(code) => {
-                    shard.stats.error(code);
+                    ctx.stats().error(code);
                     partitions.push(base.with_error_code(code.code()));
                     continue;
                 }
@@ -55,7 +49,7 @@ pub async fn handle(
                     Err(e) => base.with_error_code(log_error_code(&e).code()),
                 },
             };
-            shard.stats.error_code(resp.error_code);
+            ctx.stats().error_code(resp.error_code);
             partitions.push(resp);
         }
         partitions.sort_by_key(|p| p.partition_index);

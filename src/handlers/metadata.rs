@@ -1,19 +1,16 @@
-//! Metadata: brokers (one per shard), topics and partition leaders; auto-creates topics.
-
-use std::rc::Rc;
+//! Metadata: brokers (one per ctx), topics and partition leaders; auto-creates topics.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic_name;
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::validate_topic_name;
-use crate::shard::controller::create_topics;
 use crate::shard::router::TopicSpec;
-use crate::shard::state::Shard;
 
 /// Cluster id reported to clients.
 pub const CLUSTER_ID: &str = "caudal-single-node";
@@ -43,12 +40,8 @@ pub const CLUSTER_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
 pub const GROUP_OPERATIONS: i32 = ops(&[3, 6, 8]);
 
 /// Handles Metadata.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: MetadataRequest,
-) -> MetadataResponse {
-    let version = header.request_api_version;
+pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> MetadataResponse {
+    let version = ctx.header.request_api_version;
     // None = every topic. In v0 an empty list also means every topic.
     let requested: Option<Vec<String>> = request.topics.map(|ts| {
         ts.into_iter()
@@ -60,30 +53,30 @@ pub async fn handle(
         other => other,
     };
     let allow_create =
-        shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        ctx.config().auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let cluster_ops = (8..=10).contains(&version) && request.include_cluster_authorized_operations;
     if let (Some(names), true) = (&requested, allow_create) {
-        let meta = shard.meta();
+        let meta = ctx.metadata();
         let missing: Vec<TopicSpec> = names
             .iter()
             .filter(|n| !meta.topics.contains_key(n.as_str()) && validate_topic_name(n).is_ok())
             .map(|n| TopicSpec {
                 name: n.clone(),
-                partitions: shard.config.default_partitions,
+                partitions: ctx.config().default_partitions,
                 configs: Default::default(),
             })
             .collect();
         if !missing.is_empty() {
-            create_topics(shard, missing, false).await;
+            ctx.controller().create_topics(missing, false).await;
         }
     }
-    let meta = shard.meta();
-    let brokers = (0..shard.config.shards)
+    let meta = ctx.metadata();
+    let brokers = (0..ctx.config().shards)
         .map(|k| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(shard.broker_id(k)))
-                .with_host(StrBytes::from_string(shard.config.advertised_host.clone()))
-                .with_port(i32::from(shard.config.shard_port(k)))
+                .with_node_id(BrokerId(ctx.broker_id(k)))
+                .with_host(StrBytes::from_string(ctx.config().advertised_host.clone()))
+                .with_port(i32::from(ctx.config().shard_port(k)))
         })
         .collect();
     let names: Vec<String> = match requested {
@@ -99,7 +92,7 @@ pub async fn handle(
                     .iter()
                     .enumerate()
                     .map(|(p, &owner)| {
-                        let leader = BrokerId(shard.broker_id(owner));
+                        let leader = BrokerId(ctx.broker_id(owner));
                         MetadataResponsePartition::default()
                             .with_partition_index(p as i32)
                             .with_leader_id(leader)
@@ -138,6 +131,6 @@ pub async fn handle(
     response
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(shard.broker_id(0)))
+        .with_controller_id(BrokerId(ctx.broker_id(0)))
         .with_topics(topics)
 }

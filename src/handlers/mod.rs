@@ -1,7 +1,7 @@
-//! One module per Kafka API. Each exposes `handle(shard, header, request) -> response`.
+//! One module per Kafka API. Each exposes `handle(ctx, request) -> response`; the table
+//! in `dispatch` ties them to their API keys and versions.
 
 pub mod alter_configs;
-pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;

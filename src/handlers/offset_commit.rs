@@ -1,24 +1,21 @@
 //! OffsetCommit: store a group's consumed positions durably.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, RequestHeader};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
 use crate::group::offsets::Committed;
-use crate::shard::state::Shard;
 
 /// Handles OffsetCommit.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let code = match shard.coordinator_for(&group) {
+    let code = match ctx.coordinator_for(&group) {
         Ok(c) => {
             let code = c.check_commit(
                 &group,
@@ -51,7 +48,7 @@ pub async fn handle(
                     .collect();
                 match c.commit(&group, offsets).await {
                     Ok(()) => {
-                        if let Ok(mut m) = shard.stats.registry.committed.lock() {
+                        if let Ok(mut m) = ctx.stats().registry.committed.lock() {
                             for (t, p, o) in published {
                                 m.insert((group.clone(), t, p), o);
                             }
@@ -66,7 +63,7 @@ pub async fn handle(
         }
         Err(code) => code,
     };
-    shard.stats.error(code);
+    ctx.stats().error(code);
     let topics = request
         .topics
         .into_iter()

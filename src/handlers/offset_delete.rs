@@ -1,23 +1,20 @@
 //! OffsetDelete: remove some of a group's committed offsets.
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
-use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse, RequestHeader};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
-use crate::shard::state::Shard;
 
 /// Handles OffsetDelete.
 pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
+    ctx: &RequestContext<'_>,
     request: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
     let group = request.group_id.0.to_string();
-    let c = match shard.coordinator_for(&group) {
+    let c = match ctx.coordinator_for(&group) {
         Ok(c) => c,
         Err(code) => return OffsetDeleteResponse::default().with_error_code(code.code()),
     };

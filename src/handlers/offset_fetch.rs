@@ -1,26 +1,24 @@
 //! OffsetFetch: a group's committed positions (v1–7: one group; v8+: several).
 
-use std::rc::Rc;
-
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
+use crate::dispatch::RequestContext;
 use crate::error::ErrorCode;
-use crate::shard::state::Shard;
 
 /// One partition's answer: (partition, offset, leader epoch, metadata, error).
 type Row = (i32, i64, i32, Option<String>, ErrorCode);
 
 /// Committed offsets of `group` for the asked topics (all when `None`).
 fn lookup(
-    shard: &Shard,
+    ctx: &RequestContext<'_>,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Result<Vec<(TopicName, Vec<Row>)>, ErrorCode> {
-    let c = shard.coordinator_for(group)?;
+    let c = ctx.coordinator_for(group)?;
     let committed = c.committed(group);
     Ok(match topics {
         Some(topics) => topics
@@ -69,12 +67,8 @@ fn meta(m: Option<String>) -> Option<kafka_protocol::protocol::StrBytes> {
 }
 
 /// Handles OffsetFetch.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: OffsetFetchRequest,
-) -> OffsetFetchResponse {
-    if header.request_api_version >= 8 {
+pub async fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.header.request_api_version >= 8 {
         let groups = request
             .groups
             .into_iter()
@@ -85,7 +79,7 @@ pub async fn handle(
                         .collect()
                 });
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match lookup(shard, g.group_id.as_str(), topics) {
+                match lookup(ctx, g.group_id.as_str(), topics) {
                     Ok(rows) => group.with_topics(
                         rows.into_iter()
                             .map(|(name, rows)| {
@@ -117,7 +111,7 @@ pub async fn handle(
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match lookup(shard, request.group_id.as_str(), topics) {
+    match lookup(ctx, request.group_id.as_str(), topics) {
         Ok(rows) => OffsetFetchResponse::default().with_topics(
             rows.into_iter()
                 .map(|(name, rows)| {

@@ -1,22 +1,17 @@
-//! Produce: validate and append each partition's batches on the shard that owns it.
-
-use std::rc::Rc;
+//! Produce: validate and append each partition's batches on the ctx that owns it.
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use crate::dispatch::{Reply, RequestContext};
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::AppendResult;
-use crate::shard::state::{publish, Shard, ShardStats};
+use crate::shard::state::{publish, ShardStats};
 
-/// Handles Produce. `None` for acks=0, which Kafka never answers.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    _header: &RequestHeader,
-    request: ProduceRequest,
-) -> Option<ProduceResponse> {
-    ShardStats::add(&shard.stats.produce_requests, 1);
+/// Handles Produce. Silent for acks=0, which Kafka never answers.
+pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<ProduceResponse> {
+    ShardStats::add(&ctx.stats().produce_requests, 1);
     let acks = request.acks;
     let acks_valid = (-1..=1).contains(&acks);
     // Start every partition's append before awaiting any, so they share fsyncs.
@@ -29,13 +24,13 @@ pub async fn handle(
             let outcome = if !acks_valid {
                 Err(ErrorCode::InvalidRequiredAcks)
             } else {
-                match (shard.local_partition(&name, index), p.records) {
+                match (ctx.partition(&name, index), p.records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
                     (Ok(log), Some(records)) => {
                         let bytes = records.len() as u64;
-                        let stats = shard.stats.clone();
-                        let metrics = shard.stats.partition(&name, index);
+                        let stats = ctx.stats().clone();
+                        let metrics = ctx.stats().partition(&name, index);
                         Ok(glommio::spawn_local(async move {
                             let r = log.append(BytesMut::from(&records[..])).await;
                             if let Ok(a) = &r {
@@ -68,7 +63,7 @@ pub async fn handle(
             };
             let resp = PartitionProduceResponse::default().with_index(index);
             if let Err(code) = &result {
-                shard.stats.error(*code);
+                ctx.stats().error(*code);
             }
             partition_responses.push(match result {
                 Ok(r) => resp
@@ -88,9 +83,9 @@ pub async fn handle(
                 .with_partition_responses(partition_responses),
         );
     }
-    shard.data_arrived.notify();
+    ctx.data_arrived().notify();
     if acks == 0 {
-        return None;
+        return Reply::Silent;
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Reply::Send(ProduceResponse::default().with_responses(responses))
 }

@@ -1,20 +1,14 @@
 //! SyncGroup: the leader hands in assignments; every member gets its own.
 
-use std::rc::Rc;
-
-use kafka_protocol::messages::{RequestHeader, SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::shard::state::Shard;
+use crate::dispatch::RequestContext;
 
 /// Handles SyncGroup.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    header: &RequestHeader,
-    request: SyncGroupRequest,
-) -> SyncGroupResponse {
+pub async fn handle(ctx: &RequestContext<'_>, request: SyncGroupRequest) -> SyncGroupResponse {
     let group = request.group_id.0.to_string();
-    let coordinator = match shard.coordinator_for(&group) {
+    let coordinator = match ctx.coordinator_for(&group) {
         Ok(c) => c,
         Err(code) => return SyncGroupResponse::default().with_error_code(code.code()),
     };
@@ -31,11 +25,11 @@ pub async fn handle(
             assignments,
         )
         .await;
-    shard.stats.error(r.error);
+    ctx.stats().error(r.error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(r.error.code())
         .with_assignment(r.assignment);
-    if header.request_api_version >= 5 {
+    if ctx.header.request_api_version >= 5 {
         resp = resp
             .with_protocol_type(r.protocol_type.map(StrBytes::from_string))
             .with_protocol_name(r.protocol.map(StrBytes::from_string));

@@ -19,7 +19,7 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 use tracing::debug;
 
-use crate::protocol::api::{dispatch, Outcome};
+use crate::dispatch::{dispatch, Outcome};
 use crate::protocol::frame::{check_frame_size, FrameError};
 use crate::shard::notify::Notify;
 use crate::shard::state::{Shard, ShardStats};

@@ -14,6 +14,54 @@ use super::placement::place;
 use super::router::{CreateOutcome, ShardRequest, ShardResponse, TopicChange, TopicSpec};
 use super::state::Shard;
 
+/// The controller as a handler sees it: topic changes (run on shard 0, the node's
+/// controller today) and questions every shard answers.
+pub struct Controller<'a> {
+    shard: &'a Rc<Shard>,
+}
+
+impl<'a> Controller<'a> {
+    /// The controller reached from `shard`.
+    pub fn new(shard: &'a Rc<Shard>) -> Self {
+        Controller { shard }
+    }
+
+    /// Creates topics; see [`create_topics`].
+    pub async fn create_topics(
+        &self,
+        topics: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> Vec<CreateOutcome> {
+        create_topics(self.shard, topics, validate_only).await
+    }
+
+    /// Deletes topics; see [`delete_topics`].
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<ErrorCode> {
+        delete_topics(self.shard, names).await
+    }
+
+    /// Changes a topic; see [`update_topic`].
+    pub async fn update_topic(
+        &self,
+        name: String,
+        change: TopicChange,
+        validate_only: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        update_topic(self.shard, name, change, validate_only).await
+    }
+
+    /// Every group of every shard of this node: (id, protocol type, state).
+    pub async fn list_groups(&self) -> Vec<(String, String, String)> {
+        let mut groups = Vec::new();
+        for to in 0..self.shard.config.shards {
+            if let ShardResponse::Groups(g) = self.shard.call(to, ShardRequest::ListGroups).await {
+                groups.extend(g);
+            }
+        }
+        groups
+    }
+}
+
 /// Answers a request that arrived from another shard (or from this one).
 pub async fn handle_request(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
     match request {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
-use caudal::protocol::api::{decode_only, SUPPORTED};
+use caudal::dispatch::{decode_only, SUPPORTED};
 use caudal::protocol::frame::peek_header;
 use caudal::protocol::record_batch::check_batch;
 

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use caudal::dispatch::SUPPORTED;
 use caudal::log::offset_index::OffsetIndex;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::{MetaRecord, MetaStore};
 use caudal::metadata::TopicMeta;
 use caudal::producer_state::ProducerStateTable;
-use caudal::protocol::api::SUPPORTED;
 use caudal::protocol::record_batch::{
     build_batch, compute_crc, parse_header, set_producer, Compression,
 };

@@ -74,19 +74,17 @@ pub enum BatchError {
     },
 }
 
-/// Compression codec named by the low three attribute bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Uncompressed records.
-    None,
-    /// gzip.
-    Gzip,
-    /// Snappy (xerial framing).
-    Snappy,
-    /// LZ4 frame format.
-    Lz4,
-    /// Zstandard.
-    Zstd,
+pub use crate::compression::Compression;
+
+impl From<crate::compression::DecompressError> for BatchError {
+    fn from(e: crate::compression::DecompressError) -> Self {
+        BatchError::InvalidHeader(match e {
+            crate::compression::DecompressError::TooLarge => {
+                "records decompress past the size limit"
+            }
+            crate::compression::DecompressError::Corrupt => "compressed records do not decompress",
+        })
+    }
 }
 
 /// The header fields of one validated batch, read without copying the batch.
@@ -290,29 +288,10 @@ pub fn build_batch(
         put_varlong(&mut records, body.len() as i64);
         records.extend_from_slice(&body);
     }
-    let (codec, payload) = match compression {
-        Compression::None => (0i16, records),
-        Compression::Zstd => (
-            4,
-            zstd::bulk::compress(&records, 1).unwrap_or_else(|_| Vec::new()),
-        ),
-        Compression::Lz4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            std::io::Write::write_all(&mut enc, &records).ok();
-            (3, enc.finish().unwrap_or_default())
-        }
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            std::io::Write::write_all(&mut enc, &records).ok();
-            (1, enc.finish().unwrap_or_default())
-        }
-        Compression::Snappy => (
-            2,
-            snap::raw::Encoder::new()
-                .compress_vec(&records)
-                .unwrap_or_default(),
-        ),
-    };
+    let (codec, payload) = (
+        compression.attribute_bits(),
+        crate::compression::compress(compression, &records),
+    );
     let count = values.len() as i32;
     let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
@@ -397,7 +376,7 @@ pub fn record_timestamps(
     let records = if codec == Compression::None {
         payload
     } else {
-        owned = super::compression::decompress(codec, payload, max_uncompressed)?;
+        owned = crate::compression::decompress(codec, payload, max_uncompressed)?;
         &owned[..]
     };
     Ok(parse_records(records, h.records_count)?
@@ -442,6 +421,21 @@ fn put_varlong(out: &mut Vec<u8>, v: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_codec_round_trips_through_record_timestamps() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = build_batch(0, 1000, &[b"a", b"bb", b"ccc"], codec);
+            let ts = record_timestamps(&b, 1 << 20).unwrap();
+            assert_eq!(ts, vec![(0, 1000), (1, 1000), (2, 1000)], "{codec:?}");
+        }
+    }
 
     #[test]
     fn built_batch_passes_validation() {

@@ -1,0 +1,109 @@
+//! What a handler may use: the request's header and peer, and the shard's services —
+//! partitions, groups, metadata and the controller, producer ids, metrics — and nothing
+//! else of the shard (its router, stores, locks and budgets stay out of handlers' reach).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::RequestHeader;
+
+use crate::config::Config;
+use crate::error::ErrorCode;
+use crate::group::coordinator::Coordinator;
+use crate::log::PartitionLog;
+use crate::metadata::{ClusterMetadata, PartitionId, ShardId};
+use crate::shard::controller::Controller;
+use crate::shard::notify::Notify;
+use crate::shard::producer_ids::ProducerIds;
+use crate::shard::state::{Shard, ShardStats};
+
+/// One request being handled: its header and peer, and the services of the shard that
+/// handles it.
+pub struct RequestContext<'a> {
+    /// The request's header.
+    pub header: RequestHeader,
+    /// The client's address, when known.
+    pub peer: Option<SocketAddr>,
+    shard: &'a Rc<Shard>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// The context for a request `header` from `peer`, handled by `shard`.
+    pub fn new(shard: &'a Rc<Shard>, header: RequestHeader, peer: Option<SocketAddr>) -> Self {
+        RequestContext {
+            header,
+            peer,
+            shard,
+        }
+    }
+
+    /// The request's API version.
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    /// Broker settings.
+    pub fn config(&self) -> &Config {
+        &self.shard.config
+    }
+
+    /// The shard handling the request.
+    pub fn shard_id(&self) -> ShardId {
+        self.shard.id
+    }
+
+    /// The shard's counters and per-partition metrics.
+    pub fn stats(&self) -> &Arc<ShardStats> {
+        &self.shard.stats
+    }
+
+    /// The metadata snapshot this shard serves from.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.shard.meta()
+    }
+
+    /// Broker id of shard `k` of this node.
+    pub fn broker_id(&self, shard: ShardId) -> i32 {
+        self.shard.broker_id(shard)
+    }
+
+    /// The log of a partition this shard leads, or the error code to answer with.
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Rc<PartitionLog>, ErrorCode> {
+        self.shard.local_partition(topic, partition)
+    }
+
+    /// Every partition this shard serves, with its topic and number.
+    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<PartitionLog>)> {
+        self.shard.local_partitions()
+    }
+
+    /// Fired when a partition's high watermark moves: long-polling fetches wait on it.
+    pub fn data_arrived(&self) -> &Notify {
+        &self.shard.data_arrived
+    }
+
+    /// True once the shard is shutting down: long polls return at once.
+    pub fn is_stopping(&self) -> bool {
+        self.shard.is_stopping()
+    }
+
+    /// The coordinator of `group` if this shard is it, else the error to answer with.
+    pub fn coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
+        self.shard.coordinator_for(group)
+    }
+
+    /// The shard's producer-id allocator, once started.
+    pub fn producer_ids(&self) -> Option<&ProducerIds> {
+        self.shard.producer_ids.get()
+    }
+
+    /// The controller: topic changes and node-wide questions.
+    pub fn controller(&self) -> Controller<'a> {
+        Controller::new(self.shard)
+    }
+}
