@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use caudal::executor::Builder;
-use caudal::log::{LogConfig, LogEnv, PartitionLog};
+use caudal::log::{LogConfig, LogEnv};
 use caudal::protocol::record_batch::{build_batch, Compression};
+use caudal::replica::Partition;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const RECORD: usize = 1024;
@@ -53,7 +54,7 @@ fn append_run(batch_bytes: usize, iters: u64) -> Duration {
     let dir = tmpdir();
     let path = dir.path().to_path_buf();
     let elapsed = on_executor(move || async move {
-        let log = PartitionLog::open(&path, config(), LogEnv::new(64 << 20))
+        let log = Partition::open(&path, config(), LogEnv::new(64 << 20), Default::default())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let template = batch_of(batch_bytes);
@@ -88,7 +89,7 @@ fn read_run(batch_bytes: usize, total: usize, cached: bool, iters: u64) -> Durat
     let path = dir.path().to_path_buf();
     let elapsed = on_executor(move || async move {
         let cache = if cached { total * 2 } else { 0 };
-        let log = PartitionLog::open(&path, config(), LogEnv::new(cache))
+        let log = Partition::open(&path, config(), LogEnv::new(cache), Default::default())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let template = batch_of(batch_bytes);

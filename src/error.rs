@@ -1,8 +1,9 @@
 //! Kafka error codes, and the one place module errors are mapped to them.
 
 use crate::log::LogError;
-use crate::producer_state::ProducerError;
 use crate::protocol::record_batch::BatchError;
+use crate::replica::producer_state::ProducerError;
+use crate::replica::ReplicaError;
 
 /// Kafka protocol error codes used by this broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,22 @@ pub fn log_error_code(e: &LogError) -> ErrorCode {
         LogError::InvalidBatch(b) => batch_error_code(b),
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,
-        LogError::Producer(ProducerError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
-        LogError::Producer(ProducerError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequenceNumber,
+        // Never reaches a client: replicas append only whole batches at the log end.
+        LogError::NotContiguous { .. } | LogError::NotABatchBoundary(_) => {
+            ErrorCode::KafkaStorageError
+        }
+    }
+}
+
+/// Maps a replica error to the error code Kafka returns for it.
+pub fn replica_error_code(e: &ReplicaError) -> ErrorCode {
+    match e {
+        ReplicaError::Log(e) => log_error_code(e),
+        ReplicaError::Producer(ProducerError::InvalidEpoch { .. }) => {
+            ErrorCode::InvalidProducerEpoch
+        }
+        ReplicaError::Producer(ProducerError::OutOfOrder { .. }) => {
+            ErrorCode::OutOfOrderSequenceNumber
+        }
     }
 }

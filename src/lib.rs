@@ -1,6 +1,7 @@
 //! Caudal: a Kafka-wire-compatible message broker, thread-per-core on io_uring.
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod dispatch;
@@ -12,13 +13,13 @@ pub mod log;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
-pub mod producer_state;
+pub mod replica;
 pub mod shard;
 
 /// The Kafka wire format (the `caudal-protocol` crate).
 pub use caudal_protocol as protocol;
 /// Executors, deadlines and the guarded allocator (the `caudal-runtime` crate).
-pub use caudal_runtime::{alloc_guard, executor};
+pub use caudal_runtime::{alloc_guard, executor, notify};
 
 /// Every binary linking Caudal gets the guarded allocator (see `alloc_guard`).
 #[global_allocator]

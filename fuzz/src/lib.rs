@@ -26,12 +26,12 @@ use caudal::log::offset_index::OffsetIndex;
 use caudal::log::recovery::IndexBuilder;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::MetaStore;
-use caudal::producer_state::{ProducerStateTable, SequenceCheck};
 use caudal::protocol::frame::{check_frame_size, peek_header, MIN_REQUEST};
 use caudal::protocol::record_batch::{
     check_batch, compute_crc, parse_header, peek_batch_size, uncompressed_records,
     validate_produced_batch, BatchHeader, HEADER_LEN,
 };
+use caudal::replica::producer_state::{ProducerStateTable, SequenceCheck};
 
 /// `socket.request.max.bytes` as the broker uses it by default.
 pub const MAX_REQUEST: usize = 100 << 20;

@@ -11,10 +11,10 @@ use kafka_protocol::messages::RequestHeader;
 use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::group::coordinator::Coordinator;
-use crate::log::PartitionLog;
 use crate::metadata::{ClusterMetadata, PartitionId, ShardId};
+use crate::notify::Notify;
+use crate::replica::Partition;
 use crate::shard::controller::Controller;
-use crate::shard::notify::Notify;
 use crate::shard::producer_ids::ProducerIds;
 use crate::shard::state::{Shard, ShardStats};
 
@@ -73,12 +73,12 @@ impl<'a> RequestContext<'a> {
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Rc<PartitionLog>, ErrorCode> {
+    ) -> Result<Rc<Partition>, ErrorCode> {
         self.shard.local_partition(topic, partition)
     }
 
     /// Every partition this shard serves, with its topic and number.
-    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<PartitionLog>)> {
+    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<Partition>)> {
         self.shard.local_partitions()
     }
 

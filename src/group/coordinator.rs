@@ -28,30 +28,7 @@ const DRIVER_TICK: Duration = Duration::from_millis(10);
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
-/// Group coordinator settings (Kafka's `group.*` and `offsets.retention.*`).
-#[derive(Debug, Clone)]
-pub struct GroupSettings {
-    /// Wait before the first rebalance of an empty group, so members starting together
-    /// join one generation. Kafka: `group.initial.rebalance.delay.ms`, default 3 s.
-    pub initial_rebalance_delay: Duration,
-    /// Smallest session timeout accepted. Kafka default 6 s.
-    pub min_session_timeout: Duration,
-    /// Largest session timeout accepted. Kafka default 30 min.
-    pub max_session_timeout: Duration,
-    /// Offsets of an empty group are deleted this long after its last commit. Default 7 days.
-    pub offsets_retention: Duration,
-}
-
-impl Default for GroupSettings {
-    fn default() -> Self {
-        GroupSettings {
-            initial_rebalance_delay: Duration::from_secs(3),
-            min_session_timeout: Duration::from_secs(6),
-            max_session_timeout: Duration::from_secs(1800),
-            offsets_retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
+pub use crate::config::GroupSettings;
 
 /// A JoinGroup request, as the coordinator needs it.
 #[derive(Debug, Clone)]
@@ -513,7 +490,7 @@ impl Coordinator {
     }
 
     async fn expire_offsets(&self) {
-        let now = crate::log::partition::now_ms();
+        let now = crate::clock::now_ms();
         let retention = self.settings.offsets_retention.as_millis() as i64;
         let stale: Vec<String> = self
             .offsets

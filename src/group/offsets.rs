@@ -20,8 +20,10 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tracing::{info, warn};
 
-use crate::log::{LogConfig, LogEnv, LogResult, PartitionLog};
+use crate::log::{LogConfig, LogEnv, LogError, LogResult};
+use crate::notify::Notify;
 use crate::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
+use crate::replica::{Partition, ReplicaError};
 
 const COMMIT: u8 = 1;
 const DELETE_GROUP: u8 = 2;
@@ -205,13 +207,13 @@ impl OffsetRecord {
 
 /// The committed offsets of one shard's groups.
 pub struct OffsetStore {
-    log: Rc<PartitionLog>,
+    log: Rc<Partition>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
 }
 
 /// Replays the log into a map. Returns the map, the number of records, and whether the
 /// replay stopped early at corrupt data (the log must then be rewritten).
-async fn replay(log: &PartitionLog) -> LogResult<(HashMap<String, GroupOffsets>, usize, bool)> {
+async fn replay(log: &Partition) -> LogResult<(HashMap<String, GroupOffsets>, usize, bool)> {
     let mut map = HashMap::new();
     let mut records = 0usize;
     let mut from = log.log_start_offset();
@@ -254,13 +256,20 @@ impl OffsetStore {
             max_message_bytes: 64 << 20,
             ..LogConfig::default()
         };
-        let mut log = PartitionLog::open(dir, config.clone(), env.clone()).await?;
+        let mut log =
+            Partition::open(dir, config.clone(), env.clone(), Rc::new(Notify::default())).await?;
         let (map, records, corrupt) = replay(&log).await?;
         let live: usize = map.values().map(BTreeMap::len).sum();
         if corrupt || (records > 1000 && records > 4 * live) {
             let tmp = with_suffix(dir, "compacting");
             let _ = std::fs::remove_dir_all(&tmp);
-            let fresh = PartitionLog::open(&tmp, config.clone(), env.clone()).await?;
+            let fresh = Partition::open(
+                &tmp,
+                config.clone(),
+                env.clone(),
+                Rc::new(Notify::default()),
+            )
+            .await?;
             let store = OffsetStore {
                 log: fresh,
                 offsets: RefCell::new(HashMap::new()),
@@ -290,7 +299,7 @@ impl OffsetStore {
             }
             std::fs::remove_dir_all(&old)?;
             info!(dir = %dir.display(), records, live, "compacted offsets log");
-            log = PartitionLog::open(dir, config, env).await?;
+            log = Partition::open(dir, config, env, Rc::new(Notify::default())).await?;
         }
         Ok(OffsetStore {
             log,
@@ -302,8 +311,15 @@ impl OffsetStore {
         for chunk in records.chunks(1000) {
             let values: Vec<Vec<u8>> = chunk.iter().map(OffsetRecord::encode).collect();
             let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-            let batch = build_batch(0, crate::log::partition::now_ms(), &refs, Compression::None);
-            self.log.append(BytesMut::from(&batch[..])).await?;
+            let batch = build_batch(0, crate::clock::now_ms(), &refs, Compression::None);
+            self.log
+                .append(BytesMut::from(&batch[..]))
+                .await
+                .map_err(|e| match e {
+                    ReplicaError::Log(e) => e,
+                    // Offsets records carry no producer id: no sequence to refuse.
+                    other => LogError::Io(std::io::Error::other(other.to_string())),
+                })?;
         }
         Ok(())
     }

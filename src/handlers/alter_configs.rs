@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::topic_config;
 use crate::shard::router::TopicChange;

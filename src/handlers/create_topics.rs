@@ -6,7 +6,7 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::{topic_config, validate_topic_name};
 use crate::shard::router::TopicSpec;

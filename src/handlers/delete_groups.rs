@@ -3,7 +3,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 /// Handles DeleteGroups.
 pub async fn handle(

@@ -5,7 +5,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{CLUSTER_ID, CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED};
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 /// Handles DescribeCluster.
 pub async fn handle(

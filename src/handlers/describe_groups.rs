@@ -5,7 +5,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED};
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 fn s(v: String) -> StrBytes {
     StrBytes::from_string(v)

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic_name;
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 /// Free and total bytes of the filesystem holding `path`.
 fn disk_space(path: &std::path::Path) -> (i64, i64) {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::FetchRequest;
 
-use crate::dispatch::{FetchReply, RequestContext};
+use crate::dispatch::context::RequestContext;
+use crate::dispatch::respond::FetchReply;
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::LogError;
 use crate::protocol::fetch_encoder::{PartitionOut, TopicOut};

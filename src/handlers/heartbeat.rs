@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 /// Handles Heartbeat.
 pub async fn handle(ctx: &RequestContext<'_>, request: HeartbeatRequest) -> HeartbeatResponse {

@@ -4,7 +4,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::group::coordinator::JoinParams;
 
 fn s(v: String) -> StrBytes {

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic_name;
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
 use crate::metadata::validate_topic_name;
 use crate::shard::router::TopicSpec;

@@ -5,7 +5,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
 use crate::group::offsets::Committed;
 
@@ -23,7 +23,7 @@ pub async fn handle(
                 request.member_id.as_str(),
             );
             if code == ErrorCode::None {
-                let now = crate::log::partition::now_ms();
+                let now = crate::clock::now_ms();
                 let offsets: Vec<(String, i32, Committed)> = request
                     .topics
                     .iter()

@@ -5,7 +5,7 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
 
 /// Handles OffsetDelete.

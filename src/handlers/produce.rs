@@ -4,9 +4,10 @@ use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use crate::dispatch::{Reply, RequestContext};
-use crate::error::{log_error_code, ErrorCode};
-use crate::log::AppendResult;
+use crate::dispatch::context::RequestContext;
+use crate::dispatch::respond::Reply;
+use crate::error::{replica_error_code, ErrorCode};
+use crate::replica::AppendResult;
 use crate::shard::state::{publish, ShardStats};
 
 /// Handles Produce. Silent for acks=0, which Kafka never answers.
@@ -44,7 +45,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                                 }
                                 publish(&metrics, &log);
                             }
-                            r.map_err(|e| log_error_code(&e))
+                            r.map_err(|e| replica_error_code(&e))
                         }))
                     }
                 }
@@ -83,7 +84,6 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                 .with_partition_responses(partition_responses),
         );
     }
-    ctx.data_arrived().notify();
     if acks == 0 {
         return Reply::Silent;
     }

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::dispatch::RequestContext;
+use crate::dispatch::context::RequestContext;
 
 /// Handles SyncGroup.
 pub async fn handle(ctx: &RequestContext<'_>, request: SyncGroupRequest) -> SyncGroupResponse {

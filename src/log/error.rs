@@ -28,9 +28,17 @@ pub enum LogError {
         /// Offset the next visible record will get.
         log_end: Offset,
     },
-    /// An idempotent producer's batch is out of sequence or from a fenced epoch.
-    #[error("{0}")]
-    Producer(#[from] crate::producer_state::ProducerError),
+    /// Batches offered for append do not start at the log end or have gaps.
+    #[error("batches do not continue the log: expected offset {expected}, got {got}")]
+    NotContiguous {
+        /// Offset the next batch must start at.
+        expected: Offset,
+        /// Offset it starts at.
+        got: Offset,
+    },
+    /// A truncation point inside a batch: the log is cut only between batches.
+    #[error("offset {0} is not the start of a batch")]
+    NotABatchBoundary(Offset),
     /// Bytes on disk failed their checksum or framing when read back.
     #[error("corrupt data in {file} at position {position}: {detail}")]
     Corrupt {

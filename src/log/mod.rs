@@ -1,12 +1,15 @@
-//! The partition log: segments, indexes, recovery, retention and the tail cache.
+//! A partition's storage: segments, indexes, recovery, truncation, retention, the tail
+//! cache and the epoch table. Pure storage: the replication rules live in `replica`.
 
+pub mod clean_marker;
 pub mod config;
+pub mod epochs;
 pub mod error;
 pub mod format;
 pub mod offset_index;
-pub mod partition;
 pub mod recovery;
 pub mod segment;
+pub mod storage;
 pub mod tail_cache;
 pub mod time_index;
 
@@ -15,4 +18,4 @@ pub type Offset = i64;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{LogError, LogResult};
-pub use partition::{AppendResult, LogEnv, PartitionLog, ReadResult};
+pub use storage::{AppendSlot, Log, LogEnv, Pending, ReadResult, Recovered};

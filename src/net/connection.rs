@@ -20,8 +20,8 @@ use glommio::task::JoinHandle;
 use tracing::debug;
 
 use crate::dispatch::{dispatch, Outcome};
+use crate::notify::Notify;
 use crate::protocol::frame::{check_frame_size, FrameError};
-use crate::shard::notify::Notify;
 use crate::shard::state::{Shard, ShardStats};
 
 /// Requests one connection may have in flight before its reader waits.

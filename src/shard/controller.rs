@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ErrorCode;
 use crate::metadata::store::MetaRecord;
-use crate::metadata::TopicMeta;
+use crate::metadata::{ShardId, TopicMeta};
 
 use super::placement::place;
 use super::router::{CreateOutcome, ShardRequest, ShardResponse, TopicChange, TopicSpec};
@@ -54,11 +54,21 @@ impl<'a> Controller<'a> {
     pub async fn list_groups(&self) -> Vec<(String, String, String)> {
         let mut groups = Vec::new();
         for to in 0..self.shard.config.shards {
-            if let ShardResponse::Groups(g) = self.shard.call(to, ShardRequest::ListGroups).await {
+            if let ShardResponse::Groups(g) = call(self.shard, to, ShardRequest::ListGroups).await {
                 groups.extend(g);
             }
         }
         groups
+    }
+}
+
+/// Sends a request to shard `to`, handling it directly when that is this shard.
+pub async fn call(shard: &Rc<Shard>, to: ShardId, request: ShardRequest) -> ShardResponse {
+    if to == shard.id {
+        // Boxed: a request handled here may itself call another shard.
+        Box::pin(handle_request(shard.clone(), request)).await
+    } else {
+        shard.router.call(to, request).await
     }
 }
 
@@ -102,15 +112,15 @@ pub async fn create_topics(
     validate_only: bool,
 ) -> Vec<CreateOutcome> {
     if shard.id != 0 {
-        return match shard
-            .call(
-                0,
-                ShardRequest::CreateTopics {
-                    topics,
-                    validate_only,
-                },
-            )
-            .await
+        return match call(
+            shard,
+            0,
+            ShardRequest::CreateTopics {
+                topics,
+                validate_only,
+            },
+        )
+        .await
         {
             ShardResponse::Created(r) => r,
             other => vec![Err((ErrorCode::UnknownServerError, format!("{other:?}")))],
@@ -167,10 +177,7 @@ pub async fn create_topics(
 /// Deletes topics on shard 0 and has every shard drop their partitions.
 pub async fn delete_topics(shard: &Rc<Shard>, names: Vec<String>) -> Vec<ErrorCode> {
     if shard.id != 0 {
-        return match shard
-            .call(0, ShardRequest::DeleteTopics(names.clone()))
-            .await
-        {
+        return match call(shard, 0, ShardRequest::DeleteTopics(names.clone())).await {
             ShardResponse::Deleted(r) => r,
             _ => vec![ErrorCode::UnknownServerError; names.len()],
         };
@@ -211,16 +218,16 @@ pub async fn update_topic(
     validate_only: bool,
 ) -> Result<(), (ErrorCode, String)> {
     if shard.id != 0 {
-        return match shard
-            .call(
-                0,
-                ShardRequest::UpdateTopic {
-                    name,
-                    change,
-                    validate_only,
-                },
-            )
-            .await
+        return match call(
+            shard,
+            0,
+            ShardRequest::UpdateTopic {
+                name,
+                change,
+                validate_only,
+            },
+        )
+        .await
         {
             ShardResponse::Updated(r) => r,
             other => Err((ErrorCode::UnknownServerError, format!("{other:?}"))),
@@ -278,7 +285,10 @@ async fn broadcast(shard: &Rc<Shard>, meta: Arc<crate::metadata::ClusterMetadata
         let shard = shard.clone();
         let meta = meta.clone();
         tasks.push(glommio::spawn_local(async move {
-            (to, shard.call(to, ShardRequest::ApplyMetadata(meta)).await)
+            (
+                to,
+                call(&shard, to, ShardRequest::ApplyMetadata(meta)).await,
+            )
         }));
     }
     for t in tasks {

@@ -1,7 +1,7 @@
 //! Shards: one executor per core, each owning its partitions; the mesh between them.
 
 pub mod controller;
-pub mod notify;
+
 pub mod placement;
 pub mod producer_ids;
 pub mod router;

@@ -114,7 +114,7 @@ fn set_aside_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
         if !known {
             let target = data_dir
                 .join("orphaned")
-                .join(format!("{name}.{}", crate::log::partition::now_ms()));
+                .join(format!("{name}.{}", crate::clock::now_ms()));
             warn!(dir = %entry.path().display(), to = %target.display(), "partition directory of no known topic set aside");
             let moved = std::fs::create_dir_all(data_dir.join("orphaned"))
                 .and_then(|_| std::fs::rename(entry.path(), &target));
@@ -236,7 +236,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
     }
     let metrics = match config.metrics_listen {
-        Some(addr) => match crate::metrics::serve(addr, stats.clone(), stop.clone()) {
+        Some(addr) => match crate::net::metrics_http::serve(addr, stats.clone(), stop.clone()) {
             Ok(t) => {
                 info!(%addr, "serving metrics on /metrics");
                 Some(t)

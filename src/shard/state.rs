@@ -15,15 +15,16 @@ use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::io::dma_writer::IoStats;
 use crate::log::tail_cache::CacheBudget;
-use crate::log::{LogEnv, PartitionLog};
+use crate::log::LogEnv;
 use crate::metadata::store::MetaStore;
 use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardId};
 use crate::metrics::{Histogram, PartitionMetrics, Registry};
+use crate::replica::Partition;
 
-use super::notify::Notify;
 use super::producer_ids::ProducerIds;
-use super::router::{Router, ShardRequest, ShardResponse};
+use super::router::Router;
 use crate::group::coordinator::Coordinator;
+use crate::notify::Notify;
 
 /// Per-shard counters, readable from any thread (tests, metrics). Only the owning shard
 /// writes them, so relaxed atomics cost no contention.
@@ -136,7 +137,7 @@ pub struct LocalPartition {
     /// Id of the topic it belongs to (a recreated topic gets a new id).
     pub topic_id: Uuid,
     /// Its log.
-    pub log: Rc<PartitionLog>,
+    pub log: Rc<Partition>,
 }
 
 /// The state of one shard. Lives on its executor, shared by its tasks through `Rc`.
@@ -162,7 +163,7 @@ pub struct Shard {
     /// Serialises snapshot application.
     apply_lock: Semaphore,
     /// Fired when a partition's high watermark moves, for long-polling fetches.
-    pub data_arrived: Notify,
+    pub data_arrived: Rc<Notify>,
     /// Bytes of requests this shard may hold in memory at once.
     pub request_budget: Rc<Semaphore>,
     /// Coordinator of the groups that hash to this shard; set once its offsets are loaded.
@@ -203,7 +204,7 @@ impl Shard {
             store: store.map(RefCell::new),
             controller_lock: Semaphore::new(1),
             apply_lock: Semaphore::new(1),
-            data_arrived: Notify::default(),
+            data_arrived: Rc::new(Notify::default()),
             request_budget: Rc::new(Semaphore::new(budget)),
             coordinator: OnceCell::new(),
             producer_ids: OnceCell::new(),
@@ -230,7 +231,7 @@ impl Shard {
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Rc<PartitionLog>, ErrorCode> {
+    ) -> Result<Rc<Partition>, ErrorCode> {
         let meta = self.meta.borrow();
         let Some(t) = meta.topics.get(topic) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
@@ -256,7 +257,7 @@ impl Shard {
     }
 
     /// Every partition this shard serves, with its topic and number.
-    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<PartitionLog>)> {
+    pub fn local_partitions(&self) -> Vec<(String, PartitionId, Rc<Partition>)> {
         self.partitions
             .borrow()
             .iter()
@@ -265,7 +266,7 @@ impl Shard {
     }
 
     /// Every partition this shard serves.
-    pub fn local_logs(&self) -> Vec<Rc<PartitionLog>> {
+    pub fn local_logs(&self) -> Vec<Rc<Partition>> {
         self.partitions
             .borrow()
             .values()
@@ -276,16 +277,6 @@ impl Shard {
     /// Directory of a partition's log.
     pub fn partition_dir(&self, topic: &str, partition: PartitionId) -> PathBuf {
         self.config.data_dir.join(format!("{topic}-{partition}"))
-    }
-
-    /// Sends a request to shard `to`, handling it directly when that is this shard.
-    pub async fn call(self: &Rc<Self>, to: ShardId, request: ShardRequest) -> ShardResponse {
-        if to == self.id {
-            // Boxed: a request handled here may itself call another shard.
-            Box::pin(super::controller::handle_request(self.clone(), request)).await
-        } else {
-            self.router.call(to, request).await
-        }
     }
 
     /// Adopts a newer metadata snapshot: opens the logs of partitions placed on this
@@ -339,9 +330,14 @@ impl Shard {
                     continue;
                 }
                 let dir = self.partition_dir(&t.name, p as PartitionId);
-                let log = PartitionLog::open(&dir, log_config.clone(), self.env.clone())
-                    .await
-                    .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                let log = Partition::open(
+                    &dir,
+                    log_config.clone(),
+                    self.env.clone(),
+                    self.data_arrived.clone(),
+                )
+                .await
+                .map_err(|e| format!("opening {}: {e}", dir.display()))?;
                 publish(&self.stats.partition(&t.name, p as PartitionId), &log);
                 if log.opened_clean() {
                     ShardStats::add(&self.stats.opened_clean, 1);
@@ -363,7 +359,7 @@ impl Shard {
 
     /// Deletes old segments of every local partition per its retention settings.
     pub async fn apply_retention(&self) {
-        let now = crate::log::partition::now_ms();
+        let now = crate::clock::now_ms();
         for (topic, partition, log) in self.local_partitions() {
             if let Err(e) = log.apply_retention(now).await {
                 warn!(dir = %log.dir().display(), error = %e, "retention failed");
@@ -447,7 +443,7 @@ impl Shard {
 }
 
 /// Copies a log's offsets and size into its metrics.
-pub fn publish(m: &PartitionMetrics, log: &PartitionLog) {
+pub fn publish(m: &PartitionMetrics, log: &Partition) {
     m.high_watermark
         .store(log.high_watermark(), Ordering::Relaxed);
     m.log_start_offset

@@ -47,7 +47,7 @@ fn altered_retention_takes_effect_at_run_time_and_persists() {
     create_topic(&mut c, "aging", 1);
     assert_eq!(set_incremental(&mut c, "aging", "segment.bytes", "2000"), 0);
     // Records from an hour ago fill several segments.
-    let old = caudal::log::partition::now_ms() - 3_600_000;
+    let old = caudal::clock::now_ms() - 3_600_000;
     for _ in 0..20 {
         let b = caudal::protocol::record_batch::build_batch(
             0,

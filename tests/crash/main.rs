@@ -243,12 +243,7 @@ fn producer(addr: SocketAddr, partition: i32, idempotent: bool, stop: Arc<Atomic
             .map(|i| format!("{partition}:{i}").into_bytes())
             .collect();
         let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-        let mut batch = build_batch(
-            0,
-            caudal::log::partition::now_ms(),
-            &refs,
-            Compression::None,
-        );
+        let mut batch = build_batch(0, caudal::clock::now_ms(), &refs, Compression::None);
         if idempotent {
             set_producer(&mut batch, pid, 0, next_id as i32);
         }

@@ -12,10 +12,10 @@ use caudal::log::offset_index::OffsetIndex;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::{MetaRecord, MetaStore};
 use caudal::metadata::TopicMeta;
-use caudal::producer_state::ProducerStateTable;
 use caudal::protocol::record_batch::{
     build_batch, compute_crc, parse_header, set_producer, Compression,
 };
+use caudal::replica::producer_state::ProducerStateTable;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};

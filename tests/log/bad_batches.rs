@@ -3,9 +3,9 @@ use caudal::protocol::record_batch::{BatchError, Compression};
 
 use super::*;
 
-async fn refused(log: &caudal::log::PartitionLog, bytes: Vec<u8>) -> BatchError {
+async fn refused(log: &caudal::replica::Partition, bytes: Vec<u8>) -> BatchError {
     match log.append(BytesMut::from(&bytes[..])).await {
-        Err(LogError::InvalidBatch(e)) => e,
+        Err(caudal::replica::ReplicaError::Log(LogError::InvalidBatch(e))) => e,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

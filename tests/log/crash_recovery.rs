@@ -1,7 +1,8 @@
 use std::path::Path;
 
-use caudal::log::{LogConfig, PartitionLog};
+use caudal::log::LogConfig;
 use caudal::protocol::record_batch::Compression;
+use caudal::replica::Partition;
 use rand::{Rng, SeedableRng};
 
 use super::*;
@@ -10,7 +11,7 @@ const SEGMENT: &str = "00000000000000000000.log";
 
 /// Appends batches and returns (base offset, bytes as stored, end position in file).
 async fn fill(
-    log: &PartitionLog,
+    log: &Partition,
     batches: usize,
     max_records: usize,
     size: usize,

@@ -1,5 +1,6 @@
-use caudal::log::{LogConfig, LogEnv, PartitionLog};
+use caudal::log::{LogConfig, LogEnv};
 use caudal::protocol::record_batch::Compression;
+use caudal::replica::Partition;
 
 use super::*;
 
@@ -8,7 +9,7 @@ fn concurrent_appenders_share_fdatasyncs() {
     run(|dir| async move {
         let env = LogEnv::new(64 << 20);
         let stats = env.stats.clone();
-        let log = PartitionLog::open(&dir, LogConfig::default(), env)
+        let log = Partition::open(&dir, LogConfig::default(), env, Default::default())
             .await
             .unwrap();
         const APPENDERS: usize = 32;
@@ -62,7 +63,9 @@ fn interval_policy_acknowledges_before_sync_and_syncs_periodically() {
             flush: caudal::log::FlushPolicy::Interval(std::time::Duration::from_millis(20)),
             ..LogConfig::default()
         };
-        let log = PartitionLog::open(&dir, config, env).await.unwrap();
+        let log = Partition::open(&dir, config, env, Default::default())
+            .await
+            .unwrap();
         for i in 0..100 {
             log.append(batch(1, 100, i, 1, Compression::None))
                 .await

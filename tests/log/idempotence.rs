@@ -1,6 +1,7 @@
-use caudal::log::{LogConfig, LogError};
-use caudal::producer_state::ProducerError;
+use caudal::log::LogConfig;
 use caudal::protocol::record_batch::{set_producer, Compression};
+use caudal::replica::producer_state::ProducerError;
+use caudal::replica::ReplicaError;
 
 use super::*;
 
@@ -34,7 +35,7 @@ fn a_sequence_gap_and_a_stale_epoch_are_refused() {
         log.append(idem(7, 1, 0, 2)).await.unwrap();
         assert!(matches!(
             log.append(idem(7, 1, 5, 1)).await,
-            Err(LogError::Producer(ProducerError::OutOfOrder {
+            Err(ReplicaError::Producer(ProducerError::OutOfOrder {
                 expected: 2,
                 got: 5,
                 ..
@@ -42,11 +43,11 @@ fn a_sequence_gap_and_a_stale_epoch_are_refused() {
         ));
         assert!(matches!(
             log.append(idem(7, 0, 2, 1)).await,
-            Err(LogError::Producer(ProducerError::InvalidEpoch { .. }))
+            Err(ReplicaError::Producer(ProducerError::InvalidEpoch { .. }))
         ));
         assert!(matches!(
             log.append(idem(8, 0, 3, 1)).await,
-            Err(LogError::Producer(ProducerError::OutOfOrder {
+            Err(ReplicaError::Producer(ProducerError::OutOfOrder {
                 expected: 0,
                 ..
             }))
@@ -91,7 +92,7 @@ fn producer_state_survives_restarts_with_and_without_snapshots() {
         assert!(again.duplicate);
         assert!(matches!(
             log.append(idem(99, 0, seq + 4, 1)).await,
-            Err(LogError::Producer(_))
+            Err(ReplicaError::Producer(_))
         ));
         let next = log.append(idem(99, 0, seq + 2, 1)).await.unwrap();
         assert_eq!(next.base_offset, last.last_offset + 1);

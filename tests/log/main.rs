@@ -10,6 +10,7 @@ mod index_rebuild;
 mod retention;
 mod roll;
 mod round_trip;
+mod truncate;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,8 +19,9 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use caudal::executor::deadline::Deadline;
 use caudal::executor::Builder;
-use caudal::log::{LogConfig, LogEnv, PartitionLog};
+use caudal::log::{LogConfig, LogEnv};
 use caudal::protocol::record_batch::{build_batch, check_batch, Compression};
+use caudal::replica::Partition;
 
 /// Runs `f` on a fresh executor, with a temporary directory on a real disk (O_DIRECT does
 /// not work on tmpfs), and aborts with every thread's backtrace if it takes over
@@ -61,21 +63,21 @@ pub fn batch(n: usize, size: usize, seed: u8, ts: i64, compression: Compression)
 }
 
 /// Opens a log with the default environment (16 MiB tail cache).
-pub async fn open(dir: &Path, config: LogConfig) -> Rc<PartitionLog> {
-    PartitionLog::open(dir, config, LogEnv::new(16 << 20))
+pub async fn open(dir: &Path, config: LogConfig) -> Rc<Partition> {
+    Partition::open(dir, config, LogEnv::new(16 << 20), Default::default())
         .await
         .unwrap()
 }
 
 /// Opens a log whose tail cache is empty, so reads go to disk.
-pub async fn open_uncached(dir: &Path, config: LogConfig) -> Rc<PartitionLog> {
-    PartitionLog::open(dir, config, LogEnv::new(0))
+pub async fn open_uncached(dir: &Path, config: LogConfig) -> Rc<Partition> {
+    Partition::open(dir, config, LogEnv::new(0), Default::default())
         .await
         .unwrap()
 }
 
 /// Reads every batch from `from` to the high watermark; returns (base offset, bytes).
-pub async fn read_all(log: &PartitionLog, mut from: i64) -> Vec<(i64, Vec<u8>)> {
+pub async fn read_all(log: &Partition, mut from: i64) -> Vec<(i64, Vec<u8>)> {
     let mut out = Vec::new();
     loop {
         let res = log.read(from, 1 << 20).await.unwrap();

@@ -154,5 +154,5 @@ fn an_expired_active_segment_is_rolled_and_deleted() {
 }
 
 fn partition_now() -> i64 {
-    caudal::log::partition::now_ms()
+    caudal::clock::now_ms()
 }

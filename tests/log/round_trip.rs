@@ -19,7 +19,7 @@ fn config() -> LogConfig {
     }
 }
 
-async fn append_all(log: &caudal::log::PartitionLog) -> Vec<(i64, i64, Vec<u8>)> {
+async fn append_all(log: &caudal::replica::Partition) -> Vec<(i64, i64, Vec<u8>)> {
     let mut sent = Vec::new();
     let mut ts = 1_000_000;
     for &(n, size) in SIZES {

@@ -5,3 +5,4 @@
 
 pub mod alloc_guard;
 pub mod executor;
+pub mod notify;

@@ -1,34 +1,38 @@
-//! The log of one partition: validated appends with group commit, reads from the tail
-//! cache or disk, lookups by timestamp, segment rolling, recovery and retention.
+//! The storage of one partition: batches appended at the offsets and epochs they carry,
+//! read back from the tail cache or disk, a suffix truncated (a raft follower dropping a
+//! conflicting tail) or a prefix (retention), and the epoch → first-offset table. No
+//! replication policy lives here: offsets, the leader epoch, producer state and the high
+//! watermark are decided by the replica above (`crate::replica`), which tells the log
+//! where readers must stop.
 //!
-//! Durability contract: `append` resolves according to the [`FlushPolicy`]. Under
-//! `Durable`, the batch and every batch before it are on disk and synced when it
-//! resolves. The *high watermark* is the end of what readers may see: under `Durable` it
-//! only covers synced batches, so a consumer never sees a record that a crash could take
-//! back; under `Interval` it is the log end, as in Kafka.
+//! Appends are two steps so that the caller can assign offsets atomically with the
+//! write: [`Log::reserve`] takes the append lock (rolling the segment first when it is
+//! full), then [`AppendSlot::write`] checks that the batches continue the log and buffers
+//! them, synchronously, so file order is offset order. Waiting for the disk
+//! ([`Pending::written`], [`Pending::durable`]) happens after the lock is released, so
+//! concurrent appends share each fdatasync.
 //!
-//! A `PartitionLog` lives on one shard and is used through `Rc` by that shard's tasks
-//! only. Offsets are assigned and bytes buffered in one synchronous step under the append
-//! lock, so file order is offset order; waiting for the disk happens outside the lock so
-//! that concurrent appends share each fdatasync.
+//! The log keeps the replica's state snapshots without reading them: one taken at each
+//! roll (`<base>.snapshot`, the state as of that segment's base offset) and one in the
+//! clean-shutdown marker. On open, and after a suffix truncation, it hands back the
+//! newest snapshot and the headers of the batches after it ([`Recovered`]), which is all
+//! a replica needs to rebuild its state.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use glommio::sync::Semaphore;
+use glommio::sync::{Permit, Semaphore};
 use tracing::{info, warn};
 
-use crate::io::dma_writer::{IoStats, WriterOptions};
-use crate::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::protocol::record_batch::{
-    check_batch, peek_batch_size, set_offset_and_epoch, validate_produced_batch, BatchError,
-    BatchHeader,
-};
+use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};
+use crate::protocol::record_batch::{check_batch, peek_batch_size, BatchHeader};
 
+use super::clean_marker::CleanMarker;
 use super::config::{FlushPolicy, LogConfig};
+use super::epochs::EpochTable;
 use super::error::{LogError, LogResult};
 use super::format::{parse_segment_name, segment_path, SNAPSHOT_SUFFIX};
 use super::segment::{rel_offset, write_indexes, CleanState, Segment};
@@ -57,20 +61,6 @@ impl LogEnv {
     }
 }
 
-/// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendResult {
-    /// Offset given to the first record.
-    pub base_offset: Offset,
-    /// Offset of the last record.
-    pub last_offset: Offset,
-    /// First offset still in the log.
-    pub log_start_offset: Offset,
-    /// True when this was a producer's retry of a batch already in the log: nothing was
-    /// written and the offsets are the original ones.
-    pub duplicate: bool,
-}
-
 /// Batches returned by a read.
 #[derive(Debug, Clone, Default)]
 pub struct ReadResult {
@@ -89,15 +79,25 @@ impl ReadResult {
     }
 }
 
+/// What a replica needs to rebuild its state after an open or a truncation: the newest
+/// state snapshot the log holds at or before its end, and the headers of the idempotent
+/// producers' batches after that snapshot, in log order.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The snapshot's bytes, as the replica gave them; `None` when there is none.
+    pub snapshot: Option<Vec<u8>>,
+    /// Offset the snapshot is as of (the log start when there is none).
+    pub snapshot_offset: Offset,
+    /// Headers of producer batches at or after `snapshot_offset`.
+    pub replay: Vec<BatchHeader>,
+}
+
 struct LogState {
     segments: Vec<Segment>,
-    high_watermark: Offset,
     tail: TailCache,
-    leader_epoch: i32,
     /// Set after an I/O error; the next append reopens the active segment from disk.
     failed: bool,
-    /// Idempotent-producer state, as of the log end.
-    producers: ProducerStateTable,
+    epochs: EpochTable,
 }
 
 impl LogState {
@@ -127,16 +127,8 @@ impl LogState {
     }
 }
 
-/// What the locked part of an append decided.
-enum Step {
-    /// Buffered: wait for the writer up to this position.
-    Appended(Rc<crate::io::dma_writer::DmaWriter>, u64, AppendResult),
-    /// A retry of batches already in the log.
-    Duplicate(Option<Rc<crate::io::dma_writer::DmaWriter>>, AppendResult),
-}
-
-/// The log of one partition. See the module docs for its contract.
-pub struct PartitionLog {
+/// The storage of one partition. See the module docs for its contract.
+pub struct Log {
     dir: PathBuf,
     config: RefCell<LogConfig>,
     env: LogEnv,
@@ -145,6 +137,19 @@ pub struct PartitionLog {
     opened_clean: bool,
     /// The disk read started for where the last disk read ended (one per partition).
     prefetch: RefCell<Option<Prefetch>>,
+}
+
+/// The right to append next, holding the log's append lock: see [`Log::reserve`].
+pub struct AppendSlot<'a> {
+    log: &'a Log,
+    _permit: Permit<'a>,
+    reopened: Option<Recovered>,
+}
+
+/// Batches buffered by [`AppendSlot::write`], on their way to disk.
+pub struct Pending {
+    writer: Rc<DmaWriter>,
+    end_pos: u64,
 }
 
 /// A direct read started ahead of a consumer reading from disk.
@@ -174,17 +179,14 @@ async fn read_bytes(file: &glommio::io::DmaFile, pos: u64, len: usize) -> std::i
     Ok(Bytes::copy_from_slice(&data))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-impl PartitionLog {
+impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it from whatever a crash
-    /// left behind.
-    pub async fn open(dir: &Path, config: LogConfig, env: LogEnv) -> LogResult<Rc<PartitionLog>> {
+    /// left behind; also returns what the replica above needs to rebuild its state.
+    pub async fn open(
+        dir: &Path,
+        config: LogConfig,
+        env: LogEnv,
+    ) -> LogResult<(Rc<Log>, Recovered)> {
         std::fs::create_dir_all(dir)?;
         crate::io::device_probe::ensure_probed(dir).await?;
         let mut bases = Vec::new();
@@ -196,10 +198,10 @@ impl PartitionLog {
         }
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
-        let marker = read_clean_marker(dir).await?;
+        let marker = super::clean_marker::read(dir).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut active_batches = Vec::new();
-        let mut clean_producers = None;
+        let mut clean_snapshot = None;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(&next) = bases.get(i + 1) {
                 segments.push(Segment::open_sealed(dir, base, next, interval).await?);
@@ -217,7 +219,7 @@ impl PartitionLog {
                 .await?;
                 if let Some(seg) = seg {
                     segments.push(seg);
-                    clean_producers = Some(m.producers.clone());
+                    clean_snapshot = Some(m.replica_state.clone());
                     continue;
                 }
             }
@@ -226,31 +228,32 @@ impl PartitionLog {
             segments.push(seg);
             active_batches = batches;
         }
-        if dir.join(CLEAN_MARKER).exists() {
-            // From here on a crash must lead to a full scan again.
-            crate::io::small_file::remove_if_exists(&dir.join(CLEAN_MARKER)).await?;
-            crate::io::small_file::sync_dir(dir).await?;
-        }
-        let opened_clean = clean_producers.is_some();
+        super::clean_marker::remove(dir).await?;
+        let opened_clean = clean_snapshot.is_some();
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0, interval, env.writer, env.stats.clone()).await?);
         }
+        let start = segments.first().map_or(0, |s| s.base_offset);
         let next = segments.last().map_or(0, |s| s.next_offset);
-        let producers = match clean_producers {
-            Some(p) => p,
-            None => rebuild_producers(dir, &segments, active_batches, interval).await?,
+        let last_epoch = active_batches.last().map(|h| h.partition_leader_epoch);
+        let epochs = EpochTable::open(dir, start, next, last_epoch).await?;
+        let recovered = match clean_snapshot {
+            Some(snapshot) => Recovered {
+                snapshot: Some(snapshot),
+                snapshot_offset: next,
+                replay: Vec::new(),
+            },
+            None => recover_state(dir, &segments, active_batches, interval).await?,
         };
         let flush = config.flush;
-        let log = Rc::new(PartitionLog {
+        let log = Rc::new(Log {
             dir: dir.to_path_buf(),
             config: RefCell::new(config),
             state: RefCell::new(LogState {
                 segments,
-                high_watermark: next,
                 tail: TailCache::new(env.cache.clone()),
-                leader_epoch: 0,
                 failed: false,
-                producers,
+                epochs,
             }),
             env,
             append_lock: Semaphore::new(1),
@@ -260,7 +263,7 @@ impl PartitionLog {
         if let FlushPolicy::Interval(every) = flush {
             spawn_interval_flusher(Rc::downgrade(&log), every);
         }
-        Ok(log)
+        Ok((log, recovered))
     }
 
     /// True when this log was opened after a clean shutdown, without scanning.
@@ -283,24 +286,14 @@ impl PartitionLog {
         *self.config.borrow_mut() = config;
     }
 
-    /// Sets the leader epoch stamped into appended batches.
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.state.borrow_mut().leader_epoch = epoch;
-    }
-
     /// First offset still in the log.
     pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start()
     }
 
-    /// Offset the next appended record will get.
+    /// Offset after the last batch in the log (buffered or on disk).
     pub fn next_offset(&self) -> Offset {
         self.state.borrow().next_offset()
-    }
-
-    /// End of what readers may see.
-    pub fn high_watermark(&self) -> Offset {
-        self.state.borrow().high_watermark
     }
 
     /// Number of segments.
@@ -323,152 +316,50 @@ impl PartitionLog {
         self.state.borrow().segments.iter().map(|s| s.size).sum()
     }
 
-    /// Validates `records` (one or more v2 batches, as in a Produce request), assigns
-    /// them offsets and appends them. Resolves per the flush policy. On a validation
-    /// error nothing is written.
-    pub async fn append(&self, mut records: BytesMut) -> LogResult<AppendResult> {
-        let headers = self.validate(&records)?;
-        let step = {
-            let _permit = self
-                .append_lock
-                .acquire_permit(1)
-                .await
-                .map_err(std::io::Error::from)?;
-            if self.state.borrow().failed {
-                self.reopen_active().await?;
-            }
-            let total = records.len() as u64;
-            let offsets: i64 = headers.iter().map(BatchHeader::offset_count).sum();
-            if self.needs_roll(total, offsets) {
-                self.roll().await?;
-            }
-            let mut st = self.state.borrow_mut();
-            let lenient = st.log_start() > 0;
-            let mut duplicates = Vec::new();
-            for h in &headers {
-                match st.producers.check(h, lenient)? {
-                    SequenceCheck::Append => {}
-                    SequenceCheck::Duplicate(b) => duplicates.push(b),
-                }
-            }
-            if !duplicates.is_empty() {
-                if duplicates.len() != headers.len() {
-                    return Err(
-                        BatchError::InvalidHeader("request mixes retried and new batches").into(),
-                    );
-                }
-                let (first, last) = (duplicates[0], duplicates[duplicates.len() - 1]);
-                let writer = st.active().writer.clone();
-                let result = AppendResult {
-                    base_offset: first.base_offset,
-                    last_offset: last.last_offset,
-                    log_start_offset: st.log_start(),
-                    duplicate: true,
-                };
-                Step::Duplicate(writer, result)
-            } else {
-                let epoch = st.leader_epoch;
-                let base_offset = st.next_offset();
-                let segment_base = st.active().base_offset;
-                let Some(writer) = st.active().writer.clone() else {
-                    return Err(std::io::Error::other("active segment has no writer").into());
-                };
-                let mut next = base_offset;
-                let mut at = 0usize;
-                for h in &headers {
-                    set_offset_and_epoch(&mut records[at..], next, epoch);
-                    next += h.offset_count();
-                    at += h.size;
-                }
-                let end_pos = match writer.buffer(&records) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        st.failed = true;
-                        return Err(e.into());
-                    }
-                };
-                let data = records.freeze();
-                let mut next = base_offset;
-                let mut at = 0usize;
-                for h in &headers {
-                    let last = next + h.offset_count() - 1;
-                    st.producers.record(h, next);
-                    st.active_mut()
-                        .on_append(next, last, h.size as u64, h.max_timestamp);
-                    let end_position = st.active().size;
-                    st.tail.push(CachedBatch {
-                        base_offset: next,
-                        last_offset: last,
-                        segment_base,
-                        end_position,
-                        data: data.slice(at..at + h.size),
-                    });
-                    next = last + 1;
-                    at += h.size;
-                }
-                if matches!(self.config.borrow().flush, FlushPolicy::Interval(_)) {
-                    st.high_watermark = next;
-                }
-                st.evict_cache();
-                let result = AppendResult {
-                    base_offset,
-                    last_offset: next - 1,
-                    log_start_offset: st.log_start(),
-                    duplicate: false,
-                };
-                Step::Appended(writer, end_pos, result)
-            }
-        };
-        let (writer, end_pos, result) = match step {
-            Step::Appended(w, e, r) => (w, e, r),
-            Step::Duplicate(writer, result) => {
-                // The original may still be on its way to disk: answer once it is there.
-                if let Some(w) = writer {
-                    w.sync().await?;
-                }
-                return Ok(result);
-            }
-        };
-        let durable = matches!(self.config.borrow().flush, FlushPolicy::Durable);
-        let outcome = match writer.pump().await {
-            Ok(()) if durable => writer.wait_durable(end_pos).await,
-            other => other,
-        };
-        if let Err(e) = outcome {
-            warn!(dir = %self.dir.display(), error = %e, "append failed on disk");
-            self.state.borrow_mut().failed = true;
-            return Err(e.into());
-        }
-        if durable {
-            let mut st = self.state.borrow_mut();
-            st.high_watermark = st.high_watermark.max(result.last_offset + 1);
-            st.evict_cache();
-        }
-        Ok(result)
+    /// The newest leader epoch in the log, if any batch carries one.
+    pub fn last_epoch(&self) -> Option<i32> {
+        self.state.borrow().epochs.last_epoch()
     }
 
-    fn validate(&self, records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
-        let limit = self.config.borrow().max_message_bytes;
-        let mut headers = Vec::new();
-        let mut rest = records;
-        if rest.is_empty() {
-            return Err(BatchError::Truncated {
-                available: 0,
-                needed: crate::protocol::record_batch::HEADER_LEN,
-            });
+    /// The epoch of the batch holding `offset` (raft's `term(index)`).
+    pub fn epoch_at(&self, offset: Offset) -> Option<i32> {
+        self.state.borrow().epochs.epoch_at(offset)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch: the largest epoch ≤ `epoch` in the log and the
+    /// offset where the next epoch starts (the log end for the newest).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let st = self.state.borrow();
+        st.epochs.end_offset_for(epoch, st.next_offset())
+    }
+
+    /// Takes the append lock, first reopening the active segment after an I/O error and
+    /// rolling it when `bytes` more bytes or `offsets` more offsets would not fit.
+    /// `snapshot` gives the replica's state as of the log end, saved with a roll.
+    pub async fn reserve(
+        &self,
+        bytes: u64,
+        offsets: i64,
+        snapshot: impl FnOnce() -> Vec<u8>,
+    ) -> LogResult<AppendSlot<'_>> {
+        let permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let mut reopened = None;
+        if self.state.borrow().failed {
+            self.reopen_active().await?;
+            reopened = Some(self.recover_current().await?);
         }
-        while !rest.is_empty() {
-            let h = validate_produced_batch(rest)?;
-            if h.size > limit {
-                return Err(BatchError::TooLarge {
-                    size: h.size,
-                    limit,
-                });
-            }
-            rest = &rest[h.size..];
-            headers.push(h);
+        if reopened.is_none() && self.needs_roll(bytes, offsets) {
+            self.roll(snapshot()).await?;
         }
-        Ok(headers)
+        Ok(AppendSlot {
+            log: self,
+            _permit: permit,
+            reopened,
+        })
     }
 
     fn needs_roll(&self, incoming: u64, offsets: i64) -> bool {
@@ -485,8 +376,9 @@ impl PartitionLog {
         too_big || too_old || too_many
     }
 
-    /// Seals the active segment and starts a new one at the log end.
-    async fn roll(&self) -> LogResult<()> {
+    /// Seals the active segment and starts a new one at the log end; `snapshot` is the
+    /// replica's state as of that offset.
+    async fn roll(&self, snapshot: Vec<u8>) -> LogResult<()> {
         let sealing = {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();
@@ -500,10 +392,7 @@ impl PartitionLog {
             // open or directory fsync): start it now.
             return self.start_next_segment().await;
         };
-        let (snapshot, next_base) = {
-            let st = self.state.borrow();
-            (st.producers.to_bytes(), st.active().next_offset)
-        };
+        let next_base = self.state.borrow().active().next_offset;
         let snapshot_path = segment_path(&self.dir, next_base, SNAPSHOT_SUFFIX);
         // Appends to this partition wait for the roll, so the three independent durable
         // writes run side by side. The new segment is created only after all of them,
@@ -550,18 +439,25 @@ impl PartitionLog {
     /// After an I/O error: reopens the active segment from what is durable on disk,
     /// dropping what was buffered but not synced.
     async fn reopen_active(&self) -> LogResult<()> {
-        let (base, durable) = {
+        let durable = {
             let st = self.state.borrow();
             let a = st.active();
-            (
-                a.base_offset,
-                a.writer.as_ref().map_or(a.size, |w| w.durable_len()),
-            )
+            a.writer.as_ref().map_or(a.size, |w| w.durable_len())
         };
-        let file = self.state.borrow().active().file.clone();
-        file.truncate(durable).await.map_err(std::io::Error::from)?;
+        self.reopen_active_at(durable).await?;
+        self.state.borrow_mut().failed = false;
+        Ok(())
+    }
+
+    /// Cuts the active segment's file at byte `len` and reopens it from a scan.
+    async fn reopen_active_at(&self, len: u64) -> LogResult<()> {
+        let (base, file) = {
+            let st = self.state.borrow();
+            (st.active().base_offset, st.active().file.clone())
+        };
+        file.truncate(len).await.map_err(std::io::Error::from)?;
         let interval = self.config.borrow().index_interval_bytes;
-        let (seg, active_batches) = Segment::recover_active(
+        let (seg, _) = Segment::recover_active(
             &self.dir,
             base,
             interval,
@@ -569,32 +465,196 @@ impl PartitionLog {
             self.env.stats.clone(),
         )
         .await?;
-        let sealed = {
-            let st = self.state.borrow();
-            sealed_refs(&st.segments[..st.segments.len() - 1])
-        };
-        let producers =
-            rebuild_producers_from(&self.dir, &sealed, base, active_batches, interval).await?;
         let mut st = self.state.borrow_mut();
-        st.producers = producers;
         let next = seg.next_offset;
         st.active_mut().writer = None;
         if let Some(last) = st.segments.last_mut() {
             *last = seg;
         }
         st.tail.clear();
-        st.high_watermark = st.high_watermark.min(next);
-        st.failed = false;
-        warn!(dir = %self.dir.display(), next_offset = next, "reopened log after I/O error");
+        st.epochs.truncate_from(next);
+        drop(st);
+        *self.prefetch.borrow_mut() = None;
+        warn!(dir = %self.dir.display(), next_offset = next, "reopened the active segment");
         Ok(())
     }
 
-    /// Reads whole batches from the one holding `from`, up to about `max_bytes` (at least
-    /// one batch is returned when any is available, as Kafka does).
-    pub async fn read(&self, from: Offset, max_bytes: usize) -> LogResult<ReadResult> {
+    /// Drops every batch at or after `offset` (a batch boundary) across segments,
+    /// indexes, snapshots, the tail cache and the epoch table, durably; a raft follower
+    /// does this when its tail conflicts with the leader's. Returns what the replica needs
+    /// to rebuild its state as of `offset`. The caller must never truncate below what it
+    /// has acknowledged as committed.
+    pub async fn truncate_suffix(&self, offset: Offset) -> LogResult<Recovered> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let (start, next) = {
+            let st = self.state.borrow();
+            (st.log_start(), st.next_offset())
+        };
+        if offset < start || offset > next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: next,
+            });
+        }
+        if offset < next {
+            // Everything buffered goes to disk first, so that nothing past the cut is
+            // written after it.
+            let writer = self.state.borrow().active().writer.clone();
+            if let Some(w) = writer {
+                w.sync().await?;
+            }
+            // Whole segments past the cut go; the one holding it becomes the active one.
+            let doomed: Vec<Offset> = {
+                let mut st = self.state.borrow_mut();
+                let keep = st.segment_for(offset) + 1;
+                let gone: Vec<Segment> = st.segments.drain(keep..).collect();
+                gone.iter().map(|s| s.base_offset).collect()
+            };
+            for base in &doomed {
+                for path in Segment::paths(&self.dir, *base) {
+                    crate::io::small_file::remove_if_exists(&path).await?;
+                }
+            }
+            let (seg_base, pos) = self.position_of(offset).await?;
+            for path in Segment::paths(&self.dir, seg_base)
+                .into_iter()
+                .skip(1)
+                .take(2)
+            {
+                // The sealed indexes no longer match; the segment is active again.
+                crate::io::small_file::remove_if_exists(&path).await?;
+            }
+            self.reopen_active_at(pos).await?;
+            crate::io::small_file::sync_dir(&self.dir).await?;
+            self.state.borrow_mut().epochs.truncate_from(offset);
+            self.save_epochs().await?;
+            info!(dir = %self.dir.display(), offset, "truncated the log's suffix");
+        }
+        self.recover_current().await
+    }
+
+    /// The newest state snapshot and the producer batches after it, as of now.
+    async fn recover_current(&self) -> LogResult<Recovered> {
+        let interval = self.config.borrow().index_interval_bytes;
+        let (sealed, active) = {
+            let st = self.state.borrow();
+            let (active, sealed) = st.segments.split_last().expect("log has an active segment"); // unwrap: never empty
+            (sealed_refs(sealed), sealed_ref(active))
+        };
+        let scan =
+            super::recovery::scan_segment(&active.file, active.size, active.base_offset, interval)
+                .await?;
+        recover_state_from(
+            &self.dir,
+            &sealed,
+            active.base_offset,
+            scan.producer_batches,
+            interval,
+        )
+        .await
+    }
+
+    /// Byte position of the batch starting at `offset` in the last segment.
+    async fn position_of(&self, offset: Offset) -> LogResult<(Offset, u64)> {
+        let (file, base, from, limit) = {
+            let st = self.state.borrow();
+            let seg = st.active();
+            let from = seg.offset_index.lookup(rel_offset(seg.base_offset, offset));
+            (seg.file.clone(), seg.base_offset, u64::from(from), seg.size)
+        };
+        if offset == base {
+            return Ok((base, 0));
+        }
+        let mut pos = from;
+        while pos < limit {
+            let head = read_bytes(&file, pos, crate::protocol::record_batch::HEADER_LEN).await?;
+            let size = peek_batch_size(&head).ok_or_else(|| LogError::Corrupt {
+                file: format!("{}/{:020}.log", self.dir.display(), base),
+                position: pos,
+                detail: "invalid batch length".into(),
+            })?;
+            let whole = read_bytes(&file, pos, size).await?;
+            let h = crate::protocol::record_batch::parse_header(&whole).map_err(|e| {
+                LogError::Corrupt {
+                    file: format!("{}/{:020}.log", self.dir.display(), base),
+                    position: pos,
+                    detail: e.to_string(),
+                }
+            })?;
+            if h.base_offset == offset {
+                return Ok((base, pos));
+            }
+            if h.base_offset > offset || h.last_offset() >= offset {
+                return Err(LogError::NotABatchBoundary(offset));
+            }
+            pos += size as u64;
+        }
+        Err(LogError::NotABatchBoundary(offset))
+    }
+
+    /// Drops whole segments that end at or before `offset`: the log then starts at the
+    /// first remaining segment's base. The active segment is never dropped.
+    pub async fn truncate_prefix(&self, offset: Offset) -> LogResult<usize> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let n = {
+            let st = self.state.borrow();
+            let sealed = st.segments.len() - 1;
+            st.segments
+                .iter()
+                .take(sealed)
+                .take_while(|s| s.next_offset <= offset)
+                .count()
+        };
+        self.remove_oldest(n).await
+    }
+
+    /// Deletes the `n` oldest segments (never the active one).
+    async fn remove_oldest(&self, n: usize) -> LogResult<usize> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            let n = n.min(st.segments.len() - 1);
+            let removed: Vec<Segment> = st.segments.drain(..n).collect();
+            let start = st.log_start();
+            st.tail.drop_before(start);
+            st.epochs.truncate_before(start);
+            removed
+        };
+        for seg in &removed {
+            for path in Segment::paths(&self.dir, seg.base_offset) {
+                crate::io::small_file::remove_if_exists(&path).await?;
+            }
+            info!(dir = %self.dir.display(), base_offset = seg.base_offset, "deleted segment");
+        }
+        crate::io::small_file::sync_dir(&self.dir).await?;
+        self.save_epochs().await?;
+        Ok(removed.len())
+    }
+
+    /// Writes the epoch table durably (only when it changed: a new epoch or a truncation).
+    async fn save_epochs(&self) -> LogResult<()> {
+        let bytes = self.state.borrow().epochs.to_bytes();
+        super::epochs::save(&self.dir, &bytes).await
+    }
+
+    /// Reads whole batches from the one holding `from`, up to about `max_bytes` and
+    /// not past `end` (the replica's high watermark: what readers may see). At least one
+    /// batch is returned when any is available, as Kafka does.
+    pub async fn read(&self, from: Offset, max_bytes: usize, end: Offset) -> LogResult<ReadResult> {
         let (file, pos, limit, hw, start, seg_name) = {
             let st = self.state.borrow();
-            let hw = st.high_watermark;
+            let hw = end.min(st.next_offset());
             let start = st.log_start();
             if from < start || from > hw {
                 return Err(LogError::OffsetOutOfRange {
@@ -759,7 +819,11 @@ impl PartitionLog {
 
     /// Finds the first record whose timestamp is at least `timestamp`: its offset and
     /// timestamp. `None` when no visible record is that new.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<(Offset, i64)>> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+        end: Offset,
+    ) -> LogResult<Option<(Offset, i64)>> {
         let start = {
             let st = self.state.borrow();
             let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= timestamp) else {
@@ -769,7 +833,7 @@ impl PartitionLog {
         };
         let mut from = start.max(self.log_start_offset());
         loop {
-            let res = match self.read(from, 1 << 20).await {
+            let res = match self.read(from, 1 << 20, end).await {
                 Ok(r) => r,
                 Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
                 Err(e) => return Err(e),
@@ -798,9 +862,13 @@ impl PartitionLog {
     }
 
     /// Deletes segments past `retention_ms` (by their newest record; an expired active
-    /// segment is rolled first) or beyond `retention_bytes` (oldest sealed first).
-    /// Returns how many were deleted.
-    pub async fn apply_retention(&self, now_ms: i64) -> LogResult<usize> {
+    /// segment is rolled first, saving `snapshot`) or beyond `retention_bytes` (oldest
+    /// sealed first). Returns how many were deleted.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        snapshot: impl FnOnce() -> Vec<u8>,
+    ) -> LogResult<usize> {
         let _permit = self
             .append_lock
             .acquire_permit(1)
@@ -815,10 +883,10 @@ impl PartitionLog {
             a.size > 0 && cfg.retention_ms >= 0 && a.max_timestamp < now_ms - cfg.retention_ms
         };
         if active_expired {
-            self.roll().await?;
+            self.roll(snapshot()).await?;
         }
-        let removed: Vec<Segment> = {
-            let mut st = self.state.borrow_mut();
+        let n = {
+            let st = self.state.borrow();
             let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
             let mut n = 0;
             for seg in &st.segments[..st.segments.len() - 1] {
@@ -832,21 +900,9 @@ impl PartitionLog {
                 total -= seg.size;
                 n += 1;
             }
-            let removed: Vec<Segment> = st.segments.drain(..n).collect();
-            let start = st.log_start();
-            st.tail.drop_before(start);
-            removed
+            n
         };
-        for seg in &removed {
-            for path in Segment::paths(&self.dir, seg.base_offset) {
-                crate::io::small_file::remove_if_exists(&path).await?;
-            }
-            info!(dir = %self.dir.display(), base_offset = seg.base_offset, "retention deleted segment");
-        }
-        if !removed.is_empty() {
-            crate::io::small_file::sync_dir(&self.dir).await?;
-        }
-        Ok(removed.len())
+        self.remove_oldest(n).await
     }
 
     /// Writes and syncs everything appended so far.
@@ -858,9 +914,10 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Syncs the active segment, writes its indexes and a clean-shutdown marker (so the
-    /// next open skips the scan); the log should not be used after.
-    pub async fn close(&self) -> LogResult<()> {
+    /// Syncs the active segment, writes its indexes, the epoch table and a
+    /// clean-shutdown marker holding `replica_state` (so the next open skips the scan);
+    /// the log should not be used after.
+    pub async fn close(&self, replica_state: Vec<u8>) -> LogResult<()> {
         let _permit = self
             .append_lock
             .acquire_permit(1)
@@ -880,6 +937,7 @@ impl PartitionLog {
         }
         let size = w.finish().await?;
         write_indexes(&self.dir, base, &offsets, &times).await?;
+        self.save_epochs().await?;
         let marker = {
             let st = self.state.borrow();
             let a = st.active();
@@ -890,74 +948,102 @@ impl PartitionLog {
                     next_offset: a.next_offset,
                     max_timestamp: a.max_timestamp,
                 },
-                producers: st.producers.clone(),
+                replica_state,
             }
         };
-        crate::io::small_file::write_durably(&self.dir.join(CLEAN_MARKER), &marker.to_bytes())
-            .await?;
-        crate::io::small_file::sync_dir(&self.dir).await?;
+        super::clean_marker::write(&self.dir, &marker).await
+    }
+}
+
+impl AppendSlot<'_> {
+    /// When the log had to reopen its active segment after an I/O error (dropping what
+    /// was not durable), the state to rebuild from; the caller takes it once.
+    pub fn take_reopened(&mut self) -> Option<Recovered> {
+        self.reopened.take()
+    }
+
+    /// Offset the next batch must start at.
+    pub fn next_offset(&self) -> Offset {
+        self.log.next_offset()
+    }
+
+    /// Buffers `records` — whole batches, already stamped with their offsets and epochs,
+    /// described by `headers` — after checking that they continue the log. Nothing is
+    /// written when they do not.
+    pub fn write(&self, records: BytesMut, headers: &[BatchHeader]) -> LogResult<Pending> {
+        let log = self.log;
+        let mut st = log.state.borrow_mut();
+        let mut expected = st.next_offset();
+        for h in headers {
+            if h.base_offset != expected {
+                return Err(LogError::NotContiguous {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            expected = h.last_offset() + 1;
+        }
+        let segment_base = st.active().base_offset;
+        let Some(writer) = st.active().writer.clone() else {
+            return Err(std::io::Error::other("active segment has no writer").into());
+        };
+        let end_pos = match writer.buffer(&records) {
+            Ok(p) => p,
+            Err(e) => {
+                st.failed = true;
+                return Err(e.into());
+            }
+        };
+        let data = records.freeze();
+        let mut at = 0usize;
+        for h in headers {
+            let last = h.last_offset();
+            st.epochs.observe(h.partition_leader_epoch, h.base_offset);
+            st.active_mut()
+                .on_append(h.base_offset, last, h.size as u64, h.max_timestamp);
+            let end_position = st.active().size;
+            st.tail.push(CachedBatch {
+                base_offset: h.base_offset,
+                last_offset: last,
+                segment_base,
+                end_position,
+                data: data.slice(at..at + h.size),
+            });
+            at += h.size;
+        }
+        st.evict_cache();
+        Ok(Pending { writer, end_pos })
+    }
+}
+
+impl Pending {
+    /// Resolves once the batches are written (not necessarily synced).
+    pub async fn written(&self, log: &Log) -> LogResult<()> {
+        self.check(log, self.writer.pump().await)
+    }
+
+    /// Resolves once the batches, and every batch before them, are written and synced.
+    pub async fn durable(&self, log: &Log) -> LogResult<()> {
+        let outcome = match self.writer.pump().await {
+            Ok(()) => self.writer.wait_durable(self.end_pos).await,
+            e => e,
+        };
+        self.check(log, outcome)?;
+        log.state.borrow_mut().evict_cache();
+        Ok(())
+    }
+
+    fn check(&self, log: &Log, outcome: std::io::Result<()>) -> LogResult<()> {
+        if let Err(e) = outcome {
+            warn!(dir = %log.dir.display(), error = %e, "append failed on disk");
+            log.state.borrow_mut().failed = true;
+            return Err(e.into());
+        }
         Ok(())
     }
 }
 
-/// File a clean shutdown leaves in a partition directory.
-const CLEAN_MARKER: &str = "clean-shutdown";
-
-/// Format: `{ active_base: i64, size: u64, next_offset: i64, max_timestamp: i64,
-/// producer snapshot (see producer_state), crc32c: u32 of everything before it }`.
-struct CleanMarker {
-    active_base: Offset,
-    state: CleanState,
-    producers: ProducerStateTable,
-}
-
-impl CleanMarker {
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.active_base.to_be_bytes());
-        out.extend_from_slice(&self.state.size.to_be_bytes());
-        out.extend_from_slice(&self.state.next_offset.to_be_bytes());
-        out.extend_from_slice(&self.state.max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producers.to_bytes());
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
-    }
-
-    fn from_bytes(b: &[u8]) -> Option<CleanMarker> {
-        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body).to_be_bytes() != crc {
-            return None;
-        }
-        let (fixed, snapshot) = body.split_at_checked(32)?;
-        let word = |i: usize| -> Option<[u8; 8]> { fixed.get(i * 8..i * 8 + 8)?.try_into().ok() };
-        Some(CleanMarker {
-            active_base: i64::from_be_bytes(word(0)?),
-            state: CleanState {
-                size: u64::from_be_bytes(word(1)?),
-                next_offset: i64::from_be_bytes(word(2)?),
-                max_timestamp: i64::from_be_bytes(word(3)?),
-            },
-            producers: ProducerStateTable::from_bytes(snapshot)?,
-        })
-    }
-}
-
-async fn read_clean_marker(dir: &Path) -> LogResult<Option<CleanMarker>> {
-    let bytes = crate::io::small_file::read_all(&dir.join(CLEAN_MARKER)).await?;
-    Ok(match bytes {
-        Some(b) => {
-            let m = CleanMarker::from_bytes(&b);
-            if m.is_none() {
-                warn!(dir = %dir.display(), "ignoring damaged clean-shutdown marker; scanning");
-            }
-            m
-        }
-        None => None,
-    })
-}
-
-fn spawn_interval_flusher(log: Weak<PartitionLog>, every: Duration) {
+fn spawn_interval_flusher(log: Weak<Log>, every: Duration) {
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(every).await;
@@ -971,19 +1057,39 @@ fn spawn_interval_flusher(log: Weak<PartitionLog>, every: Duration) {
     .detach();
 }
 
-/// Rebuilds the idempotent-producer state: from the snapshot taken when the active
-/// segment was created when there is one, else from a scan of every sealed segment
-/// after the newest snapshot found; then the active segment's batches on top.
-async fn rebuild_producers(
+/// What a state rebuild needs of a segment, without borrowing it.
+struct SegmentRef {
+    base_offset: Offset,
+    file: Rc<glommio::io::DmaFile>,
+    size: u64,
+}
+
+fn sealed_ref(s: &Segment) -> SegmentRef {
+    SegmentRef {
+        base_offset: s.base_offset,
+        file: s.file.clone(),
+        size: s.size,
+    }
+}
+
+fn sealed_refs(segments: &[Segment]) -> Vec<SegmentRef> {
+    segments.iter().map(sealed_ref).collect()
+}
+
+/// The newest snapshot and the producer batches after it: the snapshot taken when the
+/// active segment was created when there is one, else the newest usable one of a sealed
+/// segment with every sealed segment after it scanned; the active segment's batches on
+/// top.
+async fn recover_state(
     dir: &Path,
     segments: &[Segment],
     active_batches: Vec<BatchHeader>,
     interval: u64,
-) -> LogResult<ProducerStateTable> {
+) -> LogResult<Recovered> {
     let Some((active, sealed)) = segments.split_last() else {
-        return Ok(ProducerStateTable::default());
+        return Ok(Recovered::default());
     };
-    rebuild_producers_from(
+    recover_state_from(
         dir,
         &sealed_refs(sealed),
         active.base_offset,
@@ -993,47 +1099,32 @@ async fn rebuild_producers(
     .await
 }
 
-/// What a producer-state rebuild needs of a sealed segment, without borrowing it.
-struct SealedRef {
-    base_offset: Offset,
-    file: Rc<glommio::io::DmaFile>,
-    size: u64,
-}
-
-fn sealed_refs(segments: &[Segment]) -> Vec<SealedRef> {
-    segments
-        .iter()
-        .map(|s| SealedRef {
-            base_offset: s.base_offset,
-            file: s.file.clone(),
-            size: s.size,
-        })
-        .collect()
-}
-
-async fn rebuild_producers_from(
+async fn recover_state_from(
     dir: &Path,
-    sealed: &[SealedRef],
+    sealed: &[SegmentRef],
     active_base: Offset,
     active_batches: Vec<BatchHeader>,
     interval: u64,
-) -> LogResult<ProducerStateTable> {
+) -> LogResult<Recovered> {
     let load = |base: Offset| {
         let path = segment_path(dir, base, SNAPSHOT_SUFFIX);
-        async move {
-            crate::io::small_file::read_all(&path)
-                .await
-                .map(|b| b.and_then(|b| ProducerStateTable::from_bytes(&b)))
-        }
+        async move { crate::io::small_file::read_all(&path).await }
     };
-    let mut table = load(active_base).await?;
-    if table.is_none() {
-        // Walk back to the newest usable snapshot, then replay the segments after it.
+    let mut recovered = Recovered {
+        snapshot: load(active_base).await?,
+        snapshot_offset: active_base,
+        replay: Vec::new(),
+    };
+    if recovered.snapshot.is_none() {
+        // Walk back to the newest snapshot, then replay the segments after it. A snapshot
+        // the replica cannot read is found out there, which then asks for a full replay
+        // by calling this again without it (see `Recovered`).
         let mut start = 0;
-        let mut found = ProducerStateTable::default();
+        recovered.snapshot_offset = sealed.first().map_or(active_base, |s| s.base_offset);
         for (i, seg) in sealed.iter().enumerate().rev() {
             if let Some(t) = load(seg.base_offset).await? {
-                found = t;
+                recovered.snapshot = Some(t);
+                recovered.snapshot_offset = seg.base_offset;
                 start = i;
                 break;
             }
@@ -1042,15 +1133,9 @@ async fn rebuild_producers_from(
             let scan =
                 super::recovery::scan_segment(&seg.file, seg.size, seg.base_offset, interval)
                     .await?;
-            for h in scan.producer_batches {
-                found.record(&h, h.base_offset);
-            }
+            recovered.replay.extend(scan.producer_batches);
         }
-        table = Some(found);
     }
-    let mut table = table.unwrap_or_default();
-    for h in &active_batches {
-        table.record(h, h.base_offset);
-    }
-    Ok(table)
+    recovered.replay.extend(active_batches);
+    Ok(recovered)
 }

@@ -1,0 +1,190 @@
+//! The leader-epoch table: for each epoch, the first offset written in it. It answers
+//! raft's `term(index)` and is Kafka's leader-epoch cache (OffsetForLeaderEpoch).
+//!
+//! File `leader-epoch.checkpoint` (big-endian): `{ magic "CEPO", version: u16 = 1,
+//! count: u32, { epoch: i32, start_offset: i64 } * count, crc32c: u32 of everything
+//! before it }`. It is saved when it changes by a truncation, a roll or a close; an epoch
+//! first seen by an append since then is found again on recovery from the active
+//! segment's batches. A directory without the file (written before epochs were kept)
+//! starts at epoch 0 from the log start, which is what those releases stamped.
+
+use std::path::Path;
+
+use tracing::warn;
+
+use super::error::LogResult;
+use super::Offset;
+
+const FILE: &str = "leader-epoch.checkpoint";
+const MAGIC: &[u8; 4] = b"CEPO";
+const VERSION: u16 = 1;
+
+/// Epochs and the offsets they start at, both increasing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochTable {
+    entries: Vec<(i32, Offset)>,
+}
+
+impl EpochTable {
+    /// Loads the table of the log in `dir`, which spans `[start, next)`; `last_epoch`
+    /// is the epoch of the newest batch recovery found, if it scanned any.
+    pub async fn open(
+        dir: &Path,
+        start: Offset,
+        next: Offset,
+        last_epoch: Option<i32>,
+    ) -> LogResult<EpochTable> {
+        let bytes = crate::io::small_file::read_all(&dir.join(FILE)).await?;
+        let mut table = match bytes.as_deref().map(EpochTable::from_bytes) {
+            Some(Some(t)) => t,
+            Some(None) => {
+                warn!(dir = %dir.display(), "ignoring damaged leader-epoch checkpoint");
+                EpochTable::default()
+            }
+            None => EpochTable::default(),
+        };
+        table.truncate_from(next);
+        table.truncate_before(start);
+        if table.entries.is_empty() && next > start {
+            table.entries.push((last_epoch.unwrap_or(0).max(0), start));
+        }
+        if let Some(e) = last_epoch {
+            // An epoch begun after the last save: its start is at or before the end.
+            if table.last_epoch().is_none_or(|l| e > l) {
+                table.entries.push((e, next.min(start.max(next - 1))));
+            }
+        }
+        Ok(table)
+    }
+
+    /// Records that a batch of `epoch` starts at `offset`; a newer epoch begins there.
+    pub fn observe(&mut self, epoch: i32, offset: Offset) {
+        if self.last_epoch().is_none_or(|l| epoch > l) {
+            self.entries.push((epoch, offset));
+        }
+    }
+
+    /// The newest epoch.
+    pub fn last_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|&(e, _)| e)
+    }
+
+    /// The epoch of the batch holding `offset`.
+    pub fn epoch_at(&self, offset: Offset) -> Option<i32> {
+        let i = self.entries.partition_point(|&(_, s)| s <= offset);
+        i.checked_sub(1).map(|i| self.entries[i].0)
+    }
+
+    /// The largest epoch ≤ `epoch` and the offset where the epoch after it starts
+    /// (`log_end` for the newest); `None` when every epoch is newer.
+    pub fn end_offset_for(&self, epoch: i32, log_end: Offset) -> Option<(i32, Offset)> {
+        let i = self.entries.partition_point(|&(e, _)| e <= epoch);
+        let (found, _) = *self.entries.get(i.checked_sub(1)?)?;
+        let end = self.entries.get(i).map_or(log_end, |&(_, s)| s);
+        Some((found, end))
+    }
+
+    /// Forgets epochs that start at or after `offset` (a truncated suffix).
+    pub fn truncate_from(&mut self, offset: Offset) {
+        self.entries.retain(|&(_, s)| s < offset);
+    }
+
+    /// The log now starts at `offset`: the epoch holding it starts there.
+    pub fn truncate_before(&mut self, offset: Offset) {
+        let keep = self.entries.partition_point(|&(_, s)| s <= offset);
+        if keep > 0 {
+            self.entries.drain(..keep - 1);
+            if let Some(first) = self.entries.first_mut() {
+                first.1 = first.1.max(offset);
+            }
+        }
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + self.entries.len() * 12);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        for &(e, s) in &self.entries {
+            out.extend_from_slice(&e.to_be_bytes());
+            out.extend_from_slice(&s.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<EpochTable> {
+        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return None;
+        }
+        let body = body.strip_prefix(MAGIC)?;
+        let (version, body) = body.split_at_checked(2)?;
+        if u16::from_be_bytes([version[0], version[1]]) != VERSION {
+            return None;
+        }
+        let (count, mut body) = body.split_at_checked(4)?;
+        let count = u32::from_be_bytes(count.try_into().ok()?) as usize;
+        if body.len() != count.checked_mul(12)? {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(count);
+        while let Some((row, rest)) = body.split_at_checked(12) {
+            let epoch = i32::from_be_bytes(row[..4].try_into().ok()?);
+            let start = i64::from_be_bytes(row[4..].try_into().ok()?);
+            entries.push((epoch, start));
+            body = rest;
+        }
+        Some(EpochTable { entries })
+    }
+}
+
+/// Writes the table's bytes durably.
+pub async fn save(dir: &Path, bytes: &[u8]) -> LogResult<()> {
+    crate::io::small_file::write_durably(&dir.join(FILE), bytes).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> EpochTable {
+        let mut t = EpochTable::default();
+        t.observe(0, 0);
+        t.observe(0, 5);
+        t.observe(2, 10);
+        t.observe(5, 30);
+        t
+    }
+
+    #[test]
+    fn epoch_lookups_answer_raft_and_kafka() {
+        let t = table();
+        assert_eq!(t.epoch_at(0), Some(0));
+        assert_eq!(t.epoch_at(9), Some(0));
+        assert_eq!(t.epoch_at(10), Some(2));
+        assert_eq!(t.epoch_at(99), Some(5));
+        assert_eq!(t.end_offset_for(0, 40), Some((0, 10)));
+        assert_eq!(t.end_offset_for(1, 40), Some((0, 10)));
+        assert_eq!(t.end_offset_for(2, 40), Some((2, 30)));
+        assert_eq!(t.end_offset_for(7, 40), Some((5, 40)));
+        assert_eq!(t.end_offset_for(-1, 40), None);
+    }
+
+    #[test]
+    fn truncations_keep_the_table_consistent() {
+        let mut t = table();
+        t.truncate_from(30);
+        assert_eq!(t.last_epoch(), Some(2));
+        t.truncate_before(12);
+        assert_eq!(t.entries, vec![(2, 12)]);
+        let back = EpochTable::from_bytes(&t.to_bytes()).unwrap();
+        assert_eq!(back, t);
+        let mut bad = t.to_bytes();
+        bad[7] ^= 1;
+        assert!(EpochTable::from_bytes(&bad).is_none());
+    }
+}
