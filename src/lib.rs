@@ -18,8 +18,8 @@ pub mod shard;
 
 /// The Kafka wire format (the `caudal-protocol` crate).
 pub use caudal_protocol as protocol;
-/// Executors, deadlines and the guarded allocator (the `caudal-runtime` crate).
-pub use caudal_runtime::{alloc_guard, executor, notify};
+/// Executors, tasks, deadlines and the guarded allocator (the `caudal-runtime` crate).
+pub use caudal_runtime::{alloc_guard, executor, notify, task};
 
 /// Every binary linking Caudal gets the guarded allocator (see `alloc_guard`).
 #[global_allocator]

@@ -5,7 +5,6 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use caudal::config::{Config, ConfigError};
@@ -312,7 +311,7 @@ fn main() -> ExitCode {
     println!("caudal ready: {} shard(s)", broker.addrs.len());
     let sig = wait_for_signal(&signals);
     tracing::info!(signal = sig, "stopping");
-    broker.stop_flag().store(true, Ordering::SeqCst);
+    broker.stop_signal().stop();
     broker.wait();
     tracing::info!("stopped cleanly");
     ExitCode::SUCCESS

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::task::local_channel;
 use bytes::Bytes;
-use glommio::channels::local_channel;
 use tracing::info;
 use uuid::Uuid;
 
@@ -22,9 +22,9 @@ use super::offsets::{Committed, GroupOffsets, OffsetRecord, OffsetStore};
 use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
 use crate::error::ErrorCode;
 use crate::log::{LogEnv, LogResult};
+use crate::notify::Notify;
+use crate::task::TaskSet;
 
-/// How often the rebalance driver checks whether members have rejoined.
-const DRIVER_TICK: Duration = Duration::from_millis(10);
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
@@ -92,6 +92,10 @@ pub struct Coordinator {
     /// Committed offsets.
     pub offsets: OffsetStore,
     settings: GroupSettings,
+    /// Fired when a member joins or leaves: rebalance drivers look again.
+    members_changed: Rc<Notify>,
+    /// Session expiry and the rebalance drivers.
+    tasks: TaskSet,
 }
 
 fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
@@ -113,12 +117,14 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets,
             settings,
+            members_changed: Rc::new(Notify::default()),
+            tasks: TaskSet::new("group coordinator"),
         });
         let weak = Rc::downgrade(&c);
-        glommio::spawn_local(async move {
+        c.tasks.spawn("group session expiry", async move {
             let mut last_retention = Instant::now();
             loop {
-                glommio::timer::sleep(EXPIRY_TICK).await;
+                crate::task::sleep(EXPIRY_TICK).await;
                 let Some(c) = weak.upgrade() else { return };
                 c.expire_sessions();
                 if last_retention.elapsed() > Duration::from_secs(60) {
@@ -126,8 +132,7 @@ impl Coordinator {
                     c.expire_offsets().await;
                 }
             }
-        })
-        .detach();
+        });
         Ok(c)
     }
 
@@ -233,6 +238,7 @@ impl Coordinator {
             member.rebalance_timeout = rebalance;
             member.last_seen = now;
             member.join_waiter = Some(tx);
+            self.members_changed.notify();
             g.protocol_type = Some(p.protocol_type.clone());
             if g.state != GroupState::PreparingRebalance {
                 self.prepare_rebalance(g);
@@ -261,38 +267,56 @@ impl Coordinator {
         g.rebalance_driver = true;
         let weak = self.me.clone();
         let id = g.id.clone();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(DRIVER_TICK).await;
-                let Some(c) = weak.upgrade() else { return };
-                let mut groups = c.groups.borrow_mut();
-                let Some(g) = groups.get_mut(&id) else { return };
-                if g.state != GroupState::PreparingRebalance {
-                    g.rebalance_driver = false;
-                    return;
+        let changed = self.members_changed.clone();
+        // Event-driven: the driver looks again when a member joins or leaves, or when the
+        // rebalance's next time limit passes; nothing polls.
+        self.tasks
+            .spawn(format!("rebalance of group {id}"), async move {
+                // The caller still holds the group's borrow: look once it is done.
+                futures_lite::future::yield_now().await;
+                loop {
+                    let generation = changed.generation();
+                    let wake_at = {
+                        let Some(c) = weak.upgrade() else { return };
+                        let mut groups = c.groups.borrow_mut();
+                        let Some(g) = groups.get_mut(&id) else { return };
+                        if g.state != GroupState::PreparingRebalance {
+                            g.rebalance_driver = false;
+                            return;
+                        }
+                        let now = Instant::now();
+                        let all_joined = g.members.values().all(|m| m.join_waiter.is_some());
+                        let not_before = if g.rebalance_from_empty {
+                            g.rebalance_started + c.settings.initial_rebalance_delay
+                        } else {
+                            g.rebalance_started
+                        };
+                        let timeout = g
+                            .members
+                            .values()
+                            .map(|m| m.rebalance_timeout)
+                            .max()
+                            .unwrap_or_default();
+                        let deadline = (g.rebalance_started + timeout).max(not_before);
+                        if (all_joined && now >= not_before) || now >= deadline {
+                            g.rebalance_driver = false;
+                            complete_join(g);
+                            return;
+                        }
+                        if all_joined {
+                            not_before
+                        } else {
+                            deadline
+                        }
+                    };
+                    let wait = wake_at.saturating_duration_since(Instant::now());
+                    futures_lite::future::or(
+                        changed.changed_since(generation),
+                        crate::task::sleep(wait),
+                    )
+                    .await;
                 }
-                let now = Instant::now();
-                let all_joined = g.members.values().all(|m| m.join_waiter.is_some());
-                let not_before = if g.rebalance_from_empty {
-                    g.rebalance_started + c.settings.initial_rebalance_delay
-                } else {
-                    g.rebalance_started
-                };
-                let timeout = g
-                    .members
-                    .values()
-                    .map(|m| m.rebalance_timeout)
-                    .max()
-                    .unwrap_or_default();
-                let deadline = (g.rebalance_started + timeout).max(not_before);
-                if (all_joined && now >= not_before) || now >= deadline {
-                    g.rebalance_driver = false;
-                    complete_join(g);
-                    return;
-                }
-            }
-        })
-        .detach();
+            });
     }
 
     /// Handles SyncGroup: the leader's assignment completes the rebalance; followers wait
@@ -432,6 +456,7 @@ impl Coordinator {
     /// After members are gone: an empty group becomes Empty; otherwise the survivors
     /// rebalance.
     fn after_removal(&self, g: &mut Group) {
+        self.members_changed.notify();
         if g.leader
             .as_ref()
             .is_some_and(|l| !g.members.contains_key(l))
@@ -673,6 +698,7 @@ impl Coordinator {
 
     /// Syncs the offsets log.
     pub async fn close(&self) -> LogResult<()> {
+        self.tasks.stop_all();
         self.offsets.close().await
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::task::local_channel::LocalSender;
 use bytes::Bytes;
-use glommio::channels::local_channel::LocalSender;
 
 use crate::error::ErrorCode;
 

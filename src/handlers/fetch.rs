@@ -39,7 +39,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchRep
         }
         futures_lite::future::or(
             ctx.data_arrived().changed_since(generation),
-            glommio::timer::sleep(deadline - now),
+            crate::task::sleep(deadline - now),
         )
         .await;
     }
@@ -65,7 +65,7 @@ async fn read_all(
                     let offset = p.fetch_offset;
                     let task_log = log.clone();
                     let task =
-                        glommio::spawn_local(async move { task_log.read(offset, limit).await });
+                        crate::task::spawn(async move { task_log.read(offset, limit).await });
                     Ok((log, task))
                 }
                 Err(code) => Err(code),

@@ -32,7 +32,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                         let bytes = records.len() as u64;
                         let stats = ctx.stats().clone();
                         let metrics = ctx.stats().partition(&name, index);
-                        Ok(glommio::spawn_local(async move {
+                        Ok(crate::task::spawn(async move {
                             let r = log.append(BytesMut::from(&records[..])).await;
                             if let Ok(a) = &r {
                                 if !a.duplicate {

@@ -1,6 +1,5 @@
 //! Per-partition log settings (Kafka's topic-level configs) and the flush policy.
 
-
 pub use crate::config::FlushPolicy;
 
 /// Settings of one partition log. Defaults follow Kafka's topic defaults.

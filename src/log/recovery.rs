@@ -7,7 +7,7 @@
 
 use std::io;
 
-use glommio::io::DmaFile;
+use crate::io::DmaFile;
 
 use crate::io::dma_writer::{align_down, align_up};
 use crate::protocol::record_batch::{check_batch, peek_batch_size, BatchHeader, LOG_OVERHEAD};

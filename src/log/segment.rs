@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use glommio::io::{DmaFile, OpenOptions};
+use crate::io::{DmaFile, OpenOptions};
 use tracing::{info, warn};
 
 use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};

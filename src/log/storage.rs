@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use crate::task::{Permit, Semaphore, TaskSet};
 use bytes::{Bytes, BytesMut};
-use glommio::sync::{Permit, Semaphore};
 use tracing::{info, warn};
 
 use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};
@@ -137,6 +137,8 @@ pub struct Log {
     opened_clean: bool,
     /// The disk read started for where the last disk read ended (one per partition).
     prefetch: RefCell<Option<Prefetch>>,
+    /// The interval flusher, when the flush policy has one; stopped with the log.
+    tasks: TaskSet,
 }
 
 /// The right to append next, holding the log's append lock: see [`Log::reserve`].
@@ -157,7 +159,7 @@ struct Prefetch {
     segment_base: Offset,
     pos: u64,
     next_offset: Offset,
-    task: glommio::task::JoinHandle<std::io::Result<Bytes>>,
+    task: crate::task::JoinHandle<std::io::Result<Bytes>>,
 }
 
 /// Batches read from a segment, and where the next read would continue.
@@ -174,7 +176,7 @@ fn read_chunk(max_bytes: usize) -> u64 {
 }
 
 /// One direct read, copied out of the DMA buffer.
-async fn read_bytes(file: &glommio::io::DmaFile, pos: u64, len: usize) -> std::io::Result<Bytes> {
+async fn read_bytes(file: &crate::io::DmaFile, pos: u64, len: usize) -> std::io::Result<Bytes> {
     let data = file.read_at(pos, len).await.map_err(std::io::Error::from)?;
     Ok(Bytes::copy_from_slice(&data))
 }
@@ -259,9 +261,13 @@ impl Log {
             append_lock: Semaphore::new(1),
             opened_clean,
             prefetch: RefCell::new(None),
+            tasks: TaskSet::new(format!("log {}", dir.display())),
         });
         if let FlushPolicy::Interval(every) = flush {
-            spawn_interval_flusher(Rc::downgrade(&log), every);
+            log.tasks.spawn(
+                "interval flush",
+                interval_flusher(Rc::downgrade(&log), every),
+            );
         }
         Ok((log, recovered))
     }
@@ -711,7 +717,7 @@ impl Log {
             let len = read_chunk(max_bytes).min(limit - read.next_pos) as usize;
             let (task_file, at) = (file.clone(), read.next_pos);
             let task =
-                glommio::spawn_local(async move { read_bytes(&task_file, at, len).await }).detach();
+                crate::task::spawn(async move { read_bytes(&task_file, at, len).await }).detach();
             *self.prefetch.borrow_mut() = Some(Prefetch {
                 segment_base: seg_name,
                 pos: read.next_pos,
@@ -732,7 +738,7 @@ impl Log {
     #[allow(clippy::too_many_arguments)]
     async fn read_disk(
         &self,
-        file: &Rc<glommio::io::DmaFile>,
+        file: &Rc<crate::io::DmaFile>,
         segment_base: Offset,
         mut pos: u64,
         limit: u64,
@@ -1043,24 +1049,22 @@ impl Pending {
     }
 }
 
-fn spawn_interval_flusher(log: Weak<Log>, every: Duration) {
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(every).await;
-            let Some(log) = log.upgrade() else { return };
-            if let Err(e) = log.flush().await {
-                warn!(dir = %log.dir.display(), error = %e, "periodic flush failed");
-                log.state.borrow_mut().failed = true;
-            }
+/// Syncs the log every `every` (the `Interval` flush policy).
+async fn interval_flusher(log: Weak<Log>, every: Duration) {
+    loop {
+        crate::task::sleep(every).await;
+        let Some(log) = log.upgrade() else { return };
+        if let Err(e) = log.flush().await {
+            warn!(dir = %log.dir.display(), error = %e, "periodic flush failed");
+            log.state.borrow_mut().failed = true;
         }
-    })
-    .detach();
+    }
 }
 
 /// What a state rebuild needs of a segment, without borrowing it.
 struct SegmentRef {
     base_offset: Offset,
-    file: Rc<glommio::io::DmaFile>,
+    file: Rc<crate::io::DmaFile>,
     size: u64,
 }
 

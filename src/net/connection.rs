@@ -12,11 +12,11 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::io::TcpStream;
+use crate::task::local_channel;
+use crate::task::JoinHandle;
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
-use glommio::net::TcpStream;
-use glommio::task::JoinHandle;
 use tracing::debug;
 
 use crate::dispatch::{dispatch, Outcome};
@@ -54,7 +54,7 @@ async fn read_bounded<R: AsyncRead + Unpin>(
         async { reader.read_exact(buf).await.map_err(|_| ReadStop::Closed) },
         futures_lite::future::or(
             async {
-                glommio::timer::sleep(idle).await;
+                crate::task::sleep(idle).await;
                 Err(ReadStop::Idle)
             },
             async {
@@ -79,7 +79,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let drained = Rc::new(Notify::default());
     let writer_task = {
         let (closed, unsent, drained) = (closed.clone(), unsent.clone(), drained.clone());
-        glommio::spawn_local(async move {
+        crate::task::spawn(async move {
             while let Some(task) = rx.recv().await {
                 match task.await {
                     Some(Outcome::Respond(segments)) => {
@@ -153,7 +153,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let task_shard = shard.clone();
         let task_unsent = unsent.clone();
         ShardStats::add(&shard.stats.request_bytes_in_flight, size as u64);
-        let task = glommio::spawn_local(async move {
+        let task = crate::task::spawn(async move {
             task_shard.request_started();
             let outcome = match dispatch(&task_shard, frame.freeze(), peer).await {
                 Ok(o) => o,
@@ -177,7 +177,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         // While the socket has data, reading and handling (which starts inline) never
         // waits: give the reactor its turn so disk and socket completions are reaped.
-        glommio::yield_if_needed().await;
+        crate::task::yield_if_needed().await;
     }
     drop(tx);
     writer_task.await;

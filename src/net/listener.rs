@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 
-use glommio::net::TcpListener;
+use crate::io::TcpListener;
 
 /// Pending connections the kernel queues per shard before `accept` catches up.
 const BACKLOG: i32 = 1024;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use crate::metrics::{Histogram, PartitionKey, PartitionMetrics, BUCKETS};
 use crate::shard::state::ShardStats;
+use crate::task::StopSignal;
 
 /// Renders every shard's metrics in the Prometheus text format.
 pub fn render(shards: &[Arc<ShardStats>]) -> String {
@@ -252,16 +253,16 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `addr` from a thread of its own until `stop` is set.
+/// Serves `GET /metrics` on `addr` from a thread of its own until `stop` is sent.
 pub fn serve(
     addr: SocketAddr,
     shards: Vec<Arc<ShardStats>>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.is_stopped() {
             match listener.accept() {
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(false);

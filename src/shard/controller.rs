@@ -284,7 +284,7 @@ async fn broadcast(shard: &Rc<Shard>, meta: Arc<crate::metadata::ClusterMetadata
     for to in 0..shard.config.shards {
         let shard = shard.clone();
         let meta = meta.clone();
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(crate::task::spawn(async move {
             (
                 to,
                 call(&shard, to, ShardRequest::ApplyMetadata(meta)).await,

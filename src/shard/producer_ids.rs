@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::io;
 use std::path::PathBuf;
 
-use glommio::sync::Semaphore;
+use crate::task::Semaphore;
 
 use crate::io::small_file;
 

@@ -5,8 +5,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use glommio::channels::local_channel::{self, LocalSender};
-use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use crate::task::local_channel::{self, LocalSender};
+use crate::task::shared_channel::{ConnectedReceiver, ConnectedSender};
 
 use crate::error::ErrorCode;
 use crate::metadata::{ClusterMetadata, ShardId};
@@ -171,7 +171,7 @@ pub async fn receive_loop<F, Fut>(
     while let Some(env) = rx.recv().await {
         match env {
             Envelope::Request { id, request } => {
-                glommio::spawn_local(on_request(from, id, request)).detach();
+                crate::task::spawn(on_request(from, id, request)).detach();
             }
             Envelope::Response { id, response } => router.deliver(id, response).await,
         }

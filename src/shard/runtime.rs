@@ -3,17 +3,18 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use crate::task::shared_channel::{self, SharedReceiver, SharedSender};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::executor::{Builder, Executor};
 use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
+use crate::task::StopSignal;
 
 use super::controller;
 use super::producer_ids::ProducerIds;
@@ -21,8 +22,8 @@ use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
 use crate::group::coordinator::Coordinator;
 
-/// How often each shard checks for the stop signal.
-const TICK: Duration = Duration::from_millis(50);
+/// Pause after a failed accept (a full file table): the next accept is likely to fail too.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -32,7 +33,7 @@ pub struct BrokerHandle {
     pub stats: Vec<Arc<ShardStats>>,
     /// Address each shard listens on, by shard.
     pub addrs: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     threads: Vec<Executor<()>>,
     metrics: Option<std::thread::JoinHandle<()>>,
 }
@@ -40,7 +41,7 @@ pub struct BrokerHandle {
 impl BrokerHandle {
     /// Stops accepting, syncs every partition and waits for the shards to exit.
     pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         self.join_all();
     }
 
@@ -53,8 +54,8 @@ impl BrokerHandle {
         }
     }
 
-    /// A flag that stops the broker when set (for signal handlers).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    /// The signal that stops the broker, from any thread (for signal handlers).
+    pub fn stop_signal(&self) -> Arc<StopSignal> {
         self.stop.clone()
     }
 
@@ -66,7 +67,7 @@ impl BrokerHandle {
 
 impl Drop for BrokerHandle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         self.join_all();
     }
 }
@@ -181,7 +182,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     }
 
     crate::executor::wake_guard::set_period(config.wake_guard_period);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopSignal::new();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
     let mut store = Some(store);
     let mut stats = Vec::new();
@@ -226,11 +227,11 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                 }
             }
             Ok(Err(e)) => {
-                stop.store(true, Ordering::SeqCst);
+                stop.stop();
                 return Err(std::io::Error::other(e));
             }
             Err(_) => {
-                stop.store(true, Ordering::SeqCst);
+                stop.stop();
                 return Err(std::io::Error::other("a shard exited during start-up"));
             }
         }
@@ -242,7 +243,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
                 Some(t)
             }
             Err(e) => {
-                stop.store(true, Ordering::SeqCst);
+                stop.stop();
                 return Err(std::io::Error::new(
                     e.kind(),
                     format!("cannot serve metrics on {addr}: {e}"),
@@ -269,7 +270,7 @@ struct ShardArgs {
     senders: Vec<Option<SharedSender<Envelope>>>,
     receivers: Vec<Option<SharedReceiver<Envelope>>>,
     stats: Arc<ShardStats>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
 }
 
@@ -279,13 +280,13 @@ async fn shard_main(args: ShardArgs) {
     let sender_tasks: Vec<_> = args
         .senders
         .into_iter()
-        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .map(|s| s.map(|s| crate::task::spawn(s.connect())))
         .collect();
     let receiver_tasks: Vec<_> = args
         .receivers
         .into_iter()
         .enumerate()
-        .filter_map(|(from, r)| r.map(|r| (from, glommio::spawn_local(r.connect()))))
+        .filter_map(|(from, r)| r.map(|r| (from, crate::task::spawn(r.connect()))))
         .collect();
     let mut connected_senders = Vec::with_capacity(sender_tasks.len());
     for t in sender_tasks {
@@ -307,22 +308,19 @@ async fn shard_main(args: ShardArgs) {
         args.store,
     ));
     for (from, rx) in connected_receivers {
-        let shard = shard.clone();
+        let server = shard.clone();
         let router = router.clone();
-        glommio::spawn_local(receive_loop(
-            from,
-            rx,
-            router.clone(),
-            move |from, req_id, request| {
-                let shard = shard.clone();
+        shard.tasks.spawn(
+            format!("mesh: requests from shard {from}"),
+            receive_loop(from, rx, router.clone(), move |from, req_id, request| {
+                let shard = server.clone();
                 let router = router.clone();
                 async move {
                     let response = controller::handle_request(shard, request).await;
                     router.reply(from, req_id, response).await;
                 }
-            },
-        ))
-        .detach();
+            }),
+        );
     }
     if let Err(e) = shard.apply_metadata(args.meta).await {
         let _ = args.ready.send(Err(format!("shard {id}: {e}")));
@@ -384,34 +382,37 @@ async fn shard_main(args: ShardArgs) {
     let _ = args.ready.send(Ok(addr));
 
     let retention_shard = shard.clone();
-    glommio::spawn_local(async move {
+    shard.tasks.spawn("retention", async move {
         loop {
-            glommio::timer::sleep(Duration::from_millis(
+            crate::task::sleep(Duration::from_millis(
                 retention_shard.config.retention_check_ms,
             ))
             .await;
             retention_shard.apply_retention().await;
         }
-    })
-    .detach();
+    });
 
     let stop = args.stop;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !stop.load(Ordering::SeqCst) {
-                glommio::timer::sleep(TICK).await;
-            }
+            stop.stopped().await;
             None
         })
         .await;
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                glommio::spawn_local(crate::net::connection::serve(shard.clone(), stream)).detach();
+                let peer = stream
+                    .peer_addr()
+                    .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+                shard.tasks.spawn(
+                    format!("connection from {peer}"),
+                    crate::net::connection::serve(shard.clone(), stream),
+                );
             }
             Some(Err(e)) => {
                 warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(TICK).await;
+                crate::task::sleep(ACCEPT_RETRY).await;
             }
         }
     }
@@ -422,7 +423,7 @@ async fn shard_main(args: ShardArgs) {
     while (shard.open_connections() > 0 || shard.requests_in_flight() > 0)
         && std::time::Instant::now() < drain_deadline
     {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::task::sleep(Duration::from_millis(5)).await;
     }
     if shard.requests_in_flight() > 0 {
         warn!(
@@ -432,5 +433,10 @@ async fn shard_main(args: ShardArgs) {
         );
     }
     shard.close_all().await;
+    let left = shard.tasks.running();
+    if !left.is_empty() {
+        info!(shard = id, tasks = ?left, "stopping the shard's tasks");
+    }
+    shard.tasks.stop_all();
     info!(shard = id, "shard stopped");
 }

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use glommio::sync::Semaphore;
+use crate::task::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -25,6 +25,7 @@ use super::producer_ids::ProducerIds;
 use super::router::Router;
 use crate::group::coordinator::Coordinator;
 use crate::notify::Notify;
+use crate::task::TaskSet;
 
 /// Per-shard counters, readable from any thread (tests, metrics). Only the owning shard
 /// writes them, so relaxed atomics cost no contention.
@@ -172,6 +173,9 @@ pub struct Shard {
     pub producer_ids: OnceCell<ProducerIds>,
     /// Fired once when the shard starts shutting down.
     pub shutdown: Notify,
+    /// The shard's long-lived tasks (mesh servers, retention, connections), stopped at
+    /// shutdown.
+    pub tasks: TaskSet,
     stopping: Cell<bool>,
     open_connections: Cell<usize>,
     requests_in_flight: Cell<usize>,
@@ -209,6 +213,7 @@ impl Shard {
             coordinator: OnceCell::new(),
             producer_ids: OnceCell::new(),
             shutdown: Notify::default(),
+            tasks: TaskSet::new(format!("shard {id}")),
             stopping: Cell::new(false),
             open_connections: Cell::new(0),
             requests_in_flight: Cell::new(0),
@@ -307,9 +312,7 @@ impl Shard {
                 // Unlinking gigabytes of segments takes the file system a while: off the
                 // shard's thread, so its other partitions keep being served meanwhile.
                 let target = dir.clone();
-                let removed = glommio::executor()
-                    .spawn_blocking(move || std::fs::remove_dir_all(&target))
-                    .await;
+                let removed = crate::task::blocking(move || std::fs::remove_dir_all(&target)).await;
                 if let Err(e) = removed {
                     warn!(dir = %dir.display(), error = %e, "could not delete partition directory");
                 }

@@ -6,3 +6,4 @@
 pub mod alloc_guard;
 pub mod executor;
 pub mod notify;
+pub mod task;
