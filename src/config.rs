@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::log::FlushPolicy;
-
 /// A configuration the broker refuses to start with.
 #[derive(Debug, Error)]
 #[error("invalid configuration: {0}")]
@@ -58,10 +56,46 @@ pub struct Config {
     /// Address of the Prometheus metrics endpoint; off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Consumer-group coordinator settings.
-    pub group: crate::group::coordinator::GroupSettings,
+    pub group: GroupSettings,
     /// How often retention runs, in ms. Default 5 minutes (Kafka's
     /// `log.retention.check.interval.ms`).
     pub retention_check_ms: u64,
+}
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// The append resolves after its bytes are on disk and covered by an fdatasync.
+    /// Concurrent appends share one fdatasync (group commit).
+    Durable,
+    /// Kafka's default: the append resolves once its write is issued; the log is synced
+    /// every interval. A crash can lose up to one interval of acknowledged data.
+    Interval(Duration),
+}
+
+/// Group coordinator settings (Kafka's `group.*` and `offsets.retention.*`).
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Wait before the first rebalance of an empty group, so members starting together
+    /// join one generation. Kafka: `group.initial.rebalance.delay.ms`, default 3 s.
+    pub initial_rebalance_delay: Duration,
+    /// Smallest session timeout accepted. Kafka default 6 s.
+    pub min_session_timeout: Duration,
+    /// Largest session timeout accepted. Kafka default 30 min.
+    pub max_session_timeout: Duration,
+    /// Offsets of an empty group are deleted this long after its last commit. Default 7 days.
+    pub offsets_retention: Duration,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            initial_rebalance_delay: Duration::from_secs(3),
+            min_session_timeout: Duration::from_secs(6),
+            max_session_timeout: Duration::from_secs(1800),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Largest broker id a shard may add to `node_id * 1024`.

@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use super::offsets::{Committed, GroupOffsets, OffsetRecord, OffsetStore};
 use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
+// Declared with the broker settings, since config must not depend on group/; callers keep
+// this path.
+pub use crate::config::GroupSettings;
 use crate::error::ErrorCode;
 use crate::log::{LogEnv, LogResult};
 
@@ -27,31 +30,6 @@ use crate::log::{LogEnv, LogResult};
 const DRIVER_TICK: Duration = Duration::from_millis(10);
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
-
-/// Group coordinator settings (Kafka's `group.*` and `offsets.retention.*`).
-#[derive(Debug, Clone)]
-pub struct GroupSettings {
-    /// Wait before the first rebalance of an empty group, so members starting together
-    /// join one generation. Kafka: `group.initial.rebalance.delay.ms`, default 3 s.
-    pub initial_rebalance_delay: Duration,
-    /// Smallest session timeout accepted. Kafka default 6 s.
-    pub min_session_timeout: Duration,
-    /// Largest session timeout accepted. Kafka default 30 min.
-    pub max_session_timeout: Duration,
-    /// Offsets of an empty group are deleted this long after its last commit. Default 7 days.
-    pub offsets_retention: Duration,
-}
-
-impl Default for GroupSettings {
-    fn default() -> Self {
-        GroupSettings {
-            initial_rebalance_delay: Duration::from_secs(3),
-            min_session_timeout: Duration::from_secs(6),
-            max_session_timeout: Duration::from_secs(1800),
-            offsets_retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
 
 /// A JoinGroup request, as the coordinator needs it.
 #[derive(Debug, Clone)]

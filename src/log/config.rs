@@ -1,17 +1,8 @@
 //! Per-partition log settings (Kafka's topic-level configs) and the flush policy.
 
-use std::time::Duration;
-
-/// When an append counts as done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushPolicy {
-    /// The append resolves after its bytes are on disk and covered by an fdatasync.
-    /// Concurrent appends share one fdatasync (group commit).
-    Durable,
-    /// Kafka's default: the append resolves once its write is issued; the log is synced
-    /// every interval. A crash can lose up to one interval of acknowledged data.
-    Interval(Duration),
-}
+// Declared with the broker settings, since config must not depend on the log; the log
+// keeps its own path to it.
+pub use crate::config::FlushPolicy;
 
 /// Settings of one partition log. Defaults follow Kafka's topic defaults.
 #[derive(Debug, Clone)]
