@@ -341,3 +341,164 @@ settings! {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The settings alone, as the binary flattens them into its arguments.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
+    fn flags(args: &[&str]) -> Flags {
+        Cli::try_parse_from(std::iter::once("caudal").chain(args.iter().copied()))
+            .unwrap()
+            .flags
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    fn resolve(args: &[&str], toml: &str) -> Settings {
+        let host = Host {
+            cpus: || vec![4, 5, 6],
+        };
+        Settings::resolve(flags(args), file(toml), &host).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_overrides_the_file_which_overrides_the_default() {
+        let toml = "shards = 3\nlisten = \"10.0.0.1:7000\"\nflush_interval_ms = 250\n\
+                    auto_create_topics = false\ndata_dir = \"/from/file\"\n";
+        let cli = [
+            "--shards",
+            "2",
+            "--listen",
+            "10.0.0.2:8000",
+            "--flush-interval-ms",
+            "5",
+            "--data-dir",
+            "/from/cli",
+        ];
+
+        let neither = resolve(&[], "").config();
+        assert_eq!(neither.shards, 3, "one per CPU of the host");
+        assert_eq!(
+            (neither.listen_host.to_string(), neither.base_port),
+            ("127.0.0.1".into(), 9092)
+        );
+        assert_eq!(neither.flush, FlushPolicy::Durable);
+        assert!(neither.auto_create_topics);
+        assert_eq!(neither.data_dir, PathBuf::from("./data"));
+
+        let file_only = resolve(&[], toml).config();
+        assert_eq!(file_only.shards, 3);
+        assert_eq!(
+            (file_only.listen_host.to_string(), file_only.base_port),
+            ("10.0.0.1".into(), 7000)
+        );
+        assert_eq!(
+            file_only.flush,
+            FlushPolicy::Interval(Duration::from_millis(250))
+        );
+        assert!(!file_only.auto_create_topics);
+        assert_eq!(file_only.data_dir, PathBuf::from("/from/file"));
+
+        let both = resolve(&cli, toml).config();
+        assert_eq!(both.shards, 2);
+        assert_eq!(
+            (both.listen_host.to_string(), both.base_port),
+            ("10.0.0.2".into(), 8000)
+        );
+        assert_eq!(both.flush, FlushPolicy::Interval(Duration::from_millis(5)));
+        assert_eq!(both.data_dir, PathBuf::from("/from/cli"));
+        // The flag can only turn auto creation off: it wins over a file that turns it on.
+        let off = resolve(&["--no-auto-create-topics"], "auto_create_topics = true\n");
+        assert!(!off.config().auto_create_topics);
+        let on = resolve(&[], "auto_create_topics = true\n");
+        assert!(on.config().auto_create_topics);
+    }
+
+    #[test]
+    fn defaults_that_follow_other_settings_follow_them_from_any_source() {
+        let s = resolve(&["--cpus", "1,2"], "listen = \"10.0.0.9:9000\"\n");
+        let c = s.config();
+        assert_eq!(c.shards, 2, "one shard per listed CPU");
+        assert_eq!(c.advertised_host, "10.0.0.9");
+        assert_eq!(s.log_level, None);
+    }
+
+    #[test]
+    fn a_bad_file_value_is_refused_by_key_unless_the_command_line_replaces_it() {
+        let host = Host { cpus: Vec::new };
+        let e =
+            Settings::resolve(flags(&[]), file("metrics_listen = \"nope\"\n"), &host).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: metrics_listen = \"nope\": invalid socket address syntax"
+        );
+        let s = Settings::resolve(
+            flags(&["--metrics-listen", "127.0.0.1:9644"]),
+            file("metrics_listen = \"nope\"\n"),
+            &host,
+        )
+        .unwrap();
+        assert_eq!(
+            s.config().metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9644)))
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            (c.listen_host, c.base_port),
+            (IpAddr::from([127, 0, 0, 1]), 9092)
+        );
+        assert_eq!((c.shards, c.cpus.len()), (1, 0));
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!((c.node_id, c.default_partitions), (0, 1));
+        assert!(c.auto_create_topics);
+        assert_eq!(c.flush, FlushPolicy::Durable);
+        assert_eq!(c.socket_request_max_bytes, 100 << 20);
+        assert_eq!(
+            (c.request_budget_bytes, c.tail_cache_bytes),
+            (256 << 20, 256 << 20)
+        );
+        assert_eq!(c.io_memory_bytes, 2 << 20);
+        assert_eq!(c.retention_check_ms, 300_000);
+        assert_eq!(c.connections_max_idle, Duration::from_secs(600));
+        assert_eq!(c.preempt_timer, Duration::from_millis(100));
+        assert_eq!(c.wake_guard_period, Duration::from_millis(10));
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.group.initial_rebalance_delay, Duration::from_secs(3));
+        assert_eq!(c.group.min_session_timeout, Duration::from_secs(6));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn help_shows_each_declared_default() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd.render_help().to_string();
+        for shown in [
+            "created if missing. [default: ./data]",
+            "at PORT + k. [default: 127.0.0.1:9092]",
+            "in milliseconds. [default: 300000]",
+            "(group.initial.rebalance.delay.ms). [default: 3000]",
+            "in milliseconds. [default: 6000]",
+            "(docs/architecture.md). [default: 10000]",
+            "(docs/operations.md). [default: 100000]",
+            "ask for their metadata\n",
+        ] {
+            assert!(help.contains(shown), "{shown:?} not in:\n{help}");
+        }
+    }
+}
