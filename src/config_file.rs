@@ -13,59 +13,11 @@
 //! log_level = "info"
 //! ```
 
-use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
+use std::path::Path;
 
 use crate::config::ConfigError;
-
-/// Settings as read from the file; `None` means "not set here".
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// See `--data-dir`.
-    pub data_dir: Option<PathBuf>,
-    /// See `--listen`.
-    pub listen: Option<String>,
-    /// See `--shards`.
-    pub shards: Option<usize>,
-    /// See `--cpus`.
-    pub cpus: Option<Vec<usize>>,
-    /// See `--advertised-host`.
-    pub advertised_host: Option<String>,
-    /// See `--node-id`.
-    pub node_id: Option<i32>,
-    /// See `--default-partitions`.
-    pub default_partitions: Option<i32>,
-    /// See `--no-auto-create-topics` (false here disables auto creation).
-    pub auto_create_topics: Option<bool>,
-    /// See `--flush-interval-ms`.
-    pub flush_interval_ms: Option<u64>,
-    /// See `--socket-request-max-bytes`.
-    pub socket_request_max_bytes: Option<usize>,
-    /// See `--request-budget-bytes`.
-    pub request_budget_bytes: Option<usize>,
-    /// See `--tail-cache-bytes`.
-    pub tail_cache_bytes: Option<usize>,
-    /// See `--io-memory-bytes`.
-    pub io_memory_bytes: Option<usize>,
-    /// See `--retention-check-ms`.
-    pub retention_check_ms: Option<u64>,
-    /// See `--group-initial-rebalance-delay-ms`.
-    pub group_initial_rebalance_delay_ms: Option<u64>,
-    /// See `--group-min-session-timeout-ms`.
-    pub group_min_session_timeout_ms: Option<u64>,
-    /// See `--connections-max-idle-ms`.
-    pub connections_max_idle_ms: Option<u64>,
-    /// See `--metrics-listen`.
-    pub metrics_listen: Option<String>,
-    /// See `--log-level`.
-    pub log_level: Option<String>,
-    /// See `--preempt-timer-us`.
-    pub preempt_timer_us: Option<u64>,
-    /// See `--wake-guard-us`.
-    pub wake_guard_us: Option<u64>,
-}
+// Declared, with every other setting, in `crate::config`.
+pub use crate::config::FileConfig;
 
 impl FileConfig {
     /// Parses file contents.

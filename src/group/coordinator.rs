@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use super::offsets::{Committed, GroupOffsets, OffsetRecord, OffsetStore};
 use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
+// Declared with the broker settings, since config must not depend on group/; callers keep
+// this path.
+pub use crate::config::GroupSettings;
 use crate::error::ErrorCode;
 use crate::log::{LogEnv, LogResult};
 use crate::notify::Notify;
@@ -27,8 +30,6 @@ use crate::task::TaskSet;
 
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
-
-pub use crate::config::GroupSettings;
 
 /// A JoinGroup request, as the coordinator needs it.
 #[derive(Debug, Clone)]

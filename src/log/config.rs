@@ -1,5 +1,7 @@
 //! Per-partition log settings (Kafka's topic-level configs) and the flush policy.
 
+// Declared with the broker settings, since config must not depend on the log; the log
+// keeps its own path to it.
 pub use crate::config::FlushPolicy;
 
 /// Settings of one partition log. Defaults follow Kafka's topic defaults.
