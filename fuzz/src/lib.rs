@@ -156,7 +156,7 @@ fn one_batch(b: &[u8]) {
     }
 }
 
-/// Walks batches as `PartitionLog::validate` does on produce, then applies the
+/// Walks batches as `replica::Partition` validates them on produce, then applies the
 /// idempotent-producer checks to them; the resulting state must survive a snapshot.
 fn produce_run(data: &[u8]) {
     let mut rest = data;

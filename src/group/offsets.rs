@@ -262,7 +262,8 @@ impl OffsetStore {
         let live: usize = map.values().map(BTreeMap::len).sum();
         if corrupt || (records > 1000 && records > 4 * live) {
             let tmp = with_suffix(dir, "compacting");
-            let _ = std::fs::remove_dir_all(&tmp);
+            let stale = tmp.clone();
+            let _ = crate::task::blocking(move || std::fs::remove_dir_all(stale)).await;
             let fresh = Partition::open(
                 &tmp,
                 config.clone(),
@@ -291,13 +292,17 @@ impl OffsetStore {
             drop(store);
             drop(log);
             let old = with_suffix(dir, "old");
-            let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(dir, &old)?;
-            std::fs::rename(&tmp, dir)?;
+            let (from, to, fresh) = (dir.to_path_buf(), old.clone(), tmp.clone());
+            crate::task::blocking(move || -> std::io::Result<()> {
+                let _ = std::fs::remove_dir_all(&to);
+                std::fs::rename(&from, &to)?;
+                std::fs::rename(&fresh, &from)
+            })
+            .await?;
             if let Some(parent) = dir.parent() {
                 crate::io::small_file::sync_dir(parent).await?;
             }
-            std::fs::remove_dir_all(&old)?;
+            crate::task::blocking(move || std::fs::remove_dir_all(old)).await?;
             info!(dir = %dir.display(), records, live, "compacted offsets log");
             log = Partition::open(dir, config, env, Rc::new(Notify::default())).await?;
         }

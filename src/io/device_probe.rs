@@ -21,14 +21,21 @@ thread_local! {
 /// Makes glommio's poll probe for the device holding `dir` run against real data.
 /// Cheap after the first call per thread and device.
 pub async fn ensure_probed(dir: &Path) -> io::Result<()> {
-    let dev = std::fs::metadata(dir)?.dev();
+    let target = dir.to_path_buf();
+    let dev = glommio::executor()
+        .spawn_blocking(move || std::fs::metadata(target).map(|m| m.dev()))
+        .await?;
     if PROBED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
     let probe = dir.join(format!(".caudal-iopoll-probe-{}", std::process::id()));
-    std::fs::write(&probe, [0u8; 4096])?;
+    let written = probe.clone();
+    // Once per device and shard, but still a blocking write: off the shard's thread.
+    glommio::executor()
+        .spawn_blocking(move || std::fs::write(written, [0u8; 4096]))
+        .await?;
     let opened = DmaFile::open(&probe).await;
-    let _ = std::fs::remove_file(&probe);
+    let _ = crate::io::small_file::remove_if_exists(&probe).await;
     opened
         .map_err(io::Error::from)?
         .close()

@@ -189,15 +189,20 @@ impl Log {
         config: LogConfig,
         env: LogEnv,
     ) -> LogResult<(Rc<Log>, Recovered)> {
-        std::fs::create_dir_all(dir)?;
-        crate::io::device_probe::ensure_probed(dir).await?;
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if let Some(base) = entry.file_name().to_str().and_then(parse_segment_name) {
-                bases.push(base);
+        let listing = dir.to_path_buf();
+        // Creating and listing the directory are blocking calls: off the shard's thread.
+        let mut bases = crate::task::blocking(move || -> std::io::Result<Vec<Offset>> {
+            std::fs::create_dir_all(&listing)?;
+            let mut bases = Vec::new();
+            for entry in std::fs::read_dir(&listing)? {
+                if let Some(base) = entry?.file_name().to_str().and_then(parse_segment_name) {
+                    bases.push(base);
+                }
             }
-        }
+            Ok(bases)
+        })
+        .await?;
+        crate::io::device_probe::ensure_probed(dir).await?;
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
         let marker = super::clean_marker::read(dir).await?;
