@@ -109,6 +109,12 @@ impl Config {
 
     /// Broker id clients see for shard `k`.
     pub fn broker_id(&self, shard: usize) -> i32 {
-        self.node_id * MAX_SHARDS as i32 + shard as i32
+        broker_id(self.node_id, shard)
     }
+}
+
+/// Broker id clients see for shard `shard` of node `node`: `node * 1024 + shard`.
+pub fn broker_id(node: i32, shard: usize) -> i32 {
+    node.saturating_mul(MAX_SHARDS as i32)
+        .saturating_add(i32::try_from(shard).unwrap_or(i32::MAX))
 }

@@ -15,9 +15,11 @@ const MAX_TIMESTAMP: i64 = -3;
 /// Handles ListOffsets.
 pub async fn handle(ctx: &RequestContext<'_>, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let version = ctx.header.request_api_version;
+    let meta = ctx.metadata();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let t = meta.topics.get(&name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let base = ListOffsetsPartitionResponse::default()
@@ -25,7 +27,10 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ListOffsetsRequest) -> Li
                 .with_timestamp(-1)
                 .with_offset(-1);
             let base = if version >= 4 {
-                base.with_leader_epoch(0)
+                let epoch = t
+                    .and_then(|t| t.partition(p.partition_index))
+                    .map_or(-1, |a| a.leader_epoch);
+                base.with_leader_epoch(epoch)
             } else {
                 base
             };

@@ -91,14 +91,17 @@ pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> Metad
                     .partitions
                     .iter()
                     .enumerate()
-                    .map(|(p, &owner)| {
-                        let leader = BrokerId(ctx.broker_id(owner));
+                    .map(|(p, a)| {
+                        let replicas: Vec<BrokerId> =
+                            a.replicas.iter().map(|r| BrokerId(r.broker_id())).collect();
                         MetadataResponsePartition::default()
                             .with_partition_index(p as i32)
-                            .with_leader_id(leader)
-                            .with_leader_epoch(0)
-                            .with_replica_nodes(vec![leader])
-                            .with_isr_nodes(vec![leader])
+                            .with_leader_id(BrokerId(a.leader.broker_id()))
+                            .with_leader_epoch(a.leader_epoch)
+                            // With one replica each there is no follower to fall behind:
+                            // every replica is in sync.
+                            .with_isr_nodes(replicas.clone())
+                            .with_replica_nodes(replicas)
                     })
                     .collect();
                 let topic = MetadataResponseTopic::default()

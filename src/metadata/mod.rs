@@ -1,4 +1,4 @@
-//! Cluster metadata: topics, their ids, partition placement and configs.
+//! Cluster metadata: topics, their ids, configs, and each partition's replicas and leader.
 //!
 //! Shard 0 owns the authoritative copy and its persistent log (`store`); every shard
 //! serves requests from an immutable snapshot (`Arc<ClusterMetadata>`) it received over
@@ -11,10 +11,55 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-/// Index of a shard within this node.
+/// Index of a shard within its node.
 pub type ShardId = usize;
 /// A partition number within a topic.
 pub type PartitionId = i32;
+/// A node (one broker process) of the cluster; `--node-id`.
+pub type NodeId = i32;
+
+/// One copy of a partition: the shard of a node that holds its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaId {
+    /// The node.
+    pub node: NodeId,
+    /// The shard within that node.
+    pub shard: ShardId,
+}
+
+impl ReplicaId {
+    /// The broker id clients know this replica's shard by (`node * 1024 + shard`).
+    pub fn broker_id(&self) -> i32 {
+        crate::config::broker_id(self.node, self.shard)
+    }
+}
+
+/// Where one partition lives: its replicas, which of them leads, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    /// Every replica of the partition, the preferred leader first.
+    pub replicas: Vec<ReplicaId>,
+    /// The replica that takes produces and serves fetches.
+    pub leader: ReplicaId,
+    /// Bumped at every change of leader; stamped into the batches the leader appends.
+    pub leader_epoch: i32,
+}
+
+impl PartitionAssignment {
+    /// A partition with one replica, which leads, at epoch 0: every partition today.
+    pub fn single(replica: ReplicaId) -> PartitionAssignment {
+        PartitionAssignment {
+            replicas: vec![replica],
+            leader: replica,
+            leader_epoch: 0,
+        }
+    }
+
+    /// True when `replica` holds a copy of the partition.
+    pub fn has_replica(&self, replica: ReplicaId) -> bool {
+        self.replicas.contains(&replica)
+    }
+}
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +68,17 @@ pub struct TopicMeta {
     pub name: String,
     /// Topic id, fixed at creation (Fetch v13+ and newer clients address topics by id).
     pub id: Uuid,
-    /// Owning shard of each partition, by partition number.
-    pub partitions: Vec<ShardId>,
+    /// Replicas and leader of each partition, by partition number.
+    pub partitions: Vec<PartitionAssignment>,
     /// Topic-level config overrides, as given at creation.
     pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    /// The assignment of partition `p`, if the topic has it.
+    pub fn partition(&self, p: PartitionId) -> Option<&PartitionAssignment> {
+        usize::try_from(p).ok().and_then(|p| self.partitions.get(p))
+    }
 }
 
 /// A snapshot of the cluster's metadata.
@@ -39,12 +91,15 @@ pub struct ClusterMetadata {
 }
 
 impl ClusterMetadata {
-    /// Number of partitions each shard owns, for placement.
-    pub fn partitions_per_shard(&self, shards: usize) -> Vec<usize> {
+    /// Number of partition replicas each shard of `node` holds, for placement.
+    pub fn replicas_per_shard(&self, node: NodeId, shards: usize) -> Vec<usize> {
         let mut counts = vec![0; shards];
         for t in self.topics.values() {
-            for &s in &t.partitions {
-                if let Some(c) = counts.get_mut(s) {
+            for r in t.partitions.iter().flat_map(|a| &a.replicas) {
+                if r.node != node {
+                    continue;
+                }
+                if let Some(c) = counts.get_mut(r.shard) {
                     *c += 1;
                 }
             }

@@ -1,10 +1,24 @@
 //! The persistent metadata log under `<data>/meta/metadata.log`, written by shard 0.
 //!
-//! Format: a sequence of records `{ length: u32, crc32c: u32 (of payload), payload }`.
-//! Payload: `{ kind: u8, body }` with kind 1 = put topic
-//! `{ name: str16, id: [u8;16], partitions: u32, shard: u32 * partitions,
-//!    configs: u16, (key: str16, value: str16) * configs }` and kind 2 = delete topic
-//! `{ name: str16 }`, where `str16` is a u16 length and UTF-8 bytes. All big-endian.
+//! Format, version 2 (through [`crate::codec`]; big-endian): a file header (magic `CDMT`,
+//! version u16) and then checked records `{ length: u32, crc32c: u32 (of payload),
+//! payload }`. Payload: `{ kind: u8, body }` with
+//! - kind 1, put topic: `{ name: str16, id: uuid, partitions: u32, partition *
+//!   partitions, configs: u16, (key: str16, value: str16) * configs }`, where
+//!   `partition = { leader_epoch: i32, leader: replica, replicas: u16, replica *
+//!   replicas }` and `replica = { node: i32, shard: u32 }`; the leader is one of the
+//!   replicas;
+//! - kind 2, delete topic: `{ name: str16 }`.
+//!
+//! Version 1 (every release up to 617d542) has no header, and its put-topic body holds
+//! `partitions: u32, shard: u32 * partitions` in place of the partitions above: the
+//! shard of this node holding the partition's only replica. Opening a version 1 log
+//! converts it (replica = (this node, that shard), leader = that replica, epoch 0) and
+//! replaces the file, before anything is appended, by a version 2 log of one put-topic
+//! record per topic, written to `metadata.log.tmp`, synced and renamed over it (then
+//! the directory is synced): a crash leaves either the old log or the new one. A newer
+//! version than this build reads is refused, never truncated.
+//!
 //! Replay stops at the first torn or corrupt record, which is cut off.
 //!
 //! Appends use blocking `std::fs` writes with `sync_data`: they happen only on topic
@@ -14,13 +28,25 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
-use uuid::Uuid;
+use tracing::{info, warn};
 
-use super::{ClusterMetadata, TopicMeta};
+use super::{ClusterMetadata, NodeId, PartitionAssignment, ReplicaId, TopicMeta};
+use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 
 const PUT_TOPIC: u8 = 1;
 const DELETE_TOPIC: u8 = 2;
+
+/// The version this build writes.
+pub const VERSION: u16 = 2;
+/// The header of the files this build writes.
+pub const HEADER: FileHeader = FileHeader::new(magic::METADATA_LOG, VERSION);
+/// File name of the log within its directory.
+pub const FILE_NAME: &str = "metadata.log";
+
+/// Smallest encoded partition: epoch, leader, a replica count and one replica.
+const MIN_PARTITION_LEN: usize = 4 + 8 + 2 + 8;
+/// Encoded replica: node and shard.
+const REPLICA_LEN: usize = 8;
 
 /// A change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +55,29 @@ pub enum MetaRecord {
     PutTopic(TopicMeta),
     /// Delete a topic.
     DeleteTopic(String),
+}
+
+fn put_replica(w: &mut Writer, r: ReplicaId) {
+    w.put_i32(r.node);
+    w.put_u32(u32::try_from(r.shard).unwrap_or(u32::MAX));
+}
+
+fn take_replica(r: &mut Reader) -> CodecResult<ReplicaId> {
+    Ok(ReplicaId {
+        node: r.take_i32()?,
+        shard: r.take_u32()? as usize,
+    })
+}
+
+fn take_configs(r: &mut Reader) -> CodecResult<std::collections::BTreeMap<String, String>> {
+    let n = r.take_u16()?;
+    let mut configs = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let k = r.take_str16()?;
+        let v = r.take_str16()?;
+        configs.insert(k, v);
+    }
+    Ok(configs)
 }
 
 impl MetaRecord {
@@ -45,52 +94,67 @@ impl MetaRecord {
         meta.version += 1;
     }
 
+    /// The record's payload in the current version.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut w = Writer::new();
         match self {
             MetaRecord::PutTopic(t) => {
-                out.push(PUT_TOPIC);
-                put_str(&mut out, &t.name);
-                out.extend_from_slice(t.id.as_bytes());
-                out.extend_from_slice(&(t.partitions.len() as u32).to_be_bytes());
-                for &s in &t.partitions {
-                    out.extend_from_slice(&(s as u32).to_be_bytes());
+                w.put_u8(PUT_TOPIC);
+                w.put_str16(&t.name);
+                w.put_uuid(&t.id);
+                w.put_u32(t.partitions.len() as u32);
+                for p in &t.partitions {
+                    w.put_i32(p.leader_epoch);
+                    put_replica(&mut w, p.leader);
+                    w.put_u16(p.replicas.len() as u16);
+                    for &r in &p.replicas {
+                        put_replica(&mut w, r);
+                    }
                 }
-                out.extend_from_slice(&(t.configs.len() as u16).to_be_bytes());
+                w.put_u16(t.configs.len() as u16);
                 for (k, v) in &t.configs {
-                    put_str(&mut out, k);
-                    put_str(&mut out, v);
+                    w.put_str16(k);
+                    w.put_str16(v);
                 }
             }
             MetaRecord::DeleteTopic(name) => {
-                out.push(DELETE_TOPIC);
-                put_str(&mut out, name);
+                w.put_u8(DELETE_TOPIC);
+                w.put_str16(name);
             }
         }
-        out
+        w.finish()
     }
 
-    fn decode(mut b: &[u8]) -> Option<MetaRecord> {
-        let kind = take(&mut b, 1)?[0];
-        let rec = match kind {
+    /// Decodes a version 2 payload.
+    fn decode(b: &[u8]) -> CodecResult<MetaRecord> {
+        let mut r = Reader::new(b);
+        let rec = match r.take_u8()? {
             PUT_TOPIC => {
-                let name = take_str(&mut b)?;
-                let id = Uuid::from_slice(take(&mut b, 16)?).ok()?;
-                let n = u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-                if n > b.len() / 4 {
-                    return None;
-                }
+                let name = r.take_str16()?;
+                let id = r.take_uuid()?;
+                let n = r.take_count(MIN_PARTITION_LEN)?;
                 let mut partitions = Vec::with_capacity(n);
                 for _ in 0..n {
-                    partitions.push(u32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?) as usize);
+                    let leader_epoch = r.take_i32()?;
+                    let leader = take_replica(&mut r)?;
+                    let count = usize::from(r.take_u16()?);
+                    if count.saturating_mul(REPLICA_LEN) > r.remaining() {
+                        return Err(CodecError::Invalid("replica count"));
+                    }
+                    let mut replicas = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        replicas.push(take_replica(&mut r)?);
+                    }
+                    if !replicas.contains(&leader) {
+                        return Err(CodecError::Invalid("leader not among the replicas"));
+                    }
+                    partitions.push(PartitionAssignment {
+                        replicas,
+                        leader,
+                        leader_epoch,
+                    });
                 }
-                let c = u16::from_be_bytes(take(&mut b, 2)?.try_into().ok()?);
-                let mut configs = std::collections::BTreeMap::new();
-                for _ in 0..c {
-                    let k = take_str(&mut b)?;
-                    let v = take_str(&mut b)?;
-                    configs.insert(k, v);
-                }
+                let configs = take_configs(&mut r)?;
                 MetaRecord::PutTopic(TopicMeta {
                     name,
                     id,
@@ -98,31 +162,91 @@ impl MetaRecord {
                     configs,
                 })
             }
-            DELETE_TOPIC => MetaRecord::DeleteTopic(take_str(&mut b)?),
-            _ => return None,
+            DELETE_TOPIC => MetaRecord::DeleteTopic(r.take_str16()?),
+            _ => return Err(CodecError::Invalid("record kind")),
         };
-        b.is_empty().then_some(rec)
+        r.finish()?;
+        Ok(rec)
+    }
+
+    /// Decodes a version 1 payload, whose partitions are shards of `node`.
+    fn decode_v1(b: &[u8], node: NodeId) -> CodecResult<MetaRecord> {
+        let mut r = Reader::new(b);
+        let rec = match r.take_u8()? {
+            PUT_TOPIC => {
+                let name = r.take_str16()?;
+                let id = r.take_uuid()?;
+                let n = r.take_count(4)?;
+                let mut partitions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let shard = r.take_u32()? as usize;
+                    partitions.push(PartitionAssignment::single(ReplicaId { node, shard }));
+                }
+                let configs = take_configs(&mut r)?;
+                MetaRecord::PutTopic(TopicMeta {
+                    name,
+                    id,
+                    partitions,
+                    configs,
+                })
+            }
+            DELETE_TOPIC => MetaRecord::DeleteTopic(r.take_str16()?),
+            _ => return Err(CodecError::Invalid("record kind")),
+        };
+        r.finish()?;
+        Ok(rec)
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if b.len() < n {
-        return None;
+/// Replays the records of `r` until its end or the first torn or corrupt one. Returns
+/// the metadata and the position where replay stopped.
+fn replay(
+    mut r: Reader,
+    decode: impl Fn(&[u8]) -> CodecResult<MetaRecord>,
+) -> (ClusterMetadata, usize) {
+    let mut meta = ClusterMetadata::default();
+    loop {
+        let pos = r.position();
+        if r.is_empty() {
+            return (meta, pos);
+        }
+        match r.take_checked().and_then(&decode) {
+            Ok(rec) => rec.apply(&mut meta),
+            Err(_) => return (meta, pos),
+        }
     }
-    let (head, rest) = b.split_at(n);
-    *b = rest;
-    Some(head)
 }
 
-fn take_str(b: &mut &[u8]) -> Option<String> {
-    let n = u16::from_be_bytes(take(b, 2)?.try_into().ok()?) as usize;
-    String::from_utf8(take(b, n)?.to_vec()).ok()
+/// A version 2 log holding `meta` as one put-topic record per topic.
+fn snapshot(meta: &ClusterMetadata) -> Vec<u8> {
+    let mut w = Writer::with_header(HEADER);
+    for t in meta.topics.values() {
+        w.put_checked(&MetaRecord::PutTopic(t.clone()).encode());
+    }
+    w.finish()
+}
+
+/// Replaces `path` by `data` so that a crash leaves the old file or the new one: a temp
+/// file, synced, renamed over it, the directory synced.
+fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("log.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => crate::io::small_file::sync_dir_blocking(dir),
+        None => Ok(()),
+    }
+}
+
+fn invalid_data(path: &Path, e: CodecError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
 }
 
 /// The metadata log, open for appends.
@@ -132,48 +256,66 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Opens (creating) the log in `dir`, replays it, cuts off a torn tail, and returns
-    /// the store with the metadata it holds.
-    pub fn open(dir: &Path) -> io::Result<(MetaStore, ClusterMetadata)> {
+    /// Opens (creating) the log in `dir`, replays it, cuts off a torn tail, upgrades a
+    /// version 1 log (whose replicas are on `node`), and returns the store with the
+    /// metadata it holds.
+    pub fn open(dir: &Path, node: NodeId) -> io::Result<(MetaStore, ClusterMetadata)> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("metadata.log");
+        let path = dir.join(FILE_NAME);
         let mut data = Vec::new();
-        if path.exists() {
-            File::open(&path)?.read_to_end(&mut data)?;
-        }
-        let mut meta = ClusterMetadata::default();
-        let mut pos = 0usize;
-        while let Some(header) = data.get(pos..pos + 8) {
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            let Some(payload) = data.get(pos + 8..(pos + 8).saturating_add(len)) else {
-                break;
-            };
-            if crc32c::crc32c(payload) != crc {
-                break;
+        match File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut data)?;
             }
-            let Some(rec) = MetaRecord::decode(payload) else {
-                break;
-            };
-            rec.apply(&mut meta);
-            pos += 8 + len;
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)?;
-        if pos < data.len() {
-            warn!(
-                file = %path.display(),
-                position = pos,
-                dropped_bytes = data.len() - pos,
-                "truncating torn or corrupt tail of metadata log"
+        let meta = if FileHeader::has_magic(&data, magic::METADATA_LOG) {
+            let mut r = Reader::new(&data);
+            r.take_header(magic::METADATA_LOG, VERSION..=VERSION)
+                .map_err(|e| invalid_data(&path, e))?;
+            let (meta, pos) = replay(r, MetaRecord::decode);
+            if pos < data.len() {
+                warn!(
+                    file = %path.display(),
+                    position = pos,
+                    dropped_bytes = data.len() - pos,
+                    "truncating torn or corrupt tail of metadata log"
+                );
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(pos as u64)?;
+                file.sync_all()?;
+            }
+            meta
+        } else {
+            // No header: a new log, or one written before versions existed.
+            let (old, pos) = replay(Reader::new(&data), |b| MetaRecord::decode_v1(b, node));
+            if pos < data.len() {
+                warn!(
+                    file = %path.display(),
+                    position = pos,
+                    dropped_bytes = data.len() - pos,
+                    "dropping torn or corrupt tail of version 1 metadata log"
+                );
+            }
+            let upgraded = snapshot(&old);
+            replace_durably(&path, &upgraded)?;
+            if !data.is_empty() {
+                info!(
+                    file = %path.display(),
+                    topics = old.topics.len(),
+                    "upgraded metadata log from version 1 to {VERSION}"
+                );
+            }
+            // What a replay of the new file gives, so every start sees the same
+            // snapshot version for the same file.
+            let (meta, _) = replay(
+                Reader::new(upgraded.get(crate::codec::HEADER_LEN..).unwrap_or_default()),
+                MetaRecord::decode,
             );
-            file.set_len(pos as u64)?;
-            file.sync_all()?;
-        }
+            meta
+        };
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let mut store = MetaStore { path, file };
         store.seek_end()?;
         crate::io::small_file::sync_dir_blocking(dir)?;
@@ -187,12 +329,9 @@ impl MetaStore {
 
     /// Appends a change durably.
     pub fn append(&mut self, rec: &MetaRecord) -> io::Result<()> {
-        let payload = rec.encode();
-        let mut buf = Vec::with_capacity(payload.len() + 8);
-        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        buf.extend_from_slice(&payload);
-        self.file.write_all(&buf)?;
+        let mut w = Writer::new();
+        w.put_checked(&rec.encode());
+        self.file.write_all(&w.finish())?;
         self.file.sync_data()
     }
 
@@ -205,18 +344,26 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
+
+    fn topic(name: &str, shards: &[usize]) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions: shards
+                .iter()
+                .map(|&shard| PartitionAssignment::single(ReplicaId { node: 3, shard }))
+                .collect(),
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        }
+    }
 
     #[test]
     fn replays_changes_and_drops_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let topic = TopicMeta {
-            name: "t".into(),
-            id: Uuid::new_v4(),
-            partitions: vec![0, 1, 0],
-            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
-        };
+        let topic = topic("t", &[0, 1, 0]);
         {
-            let (mut store, meta) = MetaStore::open(dir.path()).unwrap();
+            let (mut store, meta) = MetaStore::open(dir.path(), 3).unwrap();
             assert!(meta.topics.is_empty());
             store.append(&MetaRecord::PutTopic(topic.clone())).unwrap();
             store
@@ -229,13 +376,135 @@ mod tests {
                 }))
                 .unwrap();
         }
-        let path = dir.path().join("metadata.log");
+        let path = dir.path().join(FILE_NAME);
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
-        let (_, meta) = MetaStore::open(dir.path()).unwrap();
+        let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
         assert_eq!(meta.topics.len(), 1);
         assert_eq!(meta.topics["t"], topic);
         assert!(std::fs::metadata(&path).unwrap().len() < len - 3);
+    }
+
+    #[test]
+    fn keeps_replica_sets_leaders_and_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = topic("t", &[0]);
+        let (a, b) = (
+            ReplicaId { node: 1, shard: 2 },
+            ReplicaId { node: 4, shard: 0 },
+        );
+        t.partitions.push(PartitionAssignment {
+            replicas: vec![a, b],
+            leader: b,
+            leader_epoch: 17,
+        });
+        {
+            let (mut store, _) = MetaStore::open(dir.path(), 3).unwrap();
+            store.append(&MetaRecord::PutTopic(t.clone())).unwrap();
+        }
+        let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
+        assert_eq!(meta.topics["t"], t);
+        let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert!(data.starts_with(b"CDMT\x00\x02"));
+    }
+
+    /// A version 1 log as releases up to 617d542 wrote it.
+    fn v1_log(records: &[(u8, &str, Uuid, &[u32])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(kind, name, id, shards) in records {
+            let mut p = Writer::new();
+            p.put_u8(kind);
+            p.put_str16(name);
+            if kind == PUT_TOPIC {
+                p.put_uuid(&id);
+                p.put_u32(shards.len() as u32);
+                for &s in shards {
+                    p.put_u32(s);
+                }
+                p.put_u16(1);
+                p.put_str16("retention.ms");
+                p.put_str16("-1");
+            }
+            let mut w = Writer::new();
+            w.put_checked(&p.finish());
+            out.extend(w.finish());
+        }
+        out
+    }
+
+    #[test]
+    fn a_version_1_log_is_converted_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut old = v1_log(&[
+            (PUT_TOPIC, "a", a, &[0, 1, 0]),
+            (PUT_TOPIC, "b", b, &[1]),
+            (DELETE_TOPIC, "b", b, &[]),
+            (PUT_TOPIC, "c", b, &[1]),
+        ]);
+        old.extend_from_slice(&[0, 0, 0, 9, 1]); // a torn record
+        std::fs::write(&path, &old).unwrap();
+
+        let (mut store, meta) = MetaStore::open(dir.path(), 5).unwrap();
+        let names: Vec<_> = meta.topics.keys().cloned().collect();
+        assert_eq!(names, ["a", "c"]);
+        let shards: Vec<_> = meta.topics["a"]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.replicas, vec![p.leader]);
+                assert_eq!((p.leader.node, p.leader_epoch), (5, 0));
+                p.leader.shard
+            })
+            .collect();
+        assert_eq!(shards, [0, 1, 0]);
+        assert_eq!(meta.topics["a"].id, a);
+        assert_eq!(meta.topics["a"].configs["retention.ms"], "-1");
+        let data = std::fs::read(&path).unwrap();
+        assert!(data.starts_with(b"CDMT\x00\x02"));
+        assert!(!dir.path().join("metadata.log.tmp").exists());
+
+        // Appends go after the upgraded records, and a restart reads both.
+        store.append(&MetaRecord::DeleteTopic("c".into())).unwrap();
+        drop(store);
+        let (_, again) = MetaStore::open(dir.path(), 5).unwrap();
+        assert_eq!(again.topics.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(again.topics["a"], meta.topics["a"]);
+    }
+
+    #[test]
+    fn an_empty_or_missing_log_starts_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+        let (_, meta) = MetaStore::open(dir.path(), 0).unwrap();
+        assert!(meta.topics.is_empty());
+        let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(data, b"CDMT\x00\x02");
+        let fresh = tempfile::tempdir().unwrap();
+        MetaStore::open(fresh.path(), 0).unwrap();
+        let data = std::fs::read(fresh.path().join(FILE_NAME)).unwrap();
+        assert_eq!(data, b"CDMT\x00\x02");
+    }
+
+    #[test]
+    fn a_log_of_a_newer_version_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let newer = b"CDMT\x00\x03whatever comes next".to_vec();
+        std::fs::write(&path, &newer).unwrap();
+        let err = MetaStore::open(dir.path(), 0).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("version 3"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
+    }
+
+    #[test]
+    fn a_leader_outside_the_replica_set_is_corrupt() {
+        let mut t = topic("t", &[0]);
+        t.partitions[0].leader = ReplicaId { node: 9, shard: 9 };
+        let payload = MetaRecord::PutTopic(t).encode();
+        assert!(MetaRecord::decode(&payload).is_err());
     }
 }

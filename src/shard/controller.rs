@@ -133,7 +133,7 @@ pub async fn create_topics(
         ))];
     };
     let mut meta = (*shard.meta()).clone();
-    let mut counts = meta.partitions_per_shard(shard.config.shards);
+    let mut counts = meta.replicas_per_shard(shard.config.node_id, shard.config.shards);
     let mut out = Vec::with_capacity(topics.len());
     let mut changed = false;
     for spec in topics {
@@ -152,7 +152,11 @@ pub async fn create_topics(
         let topic = TopicMeta {
             name: spec.name.clone(),
             id,
-            partitions: place(&mut counts, spec.partitions.max(0) as usize),
+            partitions: place(
+                &mut counts,
+                spec.partitions.max(0) as usize,
+                shard.config.node_id,
+            ),
             configs: spec.configs,
         };
         let rec = MetaRecord::PutTopic(topic);
@@ -253,10 +257,12 @@ pub async fn update_topic(
                     format!("topic '{name}' has {current} partitions; the new count must be larger, got {count}"),
                 ));
             }
-            let mut counts = meta.partitions_per_shard(shard.config.shards);
-            topic
-                .partitions
-                .extend(place(&mut counts, (count - current) as usize));
+            let mut counts = meta.replicas_per_shard(shard.config.node_id, shard.config.shards);
+            topic.partitions.extend(place(
+                &mut counts,
+                (count - current) as usize,
+                shard.config.node_id,
+            ));
         }
     }
     if validate_only {

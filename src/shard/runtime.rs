@@ -155,7 +155,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)?;
-    let (store, meta) = MetaStore::open(&config.data_dir.join("meta"))?;
+    let (store, meta) = MetaStore::open(&config.data_dir.join("meta"), config.node_id)?;
     set_aside_stray_partitions(&config.data_dir, &meta);
     let meta = Arc::new(meta);
     let config = Arc::new(config);

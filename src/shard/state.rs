@@ -17,7 +17,7 @@ use crate::io::dma_writer::IoStats;
 use crate::log::tail_cache::CacheBudget;
 use crate::log::LogEnv;
 use crate::metadata::store::MetaStore;
-use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardId};
+use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ReplicaId, ShardId};
 use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::Partition;
 
@@ -149,7 +149,7 @@ pub struct Shard {
     pub config: Arc<Config>,
     /// Metadata snapshot requests are served from.
     meta: RefCell<Arc<ClusterMetadata>>,
-    /// Partitions this shard owns, by (topic, partition).
+    /// Partitions this shard holds a replica of, by (topic, partition).
     partitions: RefCell<HashMap<(String, PartitionId), LocalPartition>>,
     /// Storage environment shared by this shard's logs.
     pub env: LogEnv,
@@ -231,7 +231,15 @@ impl Shard {
         self.config.broker_id(shard)
     }
 
-    /// The log of a partition this shard owns, or the error code to answer with.
+    /// This shard as a replica: (this node, this shard).
+    pub fn replica_id(&self) -> ReplicaId {
+        ReplicaId {
+            node: self.config.node_id,
+            shard: self.id,
+        }
+    }
+
+    /// The log of a partition this shard leads, or the error code to answer with.
     pub fn local_partition(
         &self,
         topic: &str,
@@ -241,13 +249,10 @@ impl Shard {
         let Some(t) = meta.topics.get(topic) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };
-        let Some(&owner) = usize::try_from(partition)
-            .ok()
-            .and_then(|p| t.partitions.get(p))
-        else {
+        let Some(assignment) = t.partition(partition) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };
-        if owner != self.id {
+        if assignment.leader != self.replica_id() {
             ShardStats::add(&self.stats.not_leader, 1);
             return Err(ErrorCode::NotLeaderOrFollower);
         }
@@ -284,8 +289,8 @@ impl Shard {
         self.config.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    /// Adopts a newer metadata snapshot: opens the logs of partitions placed on this
-    /// shard, closes and deletes the logs of topics that are gone, updates configs.
+    /// Adopts a newer metadata snapshot: opens the logs of partitions this shard holds a
+    /// replica of, closes and deletes the logs of topics that are gone, updates configs.
     pub async fn apply_metadata(&self, meta: Arc<ClusterMetadata>) -> Result<(), String> {
         let _permit = self
             .apply_lock
@@ -322,14 +327,15 @@ impl Shard {
         }
         for t in meta.topics.values() {
             let log_config = topic_config::log_config(&t.configs, self.config.flush);
-            for (p, &owner) in t.partitions.iter().enumerate() {
-                if owner != self.id {
+            for (p, assignment) in t.partitions.iter().enumerate() {
+                if !assignment.has_replica(self.replica_id()) {
                     continue;
                 }
                 let key = (t.name.clone(), p as PartitionId);
                 let existing = self.partitions.borrow().get(&key).map(|lp| lp.log.clone());
                 if let Some(log) = existing {
                     log.set_config(log_config.clone());
+                    adopt_epoch(&log, assignment.leader_epoch);
                     continue;
                 }
                 let dir = self.partition_dir(&t.name, p as PartitionId);
@@ -341,6 +347,7 @@ impl Shard {
                 )
                 .await
                 .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                adopt_epoch(&log, assignment.leader_epoch);
                 publish(&self.stats.partition(&t.name, p as PartitionId), &log);
                 if log.opened_clean() {
                     ShardStats::add(&self.stats.opened_clean, 1);
@@ -442,6 +449,14 @@ impl Shard {
                 warn!(dir = %log.dir().display(), error = %e, "closing partition failed");
             }
         }
+    }
+}
+
+/// Stamps appends with the leader epoch of the metadata when it is newer than the one
+/// the log recovered: an epoch never goes back, even under a stale snapshot.
+fn adopt_epoch(log: &Partition, epoch: i32) {
+    if epoch > log.leader_epoch() {
+        log.set_leader_epoch(epoch);
     }
 }
 
