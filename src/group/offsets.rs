@@ -3,11 +3,17 @@
 //!
 //! Each commit is one uncompressed batch appended with the `Durable` policy, so a commit
 //! is acknowledged only once it is on disk, and concurrent commits share fsyncs. Record
-//! values (big-endian; `str` = u16 length + UTF-8; nullable `str` uses length 0xffff):
+//! values, version 2 (through [`crate::codec`]; big-endian; `str` = str16): a header
+//! (magic `CDGO`, version u16), then `{ kind: u8, body }` with
 //! - `1` commit: `{ group: str, topic: str, partition: i32, offset: i64,
-//!   leader_epoch: i32, metadata: nullable str, commit_ms: i64 }`
+//!   leader_epoch: i32, metadata: nullable str16, commit_ms: i64 }`
 //! - `2` delete group: `{ group: str }`
 //! - `3` delete offset: `{ group: str, topic: str, partition: i32 }`
+//!
+//! Version 1 (releases up to 617d542) is the same without the header: its values start
+//! with the kind byte, which is never the magic's first byte, and are still read. A
+//! value of a newer version stops the load: skipping it would lose commits for good at
+//! the next compaction.
 //!
 //! On start the log is replayed; when it holds far more records than live offsets it is
 //! rewritten with only the live ones (compaction on restart).
@@ -20,10 +26,15 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tracing::{info, warn};
 
+use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 use crate::log::{LogConfig, LogEnv, LogError, LogResult};
 use crate::notify::Notify;
 use crate::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
 use crate::replica::{Partition, ReplicaError};
+
+/// The version of the record values this build writes.
+pub const VERSION: u16 = 2;
+const HEADER: FileHeader = FileHeader::new(magic::GROUP_OFFSETS, VERSION);
 
 const COMMIT: u8 = 1;
 const DELETE_GROUP: u8 = 2;
@@ -72,46 +83,10 @@ pub enum OffsetRecord {
     },
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(0xfffe)];
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let (h, r) = self.0.split_at_checked(n)?;
-        self.0 = r;
-        Some(h)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)?.try_into().ok().map(i32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8)?.try_into().ok().map(i64::from_be_bytes)
-    }
-    fn opt_str(&mut self) -> Option<Option<String>> {
-        let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?);
-        if n == 0xffff {
-            return Some(None);
-        }
-        String::from_utf8(self.take(usize::from(n))?.to_vec())
-            .ok()
-            .map(Some)
-    }
-    fn str(&mut self) -> Option<String> {
-        self.opt_str()?
-    }
-}
-
 impl OffsetRecord {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// The record value in the current version.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_header(HEADER);
         match self {
             OffsetRecord::Commit {
                 group,
@@ -119,59 +94,61 @@ impl OffsetRecord {
                 partition,
                 committed,
             } => {
-                out.push(COMMIT);
-                put_str(&mut out, group);
-                put_str(&mut out, topic);
-                out.extend_from_slice(&partition.to_be_bytes());
-                out.extend_from_slice(&committed.offset.to_be_bytes());
-                out.extend_from_slice(&committed.leader_epoch.to_be_bytes());
-                match &committed.metadata {
-                    Some(m) => put_str(&mut out, m),
-                    None => out.extend_from_slice(&0xffffu16.to_be_bytes()),
-                }
-                out.extend_from_slice(&committed.commit_ms.to_be_bytes());
+                w.put_u8(COMMIT);
+                w.put_str16(group);
+                w.put_str16(topic);
+                w.put_i32(*partition);
+                w.put_i64(committed.offset);
+                w.put_i32(committed.leader_epoch);
+                w.put_nullable_str16(committed.metadata.as_deref());
+                w.put_i64(committed.commit_ms);
             }
             OffsetRecord::DeleteGroup(group) => {
-                out.push(DELETE_GROUP);
-                put_str(&mut out, group);
+                w.put_u8(DELETE_GROUP);
+                w.put_str16(group);
             }
             OffsetRecord::DeleteOffset {
                 group,
                 topic,
                 partition,
             } => {
-                out.push(DELETE_OFFSET);
-                put_str(&mut out, group);
-                put_str(&mut out, topic);
-                out.extend_from_slice(&partition.to_be_bytes());
+                w.put_u8(DELETE_OFFSET);
+                w.put_str16(group);
+                w.put_str16(topic);
+                w.put_i32(*partition);
             }
         }
-        out
+        w.finish()
     }
 
-    fn decode(b: &[u8]) -> Option<OffsetRecord> {
-        let mut c = Cursor(b);
-        let rec = match c.u8()? {
+    /// Decodes a record value of either version.
+    pub fn decode(b: &[u8]) -> CodecResult<OffsetRecord> {
+        let mut r = Reader::new(b);
+        if FileHeader::has_magic(b, magic::GROUP_OFFSETS) {
+            r.take_header(magic::GROUP_OFFSETS, VERSION..=VERSION)?;
+        }
+        let rec = match r.take_u8()? {
             COMMIT => OffsetRecord::Commit {
-                group: c.str()?,
-                topic: c.str()?,
-                partition: c.i32()?,
+                group: r.take_str16()?,
+                topic: r.take_str16()?,
+                partition: r.take_i32()?,
                 committed: Committed {
-                    offset: c.i64()?,
-                    leader_epoch: c.i32()?,
-                    metadata: c.opt_str()?,
-                    commit_ms: c.i64()?,
+                    offset: r.take_i64()?,
+                    leader_epoch: r.take_i32()?,
+                    metadata: r.take_nullable_str16()?,
+                    commit_ms: r.take_i64()?,
                 },
             },
-            DELETE_GROUP => OffsetRecord::DeleteGroup(c.str()?),
+            DELETE_GROUP => OffsetRecord::DeleteGroup(r.take_str16()?),
             DELETE_OFFSET => OffsetRecord::DeleteOffset {
-                group: c.str()?,
-                topic: c.str()?,
-                partition: c.i32()?,
+                group: r.take_str16()?,
+                topic: r.take_str16()?,
+                partition: r.take_i32()?,
             },
-            _ => return None,
+            _ => return Err(CodecError::Invalid("offsets record kind")),
         };
-        c.0.is_empty().then_some(rec)
+        r.finish()?;
+        Ok(rec)
     }
 
     fn apply(self, map: &mut HashMap<String, GroupOffsets>) {
@@ -235,9 +212,21 @@ async fn replay(log: &Partition) -> LogResult<(HashMap<String, GroupOffsets>, us
                 continue;
             }
             for r in uncompressed_records(b)? {
-                if let Some(rec) = r.value.and_then(OffsetRecord::decode) {
-                    rec.apply(&mut map);
-                    records += 1;
+                let Some(value) = r.value else { continue };
+                match OffsetRecord::decode(value) {
+                    Ok(rec) => {
+                        rec.apply(&mut map);
+                        records += 1;
+                    }
+                    Err(e @ CodecError::UnsupportedVersion { .. }) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{} at offset {}: {e}", log.dir().display(), h.base_offset),
+                        )
+                        .into());
+                    }
+                    // As before versions: a record that does not decode is skipped.
+                    Err(_) => {}
                 }
             }
             from = h.last_offset() + 1;
@@ -408,9 +397,45 @@ mod tests {
             },
         ];
         for r in recs {
-            assert_eq!(OffsetRecord::decode(&r.encode()), Some(r));
+            let bytes = r.encode();
+            assert!(bytes.starts_with(b"CDGO\x00\x02"));
+            assert_eq!(OffsetRecord::decode(&bytes), Ok(r));
         }
-        assert_eq!(OffsetRecord::decode(&[9]), None);
-        assert_eq!(OffsetRecord::decode(&[1, 0]), None);
+        assert!(OffsetRecord::decode(&[9]).is_err());
+        assert!(OffsetRecord::decode(&[1, 0]).is_err());
+    }
+
+    #[test]
+    fn reads_the_headerless_values_of_older_releases() {
+        // A commit as releases up to 617d542 wrote it: the kind byte first.
+        let mut v1 = vec![1, 0, 1, b'g', 0, 1, b't'];
+        v1.extend_from_slice(&3i32.to_be_bytes());
+        v1.extend_from_slice(&42i64.to_be_bytes());
+        v1.extend_from_slice(&(-1i32).to_be_bytes());
+        v1.extend_from_slice(&[0xff, 0xff]);
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        let expected = OffsetRecord::Commit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+            committed: Committed {
+                offset: 42,
+                leader_epoch: -1,
+                metadata: None,
+                commit_ms: 7,
+            },
+        };
+        assert_eq!(OffsetRecord::decode(&v1), Ok(expected.clone()));
+        assert_eq!(&expected.encode()[6..], &v1[..]);
+    }
+
+    #[test]
+    fn a_value_of_a_newer_version_is_refused_by_name() {
+        let mut newer = OffsetRecord::DeleteGroup("g".into()).encode();
+        newer[5] = 3;
+        assert!(matches!(
+            OffsetRecord::decode(&newer),
+            Err(CodecError::UnsupportedVersion { found: 3, .. })
+        ));
     }
 }

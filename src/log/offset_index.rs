@@ -1,12 +1,21 @@
 //! Sparse offset index of one segment: offset -> byte position of a batch start.
 //!
-//! Format of `.index` (big-endian, 8 bytes an entry, as Kafka's):
-//! `{ relative_offset: u32, position: u32 }*`, where relative_offset is the base offset
-//! of the batch at `position` minus the segment's base offset. Entries are strictly
-//! increasing in both fields. One entry is added every `index_interval_bytes` of log.
+//! Format of `.index`, version 2: a file of [`crate::codec`] (magic `CDOI`, version u16,
+//! then one checked payload) whose payload is the entries, 8 bytes each, big-endian as
+//! Kafka's: `{ relative_offset: u32, position: u32 }*`, where relative_offset is the base
+//! offset of the batch at `position` minus the segment's base offset. Entries are
+//! strictly increasing in both fields. One entry is added every `index_interval_bytes`
+//! of log.
+//!
+//! Version 1 (releases up to 617d542) is the entries alone, with no header or CRC; it
+//! is still read, so the indexes of segments sealed by those releases stay in use.
+
+use crate::codec::{self, magic, FileHeader, Reader, Writer};
 
 /// Bytes per entry on disk.
 pub const ENTRY_LEN: usize = 8;
+/// The version this build writes.
+pub const VERSION: u16 = 2;
 
 /// In-memory sparse offset index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,26 +55,35 @@ impl OffsetIndex {
         self.entries.is_empty()
     }
 
-    /// Serializes in the on-disk format.
+    /// Serializes in the on-disk format (the current version).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        let mut w = Writer::new();
         for &(o, p) in &self.entries {
-            out.extend_from_slice(&o.to_be_bytes());
-            out.extend_from_slice(&p.to_be_bytes());
+            w.put_u32(o);
+            w.put_u32(p);
         }
-        out
+        codec::encode_checked_file(FileHeader::new(magic::OFFSET_INDEX, VERSION), &w.finish())
     }
 
-    /// Parses an index file, refusing one that cannot belong to a segment of
-    /// `segment_len` bytes: wrong length, entries out of order or past the end.
+    /// Parses an index file of either version, refusing one that cannot belong to a
+    /// segment of `segment_len` bytes: damaged, of a newer version, wrong length, entries
+    /// out of order or past the end.
     pub fn from_bytes(data: &[u8], segment_len: u64) -> Option<OffsetIndex> {
-        if !data.len().is_multiple_of(ENTRY_LEN) {
+        let entries = if FileHeader::has_magic(data, magic::OFFSET_INDEX) {
+            codec::decode_checked_file(data, magic::OFFSET_INDEX, VERSION..=VERSION)
+                .ok()?
+                .1
+        } else {
+            data
+        };
+        if !entries.len().is_multiple_of(ENTRY_LEN) {
             return None;
         }
+        let mut r = Reader::new(entries);
         let mut index = OffsetIndex::default();
-        for e in data.chunks_exact(ENTRY_LEN) {
-            let o = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-            let p = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+        while !r.is_empty() {
+            let o = r.take_u32().ok()?;
+            let p = r.take_u32().ok()?;
             if u64::from(p) >= segment_len {
                 return None;
             }
@@ -101,11 +119,36 @@ mod tests {
         i.push(10, 4096);
         i.push(20, 8192);
         let bytes = i.to_bytes();
-        assert_eq!(OffsetIndex::from_bytes(&bytes, 10_000), Some(i));
+        assert_eq!(OffsetIndex::from_bytes(&bytes, 10_000), Some(i.clone()));
         assert_eq!(OffsetIndex::from_bytes(&bytes, 8192), None);
-        assert_eq!(OffsetIndex::from_bytes(&bytes[..7], 10_000), None);
-        let mut swapped = bytes[8..].to_vec();
-        swapped.extend_from_slice(&bytes[..8]);
+        for n in 1..bytes.len() {
+            assert_eq!(OffsetIndex::from_bytes(&bytes[..n], 10_000), None, "{n}");
+        }
+        let v1 = &[0, 0, 0, 10, 0, 0, 0x10, 0, 0, 0, 0, 20, 0, 0, 0x20, 0];
+        assert_eq!(OffsetIndex::from_bytes(v1, 10_000), Some(i));
+        assert_eq!(OffsetIndex::from_bytes(&v1[..7], 10_000), None);
+        let mut swapped = v1[8..].to_vec();
+        swapped.extend_from_slice(&v1[..8]);
         assert_eq!(OffsetIndex::from_bytes(&swapped, 10_000), None);
+    }
+
+    #[test]
+    fn writes_a_versioned_file_and_reads_the_headerless_one_of_older_releases() {
+        let mut i = OffsetIndex::default();
+        i.push(3, 100);
+        let bytes = i.to_bytes();
+        assert!(bytes.starts_with(b"CDOI\x00\x02"));
+        // Version 1: the bare entries, as releases up to 617d542 wrote them.
+        assert_eq!(
+            OffsetIndex::from_bytes(&[0, 0, 0, 3, 0, 0, 0, 100], 200),
+            Some(i.clone())
+        );
+        assert_eq!(
+            OffsetIndex::from_bytes(&[], 200),
+            Some(OffsetIndex::default())
+        );
+        let mut newer = bytes.clone();
+        newer[5] = 3;
+        assert_eq!(OffsetIndex::from_bytes(&newer, 200), None);
     }
 }
