@@ -1,4 +1,5 @@
-//! Parsers of files read back at start: indexes, producer snapshots, the metadata log
+//! Parsers of files read back at start: indexes, producer snapshots, the metadata log,
+//! producer-id blocks, group offsets records, in every version the broker reads
 //! (see `caudal_fuzz::disk_parsers`).
 #![no_main]
 

@@ -12,26 +12,33 @@
 //!   key and version (i16 BE each, folded into `SUPPORTED`), and the rest is a request
 //!   body that is put behind a valid header for that key and version.
 //! - `record_batch`: one or more record batches, as a producer sends them.
-//! - `disk_parsers`: byte 0 (mod 6) picks the file, the rest is its content: 0 offset
+//! - `disk_parsers`: byte 0 (mod 8) picks the file, the rest is its content: 0 offset
 //!   index (bytes 1..9: segment length, u64 BE), 1 time index, 2 producer-state
 //!   snapshot, 3 snapshot body whose CRC is appended here, 4 metadata log, 5 metadata
-//!   log whose record CRCs are recomputed here.
+//!   log whose record CRCs are recomputed here, 6 producer-id block file, 7 group
+//!   offsets record value. Each in any version the broker reads (the headerless
+//!   version 1 of releases up to 617d542, or a versioned file of `caudal::codec`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use caudal::codec::{magic, HEADER_LEN as FILE_HEADER_LEN};
 use caudal::dispatch::{decode_only, SUPPORTED};
+use caudal::group::offsets::OffsetRecord;
 use caudal::log::offset_index::OffsetIndex;
 use caudal::log::recovery::IndexBuilder;
 use caudal::log::time_index::TimeIndex;
-use caudal::metadata::store::MetaStore;
+use caudal::metadata::store::{MetaStore, FILE_NAME as METADATA_FILE};
 use caudal::protocol::frame::{check_frame_size, peek_header, MIN_REQUEST};
 use caudal::protocol::record_batch::{
     check_batch, compute_crc, parse_header, peek_batch_size, uncompressed_records,
     validate_produced_batch, BatchHeader, HEADER_LEN,
 };
 use caudal::replica::producer_state::{ProducerStateTable, SequenceCheck};
+use caudal::shard::producer_ids::{
+    decode_block_end, encode_block_end, VERSION as PRODUCER_IDS_VERSION,
+};
 
 /// `socket.request.max.bytes` as the broker uses it by default.
 pub const MAX_REQUEST: usize = 100 << 20;
@@ -255,14 +262,22 @@ pub fn disk_parsers(data: &[u8]) {
     let Some((&tag, rest)) = data.split_first() else {
         return;
     };
-    match tag % 6 {
+    match tag % 8 {
         0 => {
             let Some((len, index)) = rest.split_first_chunk::<8>() else {
                 return;
             };
             let segment_len = u64::from_be_bytes(*len);
             if let Some(i) = OffsetIndex::from_bytes(index, segment_len) {
-                assert_eq!(i.to_bytes(), index);
+                // Whatever version was read, the current one is written and reads back.
+                let written = i.to_bytes();
+                assert_eq!(
+                    OffsetIndex::from_bytes(&written, segment_len),
+                    Some(i.clone())
+                );
+                if index.starts_with(&magic::OFFSET_INDEX) {
+                    assert_eq!(written, index);
+                }
                 let probe = index
                     .first_chunk::<4>()
                     .map_or(0, |b| u32::from_be_bytes(*b));
@@ -271,7 +286,11 @@ pub fn disk_parsers(data: &[u8]) {
         }
         1 => {
             if let Some(t) = TimeIndex::from_bytes(rest) {
-                assert_eq!(t.to_bytes(), rest);
+                let written = t.to_bytes();
+                assert_eq!(TimeIndex::from_bytes(&written), Some(t.clone()));
+                if rest.starts_with(&magic::TIME_INDEX) {
+                    assert_eq!(written, rest);
+                }
                 let _ = t.lookup(t.last_timestamp().unwrap_or(0));
             }
         }
@@ -282,10 +301,28 @@ pub fn disk_parsers(data: &[u8]) {
             producer_snapshot(&with_crc);
         }
         4 => metadata_log(rest),
-        _ => {
+        5 => {
             let mut fixed = rest.to_vec();
             fix_metadata_crcs(&mut fixed);
             metadata_log(&fixed);
+        }
+        6 => {
+            if let Ok((end, _)) = decode_block_end(rest) {
+                let written = encode_block_end(end);
+                assert_eq!(decode_block_end(&written), Ok((end, PRODUCER_IDS_VERSION)));
+                if rest.starts_with(&magic::PRODUCER_IDS) {
+                    assert_eq!(written, rest);
+                }
+            }
+        }
+        _ => {
+            if let Ok(r) = OffsetRecord::decode(rest) {
+                let written = r.encode();
+                assert_eq!(OffsetRecord::decode(&written), Ok(r));
+                if rest.starts_with(&magic::GROUP_OFFSETS) {
+                    assert_eq!(written, rest);
+                }
+            }
         }
     }
 }
@@ -296,28 +333,48 @@ fn producer_snapshot(data: &[u8]) {
     }
 }
 
-/// Replays `data` as `meta/metadata.log`: what survives is a prefix of it, and a second
-/// start finds exactly what the first one kept.
+/// Replays `data` as `meta/metadata.log`. A versioned log keeps a prefix of itself; a
+/// log of a newer version is refused and left as it was; any other is read as version 1
+/// and rewritten versioned. Either way a second start finds exactly what the first one
+/// kept.
 fn metadata_log(data: &[u8]) {
     let dir = scratch_dir();
-    let path = dir.join("metadata.log");
+    let path = dir.join(METADATA_FILE);
     std::fs::write(&path, data).expect("write scratch metadata log");
-    let (store, first) = MetaStore::open(dir).expect("open scratch metadata log");
+    let (store, first) = match MetaStore::open(dir, 0) {
+        Ok(opened) => opened,
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert!(data.starts_with(&magic::METADATA_LOG), "{e}");
+            let kept = std::fs::read(&path).expect("read scratch metadata log");
+            assert_eq!(kept, data, "a refused log was changed");
+            return;
+        }
+    };
     drop(store);
     let kept = std::fs::read(&path).expect("read scratch metadata log");
-    assert!(
-        data.starts_with(&kept),
-        "recovery kept bytes that were not in the file"
-    );
-    let (store, second) = MetaStore::open(dir).expect("reopen scratch metadata log");
+    if data.starts_with(&magic::METADATA_LOG) {
+        assert!(
+            data.starts_with(&kept),
+            "recovery kept bytes that were not in the file"
+        );
+    } else {
+        assert!(kept.starts_with(&magic::METADATA_LOG), "not upgraded");
+    }
+    let (store, second) = MetaStore::open(dir, 0).expect("reopen scratch metadata log");
     drop(store);
     assert_eq!(first, second);
-    assert_eq!(std::fs::read(&path).expect("reread").len(), kept.len());
+    assert_eq!(std::fs::read(&path).expect("reread"), kept);
 }
 
-/// Rewrites each record's CRC in a metadata log (`{ len: u32, crc: u32, payload }*`).
+/// Rewrites each record's CRC in a metadata log (a versioned file header, if any, then
+/// `{ len: u32, crc: u32, payload }*`).
 pub fn fix_metadata_crcs(data: &mut [u8]) {
-    let mut pos = 0usize;
+    let mut pos = if data.starts_with(&magic::METADATA_LOG) {
+        FILE_HEADER_LEN
+    } else {
+        0
+    };
     while let Some(header) = data.get(pos..pos.saturating_add(8)) {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let start = pos + 8;

@@ -7,15 +7,18 @@
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use caudal::codec::HEADER_LEN;
 use caudal::dispatch::SUPPORTED;
+use caudal::group::offsets::{Committed, OffsetRecord};
 use caudal::log::offset_index::OffsetIndex;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::{MetaRecord, MetaStore};
-use caudal::metadata::TopicMeta;
+use caudal::metadata::{PartitionAssignment, ReplicaId, TopicMeta};
 use caudal::protocol::record_batch::{
     build_batch, compute_crc, parse_header, set_producer, Compression,
 };
 use caudal::replica::producer_state::ProducerStateTable;
+use caudal::shard::producer_ids::encode_block_end;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
@@ -530,6 +533,64 @@ pub fn disk_seeds() -> Vec<Seed> {
         "time-index".into(),
         tagged(1, &times.to_bytes()),
     ));
+    // Version 1 (releases up to 617d542): the entries alone, still read at start.
+    let mut index_v1 = (1u64 << 20).to_be_bytes().to_vec();
+    let mut times_v1 = Vec::new();
+    for i in 1..6u32 {
+        index_v1.extend_from_slice(&(i * 100).to_be_bytes());
+        index_v1.extend_from_slice(&(i * 4096).to_be_bytes());
+        times_v1.extend_from_slice(&(1_700_000_000_000 + i64::from(i) * 1000).to_be_bytes());
+        times_v1.extend_from_slice(&(i * 100).to_be_bytes());
+    }
+    out.push((
+        "disk_parsers",
+        "offset-index-v1".into(),
+        tagged(0, &index_v1),
+    ));
+    out.push(("disk_parsers", "time-index-v1".into(), tagged(1, &times_v1)));
+
+    out.push((
+        "disk_parsers",
+        "producer-ids".into(),
+        tagged(6, &encode_block_end(3000)),
+    ));
+    let mut ids_v1 = 1000u64.to_be_bytes().to_vec();
+    ids_v1.extend_from_slice(&crc32c::crc32c(&ids_v1).to_be_bytes());
+    out.push(("disk_parsers", "producer-ids-v1".into(), tagged(6, &ids_v1)));
+
+    let commit = OffsetRecord::Commit {
+        group: "billing".into(),
+        topic: "orders".into(),
+        partition: 2,
+        committed: Committed {
+            offset: 42,
+            leader_epoch: 0,
+            metadata: Some("m".into()),
+            commit_ms: 1_700_000_000_000,
+        },
+    };
+    let commit = commit.encode();
+    out.push((
+        "disk_parsers",
+        "group-offsets-commit".into(),
+        tagged(7, &commit),
+    ));
+    // Version 1: the same value without its header.
+    out.push((
+        "disk_parsers",
+        "group-offsets-commit-v1".into(),
+        tagged(7, &commit[HEADER_LEN..]),
+    ));
+    let delete = OffsetRecord::DeleteOffset {
+        group: "billing".into(),
+        topic: "orders".into(),
+        partition: 2,
+    };
+    out.push((
+        "disk_parsers",
+        "group-offsets-delete".into(),
+        tagged(7, &delete.encode()),
+    ));
 
     let mut table = ProducerStateTable::default();
     let mut next = 0;
@@ -554,11 +615,20 @@ pub fn disk_seeds() -> Vec<Seed> {
 
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut store, _) = MetaStore::open(dir.path()).expect("open metadata log");
+        let (mut store, _) = MetaStore::open(dir.path(), 0).expect("open metadata log");
+        let replica = |shard| ReplicaId { node: 0, shard };
         let t = TopicMeta {
             name: "orders".into(),
             id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
-            partitions: vec![0, 1, 0],
+            partitions: vec![
+                PartitionAssignment::single(replica(0)),
+                PartitionAssignment {
+                    replicas: vec![replica(1), ReplicaId { node: 1, shard: 0 }],
+                    leader: replica(1),
+                    leader_epoch: 3,
+                },
+                PartitionAssignment::single(replica(0)),
+            ],
             configs: BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]),
         };
         store
@@ -567,7 +637,7 @@ pub fn disk_seeds() -> Vec<Seed> {
         store
             .append(&MetaRecord::PutTopic(TopicMeta {
                 name: "audit".into(),
-                partitions: vec![1],
+                partitions: vec![PartitionAssignment::single(replica(1))],
                 configs: BTreeMap::new(),
                 ..t
             }))
@@ -579,6 +649,54 @@ pub fn disk_seeds() -> Vec<Seed> {
     let log = std::fs::read(dir.path().join("metadata.log")).expect("read metadata log");
     out.push(("disk_parsers", "metadata-log".into(), tagged(4, &log)));
     out.push(("disk_parsers", "metadata-log-fixed".into(), tagged(5, &log)));
+    let log_v1 = metadata_log_v1();
+    out.push(("disk_parsers", "metadata-log-v1".into(), tagged(4, &log_v1)));
+    out.push((
+        "disk_parsers",
+        "metadata-log-v1-fixed".into(),
+        tagged(5, &log_v1),
+    ));
+    out
+}
+
+/// A version 1 metadata log as releases up to 617d542 wrote it: put "orders" on shards
+/// 0, 1, 0 with one config, put "audit" on shard 1, delete "audit".
+fn metadata_log_v1() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut record = |payload: Vec<u8>| {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+        out.extend_from_slice(&payload);
+    };
+    let str16 = |p: &mut Vec<u8>, s: &str| {
+        p.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    for (name, shards, configs) in [
+        (
+            "orders",
+            &[0u32, 1, 0][..],
+            &[("retention.ms", "60000")][..],
+        ),
+        ("audit", &[1], &[]),
+    ] {
+        let mut p = vec![1];
+        str16(&mut p, name);
+        p.extend_from_slice(&0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128.to_be_bytes());
+        p.extend_from_slice(&(shards.len() as u32).to_be_bytes());
+        for s in shards {
+            p.extend_from_slice(&s.to_be_bytes());
+        }
+        p.extend_from_slice(&(configs.len() as u16).to_be_bytes());
+        for (k, v) in configs {
+            str16(&mut p, k);
+            str16(&mut p, v);
+        }
+        record(p);
+    }
+    let mut p = vec![2];
+    str16(&mut p, "audit");
+    record(p);
     out
 }
 
