@@ -11,6 +11,7 @@ mod old_versions;
 mod operations;
 mod restart;
 mod shard_routing;
+mod upgrade;
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -44,10 +45,21 @@ const TEST_BOUND: Duration = Duration::from_secs(240);
 
 impl TestBroker {
     pub fn start(shards: usize) -> TestBroker {
-        let dir = tempfile::Builder::new()
+        TestBroker::start_in(TestBroker::temp_dir(), shards)
+    }
+
+    /// A temporary directory for a broker's data, on the target's disk (brokers write
+    /// with O_DIRECT, which tmpfs refuses).
+    pub fn temp_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
             .prefix("caudal-broker-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Starts a broker of `shards` shards on the data directory `dir`, which may already
+    /// hold data.
+    pub fn start_in(dir: tempfile::TempDir, shards: usize) -> TestBroker {
         let data_dir = dir.path().to_path_buf();
         TestBroker::start_on_free_ports(dir, shards, |base_port| Config {
             data_dir: data_dir.clone(),
