@@ -33,19 +33,24 @@ pub mod magic {
     pub const TIME_INDEX: [u8; 4] = *b"CDTI";
     /// The value of each record of `__offsets-shard-<k>`: a group offsets change.
     pub const GROUP_OFFSETS: [u8; 4] = *b"CDGO";
-    /// Reserved for a partition's `clean-shutdown` marker (not yet on this codec).
-    pub const CLEAN_MARKER: [u8; 4] = *b"CDCM";
-    /// Reserved for `<segment>.snapshot` producer-state snapshots (not yet on this codec).
+    /// A partition's `clean-shutdown` marker (`log::clean_marker`, its own encoder until
+    /// it moves onto this codec).
+    pub const CLEAN_MARKER: [u8; 4] = *b"CCLN";
+    /// A partition's `leader-epoch.checkpoint` (`log::epochs`, its own encoder until it
+    /// moves onto this codec).
+    pub const LEADER_EPOCHS: [u8; 4] = *b"CEPO";
+    /// Reserved for `<segment>.snapshot` producer-state snapshots (headerless today).
     pub const PRODUCER_SNAPSHOT: [u8; 4] = *b"CDPS";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 7] = [
+    pub const ALL: [[u8; 4]; 8] = [
         METADATA_LOG,
         PRODUCER_IDS,
         OFFSET_INDEX,
         TIME_INDEX,
         GROUP_OFFSETS,
         CLEAN_MARKER,
+        LEADER_EPOCHS,
         PRODUCER_SNAPSHOT,
     ];
 }

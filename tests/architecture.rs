@@ -205,10 +205,16 @@ fn no_module_imports_form_a_cycle() {
     assert!(found.is_empty(), "import cycles between modules: {found:?}");
 }
 
+#[test]
+fn the_codec_of_the_on_disk_formats_depends_on_nothing_in_the_crate() {
+    let g = graph();
+    assert_eq!(g["codec"], BTreeSet::new());
+}
+
 /// Layers from the bottom up; a module may use its own layer and those below. A module
 /// belongs to the entry that names the longest prefix of its path.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "config", "config_file", "metrics"],
+    &["clock", "codec", "config", "config_file", "metrics"],
     &["io"],
     &["log"],
     &["replica", "metadata"],
