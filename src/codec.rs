@@ -33,13 +33,12 @@ pub mod magic {
     pub const TIME_INDEX: [u8; 4] = *b"CDTI";
     /// The value of each record of `__offsets-shard-<k>`: a group offsets change.
     pub const GROUP_OFFSETS: [u8; 4] = *b"CDGO";
-    /// A partition's `clean-shutdown` marker (`log::clean_marker`, its own encoder until
-    /// it moves onto this codec).
+    /// A partition's `clean-shutdown` marker (`log::clean_marker`).
     pub const CLEAN_MARKER: [u8; 4] = *b"CCLN";
-    /// A partition's `leader-epoch.checkpoint` (`log::epochs`, its own encoder until it
-    /// moves onto this codec).
+    /// A partition's `leader-epoch.checkpoint` (`log::epochs`).
     pub const LEADER_EPOCHS: [u8; 4] = *b"CEPO";
-    /// Reserved for `<segment>.snapshot` producer-state snapshots (headerless today).
+    /// `<segment>.snapshot` producer-state snapshots, also the replica state inside a
+    /// clean-shutdown marker (`replica::producer_state`).
     pub const PRODUCER_SNAPSHOT: [u8; 4] = *b"CDPS";
 
     /// Every magic above, for the check that they are distinct.

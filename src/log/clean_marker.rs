@@ -1,15 +1,18 @@
 //! The clean-shutdown marker: what a clean close knew about the active segment, so that
 //! the next open trusts it instead of scanning, plus the replica's state as of the end.
 //!
-//! Format (big-endian): `{ magic "CCLN", version: u16 = 1, active_base: i64, size: u64,
-//! next_offset: i64, max_timestamp: i64, state_len: u32, state, crc32c: u32 of
-//! everything before it }`. A marker without the magic was written by releases before
-//! formats were versioned: the same fixed fields, then the producer snapshot, then the
-//! CRC; it is read the same way, its snapshot handed up as the replica state.
+//! Format, version 2: a file of [`crate::codec`] (magic `CCLN`, version u16, one checked
+//! payload) whose payload is `{ active_base: i64, size: u64, next_offset: i64,
+//! max_timestamp: i64, replica_state: bytes32 }`. A marker without the magic is version
+//! 1, written by releases before formats were versioned: the same four fields, then the
+//! producer snapshot, then a CRC32C of everything before it; it is read too, its
+//! snapshot handed up as the replica state.
 
 use std::path::Path;
 
 use tracing::warn;
+
+use crate::codec::{self, magic, FileHeader, Reader, Writer};
 
 use super::error::LogResult;
 use super::segment::CleanState;
@@ -17,8 +20,7 @@ use super::Offset;
 
 /// File a clean shutdown leaves in a partition directory.
 const FILE: &str = "clean-shutdown";
-const MAGIC: &[u8; 4] = b"CCLN";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 /// What a clean close recorded.
 pub struct CleanMarker {
@@ -32,52 +34,46 @@ pub struct CleanMarker {
 
 impl CleanMarker {
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(48 + self.replica_state.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
-        out.extend_from_slice(&self.active_base.to_be_bytes());
-        out.extend_from_slice(&self.state.size.to_be_bytes());
-        out.extend_from_slice(&self.state.next_offset.to_be_bytes());
-        out.extend_from_slice(&self.state.max_timestamp.to_be_bytes());
-        out.extend_from_slice(&(self.replica_state.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.replica_state);
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
+        let mut w = Writer::new();
+        w.put_i64(self.active_base);
+        w.put_u64(self.state.size);
+        w.put_i64(self.state.next_offset);
+        w.put_i64(self.state.max_timestamp);
+        w.put_bytes32(&self.replica_state);
+        codec::encode_checked_file(FileHeader::new(magic::CLEAN_MARKER, VERSION), &w.finish())
     }
 
     fn from_bytes(b: &[u8]) -> Option<CleanMarker> {
+        if FileHeader::has_magic(b, magic::CLEAN_MARKER) {
+            let (_, payload) =
+                codec::decode_checked_file(b, magic::CLEAN_MARKER, VERSION..=VERSION).ok()?;
+            let mut r = Reader::new(payload);
+            let marker = CleanMarker {
+                active_base: r.take_i64().ok()?,
+                state: CleanState {
+                    size: r.take_u64().ok()?,
+                    next_offset: r.take_i64().ok()?,
+                    max_timestamp: r.take_i64().ok()?,
+                },
+                replica_state: r.take_bytes32().ok()?.to_vec(),
+            };
+            r.finish().ok()?;
+            return Some(marker);
+        }
+        // Version 1: fixed fields, the producer snapshot, a CRC of all before it.
         let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
         if crc32c::crc32c(body).to_be_bytes() != crc {
             return None;
         }
-        let (versioned, body) = match body.strip_prefix(MAGIC) {
-            Some(rest) => {
-                let (version, rest) = rest.split_at_checked(2)?;
-                if u16::from_be_bytes([version[0], version[1]]) != VERSION {
-                    return None;
-                }
-                (true, rest)
-            }
-            None => (false, body),
-        };
-        let (fixed, rest) = body.split_at_checked(32)?;
-        let word = |i: usize| -> Option<[u8; 8]> { fixed.get(i * 8..i * 8 + 8)?.try_into().ok() };
-        let replica_state = if versioned {
-            let (len, rest) = rest.split_at_checked(4)?;
-            let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
-            (rest.len() == len).then(|| rest.to_vec())?
-        } else {
-            rest.to_vec()
-        };
+        let mut r = Reader::new(body);
         Some(CleanMarker {
-            active_base: i64::from_be_bytes(word(0)?),
+            active_base: r.take_i64().ok()?,
             state: CleanState {
-                size: u64::from_be_bytes(word(1)?),
-                next_offset: i64::from_be_bytes(word(2)?),
-                max_timestamp: i64::from_be_bytes(word(3)?),
+                size: r.take_u64().ok()?,
+                next_offset: r.take_i64().ok()?,
+                max_timestamp: r.take_i64().ok()?,
             },
-            replica_state,
+            replica_state: r.rest().to_vec(),
         })
     }
 }

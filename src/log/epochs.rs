@@ -1,9 +1,9 @@
 //! The leader-epoch table: for each epoch, the first offset written in it. It answers
 //! raft's `term(index)` and is Kafka's leader-epoch cache (OffsetForLeaderEpoch).
 //!
-//! File `leader-epoch.checkpoint` (big-endian): `{ magic "CEPO", version: u16 = 1,
-//! count: u32, { epoch: i32, start_offset: i64 } * count, crc32c: u32 of everything
-//! before it }`. It is saved when it changes by a truncation, a roll or a close; an epoch
+//! File `leader-epoch.checkpoint`, version 1: a file of [`crate::codec`] (magic `CEPO`,
+//! version u16, one checked payload) whose payload is `{ count: u32, { epoch: i32,
+//! start_offset: i64 } * count }`. It is saved when it changes by a truncation, a roll or a close; an epoch
 //! first seen by an append since then is found again on recovery from the active
 //! segment's batches. A directory without the file (written before epochs were kept)
 //! starts at epoch 0 from the log start, which is what those releases stamped.
@@ -12,11 +12,12 @@ use std::path::Path;
 
 use tracing::warn;
 
+use crate::codec::{self, magic, FileHeader, Reader, Writer};
+
 use super::error::LogResult;
 use super::Offset;
 
 const FILE: &str = "leader-epoch.checkpoint";
-const MAGIC: &[u8; 4] = b"CEPO";
 const VERSION: u16 = 1;
 
 /// Epochs and the offsets they start at, both increasing.
@@ -102,41 +103,25 @@ impl EpochTable {
 
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + self.entries.len() * 12);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+        let mut w = Writer::new();
+        w.put_u32(self.entries.len() as u32);
         for &(e, s) in &self.entries {
-            out.extend_from_slice(&e.to_be_bytes());
-            out.extend_from_slice(&s.to_be_bytes());
+            w.put_i32(e);
+            w.put_i64(s);
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
+        codec::encode_checked_file(FileHeader::new(magic::LEADER_EPOCHS, VERSION), &w.finish())
     }
 
     fn from_bytes(b: &[u8]) -> Option<EpochTable> {
-        let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body).to_be_bytes() != crc {
-            return None;
-        }
-        let body = body.strip_prefix(MAGIC)?;
-        let (version, body) = body.split_at_checked(2)?;
-        if u16::from_be_bytes([version[0], version[1]]) != VERSION {
-            return None;
-        }
-        let (count, mut body) = body.split_at_checked(4)?;
-        let count = u32::from_be_bytes(count.try_into().ok()?) as usize;
-        if body.len() != count.checked_mul(12)? {
-            return None;
-        }
+        let (_, payload) =
+            codec::decode_checked_file(b, magic::LEADER_EPOCHS, VERSION..=VERSION).ok()?;
+        let mut r = Reader::new(payload);
+        let count = r.take_count(12).ok()?;
         let mut entries = Vec::with_capacity(count);
-        while let Some((row, rest)) = body.split_at_checked(12) {
-            let epoch = i32::from_be_bytes(row[..4].try_into().ok()?);
-            let start = i64::from_be_bytes(row[4..].try_into().ok()?);
-            entries.push((epoch, start));
-            body = rest;
+        for _ in 0..count {
+            entries.push((r.take_i32().ok()?, r.take_i64().ok()?));
         }
+        r.finish().ok()?;
         Some(EpochTable { entries })
     }
 }

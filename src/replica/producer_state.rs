@@ -6,17 +6,25 @@
 //! with its original offsets and not written again; a gap in sequences is
 //! `OUT_OF_ORDER_SEQUENCE_NUMBER`; an older epoch is `INVALID_PRODUCER_EPOCH`.
 //!
-//! Snapshot format (`<base offset>.snapshot`, the state as of that offset, big-endian):
-//! `{ count: u32, { producer_id: i64, epoch: i16, batches: u8,
-//!    { first_seq: i32, last_seq: i32, base_offset: i64, last_offset: i64 } * batches } *
-//!    count, crc32c: u32 of everything before it }`.
+//! Snapshot format (`<base offset>.snapshot`, the state as of that offset; also the
+//! replica state inside a clean-shutdown marker), version 2: a file of [`crate::codec`]
+//! (magic `CDPS`, version u16, one checked payload) whose payload is `{ count: u32,
+//! { producer_id: i64, epoch: i16, batches: u8, { first_seq: i32, last_seq: i32,
+//! base_offset: i64, last_offset: i64 } * batches } * count }`. Version 1, written
+//! before formats were versioned, is the same body without the header, followed by a
+//! CRC32C of it; it is still read.
 
 use std::collections::{HashMap, VecDeque};
 
 use thiserror::Error;
 
+use crate::codec::{self, magic, FileHeader, Reader, Writer};
+
 use crate::log::Offset;
 use crate::protocol::record_batch::BatchHeader;
+
+/// Version of the snapshot format this build writes.
+const VERSION: u16 = 2;
 
 /// Batches remembered per producer for duplicate detection, as Kafka.
 pub const REMEMBERED_BATCHES: usize = 5;
@@ -190,79 +198,63 @@ impl ProducerStateTable {
         self.producers.is_empty()
     }
 
-    /// Serializes a snapshot.
+    /// Serializes a snapshot (the current version).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut w = Writer::new();
+        w.put_u32(self.producers.len() as u32);
         let mut ids: Vec<_> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             let e = &self.producers[&id];
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&e.epoch.to_be_bytes());
-            out.push(e.batches.len() as u8);
+            w.put_i64(id);
+            w.put_u16(e.epoch as u16);
+            w.put_u8(e.batches.len() as u8);
             for b in &e.batches {
-                out.extend_from_slice(&b.first_seq.to_be_bytes());
-                out.extend_from_slice(&b.last_seq.to_be_bytes());
-                out.extend_from_slice(&b.base_offset.to_be_bytes());
-                out.extend_from_slice(&b.last_offset.to_be_bytes());
+                w.put_i32(b.first_seq);
+                w.put_i32(b.last_seq);
+                w.put_i64(b.base_offset);
+                w.put_i64(b.last_offset);
             }
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
+        codec::encode_checked_file(
+            FileHeader::new(magic::PRODUCER_SNAPSHOT, VERSION),
+            &w.finish(),
+        )
     }
 
-    /// Parses a snapshot; `None` if it is damaged.
+    /// Parses a snapshot of either version; `None` if it is damaged or newer.
     pub fn from_bytes(data: &[u8]) -> Option<ProducerStateTable> {
-        let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
-            return None;
-        }
-        let mut r = Reader(body);
-        let count = r.u32()?;
+        let body = if FileHeader::has_magic(data, magic::PRODUCER_SNAPSHOT) {
+            codec::decode_checked_file(data, magic::PRODUCER_SNAPSHOT, VERSION..=VERSION)
+                .ok()?
+                .1
+        } else {
+            let (body, crc) = data.split_at_checked(data.len().checked_sub(4)?)?;
+            if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+                return None;
+            }
+            body
+        };
+        let mut r = Reader::new(body);
+        let count = r.take_count(11).ok()?;
         let mut t = ProducerStateTable::default();
         for _ in 0..count {
-            let id = r.i64()?;
-            let epoch = r.i16()?;
-            let n = r.u8()?;
+            let id = r.take_i64().ok()?;
+            let epoch = r.take_u16().ok()? as i16;
+            let n = r.take_u8().ok()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
                 batches.push_back(ProducerBatch {
-                    first_seq: r.i32()?,
-                    last_seq: r.i32()?,
-                    base_offset: r.i64()?,
-                    last_offset: r.i64()?,
+                    first_seq: r.take_i32().ok()?,
+                    last_seq: r.take_i32().ok()?,
+                    base_offset: r.take_i64().ok()?,
+                    last_offset: r.take_i64().ok()?,
                 });
             }
             t.producers.insert(id, ProducerEntry { epoch, batches });
         }
-        r.0.is_empty().then_some(t)
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_at_checked(N)?;
-        self.0 = rest;
-        head.try_into().ok()
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take().map(i16::from_be_bytes)
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take().map(i32::from_be_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_be_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_be_bytes)
+        r.finish().ok()?;
+        Some(t)
     }
 }
 
@@ -340,5 +332,28 @@ mod tests {
         bad[5] ^= 1;
         assert_eq!(ProducerStateTable::from_bytes(&bad), None);
         assert_eq!(ProducerStateTable::from_bytes(&bytes[..3]), None);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_unversioned_release_is_read() {
+        // Version 1: count, one producer (id 9, epoch 3) with one batch, then a CRC.
+        let mut old = Vec::new();
+        old.extend_from_slice(&1u32.to_be_bytes());
+        old.extend_from_slice(&9i64.to_be_bytes());
+        old.extend_from_slice(&3i16.to_be_bytes());
+        old.push(1);
+        for v in [0i32, 4] {
+            old.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [10i64, 14] {
+            old.extend_from_slice(&v.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_be_bytes());
+        let t = ProducerStateTable::from_bytes(&old).expect("version 1 snapshot");
+        assert_eq!(t.len(), 1);
+        let again = ProducerStateTable::from_bytes(&t.to_bytes()).expect("version 2");
+        assert_eq!(again, t);
+        assert!(t.to_bytes().starts_with(b"CDPS"));
     }
 }
