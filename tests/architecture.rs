@@ -224,6 +224,8 @@ const LAYERS: &[&[&str]] = &[
         "shard::state",
         "shard::controller",
         "shard::router",
+        "shard::mesh",
+        "shard::controller_client",
         "shard::producer_ids",
         "shard::placement",
     ],

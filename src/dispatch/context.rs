@@ -14,7 +14,7 @@ use crate::group::coordinator::Coordinator;
 use crate::metadata::{ClusterMetadata, PartitionId, ShardId};
 use crate::notify::Notify;
 use crate::replica::Partition;
-use crate::shard::controller::Controller;
+use crate::shard::controller_client::Controller;
 use crate::shard::producer_ids::ProducerIds;
 use crate::shard::state::{Shard, ShardStats};
 

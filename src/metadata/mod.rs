@@ -18,17 +18,24 @@ pub type PartitionId = i32;
 /// A node (one broker process) of the cluster; `--node-id`.
 pub type NodeId = i32;
 
-/// One copy of a partition: the shard of a node that holds its log.
+/// A shard of a node: where a partition's replica lives, and where cross-shard and (next)
+/// inter-node messages are addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplicaId {
+pub struct ShardAddr {
     /// The node.
     pub node: NodeId,
     /// The shard within that node.
     pub shard: ShardId,
 }
 
-impl ReplicaId {
-    /// The broker id clients know this replica's shard by (`node * 1024 + shard`).
+impl std::fmt::Display for ShardAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} shard {}", self.node, self.shard)
+    }
+}
+
+impl ShardAddr {
+    /// The broker id clients know this shard by (`node * 1024 + shard`).
     pub fn broker_id(&self) -> i32 {
         crate::config::broker_id(self.node, self.shard)
     }
@@ -38,16 +45,16 @@ impl ReplicaId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAssignment {
     /// Every replica of the partition, the preferred leader first.
-    pub replicas: Vec<ReplicaId>,
+    pub replicas: Vec<ShardAddr>,
     /// The replica that takes produces and serves fetches.
-    pub leader: ReplicaId,
+    pub leader: ShardAddr,
     /// Bumped at every change of leader; stamped into the batches the leader appends.
     pub leader_epoch: i32,
 }
 
 impl PartitionAssignment {
     /// A partition with one replica, which leads, at epoch 0: every partition today.
-    pub fn single(replica: ReplicaId) -> PartitionAssignment {
+    pub fn single(replica: ShardAddr) -> PartitionAssignment {
         PartitionAssignment {
             replicas: vec![replica],
             leader: replica,
@@ -56,7 +63,7 @@ impl PartitionAssignment {
     }
 
     /// True when `replica` holds a copy of the partition.
-    pub fn has_replica(&self, replica: ReplicaId) -> bool {
+    pub fn has_replica(&self, replica: ShardAddr) -> bool {
         self.replicas.contains(&replica)
     }
 }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::{ClusterMetadata, NodeId, PartitionAssignment, ReplicaId, TopicMeta};
+use super::{ClusterMetadata, NodeId, PartitionAssignment, ShardAddr, TopicMeta};
 use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 
 const PUT_TOPIC: u8 = 1;
@@ -57,13 +57,13 @@ pub enum MetaRecord {
     DeleteTopic(String),
 }
 
-fn put_replica(w: &mut Writer, r: ReplicaId) {
+fn put_replica(w: &mut Writer, r: ShardAddr) {
     w.put_i32(r.node);
     w.put_u32(u32::try_from(r.shard).unwrap_or(u32::MAX));
 }
 
-fn take_replica(r: &mut Reader) -> CodecResult<ReplicaId> {
-    Ok(ReplicaId {
+fn take_replica(r: &mut Reader) -> CodecResult<ShardAddr> {
+    Ok(ShardAddr {
         node: r.take_i32()?,
         shard: r.take_u32()? as usize,
     })
@@ -180,7 +180,7 @@ impl MetaRecord {
                 let mut partitions = Vec::with_capacity(n);
                 for _ in 0..n {
                     let shard = r.take_u32()? as usize;
-                    partitions.push(PartitionAssignment::single(ReplicaId { node, shard }));
+                    partitions.push(PartitionAssignment::single(ShardAddr { node, shard }));
                 }
                 let configs = take_configs(&mut r)?;
                 MetaRecord::PutTopic(TopicMeta {
@@ -352,7 +352,7 @@ mod tests {
             id: Uuid::new_v4(),
             partitions: shards
                 .iter()
-                .map(|&shard| PartitionAssignment::single(ReplicaId { node: 3, shard }))
+                .map(|&shard| PartitionAssignment::single(ShardAddr { node: 3, shard }))
                 .collect(),
             configs: [("retention.ms".to_string(), "1000".to_string())].into(),
         }
@@ -391,8 +391,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut t = topic("t", &[0]);
         let (a, b) = (
-            ReplicaId { node: 1, shard: 2 },
-            ReplicaId { node: 4, shard: 0 },
+            ShardAddr { node: 1, shard: 2 },
+            ShardAddr { node: 4, shard: 0 },
         );
         t.partitions.push(PartitionAssignment {
             replicas: vec![a, b],
@@ -503,7 +503,7 @@ mod tests {
     #[test]
     fn a_leader_outside_the_replica_set_is_corrupt() {
         let mut t = topic("t", &[0]);
-        t.partitions[0].leader = ReplicaId { node: 9, shard: 9 };
+        t.partitions[0].leader = ShardAddr { node: 9, shard: 9 };
         let payload = MetaRecord::PutTopic(t).encode();
         assert!(MetaRecord::decode(&payload).is_err());
     }

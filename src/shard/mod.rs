@@ -1,7 +1,8 @@
 //! Shards: one executor per core, each owning its partitions; the mesh between them.
 
 pub mod controller;
-
+pub mod controller_client;
+pub mod mesh;
 pub mod placement;
 pub mod producer_ids;
 pub mod router;

@@ -1,7 +1,7 @@
 //! Where new partitions go: one replica each, on the shard of this node with the fewest
 //! replicas, lowest id on ties.
 
-use crate::metadata::{NodeId, PartitionAssignment, ReplicaId};
+use crate::metadata::{NodeId, PartitionAssignment, ShardAddr};
 
 /// Assigns `count` new partitions to shards of `node` given each shard's current replica
 /// count, updating the counts as it goes so a topic's partitions spread across shards.
@@ -13,7 +13,7 @@ pub fn place(counts: &mut [usize], count: usize, node: NodeId) -> Vec<PartitionA
             return out;
         };
         counts[shard] += 1;
-        out.push(PartitionAssignment::single(ReplicaId { node, shard }));
+        out.push(PartitionAssignment::single(ShardAddr { node, shard }));
     }
     out
 }

@@ -1,15 +1,22 @@
-//! Cross-shard requests over glommio's shared channels: one channel per ordered pair of
-//! shards, each carrying requests and the responses to them.
+//! The mesh between shards: the requests they send each other, addressed to a
+//! [`ShardAddr`] (node, shard) through a [`Transport`], and typed errors. The transport
+//! today is in-process ([`Router`]: one channel per ordered pair of this node's shards);
+//! the inter-node transport of the replication work implements the same trait.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use thiserror::Error;
 
 use crate::task::local_channel::{self, LocalSender};
 use crate::task::shared_channel::{ConnectedReceiver, ConnectedSender};
 
 use crate::error::ErrorCode;
-use crate::metadata::{ClusterMetadata, ShardId};
+use crate::log::LogError;
+use crate::metadata::{ClusterMetadata, NodeId, ShardAddr, ShardId};
 
 /// A topic to create, as the controller (shard 0) receives it.
 #[derive(Debug, Clone)]
@@ -74,8 +81,69 @@ pub enum ShardResponse {
     Groups(Vec<(String, String, String)>),
     /// Outcome of a topic update.
     Updated(Result<(), (ErrorCode, String)>),
-    /// The target shard could not be reached or failed.
-    Failed(String),
+    /// The target shard could not be reached, or failed.
+    Failed(MeshError),
+}
+
+/// Why a shard could not adopt a metadata snapshot.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// A partition placed on the shard could not be opened.
+    #[error("opening {dir}: {source}")]
+    Open {
+        /// The partition's directory.
+        dir: std::path::PathBuf,
+        /// What the log said.
+        source: LogError,
+    },
+    /// The shard is shutting down.
+    #[error("the shard is shutting down")]
+    Closed,
+}
+
+/// Why a request between shards failed.
+#[derive(Debug, Error)]
+pub enum MeshError {
+    /// No transport reaches the destination (another node, before the inter-node one).
+    #[error("{from} has no route to {to}")]
+    NoRoute {
+        /// Sender.
+        from: ShardAddr,
+        /// Destination.
+        to: ShardAddr,
+    },
+    /// The destination's end of the channel is closed.
+    #[error("{0} is gone")]
+    Gone(ShardAddr),
+    /// The destination dropped the request without answering.
+    #[error("{0} dropped the request")]
+    Dropped(ShardAddr),
+    /// The destination does not host the controller.
+    #[error("{0} is not the controller")]
+    NotController(ShardAddr),
+    /// The destination could not apply a metadata snapshot.
+    #[error("{at} could not apply the metadata: {source}")]
+    Apply {
+        /// The shard that failed.
+        at: ShardAddr,
+        /// Why.
+        source: ApplyError,
+    },
+    /// The answer was not the kind the request expects.
+    #[error("unexpected answer from {0}")]
+    Unexpected(ShardAddr),
+}
+
+/// Result of a request between shards.
+pub type MeshResult<T> = Result<T, MeshError>;
+
+/// A future a transport returns.
+pub type MeshFuture<'a> = Pin<Box<dyn Future<Output = MeshResult<ShardResponse>> + 'a>>;
+
+/// Carries requests to other shards and brings back their answers.
+pub trait Transport {
+    /// Sends `request` to `to` (never the caller itself) and waits for the answer.
+    fn call(&self, to: ShardAddr, request: ShardRequest) -> MeshFuture<'_>;
 }
 
 /// What travels on a channel between two shards.
@@ -97,8 +165,10 @@ pub enum Envelope {
     },
 }
 
-/// This shard's ends of the mesh.
+/// This shard's ends of the in-process mesh: the [`Transport`] to the other shards of
+/// this node.
 pub struct Router {
+    node: NodeId,
     shard: ShardId,
     senders: Vec<Option<ConnectedSender<Envelope>>>,
     pending: RefCell<HashMap<u64, LocalSender<ShardResponse>>>,
@@ -107,8 +177,13 @@ pub struct Router {
 
 impl Router {
     /// Wraps the connected senders (index = destination shard, `None` for this shard).
-    pub fn new(shard: ShardId, senders: Vec<Option<ConnectedSender<Envelope>>>) -> Router {
+    pub fn new(
+        node: NodeId,
+        shard: ShardId,
+        senders: Vec<Option<ConnectedSender<Envelope>>>,
+    ) -> Router {
         Router {
+            node,
             shard,
             senders,
             pending: RefCell::new(HashMap::new()),
@@ -116,13 +191,17 @@ impl Router {
         }
     }
 
-    /// Sends `request` to shard `to` (not this one) and waits for the answer.
-    pub async fn call(&self, to: ShardId, request: ShardRequest) -> ShardResponse {
-        let Some(Some(sender)) = self.senders.get(to) else {
-            return ShardResponse::Failed(format!(
-                "shard {} has no route to shard {to}",
-                self.shard
-            ));
+    async fn send(&self, to: ShardAddr, request: ShardRequest) -> MeshResult<ShardResponse> {
+        let from = ShardAddr {
+            node: self.node,
+            shard: self.shard,
+        };
+        let route = (to.node == self.node)
+            .then(|| self.senders.get(to.shard))
+            .flatten()
+            .and_then(Option::as_ref);
+        let Some(sender) = route else {
+            return Err(MeshError::NoRoute { from, to });
         };
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -134,11 +213,13 @@ impl Router {
             .is_err()
         {
             self.pending.borrow_mut().remove(&id);
-            return ShardResponse::Failed(format!("shard {to} is gone"));
+            return Err(MeshError::Gone(to));
         }
-        rx.recv()
-            .await
-            .unwrap_or_else(|| ShardResponse::Failed(format!("shard {to} dropped the request")))
+        match rx.recv().await {
+            Some(ShardResponse::Failed(e)) => Err(e),
+            Some(response) => Ok(response),
+            None => Err(MeshError::Dropped(to)),
+        }
     }
 
     /// Sends the answer to request `id` back to shard `to`.
@@ -154,6 +235,12 @@ impl Router {
         if let Some(tx) = waiter {
             let _ = tx.send(response).await;
         }
+    }
+}
+
+impl Transport for Router {
+    fn call(&self, to: ShardAddr, request: ShardRequest) -> MeshFuture<'_> {
+        Box::pin(self.send(to, request))
     }
 }
 

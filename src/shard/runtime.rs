@@ -16,7 +16,8 @@ use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
 use crate::task::StopSignal;
 
-use super::controller;
+use super::controller::{ControllerService, CONTROLLER_SHARD};
+use super::mesh;
 use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
@@ -199,7 +200,11 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             cpu,
             config: config.clone(),
             meta: meta.clone(),
-            store: if k == 0 { store.take() } else { None },
+            store: if k == CONTROLLER_SHARD {
+                store.take()
+            } else {
+                None
+            },
             senders: my_senders,
             receivers: my_receivers,
             stats: shard_stats,
@@ -299,13 +304,20 @@ async fn shard_main(args: ShardArgs) {
     for (from, t) in receiver_tasks {
         connected_receivers.push((from, t.await));
     }
-    let router = Rc::new(Router::new(id, connected_senders));
+    let router = Rc::new(Router::new(args.config.node_id, id, connected_senders));
     let shard = Rc::new(Shard::new(
         id,
         args.config.clone(),
         args.stats,
         router.clone(),
-        args.store,
+        args.store.map(|store| {
+            ControllerService::new(
+                store,
+                (*args.meta).clone(),
+                args.config.node_id,
+                args.config.shards,
+            )
+        }),
     ));
     for (from, rx) in connected_receivers {
         let server = shard.clone();
@@ -316,7 +328,7 @@ async fn shard_main(args: ShardArgs) {
                 let shard = server.clone();
                 let router = router.clone();
                 async move {
-                    let response = controller::handle_request(shard, request).await;
+                    let response = mesh::serve(shard, request).await;
                     router.reply(from, req_id, response).await;
                 }
             }),

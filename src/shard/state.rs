@@ -16,13 +16,13 @@ use crate::error::ErrorCode;
 use crate::io::dma_writer::IoStats;
 use crate::log::tail_cache::CacheBudget;
 use crate::log::LogEnv;
-use crate::metadata::store::MetaStore;
-use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ReplicaId, ShardId};
+use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardAddr, ShardId};
 use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::Partition;
 
+use super::controller::ControllerService;
 use super::producer_ids::ProducerIds;
-use super::router::Router;
+use super::router::{ApplyError, Transport};
 use crate::group::coordinator::Coordinator;
 use crate::notify::Notify;
 use crate::task::TaskSet;
@@ -155,12 +155,10 @@ pub struct Shard {
     pub env: LogEnv,
     /// Counters.
     pub stats: Arc<ShardStats>,
-    /// Routes to the other shards.
-    pub router: Rc<Router>,
-    /// Shard 0 only: the metadata log.
-    pub store: Option<RefCell<MetaStore>>,
-    /// Serialises metadata changes on shard 0.
-    pub controller_lock: Semaphore,
+    /// Carries requests to the other shards.
+    pub mesh: Rc<dyn Transport>,
+    /// The controller, on the shard that hosts it (shard 0 of this node today).
+    pub controller: Option<ControllerService>,
     /// Serialises snapshot application.
     apply_lock: Semaphore,
     /// Fired when a partition's high watermark moves, for long-polling fetches.
@@ -187,8 +185,8 @@ impl Shard {
         id: ShardId,
         config: Arc<Config>,
         stats: Arc<ShardStats>,
-        router: Rc<Router>,
-        store: Option<MetaStore>,
+        mesh: Rc<dyn Transport>,
+        controller: Option<ControllerService>,
     ) -> Shard {
         let env = LogEnv {
             stats: stats.io.clone(),
@@ -204,9 +202,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             env,
             stats,
-            router,
-            store: store.map(RefCell::new),
-            controller_lock: Semaphore::new(1),
+            mesh,
+            controller,
             apply_lock: Semaphore::new(1),
             data_arrived: Rc::new(Notify::default()),
             request_budget: Rc::new(Semaphore::new(budget)),
@@ -231,11 +228,16 @@ impl Shard {
         self.config.broker_id(shard)
     }
 
-    /// This shard as a replica: (this node, this shard).
-    pub fn replica_id(&self) -> ReplicaId {
-        ReplicaId {
+    /// This shard's address: (this node, this shard). Also what it is as a replica.
+    pub fn addr(&self) -> ShardAddr {
+        self.addr_of(self.id)
+    }
+
+    /// The address of shard `k` of this node.
+    pub fn addr_of(&self, k: ShardId) -> ShardAddr {
+        ShardAddr {
             node: self.config.node_id,
-            shard: self.id,
+            shard: k,
         }
     }
 
@@ -252,7 +254,7 @@ impl Shard {
         let Some(assignment) = t.partition(partition) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };
-        if assignment.leader != self.replica_id() {
+        if assignment.leader != self.addr() {
             ShardStats::add(&self.stats.not_leader, 1);
             return Err(ErrorCode::NotLeaderOrFollower);
         }
@@ -291,12 +293,12 @@ impl Shard {
 
     /// Adopts a newer metadata snapshot: opens the logs of partitions this shard holds a
     /// replica of, closes and deletes the logs of topics that are gone, updates configs.
-    pub async fn apply_metadata(&self, meta: Arc<ClusterMetadata>) -> Result<(), String> {
+    pub async fn apply_metadata(&self, meta: Arc<ClusterMetadata>) -> Result<(), ApplyError> {
         let _permit = self
             .apply_lock
             .acquire_permit(1)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ApplyError::Closed)?;
         if meta.version <= self.meta.borrow().version && meta.version != 0 {
             return Ok(());
         }
@@ -328,7 +330,7 @@ impl Shard {
         for t in meta.topics.values() {
             let log_config = topic_config::log_config(&t.configs, self.config.flush);
             for (p, assignment) in t.partitions.iter().enumerate() {
-                if !assignment.has_replica(self.replica_id()) {
+                if !assignment.has_replica(self.addr()) {
                     continue;
                 }
                 let key = (t.name.clone(), p as PartitionId);
@@ -346,7 +348,10 @@ impl Shard {
                     self.data_arrived.clone(),
                 )
                 .await
-                .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+                .map_err(|source| ApplyError::Open {
+                    dir: dir.clone(),
+                    source,
+                })?;
                 adopt_epoch(&log, assignment.leader_epoch);
                 publish(&self.stats.partition(&t.name, p as PartitionId), &log);
                 if log.opened_clean() {

@@ -13,7 +13,7 @@ use caudal::group::offsets::{Committed, OffsetRecord};
 use caudal::log::offset_index::OffsetIndex;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::{MetaRecord, MetaStore};
-use caudal::metadata::{PartitionAssignment, ReplicaId, TopicMeta};
+use caudal::metadata::{PartitionAssignment, ShardAddr, TopicMeta};
 use caudal::protocol::record_batch::{
     build_batch, compute_crc, parse_header, set_producer, Compression,
 };
@@ -616,14 +616,14 @@ pub fn disk_seeds() -> Vec<Seed> {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (mut store, _) = MetaStore::open(dir.path(), 0).expect("open metadata log");
-        let replica = |shard| ReplicaId { node: 0, shard };
+        let replica = |shard| ShardAddr { node: 0, shard };
         let t = TopicMeta {
             name: "orders".into(),
             id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             partitions: vec![
                 PartitionAssignment::single(replica(0)),
                 PartitionAssignment {
-                    replicas: vec![replica(1), ReplicaId { node: 1, shard: 0 }],
+                    replicas: vec![replica(1), ShardAddr { node: 1, shard: 0 }],
                     leader: replica(1),
                     leader_epoch: 3,
                 },

@@ -1,0 +1,117 @@
+//! Requests between shards, both sides: [`call`] addresses a shard (this one is served
+//! in place, others through the shard's transport), [`serve`] answers what arrives, and
+//! [`Everywhere`] publishes the controller's metadata to every shard.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tracing::warn;
+
+use crate::metadata::{ClusterMetadata, ShardAddr};
+
+use super::controller::Publish;
+use super::router::{MeshError, MeshResult, ShardRequest, ShardResponse};
+use super::state::Shard;
+
+/// Sends `request` to `to` and waits for the answer; served in place when `to` is this
+/// shard.
+pub async fn call(
+    shard: &Rc<Shard>,
+    to: ShardAddr,
+    request: ShardRequest,
+) -> MeshResult<ShardResponse> {
+    if to == shard.addr() {
+        // Boxed: a request served here may itself call another shard.
+        match Box::pin(serve(shard.clone(), request)).await {
+            ShardResponse::Failed(e) => Err(e),
+            response => Ok(response),
+        }
+    } else {
+        shard.mesh.call(to, request).await
+    }
+}
+
+/// Answers a request that arrived from another shard (or from this one).
+pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
+    let everywhere = Everywhere(&shard);
+    let controller = shard.controller.as_ref();
+    let not_controller = || ShardResponse::Failed(MeshError::NotController(shard.addr()));
+    match request {
+        ShardRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => match controller {
+            Some(c) => {
+                ShardResponse::Created(c.create_topics(topics, validate_only, &everywhere).await)
+            }
+            None => not_controller(),
+        },
+        ShardRequest::DeleteTopics(names) => match controller {
+            Some(c) => ShardResponse::Deleted(c.delete_topics(names, &everywhere).await),
+            None => not_controller(),
+        },
+        ShardRequest::UpdateTopic {
+            name,
+            change,
+            validate_only,
+        } => match controller {
+            Some(c) => ShardResponse::Updated(
+                c.update_topic(name, change, validate_only, &everywhere)
+                    .await,
+            ),
+            None => not_controller(),
+        },
+        ShardRequest::ListGroups => ShardResponse::Groups(
+            shard
+                .coordinator
+                .get()
+                .map(|c| c.list())
+                .unwrap_or_default(),
+        ),
+        ShardRequest::ApplyMetadata(meta) => match shard.apply_metadata(meta).await {
+            Ok(()) => ShardResponse::Applied,
+            Err(source) => {
+                warn!(shard = shard.id, error = %source, "applying metadata failed");
+                ShardResponse::Failed(MeshError::Apply {
+                    at: shard.addr(),
+                    source,
+                })
+            }
+        },
+    }
+}
+
+/// Publishes the controller's metadata to every shard of this node, from `shard`.
+pub struct Everywhere<'a>(pub &'a Rc<Shard>);
+
+impl Publish for Everywhere<'_> {
+    fn publish(&self, meta: Arc<ClusterMetadata>) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(broadcast(self.0, meta))
+    }
+}
+
+/// Has every shard apply `meta`, all at once, and waits for all of them.
+async fn broadcast(shard: &Rc<Shard>, meta: Arc<ClusterMetadata>) {
+    let mut tasks = Vec::new();
+    for k in 0..shard.config.shards {
+        let shard = shard.clone();
+        let meta = meta.clone();
+        let to = shard.addr_of(k);
+        tasks.push(crate::task::spawn(async move {
+            (
+                to,
+                call(&shard, to, ShardRequest::ApplyMetadata(meta)).await,
+            )
+        }));
+    }
+    for t in tasks {
+        let (to, outcome) = t.await;
+        match outcome {
+            Ok(ShardResponse::Applied) => {}
+            Ok(other) => warn!(%to, response = ?other, "shard did not apply metadata"),
+            Err(e) => warn!(%to, error = %e, "shard did not apply metadata"),
+        }
+    }
+}
