@@ -85,6 +85,9 @@ pub type PartitionKey = (String, i32);
 pub struct Registry {
     /// Partitions the shard serves.
     pub partitions: Mutex<BTreeMap<PartitionKey, Arc<PartitionMetrics>>>,
-    /// Committed offsets of the groups it coordinates: (group, topic, partition).
-    pub committed: Mutex<BTreeMap<(String, String, i32), i64>>,
+    /// Committed offsets of the groups it coordinates, kept by the group coordinator.
+    pub committed: CommittedOffsets,
 }
+
+/// Committed offsets by (group, topic, partition), as the scraper shows them.
+pub type CommittedOffsets = Arc<Mutex<BTreeMap<(String, String, i32), i64>>>;

@@ -16,7 +16,7 @@ use crate::notify::Notify;
 use crate::replica::Partition;
 use crate::shard::controller_client::Controller;
 use crate::shard::producer_ids::ProducerIds;
-use crate::shard::state::{Shard, ShardStats};
+use crate::shard::state::{PartitionHandle, Shard, ShardStats};
 
 /// One request being handled: its header and peer, and the services of the shard that
 /// handles it.
@@ -73,7 +73,7 @@ impl<'a> RequestContext<'a> {
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Rc<Partition>, ErrorCode> {
+    ) -> Result<PartitionHandle, ErrorCode> {
         self.shard.local_partition(topic, partition)
     }
 

@@ -25,6 +25,7 @@ use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
 pub use crate::config::GroupSettings;
 use crate::error::ErrorCode;
 use crate::log::{LogEnv, LogResult};
+use crate::metrics::CommittedOffsets;
 use crate::notify::Notify;
 use crate::task::TaskSet;
 
@@ -97,6 +98,8 @@ pub struct Coordinator {
     members_changed: Rc<Notify>,
     /// Session expiry and the rebalance drivers.
     tasks: TaskSet,
+    /// Committed offsets as the metrics endpoint shows them.
+    metrics: CommittedOffsets,
 }
 
 fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
@@ -111,6 +114,7 @@ impl Coordinator {
         dir: &Path,
         env: LogEnv,
         settings: GroupSettings,
+        metrics: CommittedOffsets,
     ) -> LogResult<Rc<Coordinator>> {
         let offsets = OffsetStore::open(dir, env).await?;
         let c = Rc::new_cyclic(|me| Coordinator {
@@ -118,9 +122,13 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets,
             settings,
+            metrics,
             members_changed: Rc::new(Notify::default()),
             tasks: TaskSet::new("group coordinator"),
         });
+        for g in c.offsets.groups() {
+            c.publish_committed(&g);
+        }
         let weak = Rc::downgrade(&c);
         c.tasks.spawn("group session expiry", async move {
             let mut last_retention = Instant::now();
@@ -536,10 +544,17 @@ impl Coordinator {
                         .all(|c| c.commit_ms < now - retention)
             })
             .collect();
-        let records: Vec<OffsetRecord> = stale.into_iter().map(OffsetRecord::DeleteGroup).collect();
+        let records: Vec<OffsetRecord> = stale
+            .iter()
+            .cloned()
+            .map(OffsetRecord::DeleteGroup)
+            .collect();
         if !records.is_empty() {
             info!(groups = records.len(), "expiring offsets of empty groups");
             let _ = self.offsets.write(records).await;
+            for g in &stale {
+                self.publish_committed(g);
+            }
         }
     }
 
@@ -586,7 +601,20 @@ impl Coordinator {
                 committed,
             })
             .collect();
-        self.offsets.write(records).await
+        self.offsets.write(records).await?;
+        self.publish_committed(group);
+        Ok(())
+    }
+
+    /// Copies a group's committed offsets into the metrics.
+    fn publish_committed(&self, group: &str) {
+        let committed = self.offsets.group(group);
+        if let Ok(mut m) = self.metrics.lock() {
+            m.retain(|(g, _, _), _| g != group);
+            for ((topic, partition), c) in committed {
+                m.insert((group.to_string(), topic, partition), c.offset);
+            }
+        }
     }
 
     /// Committed offsets of a group.
@@ -674,6 +702,7 @@ impl Coordinator {
             return ErrorCode::KafkaStorageError;
         }
         self.groups.borrow_mut().remove(group);
+        self.publish_committed(group);
         info!(group, "deleted group");
         ErrorCode::None
     }

@@ -17,11 +17,6 @@ pub async fn handle(
             Err(code) => code,
         };
         ctx.stats().error(code);
-        if code == crate::error::ErrorCode::None {
-            if let Ok(mut m) = ctx.stats().registry.committed.lock() {
-                m.retain(|(g, _, _), _| g != id.as_str());
-            }
-        }
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

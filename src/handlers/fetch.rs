@@ -58,15 +58,14 @@ async fn read_all(
         let name = topic.topic.0.to_string();
         for p in &topic.partitions {
             let read = match ctx.partition(&name, p.partition) {
-                Ok(log) => {
+                Ok(partition) => {
                     let limit = (p.partition_max_bytes.max(0) as usize)
                         .min(max_bytes)
                         .max(1);
                     let offset = p.fetch_offset;
-                    let task_log = log.clone();
-                    let task =
-                        crate::task::spawn(async move { task_log.read(offset, limit).await });
-                    Ok((log, task))
+                    let replica = partition.replica.clone();
+                    let task = crate::task::spawn(async move { replica.read(offset, limit).await });
+                    Ok((partition, task))
                 }
                 Err(code) => Err(code),
             };
@@ -91,7 +90,8 @@ async fn read_all(
                 ctx.stats().error(code);
                 out.error_code = code.code();
             }
-            Ok((log, task)) => {
+            Ok((partition, task)) => {
+                let log = &partition.replica;
                 out.high_watermark = log.high_watermark();
                 out.last_stable_offset = out.high_watermark;
                 out.log_start_offset = log.log_start_offset();
@@ -107,7 +107,7 @@ async fn read_all(
                             .map(|b| parse_header(b).map_or(0, |h| h.records_count.max(0) as u64))
                             .sum();
                         total += bytes;
-                        let m = ctx.stats().partition(&name, index);
+                        let m = &partition.metrics;
                         ShardStats::add(&m.bytes_out, bytes as u64);
                         ShardStats::add(&m.messages_out, records);
                         out.high_watermark = r.high_watermark;

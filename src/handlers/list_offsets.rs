@@ -35,7 +35,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ListOffsetsRequest) -> Li
                 base
             };
             let log = match ctx.partition(&name, p.partition_index) {
-                Ok(log) => log,
+                Ok(partition) => partition.replica,
                 Err(code) => {
                     ctx.stats().error(code);
                     partitions.push(base.with_error_code(code.code()));

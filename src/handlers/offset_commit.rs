@@ -42,19 +42,8 @@ pub async fn handle(
                         })
                     })
                     .collect();
-                let published: Vec<(String, i32, i64)> = offsets
-                    .iter()
-                    .map(|(t, p, c)| (t.clone(), *p, c.offset))
-                    .collect();
                 match c.commit(&group, offsets).await {
-                    Ok(()) => {
-                        if let Ok(mut m) = ctx.stats().registry.committed.lock() {
-                            for (t, p, o) in published {
-                                m.insert((group.clone(), t, p), o);
-                            }
-                        }
-                        ErrorCode::None
-                    }
+                    Ok(()) => ErrorCode::None,
                     Err(_) => ErrorCode::KafkaStorageError,
                 }
             } else {

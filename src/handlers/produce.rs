@@ -8,7 +8,7 @@ use crate::dispatch::context::RequestContext;
 use crate::dispatch::respond::Reply;
 use crate::error::{replica_error_code, ErrorCode};
 use crate::replica::AppendResult;
-use crate::shard::state::{publish, ShardStats};
+use crate::shard::state::ShardStats;
 
 /// Handles Produce. Silent for acks=0, which Kafka never answers.
 pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<ProduceResponse> {
@@ -28,12 +28,12 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                 match (ctx.partition(&name, index), p.records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
-                    (Ok(log), Some(records)) => {
+                    (Ok(partition), Some(records)) => {
                         let bytes = records.len() as u64;
                         let stats = ctx.stats().clone();
-                        let metrics = ctx.stats().partition(&name, index);
                         Ok(crate::task::spawn(async move {
-                            let r = log.append(BytesMut::from(&records[..])).await;
+                            let metrics = &partition.metrics;
+                            let r = partition.replica.append(BytesMut::from(&records[..])).await;
                             if let Ok(a) = &r {
                                 if !a.duplicate {
                                     ShardStats::add(&stats.produce_bytes, bytes);
@@ -43,7 +43,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                                         (a.last_offset - a.base_offset + 1) as u64,
                                     );
                                 }
-                                publish(&metrics, &log);
+                                partition.publish();
                             }
                             r.map_err(|e| replica_error_code(&e))
                         }))

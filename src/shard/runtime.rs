@@ -339,15 +339,15 @@ async fn shard_main(args: ShardArgs) {
         return;
     }
     let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));
-    match Coordinator::open(&offsets_dir, shard.env.clone(), args.config.group.clone()).await {
+    let opened = Coordinator::open(
+        &offsets_dir,
+        shard.env.clone(),
+        args.config.group.clone(),
+        shard.stats.registry.committed.clone(),
+    )
+    .await;
+    match opened {
         Ok(c) => {
-            if let Ok(mut m) = shard.stats.registry.committed.lock() {
-                for g in c.offsets.groups() {
-                    for ((t, p), committed) in c.offsets.group(&g) {
-                        m.insert((g.clone(), t, p), committed.offset);
-                    }
-                }
-            }
             let _ = shard.coordinator.set(c);
         }
         Err(e) => {

@@ -139,6 +139,25 @@ pub struct LocalPartition {
     pub topic_id: Uuid,
     /// Its log.
     pub log: Rc<Partition>,
+    /// Its metrics, registered once when it opened.
+    pub metrics: Arc<PartitionMetrics>,
+}
+
+/// A partition this shard leads, as a handler uses it: its replica and its metrics
+/// (no registry lookup on the data path).
+#[derive(Clone)]
+pub struct PartitionHandle {
+    /// The replica.
+    pub replica: Rc<Partition>,
+    /// Its metrics.
+    pub metrics: Arc<PartitionMetrics>,
+}
+
+impl PartitionHandle {
+    /// Copies the replica's offsets and size into its metrics.
+    pub fn publish(&self) {
+        publish(&self.metrics, &self.replica);
+    }
 }
 
 /// The state of one shard. Lives on its executor, shared by its tasks through `Rc`.
@@ -246,7 +265,7 @@ impl Shard {
         &self,
         topic: &str,
         partition: PartitionId,
-    ) -> Result<Rc<Partition>, ErrorCode> {
+    ) -> Result<PartitionHandle, ErrorCode> {
         let meta = self.meta.borrow();
         let Some(t) = meta.topics.get(topic) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
@@ -263,7 +282,10 @@ impl Shard {
             .borrow()
             .get(&(topic.to_string(), partition))
         {
-            Some(p) => Ok(p.log.clone()),
+            Some(p) => Ok(PartitionHandle {
+                replica: p.log.clone(),
+                metrics: p.metrics.clone(),
+            }),
             None => Err(ErrorCode::NotLeaderOrFollower),
         }
     }
@@ -353,7 +375,8 @@ impl Shard {
                     source,
                 })?;
                 adopt_epoch(&log, assignment.leader_epoch);
-                publish(&self.stats.partition(&t.name, p as PartitionId), &log);
+                let metrics = self.stats.partition(&t.name, p as PartitionId);
+                publish(&metrics, &log);
                 if log.opened_clean() {
                     ShardStats::add(&self.stats.opened_clean, 1);
                 } else if log.next_offset() > 0 {
@@ -364,6 +387,7 @@ impl Shard {
                     LocalPartition {
                         topic_id: t.id,
                         log,
+                        metrics,
                     },
                 );
             }

@@ -7,3 +7,8 @@ pub mod alloc_guard;
 pub mod executor;
 pub mod notify;
 pub mod task;
+
+/// The allocator's own tests need it installed, as every Caudal binary has it.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc_guard::GuardedAlloc = alloc_guard::GuardedAlloc;
