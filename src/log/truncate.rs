@@ -1,0 +1,200 @@
+//! Dropping data from a partition's storage: a suffix (a raft follower's conflicting
+//! tail), a prefix (whole segments below an offset), and retention by time and size.
+
+use tracing::info;
+
+use crate::protocol::record_batch::peek_batch_size;
+
+use super::error::{LogError, LogResult};
+use super::read::read_bytes;
+use super::segment::{rel_offset, Segment};
+use super::storage::{Log, Recovered};
+use super::Offset;
+
+impl Log {
+    /// Drops every batch at or after `offset` (a batch boundary) across segments,
+    /// indexes, snapshots, the tail cache and the epoch table, durably; a raft follower
+    /// does this when its tail conflicts with the leader's. Returns what the replica needs
+    /// to rebuild its state as of `offset`. The caller must never truncate below what it
+    /// has acknowledged as committed.
+    pub async fn truncate_suffix(&self, offset: Offset) -> LogResult<Recovered> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let (start, next) = {
+            let st = self.state.borrow();
+            (st.log_start(), st.next_offset())
+        };
+        if offset < start || offset > next {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: next,
+            });
+        }
+        if offset < next {
+            // Everything buffered goes to disk first, so that nothing past the cut is
+            // written after it.
+            let writer = self.state.borrow().active().writer.clone();
+            if let Some(w) = writer {
+                w.sync().await?;
+            }
+            // Whole segments past the cut go; the one holding it becomes the active one.
+            let doomed: Vec<Offset> = {
+                let mut st = self.state.borrow_mut();
+                let keep = st.segment_for(offset) + 1;
+                let gone: Vec<Segment> = st.segments.drain(keep..).collect();
+                gone.iter().map(|s| s.base_offset).collect()
+            };
+            for base in &doomed {
+                for path in Segment::paths(&self.dir, *base) {
+                    crate::io::small_file::remove_if_exists(&path).await?;
+                }
+            }
+            let (seg_base, pos) = self.position_of(offset).await?;
+            for path in Segment::paths(&self.dir, seg_base)
+                .into_iter()
+                .skip(1)
+                .take(2)
+            {
+                // The sealed indexes no longer match; the segment is active again.
+                crate::io::small_file::remove_if_exists(&path).await?;
+            }
+            self.reopen_active_at(pos).await?;
+            crate::io::small_file::sync_dir(&self.dir).await?;
+            self.state.borrow_mut().epochs.truncate_from(offset);
+            self.save_epochs().await?;
+            info!(dir = %self.dir.display(), offset, "truncated the log's suffix");
+        }
+        self.recover_current().await
+    }
+
+    /// Byte position of the batch starting at `offset` in the last segment.
+    async fn position_of(&self, offset: Offset) -> LogResult<(Offset, u64)> {
+        let (file, base, from, limit) = {
+            let st = self.state.borrow();
+            let seg = st.active();
+            let from = seg.offset_index.lookup(rel_offset(seg.base_offset, offset));
+            (seg.file.clone(), seg.base_offset, u64::from(from), seg.size)
+        };
+        if offset == base {
+            return Ok((base, 0));
+        }
+        let mut pos = from;
+        while pos < limit {
+            let head = read_bytes(&file, pos, crate::protocol::record_batch::HEADER_LEN).await?;
+            let size = peek_batch_size(&head).ok_or_else(|| LogError::Corrupt {
+                file: format!("{}/{:020}.log", self.dir.display(), base),
+                position: pos,
+                detail: "invalid batch length".into(),
+            })?;
+            let whole = read_bytes(&file, pos, size).await?;
+            let h = crate::protocol::record_batch::parse_header(&whole).map_err(|e| {
+                LogError::Corrupt {
+                    file: format!("{}/{:020}.log", self.dir.display(), base),
+                    position: pos,
+                    detail: e.to_string(),
+                }
+            })?;
+            if h.base_offset == offset {
+                return Ok((base, pos));
+            }
+            if h.base_offset > offset || h.last_offset() >= offset {
+                return Err(LogError::NotABatchBoundary(offset));
+            }
+            pos += size as u64;
+        }
+        Err(LogError::NotABatchBoundary(offset))
+    }
+
+    /// Drops whole segments that end at or before `offset`: the log then starts at the
+    /// first remaining segment's base. The active segment is never dropped.
+    pub async fn truncate_prefix(&self, offset: Offset) -> LogResult<usize> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let n = {
+            let st = self.state.borrow();
+            let sealed = st.segments.len() - 1;
+            st.segments
+                .iter()
+                .take(sealed)
+                .take_while(|s| s.next_offset <= offset)
+                .count()
+        };
+        self.remove_oldest(n).await
+    }
+
+    /// Deletes the `n` oldest segments (never the active one).
+    async fn remove_oldest(&self, n: usize) -> LogResult<usize> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            let n = n.min(st.segments.len() - 1);
+            let removed: Vec<Segment> = st.segments.drain(..n).collect();
+            let start = st.log_start();
+            st.tail.drop_before(start);
+            st.epochs.truncate_before(start);
+            removed
+        };
+        for seg in &removed {
+            for path in Segment::paths(&self.dir, seg.base_offset) {
+                crate::io::small_file::remove_if_exists(&path).await?;
+            }
+            info!(dir = %self.dir.display(), base_offset = seg.base_offset, "deleted segment");
+        }
+        crate::io::small_file::sync_dir(&self.dir).await?;
+        self.save_epochs().await?;
+        Ok(removed.len())
+    }
+
+    /// Deletes segments past `retention_ms` (by their newest record; an expired active
+    /// segment is rolled first, saving `snapshot`) or beyond `retention_bytes` (oldest
+    /// sealed first). Returns how many were deleted.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+        snapshot: impl FnOnce() -> Vec<u8>,
+    ) -> LogResult<usize> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let cfg = self.config.borrow().clone();
+        // As Kafka: when every record of the active segment is past retention, roll it so
+        // that it can go too (the log then starts at its end).
+        let active_expired = {
+            let st = self.state.borrow();
+            let a = st.active();
+            a.size > 0 && cfg.retention_ms >= 0 && a.max_timestamp < now_ms - cfg.retention_ms
+        };
+        if active_expired {
+            self.roll(snapshot()).await?;
+        }
+        let n = {
+            let st = self.state.borrow();
+            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+            let mut n = 0;
+            for seg in &st.segments[..st.segments.len() - 1] {
+                let expired =
+                    cfg.retention_ms >= 0 && seg.max_timestamp < now_ms - cfg.retention_ms;
+                let oversize =
+                    cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
+                if !(expired || oversize) {
+                    break;
+                }
+                total -= seg.size;
+                n += 1;
+            }
+            n
+        };
+        self.remove_oldest(n).await
+    }
+}
