@@ -115,9 +115,15 @@ fn imports(module: &str, code: &str, all: &BTreeMap<String, String>) -> BTreeSet
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    graph_of("src")
+}
+
+/// The module graph of the crate whose sources are under `dir` (relative to the
+/// workspace root).
+fn graph_of(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut all = BTreeMap::new();
     modules(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
         "",
         &mut all,
     );
@@ -203,6 +209,16 @@ fn no_module_imports_form_a_cycle() {
     );
     let found = cycles(&g);
     assert!(found.is_empty(), "import cycles between modules: {found:?}");
+}
+
+#[test]
+fn the_other_crates_have_no_import_cycle_either() {
+    for dir in ["crates/protocol/src", "crates/runtime/src", "loadgen/src"] {
+        let g = graph_of(dir);
+        assert!(g.len() > 3, "found only {} modules in {dir}", g.len());
+        let found = cycles(&g);
+        assert!(found.is_empty(), "import cycles in {dir}: {found:?}");
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::cluster::topic_name;
-use crate::consume::{run_lanes, FetchCtx, Positions};
+use crate::fetch::{run_lanes, FetchCtx, Positions};
 use crate::kafka::{error_name, Conn};
 
 const SESSION_TIMEOUT_MS: i32 = 10_000;

@@ -6,11 +6,15 @@
 
 pub mod batch;
 pub mod cluster;
+pub mod compare;
 pub mod consume;
+pub mod fetch;
 pub mod group;
 pub mod kafka;
+pub mod plot;
 pub mod produce;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod runner;
 pub mod schedule;

@@ -14,7 +14,8 @@ use caudal_runtime::executor::Builder;
 use serde_json::{json, Value};
 
 use crate::cluster::{self, Topology, EARLIEST, LATEST};
-use crate::consume::{run_consumer, ConsumerSpec, FetchCtx};
+use crate::consume::{run_consumer, ConsumerSpec};
+use crate::fetch::FetchCtx;
 use crate::produce::{self, ProducerLane};
 use crate::run::{lock, CommonOpts, ConsumeOpts, ProduceOpts, Shared, StartFrom, INTERRUPTED};
 use crate::stats::{self, merge_all, Mode, Recorder, SharedRecorder};
