@@ -48,6 +48,33 @@ const MIN_PARTITION_LEN: usize = 4 + 8 + 2 + 8;
 /// Encoded replica: node and shard.
 const REPLICA_LEN: usize = 8;
 
+/// The partition list of a version 2 record.
+fn take_partitions(r: &mut Reader<'_>) -> CodecResult<Vec<PartitionAssignment>> {
+    let n = r.take_count(MIN_PARTITION_LEN)?;
+    let mut partitions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let leader_epoch = r.take_i32()?;
+        let leader = take_replica(r)?;
+        let count = usize::from(r.take_u16()?);
+        if count.saturating_mul(REPLICA_LEN) > r.remaining() {
+            return Err(CodecError::Invalid("replica count"));
+        }
+        let mut replicas = Vec::with_capacity(count);
+        for _ in 0..count {
+            replicas.push(take_replica(r)?);
+        }
+        if !replicas.contains(&leader) {
+            return Err(CodecError::Invalid("leader not among the replicas"));
+        }
+        partitions.push(PartitionAssignment {
+            replicas,
+            leader,
+            leader_epoch,
+        });
+    }
+    Ok(partitions)
+}
+
 /// A change to the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaRecord {
@@ -127,61 +154,34 @@ impl MetaRecord {
 
     /// Decodes a version 2 payload.
     fn decode(b: &[u8]) -> CodecResult<MetaRecord> {
-        let mut r = Reader::new(b);
-        let rec = match r.take_u8()? {
-            PUT_TOPIC => {
-                let name = r.take_str16()?;
-                let id = r.take_uuid()?;
-                let n = r.take_count(MIN_PARTITION_LEN)?;
-                let mut partitions = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let leader_epoch = r.take_i32()?;
-                    let leader = take_replica(&mut r)?;
-                    let count = usize::from(r.take_u16()?);
-                    if count.saturating_mul(REPLICA_LEN) > r.remaining() {
-                        return Err(CodecError::Invalid("replica count"));
-                    }
-                    let mut replicas = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        replicas.push(take_replica(&mut r)?);
-                    }
-                    if !replicas.contains(&leader) {
-                        return Err(CodecError::Invalid("leader not among the replicas"));
-                    }
-                    partitions.push(PartitionAssignment {
-                        replicas,
-                        leader,
-                        leader_epoch,
-                    });
-                }
-                let configs = take_configs(&mut r)?;
-                MetaRecord::PutTopic(TopicMeta {
-                    name,
-                    id,
-                    partitions,
-                    configs,
-                })
-            }
-            DELETE_TOPIC => MetaRecord::DeleteTopic(r.take_str16()?),
-            _ => return Err(CodecError::Invalid("record kind")),
-        };
-        r.finish()?;
-        Ok(rec)
+        Self::decode_with(b, take_partitions)
     }
 
     /// Decodes a version 1 payload, whose partitions are shards of `node`.
     fn decode_v1(b: &[u8], node: NodeId) -> CodecResult<MetaRecord> {
+        Self::decode_with(b, |r| {
+            let n = r.take_count(4)?;
+            let mut partitions = Vec::with_capacity(n);
+            for _ in 0..n {
+                let shard = r.take_u32()? as usize;
+                partitions.push(PartitionAssignment::single(ShardAddr { node, shard }));
+            }
+            Ok(partitions)
+        })
+    }
+
+    /// Decodes a payload whose partition list `partitions` reads (the versions differ
+    /// only there).
+    fn decode_with(
+        b: &[u8],
+        partitions: impl FnOnce(&mut Reader<'_>) -> CodecResult<Vec<PartitionAssignment>>,
+    ) -> CodecResult<MetaRecord> {
         let mut r = Reader::new(b);
         let rec = match r.take_u8()? {
             PUT_TOPIC => {
                 let name = r.take_str16()?;
                 let id = r.take_uuid()?;
-                let n = r.take_count(4)?;
-                let mut partitions = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let shard = r.take_u32()? as usize;
-                    partitions.push(PartitionAssignment::single(ShardAddr { node, shard }));
-                }
+                let partitions = partitions(&mut r)?;
                 let configs = take_configs(&mut r)?;
                 MetaRecord::PutTopic(TopicMeta {
                     name,
