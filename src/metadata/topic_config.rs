@@ -2,7 +2,6 @@
 //! the log's settings.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::log::{FlushPolicy, LogConfig};
 
@@ -110,13 +109,5 @@ pub fn log_config(configs: &BTreeMap<String, String>, flush: FlushPolicy) -> Log
         max_message_bytes: get("max.message.bytes").map_or(d.max_message_bytes, |v| v as usize),
         flush,
         ..d
-    }
-}
-
-/// Parses `--flush-interval-ms`.
-pub fn flush_policy(interval_ms: Option<u64>) -> FlushPolicy {
-    match interval_ms {
-        Some(ms) => FlushPolicy::Interval(Duration::from_millis(ms)),
-        None => FlushPolicy::Durable,
     }
 }
