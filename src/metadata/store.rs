@@ -21,8 +21,8 @@
 //!
 //! Replay stops at the first torn or corrupt record, which is cut off.
 //!
-//! Appends use blocking `std::fs` writes with `sync_data`: they happen only on topic
-//! changes, on shard 0, and are small.
+//! The store uses blocking `std::fs` calls: it is opened before the shards start, and
+//! the controller service runs each append on a helper thread, never on a shard's.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
