@@ -364,20 +364,25 @@ fn with_suffix(dir: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Group g commits offset 42 of t-3, with no epoch or metadata, at time 7.
+    fn commit_42() -> OffsetRecord {
+        OffsetRecord::Commit {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 3,
+            committed: Committed {
+                offset: 42,
+                leader_epoch: -1,
+                metadata: None,
+                commit_ms: 7,
+            },
+        }
+    }
+
     #[test]
     fn records_round_trip() {
         let recs = [
-            OffsetRecord::Commit {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 3,
-                committed: Committed {
-                    offset: 42,
-                    leader_epoch: -1,
-                    metadata: None,
-                    commit_ms: 7,
-                },
-            },
+            commit_42(),
             OffsetRecord::Commit {
                 group: "g".into(),
                 topic: "t".into(),
@@ -414,17 +419,7 @@ mod tests {
         v1.extend_from_slice(&(-1i32).to_be_bytes());
         v1.extend_from_slice(&[0xff, 0xff]);
         v1.extend_from_slice(&7i64.to_be_bytes());
-        let expected = OffsetRecord::Commit {
-            group: "g".into(),
-            topic: "t".into(),
-            partition: 3,
-            committed: Committed {
-                offset: 42,
-                leader_epoch: -1,
-                metadata: None,
-                commit_ms: 7,
-            },
-        };
+        let expected = commit_42();
         assert_eq!(OffsetRecord::decode(&v1), Ok(expected.clone()));
         assert_eq!(&expected.encode()[6..], &v1[..]);
     }
