@@ -13,7 +13,7 @@ use super::clean_marker::CleanMarker;
 use super::error::{LogError, LogResult};
 use super::format::{segment_path, SNAPSHOT_SUFFIX};
 use super::segment::{write_indexes, CleanState, Segment};
-use super::storage::{AppendSlot, Log, Pending, Recovered};
+use super::storage::{segment_writer_options, AppendSlot, Log, Pending, Recovered};
 use super::tail_cache::CachedBatch;
 use super::Offset;
 
@@ -106,14 +106,9 @@ impl Log {
     pub(super) async fn start_next_segment(&self) -> LogResult<()> {
         let next = self.state.borrow().active().next_offset;
         let interval = self.config.borrow().index_interval_bytes;
-        let seg = Segment::create(
-            &self.dir,
-            next,
-            interval,
-            self.env.writer,
-            self.env.stats.clone(),
-        )
-        .await?;
+        let writer = segment_writer_options(self.env.writer, &self.config.borrow());
+        let seg =
+            Segment::create(&self.dir, next, interval, writer, self.env.stats.clone()).await?;
         info!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
         let mut st = self.state.borrow_mut();
         st.segments.push(seg);
@@ -140,16 +135,17 @@ impl Log {
             let st = self.state.borrow();
             (st.active().base_offset, st.active().file.clone())
         };
+        // Zeros being written ahead of the data must land before the cut, not after it.
+        let writer = self.state.borrow().active().writer.clone();
+        if let Some(w) = writer {
+            w.settle().await;
+        }
         file.truncate(len).await.map_err(std::io::Error::from)?;
         let interval = self.config.borrow().index_interval_bytes;
-        let (seg, _) = Segment::recover_active(
-            &self.dir,
-            base,
-            interval,
-            self.env.writer,
-            self.env.stats.clone(),
-        )
-        .await?;
+        let writer = segment_writer_options(self.env.writer, &self.config.borrow());
+        let (seg, _) =
+            Segment::recover_active(&self.dir, base, interval, writer, self.env.stats.clone())
+                .await?;
         let mut st = self.state.borrow_mut();
         let next = seg.next_offset;
         st.active_mut().writer = None;

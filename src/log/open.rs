@@ -17,7 +17,7 @@ use super::error::LogResult;
 use super::format::parse_segment_name;
 use super::replay::recover_state;
 use super::segment::Segment;
-use super::storage::{Log, LogEnv, LogState, Recovered};
+use super::storage::{segment_writer_options, Log, LogEnv, LogState, Recovered};
 use super::tail_cache::TailCache;
 use super::Offset;
 
@@ -45,6 +45,7 @@ impl Log {
         crate::io::device_probe::ensure_probed(dir).await?;
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
+        let writer = segment_writer_options(env.writer, &config);
         let marker = super::clean_marker::read(dir).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut active_batches = Vec::new();
@@ -55,15 +56,9 @@ impl Log {
                 continue;
             }
             if let Some(m) = marker.as_ref().filter(|m| m.active_base == base) {
-                let seg = Segment::open_clean(
-                    dir,
-                    base,
-                    m.state,
-                    interval,
-                    env.writer,
-                    env.stats.clone(),
-                )
-                .await?;
+                let seg =
+                    Segment::open_clean(dir, base, m.state, interval, writer, env.stats.clone())
+                        .await?;
                 if let Some(seg) = seg {
                     segments.push(seg);
                     clean_snapshot = Some(m.replica_state.clone());
@@ -71,14 +66,14 @@ impl Log {
                 }
             }
             let (seg, batches) =
-                Segment::recover_active(dir, base, interval, env.writer, env.stats.clone()).await?;
+                Segment::recover_active(dir, base, interval, writer, env.stats.clone()).await?;
             segments.push(seg);
             active_batches = batches;
         }
         super::clean_marker::remove(dir).await?;
         let opened_clean = clean_snapshot.is_some();
         if segments.is_empty() {
-            segments.push(Segment::create(dir, 0, interval, env.writer, env.stats.clone()).await?);
+            segments.push(Segment::create(dir, 0, interval, writer, env.stats.clone()).await?);
         }
         let start = segments.first().map_or(0, |s| s.base_offset);
         let next = segments.last().map_or(0, |s| s.next_offset);

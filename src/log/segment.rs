@@ -57,14 +57,15 @@ pub struct Segment {
     indexer: IndexBuilder,
 }
 
-async fn open_rw(path: &Path) -> io::Result<DmaFile> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .dma_open(path)
-        .await
-        .map_err(io::Error::from)
+/// Opens a segment file for direct I/O; with `durable_writes`, every write returns only
+/// once it is on stable storage (`O_DSYNC`), so no separate fdatasync is needed.
+async fn open_rw(path: &Path, durable_writes: bool) -> io::Result<DmaFile> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    if durable_writes {
+        options.custom_flags(libc::O_DSYNC);
+    }
+    options.dma_open(path).await.map_err(io::Error::from)
 }
 
 impl Segment {
@@ -77,7 +78,7 @@ impl Segment {
         stats: std::sync::Arc<IoStats>,
     ) -> io::Result<Segment> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let file = Rc::new(open_rw(&path).await?);
+        let file = Rc::new(open_rw(&path, opts.durable_writes).await?);
         file.truncate(0).await.map_err(io::Error::from)?;
         small_file::sync_dir(dir).await?;
         let writer = DmaWriter::open(file.clone(), 0, opts, stats).await?;
@@ -106,7 +107,7 @@ impl Segment {
         stats: std::sync::Arc<IoStats>,
     ) -> io::Result<(Segment, Vec<BatchHeader>)> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let file = Rc::new(open_rw(&path).await?);
+        let file = Rc::new(open_rw(&path, opts.durable_writes).await?);
         let file_len = file.file_size().await.map_err(io::Error::from)?;
         let scan = scan_segment(&file, file_len, base_offset, index_interval).await?;
         if scan.valid_len < file_len {
@@ -156,7 +157,7 @@ impl Segment {
         stats: std::sync::Arc<IoStats>,
     ) -> io::Result<Option<Segment>> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let file = Rc::new(open_rw(&path).await?);
+        let file = Rc::new(open_rw(&path, opts.durable_writes).await?);
         let size = file.file_size().await.map_err(io::Error::from)?;
         if size != state.size {
             return Ok(None);
@@ -195,7 +196,7 @@ impl Segment {
         index_interval: u64,
     ) -> io::Result<Segment> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
-        let file = Rc::new(open_rw(&path).await?);
+        let file = Rc::new(open_rw(&path, false).await?);
         let size = file.file_size().await.map_err(io::Error::from)?;
         let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
         let time_path = segment_path(dir, base_offset, TIME_INDEX_SUFFIX);

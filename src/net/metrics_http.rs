@@ -72,7 +72,7 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     counter(
         &mut out,
         "caudal_fsyncs_total",
-        "fdatasync calls completed.",
+        "Group-commit rounds completed: an fdatasync each, or O_DSYNC writes under the durable policy.",
         "counter",
         &|s| load(&s.io.fsyncs),
     );
@@ -85,6 +85,13 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     );
     counter(
         &mut out,
+        "caudal_disk_zero_bytes_total",
+        "Bytes of zeros written ahead of the data, so that small durable writes land in written extents.",
+        "counter",
+        &|s| load(&s.io.zero_bytes_written),
+    );
+    counter(
+        &mut out,
         "caudal_not_leader_total",
         "Partition requests refused: another shard owns the partition.",
         "counter",
@@ -94,7 +101,7 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     histogram(
         &mut out,
         "caudal_fsync_duration_seconds",
-        "fdatasync latency.",
+        "Duration of a group-commit round: its writes, then the fdatasync if there is one.",
         shards
             .iter()
             .enumerate()
