@@ -152,6 +152,11 @@ struct ProduceArgs {
     /// Produce request timeout (ms) sent to the broker.
     #[arg(long, default_value_t = 30_000)]
     request_timeout_ms: i32,
+    /// Largest produce request in bytes: one request carries a batch for each of as many
+    /// partitions of its broker as fit, like the Java client (max.request.size, 1 MiB)
+    /// and librdkafka.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_request_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +246,7 @@ fn produce(a: ProduceArgs) -> Result<ProduceOpts> {
         rate: a.rate.max(0.0),
         max_in_flight: a.max_in_flight,
         request_timeout_ms: a.request_timeout_ms,
+        max_request_bytes: a.max_request_bytes,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Producer lanes: one connection to one leader broker, its share of the partitions,
-//! many requests in flight, batches built once and reused.
+//! many requests in flight, batches built once and reused. Like the Java client and
+//! librdkafka, a lane sends one request per round carrying a batch for every partition
+//! it writes, not one request per partition.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -16,7 +18,6 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::HeaderVersion;
 
 use crate::batch::{BatchTemplate, STAMP_LEN};
 use crate::cluster::topic_name;
@@ -43,17 +44,21 @@ pub struct ProducerLane {
     pub messages: Option<u64>,
 }
 
-/// A produce request encoded once; only the correlation id changes per send.
+/// A produce request encoded once; only the correlation id (bytes 8..12) changes per
+/// send, and, for e2e, the stamps inside each batch.
 struct Prebuilt {
-    /// Everything before the records (correlation id at bytes 8..12).
-    head: Bytes,
-    /// The records and the trailing tagged fields.
-    body: Bytes,
+    /// The whole frame, size prefix included.
+    frame: Bytes,
+    /// Where each partition's batch starts in `frame`, in request order.
+    batches: Vec<usize>,
+    /// Length of each batch.
+    batch_len: usize,
 }
 
+/// A request carrying `records` for each of `partitions`.
 fn produce_request(
     topic: &TopicName,
-    partition: i32,
+    partitions: &[i32],
     opts: &ProduceOpts,
     records: Bytes,
 ) -> ProduceRequest {
@@ -62,32 +67,38 @@ fn produce_request(
         .with_timeout_ms(opts.request_timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(topic.clone())
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])])
+            .with_partition_data(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(records.clone()))
+                    })
+                    .collect(),
+            )])
 }
 
-fn prebuild(
-    req: &ProduceRequest,
-    version: i16,
-    client_id: &str,
-    batch_len: usize,
-) -> Result<Prebuilt> {
+/// Encodes `req` (whose partitions all carry `batch`) and finds each copy of the batch
+/// in the frame: they follow one another, a few bytes of framing apart.
+fn prebuild(req: &ProduceRequest, version: i16, client_id: &str, batch: &[u8]) -> Result<Prebuilt> {
     let frame = encode_request(req, version, 0, client_id)?.freeze();
-    // Flexible versions end with three empty tagged-field sections (partition, topic,
-    // request) after the records.
-    let trailer = if ProduceRequest::header_version(version) >= 2 {
-        3
-    } else {
-        0
-    };
-    let start = frame
-        .len()
-        .checked_sub(trailer + batch_len)
-        .context("produce frame shorter than its batch")?;
+    let copies = req.topic_data.iter().map(|t| t.partition_data.len()).sum();
+    let probe = &batch[..batch.len().min(64)];
+    let mut batches = Vec::with_capacity(copies);
+    let mut from = 12;
+    for _ in 0..copies {
+        let at = (from..frame.len().saturating_sub(batch.len()) + 1)
+            .take(4096)
+            .find(|&i| frame[i..].starts_with(probe) && frame[i..i + batch.len()] == *batch)
+            .context("produce frame does not hold its batches")?;
+        batches.push(at);
+        from = at + batch.len();
+    }
     Ok(Prebuilt {
-        head: frame.slice(..start),
-        body: frame.slice(start..),
+        frame,
+        batches,
+        batch_len: batch.len(),
     })
 }
 
@@ -245,25 +256,44 @@ async fn lane_inner(
     let conn = Conn::connect(&lane.addr, client_id).await?;
     let version = conn.version::<ProduceRequest>()?;
     let topic = topic_name(topic);
-    let n = messages_per_batch(
-        opts.message_size,
-        opts.batch_bytes,
-        lane.rate,
-        opts.linger_ms,
-    );
-    let template = BatchTemplate::new(n, opts.message_size, opts.codec, lane.id);
+    // Each request carries one batch of `m` messages for every partition of the lane:
+    // full batches flat out; with a rate, what the lane sends in one linger window,
+    // spread over its partitions.
+    let parts = lane.partitions.len();
+    let full = messages_per_batch(opts.message_size, opts.batch_bytes, 0.0, 0.0);
+    let m = if lane.rate > 0.0 {
+        let window = messages_per_batch(opts.message_size, usize::MAX, lane.rate, opts.linger_ms);
+        (window / parts).clamp(1, full)
+    } else {
+        full
+    };
+    let template = BatchTemplate::new(m, opts.message_size, opts.codec, lane.id);
     let t0 = shared.clock.now_millis();
-    // Built once, reused for every send; stamped (e2e) sends copy the frame's batch and
-    // patch it in place when it is uncompressed.
+    // The partitions go in groups of equal size, as many per request as fit in
+    // `max_request_bytes`; the k-th request carries group k % groups.
+    let batch_len = template.build(t0)?.len();
+    let fit = (opts.max_request_bytes / batch_len.max(1)).clamp(1, parts);
+    let group = (1..=fit)
+        .rev()
+        .find(|g| parts.is_multiple_of(*g))
+        .unwrap_or(1);
+    let groups: Vec<&[i32]> = lane.partitions.chunks(group).collect();
+    let n = m * group;
+    // Built once, reused for every send; stamped (e2e) sends copy the frame and patch
+    // each batch in place when it is uncompressed.
     let prebuilt: Vec<Prebuilt> = if stamp && opts.codec != crate::batch::Codec::None {
         Vec::new()
     } else {
         let batch = template.build(t0)?;
-        lane.partitions
+        groups
             .iter()
-            .map(|&p| {
-                let req = produce_request(&topic, p, opts, batch.clone());
-                prebuild(&req, version, client_id, batch.len())
+            .map(|g| {
+                prebuild(
+                    &produce_request(&topic, g, opts, batch.clone()),
+                    version,
+                    client_id,
+                    &batch,
+                )
             })
             .collect::<Result<_>>()?
     };
@@ -304,8 +334,9 @@ async fn lane_inner(
             break; // the connection failed; the reader said why
         }
         let count = budget_left.map_or(n as u64, |left| left.min(n as u64));
-        let partition_idx = (k as usize) % lane.partitions.len();
-        let partition = lane.partitions[partition_idx];
+        // The last request of a message budget may not fill every partition's batch: it
+        // goes to one partition alone.
+        let partition = lane.partitions[(k as usize) % parts];
         let sent_at = Instant::now();
         let first_id = (lane.id << 40) | (k * n as u64);
         let times = || -> Vec<u64> {
@@ -317,36 +348,67 @@ async fn lane_inner(
                 None => vec![shared.clock.micros(sent_at); count as usize],
             }
         };
-        let (head, body): (BytesMut, Bytes) = if count < n as u64 || prebuilt.is_empty() {
-            let t = if count < n as u64 {
-                remainder.get_or_insert_with(|| {
-                    BatchTemplate::new(count as usize, opts.message_size, opts.codec, lane.id)
-                })
-            } else {
-                &template
-            };
-            let batch = if stamp {
-                t.build_stamped(t0, &times(), first_id)?
-            } else {
-                t.build(t0)?
-            };
-            let req = produce_request(&topic, partition, opts, batch);
-            let frame = encode_request(&req, version, correlation, client_id)?;
-            (frame, Bytes::new())
-        } else {
-            let p = &prebuilt[partition_idx];
-            let mut head = BytesMut::from(&p.head[..]);
-            head[8..12].copy_from_slice(&correlation.to_be_bytes());
-            let body = if stamp {
-                let mut b = BytesMut::from(&p.body[..]);
-                if !template.stamp_in_place(&mut b, &times(), first_id) {
-                    bail!("could not stamp the batch");
+        let members = groups[(k as usize) % groups.len()];
+        let (head, body): (BytesMut, Bytes) = match prebuilt.get((k as usize) % groups.len()) {
+            Some(p) if count == n as u64 => {
+                if stamp {
+                    let mut frame = BytesMut::from(&p.frame[..]);
+                    frame[8..12].copy_from_slice(&correlation.to_be_bytes());
+                    let times = times();
+                    for (j, &at) in p.batches.iter().enumerate() {
+                        let own = &times[j * m..(j + 1) * m];
+                        let id = first_id + (j * m) as u64;
+                        if !template.stamp_in_place(&mut frame[at..at + p.batch_len], own, id) {
+                            bail!("could not stamp the batch");
+                        }
+                    }
+                    (frame, Bytes::new())
+                } else {
+                    let mut head = BytesMut::from(&p.frame[..12]);
+                    head[8..12].copy_from_slice(&correlation.to_be_bytes());
+                    (head, p.frame.slice(12..))
                 }
-                b.freeze()
-            } else {
-                p.body.clone()
-            };
-            (head, body)
+            }
+            _ => {
+                // Built for this send: the last request of a message budget (to one
+                // partition), or compressed e2e batches (stamped before compression).
+                let targets: Vec<(i32, usize)> = if count < n as u64 {
+                    vec![(partition, count as usize)]
+                } else {
+                    members.iter().map(|&p| (p, m)).collect()
+                };
+                let times = if stamp { times() } else { Vec::new() };
+                let mut data = Vec::with_capacity(targets.len());
+                let mut at = 0usize;
+                for (part, cnt) in targets {
+                    let t = if cnt == m {
+                        &template
+                    } else {
+                        remainder.get_or_insert_with(|| {
+                            BatchTemplate::new(cnt, opts.message_size, opts.codec, lane.id)
+                        })
+                    };
+                    let batch = if stamp {
+                        t.build_stamped(t0, &times[at..at + cnt], first_id + at as u64)?
+                    } else {
+                        t.build(t0)?
+                    };
+                    data.push(
+                        PartitionProduceData::default()
+                            .with_index(part)
+                            .with_records(Some(batch)),
+                    );
+                    at += cnt;
+                }
+                let req = ProduceRequest::default()
+                    .with_acks(opts.acks)
+                    .with_timeout_ms(opts.request_timeout_ms)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(topic.clone())
+                        .with_partition_data(data)]);
+                let frame = encode_request(&req, version, correlation, client_id)?;
+                (frame, Bytes::new())
+            }
         };
         let payload = count * opts.message_size as u64;
         let ids = if stamp { id_sum(first_id, count) } else { 0 };
@@ -419,20 +481,24 @@ mod tests {
             rate: 0.0,
             max_in_flight: 4,
             request_timeout_ms: 30_000,
+            max_request_bytes: 1 << 20,
         }
     }
 
     #[test]
-    fn prebuilt_requests_split_exactly_at_the_records() {
+    fn one_request_carries_a_batch_for_every_partition_and_each_is_found() {
         let batch = BatchTemplate::new(3, 100, Codec::None, 1).build(0).unwrap();
         for version in [3i16, 7, 9] {
-            let req = produce_request(&topic_name("t"), 2, &opts(), batch.clone());
-            let p = prebuild(&req, version, "c", batch.len()).unwrap();
-            assert_eq!(&p.body[..batch.len()], &batch[..]);
-            let whole = encode_request(&req, version, 0, "c").unwrap();
-            let mut joined = p.head.to_vec();
-            joined.extend_from_slice(&p.body);
-            assert_eq!(joined, whole.to_vec(), "v{version}");
+            let req = produce_request(&topic_name("t"), &[0, 1, 2, 3], &opts(), batch.clone());
+            let p = prebuild(&req, version, "c", &batch).unwrap();
+            assert_eq!(p.batches.len(), 4, "v{version}");
+            for &at in &p.batches {
+                assert_eq!(&p.frame[at..at + batch.len()], &batch[..], "v{version}");
+            }
+            assert_eq!(
+                p.frame,
+                encode_request(&req, version, 0, "c").unwrap().freeze()
+            );
         }
     }
 

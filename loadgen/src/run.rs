@@ -62,6 +62,9 @@ pub struct ProduceOpts {
     pub max_in_flight: usize,
     /// Produce request timeout sent to the broker.
     pub request_timeout_ms: i32,
+    /// Largest produce request: a request carries the batches of as many of the lane's
+    /// partitions as fit (at least one), as the Java client's `max.request.size`.
+    pub max_request_bytes: usize,
 }
 
 /// Where a consumer without a committed offset starts.

@@ -344,6 +344,7 @@ pub fn execute(job: Job) -> Result<Value> {
             "producers": p.producers,
             "rate": p.rate,
             "max_in_flight": p.max_in_flight,
+            "max_request_bytes": p.max_request_bytes,
         });
     }
     if let Job::Consume(_, o) | Job::E2e(_, _, o, _) = &job {

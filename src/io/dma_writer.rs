@@ -71,6 +71,9 @@ impl IoStats {
     }
 }
 
+/// The least reserved ahead at a time (see `ensure_preallocated`).
+const PREALLOCATE_MIN: u64 = 256 << 10;
+
 /// Tuning for one writer.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
@@ -78,7 +81,8 @@ pub struct WriterOptions {
     pub chunk_bytes: usize,
     /// Writes allowed in flight at once.
     pub max_inflight: usize,
-    /// Space reserved with fallocate ahead of the write position.
+    /// Most space reserved with fallocate ahead of the write position; a file reserves
+    /// as much as it already holds (at least 256 KiB), up to this.
     pub preallocate_bytes: u64,
     /// The file was opened `O_DSYNC`: each write is durable when it completes, so a sync
     /// is the writes alone, with no fdatasync after them (one round trip, not two).
@@ -413,7 +417,11 @@ impl DmaWriter {
         if self.opts.preallocate_bytes == 0 || end <= self.state.borrow().preallocated {
             return Ok(());
         }
-        let target = align_up(end + self.opts.preallocate_bytes);
+        // Reserve ahead in proportion to what this file has taken, up to the maximum: a
+        // partition that writes little holds little unused disk (4,000 partitions held
+        // 36 GB for 1.5 GB of data with a fixed 8 MiB), a busy one few fallocate calls.
+        let ahead = end.clamp(PREALLOCATE_MIN, self.opts.preallocate_bytes.max(PREALLOCATE_MIN));
+        let target = align_up(end + ahead);
         // The file grows to the preallocated length, so writes never extend it: extending
         // direct writes are serialised by ext4. Recovery stops at the first zero header and
         // `finish` cuts the file back to its data.
