@@ -364,7 +364,35 @@ lgrun fan-out e2e --topic "bench-fanout-$run_id" --partitions "$parts" \
     --duration "$dur"
 stop_broker
 
-# 6. Kafka's own measuring tools (KAFKA_TOOLS=1, as bench/peer.sh runs it), on a fresh
+# 6. client defaults: what a user's first producer sees. Open-loop e2e at a ladder of
+#    rates in the Java producer's default shape (batch.size 16 KiB, linger.ms 5,
+#    max.in.flight 5, acks=all) and librdkafka's (batch.size 1,000,000, linger.ms 5,
+#    many requests in flight); the report gives the highest rate whose e2e p99 stays
+#    within 10 ms ("max rate at SLO", as the OpenMessaging Benchmark reports). A step
+#    that misses the SLO, or delivers under 95 % of its rate, ends its ladder.
+ladder_rates="${LADDER_RATES:-25000 50000 100000 200000 400000 800000}"
+ladder_secs=$([ "$mode" = quick ] && echo 3 || echo 10)
+ladder() { # name, then loadgen arguments
+    local name="$1" rate p99 got
+    shift
+    fresh_broker
+    for rate in $ladder_rates; do
+        lgrun "$name-$rate" e2e --topic "bench-$name-$rate-$run_id" --partitions "$parts" \
+            --message-size 1024 --acks all --producers 1 --rate "$rate" --warmup 1 \
+            --duration "$ladder_secs" "$@"
+        [ -s "$out/$name-$rate.json" ] || break
+        p99="$(jq '.e2e_latency_us.p99 // 1e12' "$out/$name-$rate.json")"
+        got="$(jq '.msgs_per_sec // 0' "$out/$name-$rate.json")"
+        if ! awk -v p="$p99" -v g="$got" -v r="$rate" 'BEGIN { exit !(p <= 10000 && g >= 0.95 * r) }'; then
+            break
+        fi
+    done
+    stop_broker
+}
+ladder client-java --batch-bytes 16384 --linger-ms 5 --max-in-flight 5
+ladder client-librdkafka --batch-bytes 1000000 --linger-ms 5 --max-in-flight 100
+
+# 7. Kafka's own measuring tools (KAFKA_TOOLS=1, as bench/peer.sh runs it), on a fresh
 #    broker, same shape as the throughput and latency workloads: what Kafka users already
 #    trust, and a check that caudal-loadgen measures what they do.
 if [ "${KAFKA_TOOLS:-}" = 1 ]; then

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use crate::plot::latency_svg;
 use crate::results::{
-    curve_of, fmt_num, fmt_us, latency_of, num, pathdiff, run_name, Format, Metric, WORKLOADS,
+    curve_of, fmt_num, fmt_us, latency_of, num, pathdiff, run_name, Format, Metric, LADDERS,
+    SLO_P99_US, WORKLOADS,
 };
 
 /// Broker modes compared at equal durability: (Caudal's label, Kafka's label).
@@ -61,6 +62,43 @@ pub fn comparison(
             |v| format!("{v:.2}"),
         ),
     ];
+    // Client defaults: the highest open-loop rate each broker held within the SLO.
+    if runs.iter().any(|(_, _, s)| s["ladders"].is_object()) {
+        let _ = write!(out, "| max rate at SLO (msgs/s) |");
+        for (label, _, _) in runs {
+            let _ = write!(out, " {label} |");
+        }
+        for (c, k) in &pairs {
+            let _ = write!(out, " {c} / {k} |");
+        }
+        let _ = write!(out, "\n|---|");
+        for _ in 0..runs.len() + pairs.len() {
+            let _ = write!(out, "---|");
+        }
+        out.push('\n');
+        for (name, _) in LADDERS {
+            let best = |s: &Value| num(&s["ladders"][name]["max_rate_at_slo"]);
+            let _ = write!(out, "| {name} |");
+            for (_, _, s) in runs {
+                let _ = write!(out, " {} |", best(s).map_or("—".to_string(), fmt_num));
+            }
+            for (c, k) in &pairs {
+                let ratio = match (find(c).and_then(best), find(k).and_then(best)) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                    _ => "—".to_string(),
+                };
+                let _ = write!(out, " {ratio} |");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "\nOpen-loop e2e at a ladder of rates in each client's default shape (bench/run.sh \
+             step 6); the highest rate whose e2e p99 stayed within {} ms and delivered 95 % of \
+             its rate, every lower step too. \"—\": not even the lowest step.\n",
+            SLO_P99_US / 1000.0
+        );
+    }
     for (metric, get, fmt) in metrics {
         let _ = write!(out, "| {metric} |");
         for (label, _, _) in runs {

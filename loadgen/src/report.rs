@@ -3,8 +3,8 @@
 
 use crate::plot::latency_svg;
 use crate::results::{
-    cpu_per_gb, curve_of, fmt_num, fmt_us, latency_of, num, pathdiff, pct, read_json, run_name,
-    WORKLOADS,
+    cpu_per_gb, curve_of, fmt_num, fmt_us, ladder_summary, latency_of, num, pathdiff, pct,
+    read_json, run_name, LADDERS, SLO_P99_US, WORKLOADS,
 };
 
 use std::fmt::Write as _;
@@ -62,8 +62,14 @@ pub fn summarize(dir: &Path) -> Result<()> {
     let idle = read_json(&dir.join("idle.json")).unwrap_or(Value::Null);
     // Kafka's own tools against this broker (bench/run.sh with KAFKA_TOOLS=1).
     let kafka_tools = read_json(&dir.join("kafka-tools.json")).unwrap_or(Value::Null);
+    let mut ladders = Map::new();
+    for (name, _) in LADDERS {
+        if let Some(l) = ladder_summary(dir, name) {
+            ladders.insert(name.to_string(), l);
+        }
+    }
     let summary = json!({"workloads": workloads, "limits": limits, "meta": meta, "idle": idle,
-        "kafka_tools": kafka_tools});
+        "kafka_tools": kafka_tools, "ladders": ladders});
     std::fs::write(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
@@ -243,6 +249,44 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
                 fmt_us(&e["p999"]),
                 fmt_us(&e["p9999"]),
                 fmt_us(&e["max"])
+            );
+        }
+        out.push('\n');
+    }
+    ladder_tables(s, out);
+}
+
+/// The client-defaults ladders of one run: each step's rate and e2e latency, and the
+/// highest rate within the SLO.
+fn ladder_tables(s: &Value, out: &mut String) {
+    for (name, what) in LADDERS {
+        let l = &s["ladders"][name];
+        let Some(steps) = l["steps"].as_array() else {
+            continue;
+        };
+        let best = num(&l["max_rate_at_slo"]).map_or("none".to_string(), fmt_num);
+        let _ = writeln!(
+            out,
+            "**{name}** ({what}), open loop: max rate at SLO (e2e p99 ≤ {} ms) **{best} msgs/s**.\n",
+            SLO_P99_US / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "| rate (msgs/s) | delivered | e2e p50 | e2e p99 | within SLO |\n|---|---|---|---|---|"
+        );
+        for st in steps {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                fmt_num(num(&st["rate"]).unwrap_or(0.0)),
+                fmt_num(num(&st["msgs_per_sec"]).unwrap_or(0.0)),
+                fmt_us(&st["p50_us"]),
+                fmt_us(&st["p99_us"]),
+                if st["within_slo"] == true {
+                    "yes"
+                } else {
+                    "no"
+                }
             );
         }
         out.push('\n');

@@ -128,3 +128,87 @@ pub fn pathdiff(plot: &Path, doc: &Path) -> String {
     let up = doc.parent().map(|p| p.components().count()).unwrap_or(0);
     format!("{}{}", "../".repeat(up), plot.display())
 }
+
+/// The client-defaults ladders (bench/run.sh step 6): name and the client it imitates.
+pub const LADDERS: [(&str, &str); 2] = [
+    (
+        "client-java",
+        "Java producer defaults: 16 KiB batches, linger 5 ms, 5 requests in flight, acks=all",
+    ),
+    (
+        "client-librdkafka",
+        "librdkafka defaults: 1,000,000-byte batches, linger 5 ms, acks=all",
+    ),
+];
+
+/// The ladders' service level: e2e p99 within this many microseconds.
+pub const SLO_P99_US: f64 = 10_000.0;
+
+/// One ladder of a results directory: its steps (`<name>-<rate>.json`) by rate, and the
+/// highest rate that it and every lower step held the SLO at while delivering at least
+/// 95 % of the rate. `None` when the run has no step of it.
+pub fn ladder_summary(dir: &Path, name: &str) -> Option<Value> {
+    let prefix = format!("{name}-");
+    let mut steps: Vec<(f64, Value)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let rate: f64 = file
+                .strip_prefix(&prefix)?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((rate, read_json(&e.path()).ok()?))
+        })
+        .collect();
+    if steps.is_empty() {
+        return None;
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut max_at_slo: Option<f64> = None;
+    let mut holding = true;
+    let rows: Vec<Value> = steps
+        .iter()
+        .map(|(rate, r)| {
+            let got = num(&r["msgs_per_sec"]).unwrap_or(0.0);
+            let p99 = num(&r["e2e_latency_us"]["p99"]).unwrap_or(f64::INFINITY);
+            let ok = p99 <= SLO_P99_US && got >= 0.95 * rate;
+            holding &= ok;
+            if holding {
+                max_at_slo = Some(*rate);
+            }
+            serde_json::json!({"rate": rate, "msgs_per_sec": got, "p50_us": r["e2e_latency_us"]["p50"],
+                "p99_us": r["e2e_latency_us"]["p99"], "within_slo": ok})
+        })
+        .collect();
+    Some(serde_json::json!({"max_rate_at_slo": max_at_slo, "steps": rows}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_max_rate_at_slo_is_the_last_step_of_an_unbroken_run_of_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = |rate: u64, got: f64, p99: u64| {
+            let v = serde_json::json!({"msgs_per_sec": got,
+                "e2e_latency_us": {"p50": p99 / 2, "p99": p99}});
+            std::fs::write(
+                dir.path().join(format!("client-java-{rate}.json")),
+                v.to_string(),
+            )
+            .unwrap();
+        };
+        step(25_000, 25_000.0, 3_000);
+        step(50_000, 49_900.0, 6_000);
+        step(100_000, 99_000.0, 12_000); // misses the SLO
+        step(200_000, 200_000.0, 9_000); // a pass after a miss does not count
+        let l = ladder_summary(dir.path(), "client-java").unwrap();
+        assert_eq!(l["max_rate_at_slo"], 50_000.0);
+        assert_eq!(l["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(l["steps"][2]["within_slo"], false);
+        assert!(ladder_summary(dir.path(), "client-librdkafka").is_none());
+    }
+}

@@ -420,7 +420,10 @@ impl DmaWriter {
         // Reserve ahead in proportion to what this file has taken, up to the maximum: a
         // partition that writes little holds little unused disk (4,000 partitions held
         // 36 GB for 1.5 GB of data with a fixed 8 MiB), a busy one few fallocate calls.
-        let ahead = end.clamp(PREALLOCATE_MIN, self.opts.preallocate_bytes.max(PREALLOCATE_MIN));
+        let ahead = end.clamp(
+            PREALLOCATE_MIN,
+            self.opts.preallocate_bytes.max(PREALLOCATE_MIN),
+        );
         let target = align_up(end + ahead);
         // The file grows to the preallocated length, so writes never extend it: extending
         // direct writes are serialised by ext4. Recovery stops at the first zero header and
