@@ -370,7 +370,7 @@ stop_broker
 #    many requests in flight); the report gives the highest rate whose e2e p99 stays
 #    within 10 ms ("max rate at SLO", as the OpenMessaging Benchmark reports). A step
 #    that misses the SLO, or delivers under 95 % of its rate, ends its ladder.
-ladder_rates="${LADDER_RATES:-25000 50000 100000 200000 400000 800000}"
+ladder_rates="${LADDER_RATES:-5000 10000 25000 50000 100000 200000 400000 800000}"
 ladder_secs=$([ "$mode" = quick ] && echo 3 || echo 10)
 ladder() { # name, then loadgen arguments
     local name="$1" rate p99 got
