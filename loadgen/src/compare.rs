@@ -64,18 +64,7 @@ pub fn comparison(
     ];
     // Client defaults: the highest open-loop rate each broker held within the SLO.
     if runs.iter().any(|(_, _, s)| s["ladders"].is_object()) {
-        let _ = write!(out, "| max rate at SLO (msgs/s) |");
-        for (label, _, _) in runs {
-            let _ = write!(out, " {label} |");
-        }
-        for (c, k) in &pairs {
-            let _ = write!(out, " {c} / {k} |");
-        }
-        let _ = write!(out, "\n|---|");
-        for _ in 0..runs.len() + pairs.len() {
-            let _ = write!(out, "---|");
-        }
-        out.push('\n');
+        table_header(out, "max rate at SLO (msgs/s)", runs, &pairs);
         for (name, _) in LADDERS {
             let best = |s: &Value| num(&s["ladders"][name]["max_rate_at_slo"]);
             let _ = write!(out, "| {name} |");
@@ -100,18 +89,7 @@ pub fn comparison(
         );
     }
     for (metric, get, fmt) in metrics {
-        let _ = write!(out, "| {metric} |");
-        for (label, _, _) in runs {
-            let _ = write!(out, " {label} |");
-        }
-        for (c, k) in &pairs {
-            let _ = write!(out, " {c} / {k} |");
-        }
-        let _ = write!(out, "\n|---|");
-        for _ in 0..runs.len() + pairs.len() {
-            let _ = write!(out, "---|");
-        }
-        out.push('\n');
+        table_header(out, metric, runs, &pairs);
         for (name, _) in WORKLOADS {
             let _ = write!(out, "| {name} |");
             for (_, _, s) in runs {
@@ -186,4 +164,25 @@ pub fn comparison(
         let _ = writeln!(out, "![{name}: every broker]({})\n", pathdiff(&file, doc));
     }
     Ok(())
+}
+
+/// The header of a comparison table: the metric, one column per run, one per ratio.
+fn table_header(
+    out: &mut String,
+    metric: &str,
+    runs: &[(String, PathBuf, Value)],
+    pairs: &[(&str, &str)],
+) {
+    let _ = write!(out, "| {metric} |");
+    for (label, _, _) in runs {
+        let _ = write!(out, " {label} |");
+    }
+    for (c, k) in pairs {
+        let _ = write!(out, " {c} / {k} |");
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in 0..runs.len() + pairs.len() {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
 }
