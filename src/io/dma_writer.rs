@@ -344,7 +344,9 @@ impl DmaWriter {
             } else {
                 self.drain_inflight(self.opts.max_inflight - 1).await?;
             }
-            self.ensure_preallocated(chunk.start + chunk.buf.len() as u64)
+            // Reserve for the bytes this write carries, not the chunk buffer's capacity:
+            // a partial chunk of a small sync would otherwise reserve a whole megabyte.
+            self.ensure_preallocated(chunk.start + align_up(chunk.len as u64))
                 .await?;
             // Zeros landing after data would erase it: a chunk that reaches into the range
             // being zeroed waits for that write.
