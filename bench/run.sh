@@ -392,7 +392,32 @@ ladder() { # name, then loadgen arguments
 ladder client-java --batch-bytes 16384 --linger-ms 5 --max-in-flight 5
 ladder client-librdkafka --batch-bytes 1000000 --linger-ms 5 --max-in-flight 100
 
-# 7. Kafka's own measuring tools (KAFKA_TOOLS=1, as bench/peer.sh runs it), on a fresh
+# 7. partitions: the Java client's shape over many partitions (each request carries a
+#    batch for as many of its connection's partitions as fit in 1 MiB), durable per the
+#    broker mode: throughput and latency, and what the partitions cost in disk
+#    (allocated, not apparent) and broker memory at the end.
+many=$([ "$mode" = quick ] && echo 1000 || echo 4000)
+fresh_broker
+lgrun partitions produce --topic "bench-partitions-$run_id" --partitions "$many" \
+    --message-size 1024 --batch-bytes 16384 --producers 2 --max-in-flight 8 \
+    --warmup "$warmup" --duration "$dur"
+if [ -s "$out/partitions.json" ]; then
+    alloc=null
+    rss=null
+    if [ "$broker_kind" != kafka ] && [ -z "$external" ] && [ -n "$data" ]; then
+        alloc="$(du -s --block-size=1 "$data" | cut -f1)"
+    fi
+    if [ -n "$broker_pid" ] && [ -z "$external" ]; then
+        rss="$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/${broker_pid%% *}/status" 2>/dev/null || true)"
+        rss="${rss:-null}"
+    fi
+    jq --argjson n "$many" --argjson a "$alloc" --argjson r "$rss" \
+        '.partitions_total = $n | .disk_allocated_bytes = $a | .broker_rss_bytes = $r' \
+        "$out/partitions.json" >"$out/partitions.json.tmp" && mv "$out/partitions.json.tmp" "$out/partitions.json"
+fi
+stop_broker
+
+# 8. Kafka's own measuring tools (KAFKA_TOOLS=1, as bench/peer.sh runs it), on a fresh
 #    broker, same shape as the throughput and latency workloads: what Kafka users already
 #    trust, and a check that caudal-loadgen measures what they do.
 if [ "${KAFKA_TOOLS:-}" = 1 ]; then

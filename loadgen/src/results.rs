@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::plot::parse_hgrm;
 
 /// The standard suite, in order, with what each measures.
-pub const WORKLOADS: [(&str, &str); 5] = [
+pub const WORKLOADS: [(&str, &str); 6] = [
     (
         "throughput",
         "1 KiB messages, batches up to 1 MiB, acks=all, 2 producers, flat out",
@@ -29,6 +29,10 @@ pub const WORKLOADS: [(&str, &str); 5] = [
     (
         "fan-out",
         "1 producer at a quarter of the measured throughput, 4 consumer groups, e2e",
+    ),
+    (
+        "partitions",
+        "1 KiB messages, 16 KiB batches, acks=all, 2 producers, 1,000 (quick) or 4,000 partitions, flat out",
     ),
 ];
 
