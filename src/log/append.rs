@@ -27,11 +27,7 @@ impl Log {
         offsets: i64,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> LogResult<AppendSlot<'_>> {
-        let permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(std::io::Error::from)?;
+        let permit = self.lock_appends().await?;
         let mut reopened = None;
         if self.state.borrow().failed {
             self.reopen_active().await?;
@@ -179,11 +175,7 @@ impl Log {
     /// clean-shutdown marker holding `replica_state` (so the next open skips the scan);
     /// the log should not be used after.
     pub async fn close(&self, replica_state: Vec<u8>) -> LogResult<()> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(std::io::Error::from)?;
+        let _permit = self.lock_appends().await?;
         let (writer, base, offsets, times, failed) = {
             let mut st = self.state.borrow_mut();
             let failed = st.failed;

@@ -71,9 +71,8 @@ pub(super) async fn recover_state_from(
         replay: Vec::new(),
     };
     if recovered.snapshot.is_none() {
-        // Walk back to the newest snapshot, then replay the segments after it. A snapshot
-        // the replica cannot read is found out there, which then asks for a full replay
-        // by calling this again without it (see `Recovered`).
+        // Walk back to the newest snapshot, then replay the segments after it. (A snapshot
+        // the replica cannot read leaves it with empty producer state, and a warning.)
         let mut start = 0;
         recovered.snapshot_offset = sealed.first().map_or(active_base, |s| s.base_offset);
         for (i, seg) in sealed.iter().enumerate().rev() {

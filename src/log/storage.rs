@@ -34,6 +34,7 @@ use crate::protocol::record_batch::BatchHeader;
 
 use super::config::{FlushPolicy, LogConfig};
 use super::epochs::EpochTable;
+use super::error::LogResult;
 use super::segment::Segment;
 use super::tail_cache::{CacheBudget, TailCache};
 use super::Offset;
@@ -141,6 +142,16 @@ impl Log {
     /// Replaces the settings (retention and roll limits take effect at the next check).
     pub fn set_config(&self, config: LogConfig) {
         *self.config.borrow_mut() = config;
+    }
+
+    /// Takes the append lock: appends, rolls, truncations, retention and close run one at
+    /// a time.
+    pub(super) async fn lock_appends(&self) -> LogResult<Permit<'_>> {
+        Ok(self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?)
     }
 
     /// First offset still in the log.

@@ -3,9 +3,10 @@
 
 use tracing::info;
 
-use crate::protocol::record_batch::peek_batch_size;
+use crate::protocol::record_batch::{peek_batch_size, peek_offsets};
 
 use super::error::{LogError, LogResult};
+use super::format::{segment_path, INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use super::read::read_bytes;
 use super::segment::{rel_offset, Segment};
 use super::storage::{Log, Recovered};
@@ -18,11 +19,7 @@ impl Log {
     /// to rebuild its state as of `offset`. The caller must never truncate below what it
     /// has acknowledged as committed.
     pub async fn truncate_suffix(&self, offset: Offset) -> LogResult<Recovered> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(std::io::Error::from)?;
+        let _permit = self.lock_appends().await?;
         let (start, next) = {
             let st = self.state.borrow();
             (st.log_start(), st.next_offset())
@@ -54,12 +51,9 @@ impl Log {
                 }
             }
             let (seg_base, pos) = self.position_of(offset).await?;
-            for path in Segment::paths(&self.dir, seg_base)
-                .into_iter()
-                .skip(1)
-                .take(2)
-            {
-                // The sealed indexes no longer match; the segment is active again.
+            // The sealed indexes no longer match; the segment is active again.
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                let path = segment_path(&self.dir, seg_base, suffix);
                 crate::io::small_file::remove_if_exists(&path).await?;
             }
             self.reopen_active_at(pos).await?;
@@ -90,18 +84,16 @@ impl Log {
                 position: pos,
                 detail: "invalid batch length".into(),
             })?;
-            let whole = read_bytes(&file, pos, size).await?;
-            let h = crate::protocol::record_batch::parse_header(&whole).map_err(|e| {
-                LogError::Corrupt {
-                    file: format!("{}/{:020}.log", self.dir.display(), base),
-                    position: pos,
-                    detail: e.to_string(),
-                }
+            // The header says where the batch starts and ends; its records need no read.
+            let (first, last) = peek_offsets(&head).ok_or_else(|| LogError::Corrupt {
+                file: format!("{}/{:020}.log", self.dir.display(), base),
+                position: pos,
+                detail: "batch header cut short".into(),
             })?;
-            if h.base_offset == offset {
+            if first == offset {
                 return Ok((base, pos));
             }
-            if h.base_offset > offset || h.last_offset() >= offset {
+            if first > offset || last >= offset {
                 return Err(LogError::NotABatchBoundary(offset));
             }
             pos += size as u64;
@@ -112,11 +104,7 @@ impl Log {
     /// Drops whole segments that end at or before `offset`: the log then starts at the
     /// first remaining segment's base. The active segment is never dropped.
     pub async fn truncate_prefix(&self, offset: Offset) -> LogResult<usize> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(std::io::Error::from)?;
+        let _permit = self.lock_appends().await?;
         let n = {
             let st = self.state.borrow();
             let sealed = st.segments.len() - 1;
@@ -162,11 +150,7 @@ impl Log {
         now_ms: i64,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> LogResult<usize> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(std::io::Error::from)?;
+        let _permit = self.lock_appends().await?;
         let cfg = self.config.borrow().clone();
         // As Kafka: when every record of the active segment is past retention, roll it so
         // that it can go too (the log then starts at its end).

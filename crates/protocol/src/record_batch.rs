@@ -174,6 +174,17 @@ pub fn peek_batch_size(buf: &[u8]) -> Option<usize> {
     (len as usize).checked_add(LOG_OVERHEAD)
 }
 
+/// Reads the first and last offsets of the batch starting at `buf[0]` from its header
+/// alone (the first 27 bytes), without checking anything else. `None` when fewer bytes
+/// are present.
+pub fn peek_offsets(buf: &[u8]) -> Option<(i64, i64)> {
+    if buf.len() < LAST_OFFSET_DELTA + 4 {
+        return None;
+    }
+    let base = i64::from_be_bytes(buf[BASE_OFFSET..BASE_OFFSET + 8].try_into().ok()?);
+    Some((base, base + i64::from(be_i32(buf, LAST_OFFSET_DELTA))))
+}
+
 /// Reads the header of the batch at the start of `buf` and checks its framing (length
 /// and magic) but not its CRC. `buf` may extend past the batch.
 pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
@@ -421,6 +432,13 @@ fn put_varlong(out: &mut Vec<u8>, v: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_alone_gives_the_batch_offsets() {
+        let b = build_batch(10, 1000, &[b"a", b"b", b"c"], Compression::None);
+        assert_eq!(peek_offsets(&b[..HEADER_LEN]), Some((10, 12)));
+        assert_eq!(peek_offsets(&b[..20]), None);
+    }
 
     #[test]
     fn every_codec_round_trips_through_record_timestamps() {
