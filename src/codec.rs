@@ -40,9 +40,12 @@ pub mod magic {
     /// `<segment>.snapshot` producer-state snapshots, also the replica state inside a
     /// clean-shutdown marker (`replica::producer_state`).
     pub const PRODUCER_SNAPSHOT: [u8; 4] = *b"CDPS";
+    /// Each record of a shard's `journal-shard-<k>/<generation>.journal` (`log::journal`).
+    pub const JOURNAL: [u8; 4] = *b"CDJL";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 8] = [
+    pub const ALL: [[u8; 4]; 9] = [
+        JOURNAL,
         METADATA_LOG,
         PRODUCER_IDS,
         OFFSET_INDEX,

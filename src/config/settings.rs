@@ -261,6 +261,14 @@ settings! {
                None => FlushPolicy::Durable,
            };
 
+    /// Size of each file of a shard's journal, in bytes: under the default durability,
+    /// small appends of all the shard's partitions are made durable there with one write
+    /// per round; 0 turns it off (each partition's segment write is durable itself).
+    #[shown("64 MiB")]
+    journal_file_bytes: u64 = 64 << 20
+        => /// 0 when there is no journal.
+           journal_file_bytes: u64 = journal_file_bytes;
+
     /// Largest request accepted, in bytes (socket.request.max.bytes).
     #[shown("100 MiB")]
     socket_request_max_bytes: usize = 100 << 20

@@ -278,6 +278,10 @@ impl OffsetStore {
             }
             store.log.close().await?;
             log.close().await?;
+            // The shard's journal must not replay either log's records into the other
+            // once the directories swap names.
+            store.log.log().forget().await?;
+            log.log().forget().await?;
             drop(store);
             drop(log);
             let old = with_suffix(dir, "old");

@@ -577,6 +577,13 @@ impl DmaWriter {
         st.zeroing = Some(Zeroing { start, end, task });
     }
 
+    /// Declares that every block below `len` has been written before (a recycled file):
+    /// durable writes there need no zeros ahead of them.
+    pub fn assume_written(&self, len: u64) {
+        let mut st = self.state.borrow_mut();
+        st.zeroed = st.zeroed.max(align_down(len));
+    }
+
     /// Waits for the zero-filling write in flight, if any. Its failure is not the data's:
     /// the range is still preallocated, and the data writes that follow report errors.
     pub async fn settle(&self) {

@@ -27,12 +27,16 @@ impl Log {
         offsets: i64,
         snapshot: impl FnOnce() -> Vec<u8>,
     ) -> LogResult<AppendSlot<'_>> {
-        let permit = self.lock_appends().await?;
-        let mut reopened = None;
-        if self.state.borrow().failed {
-            self.reopen_active().await?;
-            reopened = Some(self.recover_current().await?);
+        if let Some(journal) = self.journal() {
+            journal.admit().await?;
         }
+        let permit = self.lock_appends().await?;
+        let failed = self.state.borrow().failed;
+        let reopened = if failed {
+            Some(self.recover_from_failure().await?)
+        } else {
+            self.reopened.borrow_mut().take()
+        };
         if reopened.is_none() && self.needs_roll(bytes, offsets) {
             self.roll(snapshot()).await?;
         }
@@ -102,12 +106,13 @@ impl Log {
     pub(super) async fn start_next_segment(&self) -> LogResult<()> {
         let next = self.state.borrow().active().next_offset;
         let interval = self.config.borrow().index_interval_bytes;
-        let writer = segment_writer_options(self.env.writer, &self.config.borrow());
+        let writer = segment_writer_options(&self.env, &self.config.borrow());
         let seg =
             Segment::create(&self.dir, next, interval, writer, self.env.stats.clone()).await?;
         info!(dir = %self.dir.display(), base_offset = next, "rolled to a new segment");
         let mut st = self.state.borrow_mut();
         st.segments.push(seg);
+        st.direct_end = 0;
         st.evict_cache();
         Ok(())
     }
@@ -138,7 +143,7 @@ impl Log {
         }
         file.truncate(len).await.map_err(std::io::Error::from)?;
         let interval = self.config.borrow().index_interval_bytes;
-        let writer = segment_writer_options(self.env.writer, &self.config.borrow());
+        let writer = segment_writer_options(&self.env, &self.config.borrow());
         let (seg, _) =
             Segment::recover_active(&self.dir, base, interval, writer, self.env.stats.clone())
                 .await?;
@@ -149,6 +154,7 @@ impl Log {
             *last = seg;
         }
         st.tail.clear();
+        st.direct_end = 0;
         st.epochs.truncate_from(next);
         drop(st);
         *self.prefetch.borrow_mut() = None;
@@ -222,9 +228,37 @@ impl AppendSlot<'_> {
 
     /// Buffers `records` — whole batches, already stamped with their offsets and epochs,
     /// described by `headers` — after checking that they continue the log. Nothing is
-    /// written when they do not.
+    /// written when they do not. Under the `Durable` policy with a journal, small appends
+    /// also go to the journal, which makes them durable.
     pub fn write(&self, records: BytesMut, headers: &[BatchHeader]) -> LogResult<Pending> {
         let log = self.log;
+        let journal = log.journal().filter(|j| j.takes(records.len())).cloned();
+        let records = records.freeze();
+        let mut pending = log.buffer(records.clone(), headers)?;
+        match journal {
+            Some(j) => match j.append_batches(log, &log.journal_key, &records) {
+                Ok(pos) => pending.journal = Some(pos),
+                Err(e) => {
+                    // The segment holds bytes the journal does not: drop them at the next
+                    // append, as after any write error.
+                    log.state.borrow_mut().failed = true;
+                    return Err(e.into());
+                }
+            },
+            None if log.journal().is_some() => {
+                log.state.borrow_mut().direct_end = pending.end_pos;
+            }
+            None => {}
+        }
+        Ok(pending)
+    }
+}
+
+impl Log {
+    /// Checks that `records` continue the log and buffers them into the active segment
+    /// (the tail cache holds them until they are written).
+    pub(super) fn buffer(&self, data: bytes::Bytes, headers: &[BatchHeader]) -> LogResult<Pending> {
+        let log = self;
         let mut st = log.state.borrow_mut();
         let mut expected = st.next_offset();
         for h in headers {
@@ -240,14 +274,13 @@ impl AppendSlot<'_> {
         let Some(writer) = st.active().writer.clone() else {
             return Err(std::io::Error::other("active segment has no writer").into());
         };
-        let end_pos = match writer.buffer(&records) {
+        let end_pos = match writer.buffer(&data) {
             Ok(p) => p,
             Err(e) => {
                 st.failed = true;
                 return Err(e.into());
             }
         };
-        let data = records.freeze();
         let mut at = 0usize;
         for h in headers {
             let last = h.last_offset();
@@ -265,7 +298,13 @@ impl AppendSlot<'_> {
             at += h.size;
         }
         st.evict_cache();
-        Ok(Pending { writer, end_pos })
+        let direct_floor = st.direct_end;
+        Ok(Pending {
+            writer,
+            end_pos,
+            journal: None,
+            direct_floor,
+        })
     }
 }
 
@@ -275,11 +314,18 @@ impl Pending {
         self.check(log, self.writer.pump().await)
     }
 
-    /// Resolves once the batches, and every batch before them, are written and synced.
+    /// Resolves once the batches, and every batch before them, are written and synced
+    /// (in the journal or in the segment).
     pub async fn durable(&self, log: &Log) -> LogResult<()> {
-        let outcome = match self.writer.pump().await {
-            Ok(()) => self.writer.wait_durable(self.end_pos).await,
-            e => e,
+        let outcome = match (&self.journal, self.writer.pump().await) {
+            (Some(pos), Ok(())) => match pos.durable().await {
+                Ok(()) if self.direct_floor > self.writer.durable_len() => {
+                    self.writer.wait_durable(self.direct_floor).await
+                }
+                r => r,
+            },
+            (None, Ok(())) => self.writer.wait_durable(self.end_pos).await,
+            (_, e) => e,
         };
         self.check(log, outcome)?;
         log.state.borrow_mut().evict_cache();

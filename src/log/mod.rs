@@ -7,6 +7,8 @@ pub mod config;
 pub mod epochs;
 pub mod error;
 pub mod format;
+pub mod journal;
+pub mod journal_replay;
 pub mod offset_index;
 pub mod open;
 pub mod read;
@@ -23,5 +25,6 @@ pub type Offset = i64;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{LogError, LogResult};
+pub use journal::{Journal, JournalOptions};
 pub use read::ReadResult;
 pub use storage::{AppendSlot, Log, LogEnv, Pending, Recovered};

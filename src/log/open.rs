@@ -45,7 +45,7 @@ impl Log {
         crate::io::device_probe::ensure_probed(dir).await?;
         bases.sort_unstable();
         let interval = config.index_interval_bytes;
-        let writer = segment_writer_options(env.writer, &config);
+        let writer = segment_writer_options(&env, &config);
         let marker = super::clean_marker::read(dir).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut active_batches = Vec::new();
@@ -88,7 +88,14 @@ impl Log {
             None => recover_state(dir, &segments, active_batches, interval).await?,
         };
         let flush = config.flush;
-        let log = Rc::new(Log {
+        let journal_key = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log = Rc::new_cyclic(|me| Log {
+            me: me.clone(),
+            journal_key,
+            reopened: RefCell::new(None),
             dir: dir.to_path_buf(),
             config: RefCell::new(config),
             state: RefCell::new(LogState {
@@ -96,6 +103,7 @@ impl Log {
                 tail: TailCache::new(env.cache.clone()),
                 failed: false,
                 epochs,
+                direct_end: 0,
             }),
             env,
             append_lock: Semaphore::new(1),
@@ -103,6 +111,19 @@ impl Log {
             prefetch: RefCell::new(None),
             tasks: TaskSet::new(format!("log {}", dir.display())),
         });
+        // What the shard's journal holds beyond the segments (acknowledged appends not yet
+        // synced there when the last run stopped) goes back in before anyone reads.
+        let journaled = log
+            .env
+            .journal
+            .as_ref()
+            .map(|j| j.take_recovered(&log.journal_key))
+            .unwrap_or_default();
+        let recovered = if !journaled.is_empty() && log.apply_journal(journaled).await? {
+            log.recover_current().await?
+        } else {
+            recovered
+        };
         if let FlushPolicy::Interval(every) = flush {
             log.tasks.spawn(
                 "interval flush",

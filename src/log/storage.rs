@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use crate::task::{Permit, Semaphore, TaskSet};
 use bytes::Bytes;
@@ -35,6 +35,7 @@ use crate::protocol::record_batch::BatchHeader;
 use super::config::{FlushPolicy, LogConfig};
 use super::epochs::EpochTable;
 use super::error::LogResult;
+use super::journal::{Journal, JournalPos};
 use super::segment::Segment;
 use super::tail_cache::{CacheBudget, TailCache};
 use super::Offset;
@@ -48,6 +49,10 @@ pub struct LogEnv {
     pub cache: std::sync::Arc<CacheBudget>,
     /// Writer tuning.
     pub writer: WriterOptions,
+    /// The shard's journal: under the `Durable` policy small appends are made durable
+    /// there, one write for every partition of a round (`log::journal`). Without it each
+    /// segment write is durable itself.
+    pub journal: Option<Rc<Journal>>,
 }
 
 impl LogEnv {
@@ -57,6 +62,7 @@ impl LogEnv {
             stats: std::sync::Arc::new(IoStats::default()),
             cache: CacheBudget::new(cache_bytes),
             writer: WriterOptions::default(),
+            journal: None,
         }
     }
 }
@@ -67,6 +73,9 @@ pub(super) struct LogState {
     /// Set after an I/O error; the next append reopens the active segment from disk.
     pub(super) failed: bool,
     pub(super) epochs: EpochTable,
+    /// End, in the active segment, of the last append that bypassed the journal: a
+    /// journaled append after it is durable only once the segment is durable up to here.
+    pub(super) direct_end: u64,
 }
 
 impl LogState {
@@ -108,6 +117,12 @@ pub struct Log {
     pub(super) prefetch: RefCell<Option<Prefetch>>,
     /// The interval flusher, when the flush policy has one; stopped with the log.
     pub(super) tasks: TaskSet,
+    /// What a checkpoint rebuilt after a write error, for the replica at its next append.
+    pub(super) reopened: RefCell<Option<Recovered>>,
+    /// This log, for the journal to sync it at a checkpoint.
+    pub(super) me: Weak<Log>,
+    /// The log's name in the shard's journal: its directory's name.
+    pub(super) journal_key: String,
 }
 
 /// The right to append next, holding the log's append lock: see [`Log::reserve`].
@@ -121,6 +136,11 @@ pub struct AppendSlot<'a> {
 pub struct Pending {
     pub(super) writer: Rc<DmaWriter>,
     pub(super) end_pos: u64,
+    /// Where the journal holds these batches, when they went there.
+    pub(super) journal: Option<JournalPos>,
+    /// Segment bytes that must be durable in the segment itself first (see
+    /// `LogState::direct_end`).
+    pub(super) direct_floor: u64,
 }
 
 impl Log {
@@ -142,6 +162,12 @@ impl Log {
     /// Replaces the settings (retention and roll limits take effect at the next check).
     pub fn set_config(&self, config: LogConfig) {
         *self.config.borrow_mut() = config;
+    }
+
+    /// The shard's journal, when this log's durable appends go through it now.
+    pub(super) fn journal(&self) -> Option<&Rc<Journal>> {
+        let durable = matches!(self.config.borrow().flush, FlushPolicy::Durable);
+        self.env.journal.as_ref().filter(|_| durable)
     }
 
     /// Takes the append lock: appends, rolls, truncations, retention and close run one at
@@ -223,12 +249,14 @@ pub struct Recovered {
     pub replay: Vec<BatchHeader>,
 }
 
-/// The writer options of a log's segments: under the `Durable` policy every write is
-/// durable on completion (`O_DSYNC`), which replaces the write-then-fdatasync round of
-/// each group commit by the write alone (measured in docs/benchmarks.md, issue 15).
-pub(super) fn segment_writer_options(base: WriterOptions, config: &LogConfig) -> WriterOptions {
+/// The writer options of a log's segments: under the `Durable` policy without a journal
+/// every write is durable on completion (`O_DSYNC`), which replaces the
+/// write-then-fdatasync round of each group commit by the write alone (measured in
+/// docs/benchmarks.md, issue 15). With a journal the segment is synced at checkpoints
+/// and by large appends only, so its writes are plain.
+pub(super) fn segment_writer_options(env: &LogEnv, config: &LogConfig) -> WriterOptions {
     WriterOptions {
         durable_writes: matches!(config.flush, FlushPolicy::Durable),
-        ..base
+        ..env.writer
     }
 }

@@ -20,6 +20,23 @@ impl Log {
     /// has acknowledged as committed.
     pub async fn truncate_suffix(&self, offset: Offset) -> LogResult<Recovered> {
         let _permit = self.lock_appends().await?;
+        if let Some(journal) = self.journal() {
+            // The journal may hold batches past the cut: it must know of the cut before
+            // the file changes, so that a replay after a crash never puts them back.
+            if offset < self.next_offset() {
+                journal
+                    .append_truncate(self, &self.journal_key, offset)?
+                    .durable()
+                    .await?;
+            }
+        }
+        self.cut_suffix(offset).await?;
+        self.recover_current().await
+    }
+
+    /// `truncate_suffix` without the lock, the journal record or the state to rebuild
+    /// from (the caller holds the lock, or nobody else has the log yet).
+    pub(super) async fn cut_suffix(&self, offset: Offset) -> LogResult<()> {
         let (start, next) = {
             let st = self.state.borrow();
             (st.log_start(), st.next_offset())
@@ -62,7 +79,7 @@ impl Log {
             self.save_epochs().await?;
             info!(dir = %self.dir.display(), offset, "truncated the log's suffix");
         }
-        self.recover_current().await
+        Ok(())
     }
 
     /// Byte position of the batch starting at `offset` in the last segment.

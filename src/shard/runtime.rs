@@ -12,8 +12,10 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::executor::{Builder, Executor};
+use crate::log::{FlushPolicy, Journal, JournalOptions};
 use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
+use crate::metadata::ShardId;
 use crate::task::StopSignal;
 
 use super::controller::{ControllerService, CONTROLLER_SHARD};
@@ -125,6 +127,25 @@ fn set_aside_stray_partitions(data_dir: &Path, meta: &ClusterMetadata) {
             }
         }
     }
+}
+
+/// Opens shard `id`'s journal when the durability policy uses one.
+async fn open_journal(
+    config: &Config,
+    id: ShardId,
+    stats: &ShardStats,
+) -> std::io::Result<Option<Rc<Journal>>> {
+    if !matches!(config.flush, FlushPolicy::Durable) || config.journal_file_bytes == 0 {
+        return Ok(None);
+    }
+    let dir = config.data_dir.join(format!("__journal-shard-{id}"));
+    let opts = JournalOptions {
+        file_bytes: config.journal_file_bytes,
+        ..JournalOptions::default()
+    };
+    Ok(Some(
+        Journal::open(&dir, opts, Default::default(), stats.io.clone()).await?,
+    ))
 }
 
 /// Checks what `start` would need, without starting: the config, that the data
@@ -305,6 +326,15 @@ async fn shard_main(args: ShardArgs) {
         connected_receivers.push((from, t.await));
     }
     let router = Rc::new(Router::new(args.config.node_id, id, connected_senders));
+    let journal = match open_journal(&args.config, id, &args.stats).await {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = args
+                .ready
+                .send(Err(format!("shard {id}: opening its journal: {e}")));
+            return;
+        }
+    };
     let shard = Rc::new(Shard::new(
         id,
         args.config.clone(),
@@ -318,6 +348,7 @@ async fn shard_main(args: ShardArgs) {
                 args.config.shards,
             )
         }),
+        journal.clone(),
     ));
     for (from, rx) in connected_receivers {
         let server = shard.clone();
@@ -355,6 +386,13 @@ async fn shard_main(args: ShardArgs) {
                 "shard {id}: opening {}: {e}",
                 offsets_dir.display()
             )));
+            return;
+        }
+    }
+    // Every log of the shard has now taken back what the journal held for it.
+    if let Some(j) = journal {
+        if let Err(e) = j.recovery_done().await {
+            let _ = args.ready.send(Err(format!("shard {id}: journal: {e}")));
             return;
         }
     }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::io::dma_writer::IoStats;
 use crate::log::tail_cache::CacheBudget;
-use crate::log::LogEnv;
+use crate::log::{Journal, LogEnv};
 use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardAddr, ShardId};
 use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::Partition;
@@ -206,11 +206,13 @@ impl Shard {
         stats: Arc<ShardStats>,
         mesh: Rc<dyn Transport>,
         controller: Option<ControllerService>,
+        journal: Option<Rc<Journal>>,
     ) -> Shard {
         let env = LogEnv {
             stats: stats.io.clone(),
             cache: stats.cache.clone(),
             writer: Default::default(),
+            journal,
         };
         let budget = config
             .request_budget_bytes
@@ -336,6 +338,12 @@ impl Shard {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
                 let _ = p.log.close().await;
+                // Before the directory goes: a topic recreated under this name must never
+                // be given the old one's journaled batches.
+                if let Err(e) = p.log.log().forget().await {
+                    warn!(topic = %key.0, partition = key.1, error = %e, "could not tell the journal a partition is deleted; keeping its directory");
+                    continue;
+                }
                 let dir = p.log.dir().to_path_buf();
                 drop(p);
                 // Unlinking gigabytes of segments takes the file system a while: off the
@@ -468,14 +476,24 @@ impl Shard {
 
     /// Syncs and closes every local partition.
     pub async fn close_all(&self) {
+        let mut clean = true;
         if let Some(c) = self.coordinator.get() {
             if let Err(e) = c.close().await {
+                clean = false;
                 warn!(error = %e, "closing offsets log failed");
             }
         }
         for log in self.local_logs() {
             if let Err(e) = log.close().await {
+                clean = false;
                 warn!(dir = %log.dir().display(), error = %e, "closing partition failed");
+            }
+        }
+        // Only when every log is synced may the journal let go of its records; otherwise
+        // the next start re-applies them.
+        if let Some(journal) = self.env.journal.as_ref().filter(|_| clean) {
+            if let Err(e) = journal.close().await {
+                warn!(error = %e, "closing the journal failed");
             }
         }
     }

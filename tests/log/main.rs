@@ -7,6 +7,7 @@ mod crash_recovery;
 mod group_commit;
 mod idempotence;
 mod index_rebuild;
+mod journal;
 mod retention;
 mod roll;
 mod round_trip;

@@ -1,0 +1,104 @@
+//! A log's side of the shard's journal: re-applying what the journal holds and its
+//! segments lack (on open, and after a segment write error), syncing at a checkpoint,
+//! and the reset written before the log's directory is deleted.
+
+use tracing::warn;
+
+use crate::protocol::record_batch::check_batch;
+
+use super::error::LogResult;
+use super::journal::JournalOp;
+use super::storage::{Log, Recovered};
+
+impl Log {
+    /// Re-applies journal records in order: batches the segments lack are appended (those
+    /// they hold are skipped), truncations are redone. A batch that does not continue the
+    /// log ends the replay: it followed an append that bypassed the journal and was lost
+    /// with its segment write, so neither was acknowledged. Syncs what changed; true when
+    /// anything did.
+    pub(super) async fn apply_journal(&self, ops: Vec<JournalOp>) -> LogResult<bool> {
+        let mut changed = false;
+        'ops: for op in ops {
+            match op {
+                JournalOp::Truncate(at) => {
+                    if at >= self.log_start_offset() && at < self.next_offset() {
+                        self.cut_suffix(at).await?;
+                        changed = true;
+                    }
+                }
+                JournalOp::Batches(mut rest) => {
+                    while !rest.is_empty() {
+                        let h = match check_batch(&rest) {
+                            Ok(h) => h,
+                            Err(e) => {
+                                warn!(dir = %self.dir.display(), error = %e, "damaged batch in a journal record; replay of this log stops");
+                                break 'ops;
+                            }
+                        };
+                        let batch = rest.split_to(h.size);
+                        let next = self.next_offset();
+                        if h.last_offset() < next {
+                            continue;
+                        }
+                        if h.base_offset != next {
+                            warn!(dir = %self.dir.display(), next_offset = next, journal_offset = h.base_offset, "journal records after a gap (never acknowledged) dropped");
+                            break 'ops;
+                        }
+                        self.buffer(batch, &[h])?;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.flush().await?;
+        }
+        Ok(changed)
+    }
+
+    /// After a write error (with the append lock held): reopens the active segment at
+    /// what is durable in it, re-applies the journal's durable records, and returns what
+    /// the replica rebuilds from.
+    pub(super) async fn recover_from_failure(&self) -> LogResult<Recovered> {
+        self.reopen_active().await?;
+        if let Some(journal) = self.journal().cloned() {
+            let reapplied = match journal.read_back(&self.journal_key).await {
+                Ok(ops) => self.apply_journal(ops).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = reapplied {
+                self.state.borrow_mut().failed = true;
+                return Err(e);
+            }
+        }
+        self.recover_current().await
+    }
+
+    /// Makes everything this log has journaled durable in its segments, so the journal
+    /// can let go of it: a sync, or, after a write error, the recovery an append would do.
+    pub(super) async fn checkpoint(&self) -> LogResult<()> {
+        if !self.state.borrow().failed {
+            return self.flush().await;
+        }
+        let _permit = self.lock_appends().await?;
+        if self.state.borrow().failed {
+            // The replica learns of the rebuilt tail at its next append (`reserve`).
+            let recovered = self.recover_from_failure().await?;
+            *self.reopened.borrow_mut() = Some(recovered);
+            return Ok(());
+        }
+        self.flush().await
+    }
+
+    /// Before the log's directory is deleted: the journal drops what it holds for it, so
+    /// that a new log in the same directory never replays it.
+    pub async fn forget(&self) -> LogResult<()> {
+        if let Some(journal) = self.env.journal.as_ref() {
+            journal
+                .append_reset(self, &self.journal_key)?
+                .durable()
+                .await?;
+        }
+        Ok(())
+    }
+}

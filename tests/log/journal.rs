@@ -1,0 +1,238 @@
+//! The shard journal: small durable appends are acknowledged once the journal has them,
+//! before their segment is synced; after a crash each log takes back what its segments
+//! lack, never what a truncation or a deletion took away.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use caudal::io::dma_writer::IoStats;
+use caudal::log::{Journal, JournalOptions, Log, LogConfig, LogEnv};
+use caudal::protocol::record_batch::{
+    check_batch, set_offset_and_epoch, uncompressed_records, Compression,
+};
+use caudal::replica::Partition;
+
+use super::*;
+
+async fn open_journal(dir: &Path, file_bytes: u64) -> Rc<Journal> {
+    let opts = JournalOptions {
+        file_bytes,
+        ..JournalOptions::default()
+    };
+    Journal::open(
+        &dir.join("journal"),
+        opts,
+        Default::default(),
+        Arc::new(IoStats::default()),
+    )
+    .await
+    .unwrap()
+}
+
+fn env(journal: &Rc<Journal>) -> LogEnv {
+    LogEnv {
+        journal: Some(journal.clone()),
+        ..LogEnv::new(16 << 20)
+    }
+}
+
+async fn open_partition(dir: &Path, journal: &Rc<Journal>) -> Rc<Partition> {
+    Partition::open(dir, LogConfig::default(), env(journal), Default::default())
+        .await
+        .unwrap()
+}
+
+fn segment_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn journal_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn acknowledged_small_appends_survive_a_crash_through_the_journal() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let journal = open_journal(&dir, 64 << 20).await;
+        let log = open_partition(&part, &journal).await;
+        let mut sent = Vec::new();
+        for i in 0..200u32 {
+            let b = batch(1, 1000, i as u8, 1000 + i64::from(i), Compression::None);
+            sent.push(b.to_vec());
+            let r = log.append(b).await.unwrap();
+            assert_eq!(r.base_offset, i64::from(i));
+        }
+        // A crash: nothing is closed, buffered segment data is gone with the process.
+        drop(log);
+        drop(journal);
+        let acked: u64 = sent.iter().map(|b| b.len() as u64).sum();
+        assert!(
+            segment_bytes_on_disk(&part) < acked,
+            "the segment alone does not hold what was acknowledged"
+        );
+        let journal = open_journal(&dir, 64 << 20).await;
+        let log = open_partition(&part, &journal).await;
+        journal.recovery_done().await.unwrap();
+        let got = read_all(&log, 0).await;
+        assert_eq!(got.len(), 200);
+        for (i, (base, bytes)) in got.iter().enumerate() {
+            assert_eq!(*base, i as i64);
+            assert_eq!(without_offset(bytes), without_offset(&sent[i]));
+        }
+        let r = log
+            .append(batch(1, 10, 9, 1, Compression::None))
+            .await
+            .unwrap();
+        assert_eq!(r.base_offset, 200);
+    });
+}
+
+/// Appends one 2-record batch at the log end with `epoch` (offsets stamped here).
+async fn append_at(log: &Log, epoch: i32, seed: u8) {
+    let mut b = batch(2, 500, seed, 1, Compression::None);
+    let slot = log.reserve(b.len() as u64, 2, Vec::new).await.unwrap();
+    set_offset_and_epoch(&mut b, slot.next_offset(), epoch);
+    let h = check_batch(&b).unwrap();
+    slot.write(b, &[h]).unwrap().durable(log).await.unwrap();
+}
+
+#[test]
+fn replay_after_a_crash_does_not_undo_a_truncation() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let journal = open_journal(&dir, 64 << 20).await;
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        for seed in 0..10u8 {
+            append_at(&log, 1, seed).await;
+        }
+        log.truncate_suffix(10).await.unwrap();
+        for seed in 100..103u8 {
+            append_at(&log, 2, seed).await;
+        }
+        drop(log);
+        drop(journal);
+        let journal = open_journal(&dir, 64 << 20).await;
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        assert_eq!(log.next_offset(), 16);
+        let mut seeds = Vec::new();
+        let mut from = 0;
+        while from < log.next_offset() {
+            let r = log.read(from, 1 << 20, log.next_offset()).await.unwrap();
+            for b in r.batches {
+                let h = check_batch(&b).unwrap();
+                assert_eq!(h.base_offset, from, "offsets stay contiguous");
+                from = h.last_offset() + 1;
+                // The first record's value is filled with its batch's seed.
+                let records = uncompressed_records(&b).unwrap();
+                seeds.push(records[0].value.as_ref().unwrap()[0]);
+            }
+        }
+        assert_eq!(seeds, vec![0, 1, 2, 3, 4, 100, 101, 102]);
+        assert_eq!(log.epoch_at(10), Some(2));
+    });
+}
+
+#[test]
+fn a_new_log_in_a_deleted_logs_directory_gets_none_of_its_journaled_batches() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let journal = open_journal(&dir, 64 << 20).await;
+        let old = open_partition(&part, &journal).await;
+        for i in 0..5u8 {
+            old.append(batch(1, 100, i, 1, Compression::None))
+                .await
+                .unwrap();
+        }
+        old.close().await.unwrap();
+        old.log().forget().await.unwrap();
+        drop(old);
+        std::fs::remove_dir_all(&part).unwrap();
+        let new = open_partition(&part, &journal).await;
+        new.append(batch(1, 100, 42, 1, Compression::None))
+            .await
+            .unwrap();
+        drop(new);
+        drop(journal);
+        let journal = open_journal(&dir, 64 << 20).await;
+        let new = open_partition(&part, &journal).await;
+        let got = read_all(&new, 0).await;
+        assert_eq!(got.len(), 1, "only the new log's own batch");
+        assert_eq!(new.next_offset(), 1);
+    });
+}
+
+#[test]
+fn journal_files_are_recycled_and_every_append_survives_many_checkpoints() {
+    run(|dir| async move {
+        let journal = open_journal(&dir, 64 << 10).await;
+        let parts: Vec<PathBuf> = (0..3).map(|p| dir.join(format!("t-{p}"))).collect();
+        let mut logs = Vec::new();
+        for p in &parts {
+            logs.push(open_partition(p, &journal).await);
+        }
+        let first_generation = journal.generation();
+        for i in 0..600u32 {
+            let log = &logs[i as usize % 3];
+            log.append(batch(1, 1000, i as u8, 1, Compression::None))
+                .await
+                .unwrap();
+        }
+        assert!(
+            journal.generation() >= first_generation + 8,
+            "the journal moved through its files ({} → {})",
+            first_generation,
+            journal.generation()
+        );
+        assert!(
+            journal_files(&dir).len() <= 4,
+            "checkpointed files are recycled, not kept: {:?}",
+            journal_files(&dir)
+        );
+        drop(logs);
+        drop(journal);
+        let journal = open_journal(&dir, 64 << 10).await;
+        for p in &parts {
+            let log = open_partition(p, &journal).await;
+            assert_eq!(log.next_offset(), 200, "{}", p.display());
+            assert_eq!(read_all(&log, 0).await.len(), 200);
+        }
+    });
+}
+
+#[test]
+fn a_clean_shutdown_leaves_nothing_to_replay() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let journal = open_journal(&dir, 64 << 20).await;
+        let log = open_partition(&part, &journal).await;
+        for i in 0..20u8 {
+            log.append(batch(1, 100, i, 1, Compression::None))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        journal.close().await.unwrap();
+        assert!(journal_files(&dir).is_empty(), "{:?}", journal_files(&dir));
+        drop(log);
+        drop(journal);
+        let journal = open_journal(&dir, 64 << 20).await;
+        let log = open_partition(&part, &journal).await;
+        assert!(log.opened_clean());
+        assert_eq!(log.next_offset(), 20);
+    });
+}
