@@ -236,7 +236,7 @@ impl AppendSlot<'_> {
         let records = records.freeze();
         let mut pending = log.buffer(records.clone(), headers)?;
         match journal {
-            Some(j) => match j.append_batches(log, &log.journal_key, &records) {
+            Some(j) => match j.append_batches(&log.me, &log.journal_key, &records) {
                 Ok(pos) => pending.journal = Some(pos),
                 Err(e) => {
                     // The segment holds bytes the journal does not: drop them at the next

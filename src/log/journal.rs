@@ -28,8 +28,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +45,17 @@ use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};
 use crate::notify::Notify;
 use crate::task::TaskSet;
 
-use super::storage::Log;
 use super::Offset;
+
+/// What the journal needs of a log that wrote into it: to make everything it journaled
+/// durable in its own files, so that the journal can let go of it.
+pub trait Journaled {
+    /// Syncs (or, after a write error, rebuilds and syncs) everything appended so far.
+    fn checkpoint(&self) -> Pin<Box<dyn Future<Output = io::Result<()>> + '_>>;
+}
+
+/// A log as the journal holds it: weakly, so a closed log is simply skipped.
+pub type JournaledRef = Weak<dyn Journaled>;
 
 const VERSION: u16 = 1;
 const HEADER_LEN: usize = 28;
@@ -118,7 +129,7 @@ struct OldFile {
     generation: u64,
     path: PathBuf,
     writer: Rc<DmaWriter>,
-    dirty: Vec<Weak<Log>>,
+    dirty: Vec<JournaledRef>,
 }
 
 struct State {
@@ -126,7 +137,7 @@ struct State {
     path: PathBuf,
     current: Rc<DmaWriter>,
     /// Logs with records in the current file (by address, to add each once).
-    dirty: Vec<Weak<Log>>,
+    dirty: Vec<JournaledRef>,
     dirty_set: HashSet<usize>,
     /// A recycled file already named for the next generation, with its writer.
     spare: Option<(PathBuf, Rc<DmaWriter>)>,
@@ -453,7 +464,7 @@ impl Journal {
     /// position) and moves to the next file when this one is full and a spare is ready.
     pub(super) fn append(
         &self,
-        log: &Log,
+        log: &JournaledRef,
         kind: u8,
         key: &str,
         payload: &[u8],
@@ -462,9 +473,9 @@ impl Journal {
             let mut st = self.state.borrow_mut();
             let record = encode(st.generation, kind, key, payload)?;
             let end = st.current.buffer(&record)?;
-            let addr = log as *const Log as usize;
+            let addr = Weak::as_ptr(log) as *const () as usize;
             if st.dirty_set.insert(addr) {
-                st.dirty.push(log.me.clone());
+                st.dirty.push(log.clone());
             }
             (st.current.clone(), end)
         };
@@ -481,7 +492,7 @@ impl Journal {
     /// Appends batches (the bytes just buffered into `log`'s segment).
     pub(super) fn append_batches(
         &self,
-        log: &Log,
+        log: &JournaledRef,
         key: &str,
         batches: &[u8],
     ) -> io::Result<JournalPos> {
@@ -491,7 +502,7 @@ impl Journal {
     /// Records that `log` dropped every batch from `offset` on.
     pub(super) fn append_truncate(
         &self,
-        log: &Log,
+        log: &JournaledRef,
         key: &str,
         offset: Offset,
     ) -> io::Result<JournalPos> {
@@ -499,7 +510,7 @@ impl Journal {
     }
 
     /// Records that `log`'s directory is being deleted.
-    pub(super) fn append_reset(&self, log: &Log, key: &str) -> io::Result<JournalPos> {
+    pub(super) fn append_reset(&self, log: &JournaledRef, key: &str) -> io::Result<JournalPos> {
         self.append(log, KIND_RESET, key, &[])
     }
 
@@ -542,7 +553,7 @@ impl Journal {
         };
         let _ = current.sync().await;
         current.settle().await;
-        let mut logs: Vec<Weak<Log>> = dirty;
+        let mut logs: Vec<JournaledRef> = dirty;
         for f in &old {
             logs.extend(f.dirty.iter().cloned());
         }
@@ -605,15 +616,15 @@ impl Journal {
 }
 
 /// Syncs the logs still alive, 64 at a time.
-async fn sync_logs(logs: &[Weak<Log>]) -> io::Result<()> {
-    let alive: Vec<Rc<Log>> = logs.iter().filter_map(Weak::upgrade).collect();
+async fn sync_logs(logs: &[JournaledRef]) -> io::Result<()> {
+    let alive: Vec<Rc<dyn Journaled>> = logs.iter().filter_map(Weak::upgrade).collect();
     let mut first_error = None;
     for group in alive.chunks(64) {
         let tasks: Vec<_> = group
             .iter()
             .map(|l| {
                 let l = l.clone();
-                crate::task::spawn(async move { l.checkpoint().await })
+                crate::task::spawn(async move { l.checkpoint().await.map_err(|e| e.to_string()) })
             })
             .collect();
         for t in tasks {
@@ -623,7 +634,7 @@ async fn sync_logs(logs: &[Weak<Log>]) -> io::Result<()> {
         }
     }
     match first_error {
-        Some(e) => Err(io::Error::other(e.to_string())),
+        Some(e) => Err(io::Error::other(e)),
         None => Ok(()),
     }
 }

@@ -2,12 +2,15 @@
 //! segments lack (on open, and after a segment write error), syncing at a checkpoint,
 //! and the reset written before the log's directory is deleted.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use tracing::warn;
 
 use crate::protocol::record_batch::check_batch;
 
 use super::error::LogResult;
-use super::journal::JournalOp;
+use super::journal::{JournalOp, Journaled};
 use super::storage::{Log, Recovered};
 
 impl Log {
@@ -76,7 +79,7 @@ impl Log {
 
     /// Makes everything this log has journaled durable in its segments, so the journal
     /// can let go of it: a sync, or, after a write error, the recovery an append would do.
-    pub(super) async fn checkpoint(&self) -> LogResult<()> {
+    async fn checkpoint_log(&self) -> LogResult<()> {
         if !self.state.borrow().failed {
             return self.flush().await;
         }
@@ -95,10 +98,20 @@ impl Log {
     pub async fn forget(&self) -> LogResult<()> {
         if let Some(journal) = self.env.journal.as_ref() {
             journal
-                .append_reset(self, &self.journal_key)?
+                .append_reset(&self.me, &self.journal_key)?
                 .durable()
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Journaled for Log {
+    fn checkpoint(&self) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + '_>> {
+        Box::pin(async move {
+            self.checkpoint_log()
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
     }
 }

@@ -92,7 +92,7 @@ impl Log {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let log = Rc::new_cyclic(|me| Log {
+        let log = Rc::new_cyclic(|me: &Weak<Log>| Log {
             me: me.clone(),
             journal_key,
             reopened: RefCell::new(None),

@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use crate::task::{Permit, Semaphore, TaskSet};
 use bytes::Bytes;
@@ -120,7 +120,7 @@ pub struct Log {
     /// What a checkpoint rebuilt after a write error, for the replica at its next append.
     pub(super) reopened: RefCell<Option<Recovered>>,
     /// This log, for the journal to sync it at a checkpoint.
-    pub(super) me: Weak<Log>,
+    pub(super) me: super::journal::JournaledRef,
     /// The log's name in the shard's journal: its directory's name.
     pub(super) journal_key: String,
 }

@@ -25,7 +25,7 @@ impl Log {
             // the file changes, so that a replay after a crash never puts them back.
             if offset < self.next_offset() {
                 journal
-                    .append_truncate(self, &self.journal_key, offset)?
+                    .append_truncate(&self.me, &self.journal_key, offset)?
                     .durable()
                     .await?;
             }
