@@ -120,6 +120,12 @@ elif [ -z "${SKIP_LIMITS:-}" ]; then
     taskset -c "$broker_cpus" fio --name=read --directory="$fdir" --filename=qd8.0.0 --direct=1 --rw=read --bs=1M \
         --size="$fio_size" --ioengine=io_uring --iodepth=8 --runtime=60 \
         --output-format=json >"$out/fio-read.json"
+    # A durable round the size of the Java client's batch: what one partition's group
+    # commit is measured against (issue 15). Time-bounded: 16 KiB rounds are slow.
+    echo "bench: fio direct write, 16 KiB, fdatasync each (qd 1)" >&2
+    taskset -c "$broker_cpus" fio --name=round16k --directory="$fdir" --direct=1 --rw=write --bs=16k \
+        --size=256M --ioengine=io_uring --iodepth=1 --fdatasync=1 --runtime="$dur" --time_based \
+        --output-format=json >"$out/fio-round16k.json"
     rm -rf "$fdir"
     echo "bench: iperf3 loopback, ${iperf_secs} s" >&2
     iport="$(free_port 1)"
@@ -133,9 +139,14 @@ elif [ -z "${SKIP_LIMITS:-}" ]; then
         --argjson qd8 "$(fio_mb "$out/fio-qd8.json")" \
         --argjson rd "$(fio_read_mb "$out/fio-read.json")" \
         --argjson lo "$(jq '.end.sum_received.bits_per_second / 8 / 1e6' "$out/iperf3.json")" \
+        --argjson r16 "$(fio_mb "$out/fio-round16k.json")" \
+        --argjson r16p50 "$(jq '.jobs[0] | (.write.clat_ns.percentile["50.000000"] + .sync.lat_ns.percentile["50.000000"]) / 1000' "$out/fio-round16k.json")" \
+        --argjson r16p99 "$(jq '.jobs[0] | (.write.clat_ns.percentile["99.000000"] + .sync.lat_ns.percentile["99.000000"]) / 1000' "$out/fio-round16k.json")" \
         --arg size "$fio_size" \
         '{disk_write_mb_per_sec: $sync, disk_write_qd8_mb_per_sec: $qd8, disk_read_mb_per_sec: $rd,
           loopback_mb_per_sec: $lo,
+          disk_round_16k_mb_per_sec: $r16, disk_round_16k_p50_us: $r16p50, disk_round_16k_p99_us: $r16p99,
+          disk_round_16k_command: "fio --direct=1 --rw=write --bs=16k --ioengine=io_uring --iodepth=1 --fdatasync=1 (round = write + fdatasync; p50 and p99 add the two)",
           disk_write_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=1 --fdatasync=1",
           disk_write_qd8_command: "fio --direct=1 --rw=write --bs=1M --ioengine=io_uring --iodepth=8",
           disk_read_command: ("fio --direct=1 --rw=read --bs=1M --size=" + $size + " --ioengine=io_uring --iodepth=8 (the file the qd 8 write laid out)"),
@@ -328,6 +339,14 @@ lgrun latency e2e --topic "bench-latency-$run_id" --partitions "$parts" \
 fresh_broker
 lgrun small produce --topic "bench-small-$run_id" --partitions "$parts" \
     --message-size 100 --batch-bytes 16384 --acks all --producers 8 --warmup "$warmup" --duration "$dur"
+
+# 3b. one partition in the Java producer's shape (16 KiB batches, 5 requests in flight,
+#     acks=all), flat out: group commit has only the five requests in flight to cover;
+#     compared with fio's 16 KiB write + fdatasync round above (issue 15).
+fresh_broker
+lgrun one-partition produce --topic "bench-one-partition-$run_id" --partitions 1 \
+    --message-size 1024 --batch-bytes 16384 --acks all --producers 1 --max-in-flight 5 \
+    --warmup "$warmup" --duration "$dur"
 
 # 4. catch-up: a backlog larger than the tail cache, read from the start. Caudal is
 #    restarted in between, so nothing of the backlog is in its tail cache.

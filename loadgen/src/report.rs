@@ -30,6 +30,7 @@ pub fn summarize(dir: &Path) -> Result<()> {
     let qd8 = num(&limits["disk_write_qd8_mb_per_sec"]).filter(|_| !in_memory);
     let read = num(&limits["disk_read_mb_per_sec"]).filter(|_| !in_memory);
     let lo = num(&limits["loopback_mb_per_sec"]);
+    let round16k = num(&limits["disk_round_16k_mb_per_sec"]).filter(|_| !in_memory);
     let mut workloads = Map::new();
     let mut curves = Vec::new();
     for (name, _) in WORKLOADS {
@@ -45,6 +46,19 @@ pub fn summarize(dir: &Path) -> Result<()> {
         }
         if let Some(l) = lo.filter(|l| *l > 0.0) {
             r["ratio_to_loopback"] = json!(mb / l);
+        }
+        // One partition's durable rounds, against the disk's own 16 KiB round (issue 15).
+        if let Some(d) = round16k.filter(|d| *d > 0.0 && name == "one-partition") {
+            r["ratio_to_disk_round_16k"] = json!(mb / d);
+            if let Some(p50) = num(&r["latency_us"]["p50"]) {
+                r["ack_p50_to_disk_round_16k_p50"] =
+                    json!(num(&limits["disk_round_16k_p50_us"]).map(|d| p50 / d));
+            }
+        }
+        if let Some(p99) = num(&r["e2e_latency_us"]["p99"]).filter(|_| name == "latency") {
+            if let Some(d) = num(&limits["disk_round_16k_p99_us"]).filter(|d| *d > 0.0) {
+                r["e2e_p99_to_disk_round_16k_p99"] = json!(p99 / d);
+            }
         }
         // Only catch-up reads from disk; its target is a share of raw direct-I/O reads.
         if let Some(d) = read.filter(|d| *d > 0.0 && name == "catch-up") {
@@ -118,6 +132,7 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
             ("disk_write_mb_per_sec", "disk_write_command"),
             ("disk_write_qd8_mb_per_sec", "disk_write_qd8_command"),
             ("disk_read_mb_per_sec", "disk_read_command"),
+            ("disk_round_16k_mb_per_sec", "disk_round_16k_command"),
             ("loopback_mb_per_sec", "loopback_command"),
         ] {
             // Older runs did not measure every limit.
@@ -130,6 +145,15 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
                 k.trim_end_matches("_mb_per_sec").replace('_', " "),
                 limits[c].as_str().unwrap_or(""),
                 num(&limits[k]).map_or("–".into(), fmt_num)
+            );
+        }
+        if let (Some(p50), Some(p99)) = (
+            num(&limits["disk_round_16k_p50_us"]),
+            num(&limits["disk_round_16k_p99_us"]),
+        ) {
+            let _ = writeln!(
+                out,
+                "\n16 KiB write + fdatasync round at queue depth 1: p50 {p50:.0} µs, p99 {p99:.0} µs."
             );
         }
         out.push('\n');

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::plot::parse_hgrm;
 
 /// The standard suite, in order, with what each measures.
-pub const WORKLOADS: [(&str, &str); 6] = [
+pub const WORKLOADS: [(&str, &str); 7] = [
     (
         "throughput",
         "1 KiB messages, batches up to 1 MiB, acks=all, 2 producers, flat out",
@@ -21,6 +21,10 @@ pub const WORKLOADS: [(&str, &str); 6] = [
     (
         "small",
         "100 B messages, 16 KiB batches, acks=all, 8 producers, flat out",
+    ),
+    (
+        "one-partition",
+        "1 KiB messages, 16 KiB batches, 5 requests in flight, acks=all, 1 partition, 1 producer, flat out",
     ),
     (
         "catch-up",
