@@ -40,12 +40,16 @@ pub mod magic {
     /// `<segment>.snapshot` producer-state snapshots, also the replica state inside a
     /// clean-shutdown marker (`replica::producer_state`).
     pub const PRODUCER_SNAPSHOT: [u8; 4] = *b"CDPS";
-    /// Each record of a shard's `journal-shard-<k>/<generation>.journal` (`log::journal`).
+    /// Each record of a shard's `__journal-shard-<k>/<generation>.journal` (`log::journal`).
     pub const JOURNAL: [u8; 4] = *b"CDJL";
+    /// `<segment>.raftindex`: a sealed segment's raft index → (term, offset) table
+    /// (`log::raft_index`).
+    pub const RAFT_INDEX: [u8; 4] = *b"CRIX";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 9] = [
+    pub const ALL: [[u8; 4]; 10] = [
         JOURNAL,
+        RAFT_INDEX,
         METADATA_LOG,
         PRODUCER_IDS,
         OFFSET_INDEX,
