@@ -177,6 +177,9 @@ pub async fn dispatch(
     mut frame: Bytes,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<Outcome, FrameError> {
+    // The whole frame, so that Produce can take its record batches over without copying
+    // them once nothing else refers to it (`handlers::produce::handle_frame`).
+    let whole = frame.clone();
     let (key, header) = match admit(&mut frame)? {
         Admitted::Request(key, header) => (key, header),
         Admitted::OldApiVersions(id, _) => {
@@ -184,14 +187,41 @@ pub async fn dispatch(
         }
     };
     let started = std::time::Instant::now();
+    let header = if key == ApiKey::Produce {
+        detached(header)
+    } else {
+        header
+    };
     let ctx = RequestContext::new(shard, header, peer);
     let outcome = if legacy::handles(key, ctx.version()) {
+        drop(whole);
         legacy::handle(&ctx, key, frame).await?
+    } else if key == ApiKey::Produce {
+        let id = ctx.header.correlation_id;
+        let version = ctx.version();
+        let request = ProduceRequest::decode(&mut frame, version).map_err(malformed)?;
+        drop(frame);
+        handlers::produce::handle_frame(&ctx, request, whole)
+            .await
+            .respond(id, version)?
     } else {
+        drop(whole);
         handle_current(&ctx, key, &mut frame).await?
     };
     shard.stats.request_done(key as i16, started.elapsed());
     Ok(outcome)
+}
+
+/// A header that holds no slice of its frame (the client id and tagged fields copied),
+/// so that the frame can be taken over by its request's handler.
+fn detached(mut header: RequestHeader) -> RequestHeader {
+    header.client_id = header
+        .client_id
+        .map(|c| kafka_protocol::protocol::StrBytes::from_string(c.to_string()));
+    for v in header.unknown_tagged_fields.values_mut() {
+        *v = Bytes::copy_from_slice(v);
+    }
+    header
 }
 
 /// Decodes a request frame (without its size prefix) exactly as `dispatch` would, and

@@ -1,8 +1,9 @@
 //! Produce: validate and append each partition's batches on the ctx that owns it.
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::context::RequestContext;
 use crate::dispatch::respond::Reply;
@@ -10,22 +11,117 @@ use crate::error::{replica_error_code, ErrorCode};
 use crate::replica::AppendResult;
 use crate::shard::state::ShardStats;
 
-/// Handles Produce. Silent for acks=0, which Kafka never answers.
+/// A topic's partitions, each with its record batches (`None`: the request had none).
+type Partitions = Vec<(i32, Option<BytesMut>)>;
+
+/// A Produce request's partitions with their record batches taken out, ready to append.
+struct Plan {
+    acks: i16,
+    topics: Vec<(TopicName, Partitions)>,
+}
+
+/// Handles Produce from a decoded request whose frame may be shared: each partition's
+/// batches are copied out to be stamped with offsets.
 pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<ProduceResponse> {
-    ShardStats::add(&ctx.stats().produce_requests, 1);
+    let plan = Plan {
+        acks: request.acks,
+        topics: request
+            .topic_data
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partition_data
+                    .into_iter()
+                    .map(|p| (p.index, p.records.map(|r| BytesMut::from(&r[..]))))
+                    .collect();
+                (t.name, parts)
+            })
+            .collect(),
+    };
+    run(ctx, plan).await
+}
+
+/// Handles Produce decoded from `whole`, the request's frame: once the request is taken
+/// apart, `whole` is the frame's only owner, and a single partition's batches are split
+/// out of it in place — stamped there, cached from there, and copied only into the
+/// segment's DMA chunk. Requests for several partitions (and frames something else
+/// still holds) have each partition's batches copied out.
+pub async fn handle_frame(
+    ctx: &RequestContext<'_>,
+    mut request: ProduceRequest,
+    whole: Bytes,
+) -> Reply<ProduceResponse> {
     let acks = request.acks;
+    let topic_data = std::mem::take(&mut request.topic_data);
+    // The rest (a transactional id, tagged fields) may also be slices of the frame.
+    drop(request);
+    let base = whole.as_ptr() as usize;
+    // Where each partition's batches sit in the frame, by position; names are copied so
+    // the response holds no slice of it.
+    let mut ranges: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let mut topics = Vec::with_capacity(topic_data.len());
+    for (ti, t) in topic_data.into_iter().enumerate() {
+        let name = TopicName(StrBytes::from_string(t.name.0.to_string()));
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            let records = match p.records {
+                None => None,
+                Some(r) => {
+                    let at = (r.as_ptr() as usize)
+                        .checked_sub(base)
+                        .filter(|at| at + r.len() <= whole.len() && !r.is_empty());
+                    match at {
+                        Some(at) => {
+                            ranges.push((at, r.len(), ti, pi));
+                            Some(BytesMut::new())
+                        }
+                        None => Some(BytesMut::from(&r[..])),
+                    }
+                }
+            };
+            parts.push((p.index, records));
+        }
+        topics.push((name, parts));
+    }
+    // Only a request for one partition is taken over: the tail cache keeps a batch until
+    // it is on disk, and a slice keeps its whole frame alive, so one slow partition of a
+    // many-partition request would pin every other partition's bytes with it.
+    let taken = match (ranges.as_slice(), whole.try_into_mut()) {
+        (&[(at, len, ti, pi)], Ok(mut rest)) => {
+            rest.advance(at);
+            topics[ti].1[pi].1 = Some(rest.split_to(len));
+            None
+        }
+        (_, Ok(all)) => Some(all.freeze()),
+        (_, Err(shared)) => Some(shared),
+    };
+    if let Some(frame) = taken {
+        if !ranges.is_empty() {
+            ShardStats::add(&ctx.stats().produce_copied, 1);
+        }
+        for &(at, len, ti, pi) in &ranges {
+            topics[ti].1[pi].1 = Some(BytesMut::from(&frame[at..at + len]));
+        }
+    }
+    let plan = Plan { acks, topics };
+    run(ctx, plan).await
+}
+
+/// Appends every partition's batches. Silent for acks=0, which Kafka never answers.
+async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
+    ShardStats::add(&ctx.stats().produce_requests, 1);
+    let acks = plan.acks;
     let acks_valid = (-1..=1).contains(&acks);
     // Start every partition's append before awaiting any, so they share fsyncs.
     let mut pending = Vec::new();
-    for topic in request.topic_data {
-        let name = topic.name.0.to_string();
+    for (topic_name, partitions) in plan.topics {
+        let name = topic_name.0.to_string();
         let mut parts = Vec::new();
-        for p in topic.partition_data {
-            let index = p.index;
+        for (index, records) in partitions {
             let outcome = if !acks_valid {
                 Err(ErrorCode::InvalidRequiredAcks)
             } else {
-                match (ctx.partition(&name, index), p.records) {
+                match (ctx.partition(&name, index), records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
                     (Ok(partition), Some(records)) => {
@@ -33,7 +129,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
                         let stats = ctx.stats().clone();
                         Ok(crate::task::spawn(async move {
                             let metrics = &partition.metrics;
-                            let r = partition.replica.append(BytesMut::from(&records[..])).await;
+                            let r = partition.replica.append(records).await;
                             if let Ok(a) = &r {
                                 if !a.duplicate {
                                     ShardStats::add(&stats.produce_bytes, bytes);
@@ -52,7 +148,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<
             };
             parts.push((index, outcome));
         }
-        pending.push((topic.name, parts));
+        pending.push((topic_name, parts));
     }
     let mut responses = Vec::with_capacity(pending.len());
     for (name, parts) in pending {

@@ -36,6 +36,13 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     );
     counter(
         &mut out,
+        "caudal_produce_requests_copied_total",
+        "Produce requests whose record batches were copied out of the request (those for several partitions; one partition's are stamped and cached in place).",
+        "counter",
+        &|s| load(&s.produce_copied),
+    );
+    counter(
+        &mut out,
         "caudal_fetch_requests_total",
         "Fetch requests handled.",
         "counter",

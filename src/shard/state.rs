@@ -49,6 +49,9 @@ pub struct ShardStats {
     pub produce_requests: AtomicU64,
     /// Record batch bytes appended.
     pub produce_bytes: AtomicU64,
+    /// Produce requests whose batches were copied out of their frame (several
+    /// partitions, or something else still held it) rather than taken over in place.
+    pub produce_copied: AtomicU64,
     /// Fetch requests handled.
     pub fetch_requests: AtomicU64,
     /// Record batch bytes returned by fetches.
@@ -76,6 +79,7 @@ impl ShardStats {
             registry: Registry::default(),
             produce_requests: AtomicU64::new(0),
             produce_bytes: AtomicU64::new(0),
+            produce_copied: AtomicU64::new(0),
             fetch_requests: AtomicU64::new(0),
             fetch_bytes: AtomicU64::new(0),
             not_leader: AtomicU64::new(0),

@@ -76,6 +76,17 @@ fn metrics_move_with_produce_and_fetch_and_parse_as_prometheus_text() {
 
     let text = scrape(maddr);
     let after = parse(&text);
+    for shard in ["0", "1"] {
+        assert_eq!(
+            value(
+                &after,
+                "caudal_produce_requests_copied_total",
+                &[("shard", shard)]
+            ),
+            0.0,
+            "produce batches are stamped and cached in their request's buffer, not copied out"
+        );
+    }
     for p in 0..2 {
         let p = p.to_string();
         let labels = [("topic", "watched"), ("partition", p.as_str())];
