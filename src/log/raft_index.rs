@@ -132,8 +132,12 @@ impl RaftIndex {
 
     /// The Kafka offset the next data entry starts at.
     pub fn next_offset(&self) -> Offset {
-        self.rows
-            .iter()
+        self.offset_after(&self.rows)
+    }
+
+    /// The offset after the last data entry of `rows` (a prefix of the table's rows).
+    fn offset_after(&self, rows: &[Row]) -> Offset {
+        rows.iter()
             .rev()
             .find_map(|r| match r.kind {
                 EntryKind::Data { last_offset } => Some(last_offset + 1),
@@ -166,20 +170,10 @@ impl RaftIndex {
         let row = self.rows.get(i)?;
         Some(match &row.kind {
             EntryKind::RaftOnly { payload } => Located::RaftOnly(payload.clone()),
-            EntryKind::Data { last_offset } => {
-                let first = self.rows[..i]
-                    .iter()
-                    .rev()
-                    .find_map(|r| match r.kind {
-                        EntryKind::Data { last_offset } => Some(last_offset + 1),
-                        EntryKind::RaftOnly { .. } => None,
-                    })
-                    .unwrap_or(self.start_offset);
-                Located::Records {
-                    first,
-                    last: *last_offset,
-                }
-            }
+            EntryKind::Data { last_offset } => Located::Records {
+                first: self.offset_after(&self.rows[..i]),
+                last: *last_offset,
+            },
         })
     }
 
@@ -248,14 +242,7 @@ impl RaftIndex {
             return false;
         }
         let drop = (index - self.first_index()) as usize;
-        let new_start = self.rows[..drop]
-            .iter()
-            .rev()
-            .find_map(|r| match r.kind {
-                EntryKind::Data { last_offset } => Some(last_offset + 1),
-                EntryKind::RaftOnly { .. } => None,
-            })
-            .unwrap_or(self.start_offset);
+        let new_start = self.offset_after(&self.rows[..drop]);
         let prior = &self.rows[drop - 1];
         self.prior_index = prior.index;
         self.prior_term = prior.term;
@@ -410,24 +397,15 @@ mod tests {
                             .unwrap();
                         model.entries.push((index, term, Some(n), Vec::new()));
                     }
-                    6 => {
-                        // An election: a new term starts with an empty raft-only entry.
-                        term += 1;
-                        let index = table.last_index() + 1;
-                        table
-                            .append(Row {
-                                index,
-                                term,
-                                kind: EntryKind::RaftOnly {
-                                    payload: Vec::new(),
-                                },
-                            })
-                            .unwrap();
-                        model.entries.push((index, term, None, Vec::new()));
-                    }
-                    7 => {
-                        let payload: Vec<u8> =
-                            (0..rng.gen_range(1..8)).map(|_| rng.gen()).collect();
+                    6 | 7 => {
+                        // An election (a new term starts with an empty raft-only entry)
+                        // or a configuration change (a raft-only entry with a payload).
+                        let payload: Vec<u8> = if rng.gen_bool(0.5) {
+                            term += 1;
+                            Vec::new()
+                        } else {
+                            (0..rng.gen_range(1..8)).map(|_| rng.gen()).collect()
+                        };
                         let index = table.last_index() + 1;
                         table
                             .append(Row {

@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use caudal::io::dma_writer::IoStats;
 use caudal::log::{Journal, JournalOptions, Log, LogConfig, LogEnv};
-use caudal::protocol::record_batch::{
-    check_batch, set_offset_and_epoch, uncompressed_records, Compression,
-};
+use caudal::protocol::record_batch::{check_batch, uncompressed_records, Compression};
 use caudal::replica::Partition;
 
 use super::*;
@@ -96,15 +94,6 @@ fn acknowledged_small_appends_survive_a_crash_through_the_journal() {
             .unwrap();
         assert_eq!(r.base_offset, 200);
     });
-}
-
-/// Appends one 2-record batch at the log end with `epoch` (offsets stamped here).
-async fn append_at(log: &Log, epoch: i32, seed: u8) {
-    let mut b = batch(2, 500, seed, 1, Compression::None);
-    let slot = log.reserve(b.len() as u64, 2, Vec::new).await.unwrap();
-    set_offset_and_epoch(&mut b, slot.next_offset(), epoch);
-    let h = check_batch(&b).unwrap();
-    slot.write(b, &[h]).unwrap().durable(log).await.unwrap();
 }
 
 #[test]

@@ -96,6 +96,16 @@ pub async fn read_all(log: &Partition, mut from: i64) -> Vec<(i64, Vec<u8>)> {
     }
 }
 
+/// Appends one 2-record batch of 1,000-byte values at the log end with `epoch`, as a
+/// follower would: the offsets and epoch are already in the batch.
+pub async fn append_at(log: &caudal::log::Log, epoch: i32, seed: u8) {
+    let mut b = batch(2, 1000, seed, 1, Compression::None);
+    let slot = log.reserve(b.len() as u64, 2, Vec::new).await.unwrap();
+    caudal::protocol::record_batch::set_offset_and_epoch(&mut b, slot.next_offset(), epoch);
+    let h = check_batch(&b).unwrap();
+    slot.write(b, &[h]).unwrap().durable(log).await.unwrap();
+}
+
 /// The batch bytes with the base offset field zeroed, for comparing with what was sent.
 pub fn without_offset(b: &[u8]) -> Vec<u8> {
     let mut v = b.to_vec();

@@ -1,9 +1,7 @@
 use std::rc::Rc;
 
 use caudal::log::{Log, LogConfig, LogEnv};
-use caudal::protocol::record_batch::{
-    check_batch, set_offset_and_epoch, set_producer, Compression,
-};
+use caudal::protocol::record_batch::{check_batch, set_producer, Compression};
 
 use super::*;
 
@@ -12,16 +10,6 @@ fn small_segments() -> LogConfig {
         segment_bytes: 5_000,
         ..LogConfig::default()
     }
-}
-
-/// Appends one 2-record batch at the log end with `epoch`, as a follower would: the
-/// offsets and epoch are already in the batch.
-async fn append_at(log: &Log, epoch: i32, seed: u8) {
-    let mut b = batch(2, 1000, seed, 1, Compression::None);
-    let slot = log.reserve(b.len() as u64, 2, Vec::new).await.unwrap();
-    set_offset_and_epoch(&mut b, slot.next_offset(), epoch);
-    let h = check_batch(&b).unwrap();
-    slot.write(b, &[h]).unwrap().durable(log).await.unwrap();
 }
 
 async fn open_log(dir: &std::path::Path) -> Rc<Log> {
