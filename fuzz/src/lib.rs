@@ -47,6 +47,18 @@ pub const MAX_REQUEST: usize = 100 << 20;
 /// short inputs already produce index entries.
 const INDEX_INTERVAL: u64 = 64;
 
+/// The raft message decoder (`caudal::replica::raft_message`): never panics, and what
+/// it accepts encodes back to the same bytes (the layout has one encoding per message).
+pub fn raft_message(data: &[u8]) {
+    if let Ok(m) = caudal::replica::raft_message::decode(data) {
+        assert_eq!(
+            caudal::replica::raft_message::encode(&m),
+            data,
+            "a decoded raft message re-encodes to its bytes"
+        );
+    }
+}
+
 /// The frame reader and every request decoder.
 pub fn frame(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {

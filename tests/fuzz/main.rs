@@ -22,10 +22,11 @@ use caudal::protocol::record_batch::check_batch;
 type Check = fn(&[u8]);
 
 /// The targets, by the name of their corpus directory.
-const TARGETS: [(&str, Check); 3] = [
+const TARGETS: [(&str, Check); 4] = [
     ("frame", checks::frame),
     ("record_batch", checks::record_batch),
     ("disk_parsers", checks::disk_parsers),
+    ("raft_message", checks::raft_message),
 ];
 
 /// Random mutations per seed, on top of the length-field sweep.

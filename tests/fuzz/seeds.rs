@@ -700,10 +700,100 @@ fn metadata_log_v1() -> Vec<u8> {
     out
 }
 
+/// Seeds of the `raft_message` target: raft messages in Caudal's framing.
+pub fn raft_seeds() -> Vec<Seed> {
+    use caudal::replica::raft_message::encode;
+    use raft::eraftpb::{
+        ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+    };
+    let batch = build_batch(
+        0,
+        1_700_000_000_000,
+        &[b"raft", b"entry"],
+        Compression::None,
+    );
+    let entries: Vec<Entry> = vec![
+        Entry {
+            entry_type: EntryType::EntryNormal,
+            term: 3,
+            index: 41,
+            ..Entry::default()
+        },
+        Entry {
+            entry_type: EntryType::EntryNormal,
+            term: 3,
+            index: 42,
+            data: Bytes::from(batch),
+            ..Entry::default()
+        },
+    ];
+    let mut append = Message {
+        msg_type: MessageType::MsgAppend,
+        to: 2,
+        from: 1,
+        term: 3,
+        log_term: 2,
+        index: 40,
+        commit: 39,
+        ..Message::default()
+    };
+    append.entries = entries.into();
+    let heartbeat = Message {
+        msg_type: MessageType::MsgHeartbeat,
+        to: 3,
+        from: 1,
+        term: 3,
+        commit: 42,
+        context: Bytes::from_static(b"ctx"),
+        ..Message::default()
+    };
+    let rejected = Message {
+        msg_type: MessageType::MsgRequestVoteResponse,
+        to: 1,
+        from: 2,
+        term: 4,
+        reject: true,
+        reject_hint: 17,
+        priority: -1,
+        ..Message::default()
+    };
+    let mut md = SnapshotMetadata {
+        index: 100,
+        term: 5,
+        ..SnapshotMetadata::default()
+    };
+    md.set_conf_state(ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+        auto_leave: true,
+        ..ConfState::default()
+    });
+    let mut snap = Snapshot {
+        data: Bytes::from_static(b"snapshot"),
+        ..Snapshot::default()
+    };
+    snap.set_metadata(md);
+    let mut snapshot = Message {
+        msg_type: MessageType::MsgSnapshot,
+        to: 4,
+        from: 1,
+        term: 5,
+        ..Message::default()
+    };
+    snapshot.set_snapshot(snap);
+    vec![
+        ("raft_message", "append".into(), encode(&append)),
+        ("raft_message", "heartbeat".into(), encode(&heartbeat)),
+        ("raft_message", "vote-rejected".into(), encode(&rejected)),
+        ("raft_message", "snapshot".into(), encode(&snapshot)),
+    ]
+}
+
 /// Every seed of every target.
 pub fn all() -> Vec<Seed> {
     let mut out = frame_seeds();
     out.extend(batch_seeds());
     out.extend(disk_seeds());
+    out.extend(raft_seeds());
     out
 }
