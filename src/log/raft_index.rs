@@ -146,6 +146,15 @@ impl RaftIndex {
             .unwrap_or(self.start_offset)
     }
 
+    /// The offset after the data entries up to and including entry `index` (the high
+    /// watermark when `index` is the commit index); the table's end past its last entry.
+    pub fn end_offset_at(&self, index: u64) -> Offset {
+        let upto = index
+            .saturating_sub(self.prior_index)
+            .min(self.rows.len() as u64);
+        self.offset_after(&self.rows[..upto as usize])
+    }
+
     /// The rows, oldest first.
     pub fn rows(&self) -> &[Row] {
         &self.rows

@@ -56,6 +56,13 @@ pub(super) async fn read_bytes(
 }
 
 impl Log {
+    /// Whole batches from the one holding `from` up to about `max_bytes`, not past `end`,
+    /// if the tail cache holds them all; never waits for the disk (raft reads entries
+    /// synchronously, and asks again later for what is only on disk).
+    pub fn read_cached(&self, from: Offset, end: Offset, max_bytes: usize) -> Option<Vec<Bytes>> {
+        self.state.borrow().tail.read(from, end, max_bytes)
+    }
+
     /// Reads whole batches from the one holding `from`, up to about `max_bytes` and
     /// not past `end` (the replica's high watermark: what readers may see). At least one
     /// batch is returned when any is available, as Kafka does.

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod partition;
 pub mod producer_state;
+pub mod raft_log;
 pub mod raft_message;
 
 pub use error::{ReplicaError, ReplicaResult};

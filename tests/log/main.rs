@@ -8,6 +8,7 @@ mod group_commit;
 mod idempotence;
 mod index_rebuild;
 mod journal;
+mod raft_group;
 mod retention;
 mod roll;
 mod round_trip;
