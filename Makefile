@@ -38,9 +38,11 @@ test-go: build
 test-java: build client-deps
 	CAUDAL_BIN=$(CURDIR)/target/debug/caudal bash tests/java/run.sh
 
-# The long crash loop: 20 SIGKILLs under load (the short form runs in `make test`).
+# The long crash loop: 20 SIGKILLs under load, and 5,000 seeded raft schedules over a
+# faulty simulated network (the short forms run in `make test`).
 soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
+	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
 
 # Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
 # and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).

@@ -5,12 +5,14 @@
 //! of the log ends — and raft-only entries (a new leader's empty entry, configuration
 //! changes) become rows of the table only, so Kafka offsets stay contiguous.
 //!
-//! Reads are synchronous, as raft-rs asks: an entry whose batches have left the tail
-//! cache is answered `LogTemporarilyUnavailable` (when raft allows it) for the caller to
-//! fetch and retry. This part keeps the table, HardState and ConfState in memory; making
+//! Reads are synchronous, as raft-rs asks: recent entries are kept in memory (all that
+//! are not yet applied, and up to 8 MiB more); an older entry is answered
+//! `LogTemporarilyUnavailable` (when raft allows it) for the caller to fetch from disk
+//! and retry (the fetch comes with the cluster data path, issue 17). This part keeps the table, HardState and ConfState in memory; making
 //! them durable through the shard journal is the next step of issue 16.
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -40,11 +42,20 @@ pub enum RaftLogError {
     },
 }
 
+/// Bytes of recent data entries a group keeps in memory beyond what it must (entries
+/// not yet applied are always kept: raft reads them synchronously to apply them).
+const RECENT_BYTES: usize = 8 << 20;
+
 /// A raft group's log and state over one partition log.
 pub struct RaftLog {
     log: Rc<Log>,
     table: RefCell<RaftIndex>,
     state: RefCell<RaftState>,
+    /// Recent data entries as stamped (raft index, bytes): the tail cache only holds
+    /// batches until they are written, and raft reads entries synchronously.
+    recent: RefCell<VecDeque<(u64, Bytes)>>,
+    recent_bytes: Cell<usize>,
+    applied: Cell<u64>,
 }
 
 /// The entry type of a raft-only entry, as the first byte of its table payload.
@@ -76,7 +87,48 @@ impl RaftLog {
             log,
             table: RefCell::new(table),
             state: RefCell::new(state),
+            recent: RefCell::new(VecDeque::new()),
+            recent_bytes: Cell::new(0),
+            applied: Cell::new(0),
         }
+    }
+
+    /// Records that entries up to `index` are applied: older recent entries may go.
+    pub fn set_applied(&self, index: u64) {
+        self.applied.set(self.applied.get().max(index));
+        self.trim_recent();
+    }
+
+    fn trim_recent(&self) {
+        let mut recent = self.recent.borrow_mut();
+        while self.recent_bytes.get() > RECENT_BYTES {
+            match recent.front() {
+                Some((index, data)) if *index <= self.applied.get() => {
+                    self.recent_bytes.set(self.recent_bytes.get() - data.len());
+                    recent.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Drops recent entries from `index` on (a truncated suffix).
+    fn forget_recent_from(&self, index: u64) {
+        let mut recent = self.recent.borrow_mut();
+        while recent.back().is_some_and(|(i, _)| *i >= index) {
+            if let Some((_, data)) = recent.pop_back() {
+                self.recent_bytes.set(self.recent_bytes.get() - data.len());
+            }
+        }
+    }
+
+    fn recent_entry(&self, index: u64) -> Option<Bytes> {
+        let recent = self.recent.borrow();
+        let at = recent.partition_point(|(i, _)| *i < index);
+        recent
+            .get(at)
+            .filter(|(i, _)| *i == index)
+            .map(|(_, d)| d.clone())
     }
 
     /// The partition log.
@@ -107,6 +159,7 @@ impl RaftLog {
     pub async fn append(&self, entries: &[Entry]) -> Result<(), RaftLogError> {
         for e in entries {
             if e.index <= self.table.borrow().last_index() {
+                self.forget_recent_from(e.index);
                 let cut = self.table.borrow_mut().truncate_from(e.index);
                 if cut < self.log.next_offset() {
                     self.log.truncate_suffix(cut).await?;
@@ -155,9 +208,14 @@ impl RaftLog {
             .log
             .reserve(data.len() as u64, next - base, Vec::new)
             .await?;
+        let stamped = data.clone().freeze();
         let pending = slot.write(data, &headers)?;
         drop(slot);
         pending.durable(&self.log).await?;
+        self.recent_bytes
+            .set(self.recent_bytes.get() + stamped.len());
+        self.recent.borrow_mut().push_back((e.index, stamped));
+        self.trim_recent();
         Ok(next - 1)
     }
 
@@ -170,6 +228,10 @@ impl RaftLog {
                 Some((&ty, rest)) => (entry_type_of(ty), Bytes::copy_from_slice(rest)),
                 None => (EntryType::EntryNormal, Bytes::new()),
             },
+            Some(Located::Records { .. }) if self.recent_entry(index).is_some() => (
+                EntryType::EntryNormal,
+                self.recent_entry(index).unwrap_or_default(),
+            ),
             Some(Located::Records { first, last }) => {
                 let Some(batches) = self.log.read_cached(first, last + 1, usize::MAX) else {
                     return Err(raft::Error::Store(if can_async {

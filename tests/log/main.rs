@@ -9,6 +9,7 @@ mod idempotence;
 mod index_rebuild;
 mod journal;
 mod raft_group;
+mod raft_sim;
 mod retention;
 mod roll;
 mod round_trip;
