@@ -3,8 +3,9 @@
 //! partitions replicas from each other. Messages cross Caudal's wire framing. After
 //! each schedule heals: every replica's log is byte-identical up to the commit point,
 //! offsets are contiguous from 0, and every batch committed at any time is still there.
-//! 200 schedules run by default (15 s optimised, 45 s in a debug build); `RAFT_SIM_SEEDS=n` runs more (`make soak`:
-//! 5,000); a failing seed is printed and replays with `RAFT_SIM_SEED=s`.
+//! 200 schedules run by default (15 s optimised, 45 s in a debug build);
+//! `RAFT_SIM_SEEDS=n` runs more (`make soak`: 5,000); a failing seed is printed and
+//! replays with `RAFT_SIM_SEED=s`.
 
 use std::collections::BTreeMap;
 
