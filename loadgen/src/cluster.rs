@@ -85,7 +85,7 @@ async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32)> 
 
 /// Reads the topic's metadata, creating the topic with `partitions` partitions (and the
 /// given topic configs) first if it does not exist, and waits (up to 15 s) until every
-/// partition has a leader.
+/// partition has a leader, and, for a topic it created, until every leader serves it.
 pub async fn load_topology(
     bootstrap: &str,
     client_id: &str,
@@ -108,7 +108,20 @@ pub async fn load_topology(
                     "caudal-loadgen: topic {topic} exists with {count} partitions (asked for {partitions}); using {count}"
                 );
             }
-            return Ok(topo);
+            // Kafka names a new partition's leader in its metadata before that broker
+            // serves it (NOT_LEADER_OR_FOLLOWER for a while; seconds for 1,000
+            // partitions on one core): wait until every leader answers for its
+            // partitions, as a client's retries would.
+            if !created {
+                return Ok(topo);
+            }
+            match list_offsets(&topo, client_id, topic, &topo.partitions(), LATEST).await {
+                Ok(_) => return Ok(topo),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("topic {topic}: leaders not serving after 15 s: {e:#}")
+                }
+                Err(_) => {}
+            }
         }
         if err == 3 && create && !created {
             create_topic(&mut conn, topic, partitions, configs).await?;
