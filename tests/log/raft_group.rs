@@ -15,7 +15,9 @@ use raft::{Config, RawNode, StateRole, Storage};
 
 use super::*;
 
-async fn replica(dir: &std::path::Path, id: u64) -> RawNode<RaftLog> {
+/// Replica `id` of a group of `voters`, its log in `dir/replica-<id>` (pre-vote and
+/// check-quorum on, as the cluster will run them).
+pub async fn replica(dir: &std::path::Path, id: u64, voters: &[u64]) -> RawNode<RaftLog> {
     let (log, _) = Log::open(
         &dir.join(format!("replica-{id}")),
         LogConfig::default(),
@@ -26,14 +28,14 @@ async fn replica(dir: &std::path::Path, id: u64) -> RawNode<RaftLog> {
     let config = Config {
         id,
         election_tick: 10,
-        heartbeat_tick: 3,
+        heartbeat_tick: 2,
         pre_vote: true,
         check_quorum: true,
         ..Config::default()
     };
     config.validate().unwrap();
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    RawNode::new(&config, RaftLog::new(log, vec![1, 2, 3]), &logger).unwrap()
+    RawNode::new(&config, RaftLog::new(log, voters.to_vec()), &logger).unwrap()
 }
 
 /// Handles every replica's ready once: persists, records the hard state, queues the
@@ -79,7 +81,7 @@ fn three_replicas_agree_on_a_log_whose_offsets_start_at_zero_and_stay_contiguous
     run(|dir| async move {
         let mut nodes = Vec::new();
         for id in 1..=3 {
-            nodes.push(replica(&dir, id).await);
+            nodes.push(replica(&dir, id, &[1, 2, 3]).await);
         }
         let mut wire = VecDeque::new();
         nodes[0].campaign().unwrap();

@@ -9,36 +9,15 @@
 
 use std::collections::BTreeMap;
 
-use caudal::log::{Log, LogConfig, LogEnv};
 use caudal::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
-use caudal::replica::raft_log::RaftLog;
 use caudal::replica::raft_message::{decode, encode};
 use raft::eraftpb::Message;
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::{StateRole, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::raft_group::replica;
 use super::*;
-
-async fn replica(dir: &std::path::Path, id: u64, voters: &[u64]) -> RawNode<RaftLog> {
-    let (log, _) = Log::open(
-        &dir.join(format!("replica-{id}")),
-        LogConfig::default(),
-        LogEnv::new(16 << 20),
-    )
-    .await
-    .unwrap();
-    let config = Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 2,
-        pre_vote: true,
-        check_quorum: true,
-        ..Config::default()
-    };
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
-    RawNode::new(&config, RaftLog::new(log, voters.to_vec()), &logger).unwrap()
-}
 
 /// The network between replicas: messages in flight with the step they may arrive at.
 struct Net {
