@@ -20,25 +20,11 @@ struct Plan {
     topics: Vec<(TopicName, Partitions)>,
 }
 
-/// Handles Produce from a decoded request whose frame may be shared: each partition's
-/// batches are copied out to be stamped with offsets.
+/// Handles Produce from a decoded request without its frame (the API table's entry;
+/// `dispatch` gives Produce its frame, see `handle_frame`): each partition's batches
+/// are copied out to be stamped with offsets.
 pub async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> Reply<ProduceResponse> {
-    let plan = Plan {
-        acks: request.acks,
-        topics: request
-            .topic_data
-            .into_iter()
-            .map(|t| {
-                let parts = t
-                    .partition_data
-                    .into_iter()
-                    .map(|p| (p.index, p.records.map(|r| BytesMut::from(&r[..]))))
-                    .collect();
-                (t.name, parts)
-            })
-            .collect(),
-    };
-    run(ctx, plan).await
+    handle_frame(ctx, request, Bytes::new()).await
 }
 
 /// Handles Produce decoded from `whole`, the request's frame: once the request is taken

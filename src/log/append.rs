@@ -232,11 +232,12 @@ impl AppendSlot<'_> {
     /// also go to the journal, which makes them durable.
     pub fn write(&self, records: BytesMut, headers: &[BatchHeader]) -> LogResult<Pending> {
         let log = self.log;
-        let journal = log.journal().filter(|j| j.takes(records.len())).cloned();
+        let journal = log.journal().cloned();
+        let journaled = journal.as_ref().is_some_and(|j| j.takes(records.len()));
         let records = records.freeze();
         let mut pending = log.buffer(records.clone(), headers)?;
         match journal {
-            Some(j) => match j.append_batches(&log.me, &log.journal_key, &records) {
+            Some(j) if journaled => match j.append_batches(&log.me, &log.journal_key, &records) {
                 Ok(pos) => pending.journal = Some(pos),
                 Err(e) => {
                     // The segment holds bytes the journal does not: drop them at the next
@@ -245,9 +246,7 @@ impl AppendSlot<'_> {
                     return Err(e.into());
                 }
             },
-            None if log.journal().is_some() => {
-                log.state.borrow_mut().direct_end = pending.end_pos;
-            }
+            Some(_) => log.state.borrow_mut().direct_end = pending.end_pos,
             None => {}
         }
         Ok(pending)
@@ -258,8 +257,7 @@ impl Log {
     /// Checks that `records` continue the log and buffers them into the active segment
     /// (the tail cache holds them until they are written).
     pub(super) fn buffer(&self, data: bytes::Bytes, headers: &[BatchHeader]) -> LogResult<Pending> {
-        let log = self;
-        let mut st = log.state.borrow_mut();
+        let mut st = self.state.borrow_mut();
         let mut expected = st.next_offset();
         for h in headers {
             if h.base_offset != expected {

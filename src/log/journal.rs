@@ -6,10 +6,11 @@
 //! docs/architecture.md, "per-shard journal").
 //!
 //! Contract:
-//! - A log in journal mode buffers a small append into its segment as usual (no
-//!   `O_DSYNC`, no sync) and into the journal; the append is durable when the journal's
-//!   write is ([`JournalPos`]). Large appends skip the journal and sync the segment
-//!   itself: they are one write either way, and the journal would write their bytes twice.
+//! - A log in journal mode buffers a small append into its segment as usual (the
+//!   segment is written in whole chunks and synced only at checkpoints) and into the
+//!   journal; the append is durable when the journal's write is ([`JournalPos`]). Large
+//!   appends skip the journal and are made durable in the segment itself: they are one
+//!   write either way, and the journal would write their bytes twice.
 //! - A record is `{ magic "CDJL", version u16, kind u8, 0u8, generation u64, key length
 //!   u16, 0u16, payload length u32, crc32c u32 (of the 24 bytes before it, the key and the
 //!   payload), key, payload }`; the key names the log (its directory's name). Kinds:
@@ -189,24 +190,34 @@ async fn open_file(path: &Path) -> io::Result<Rc<DmaFile>> {
     ))
 }
 
-/// Encodes one record.
-fn encode(generation: u64, kind: u8, key: &str, payload: &[u8]) -> io::Result<Vec<u8>> {
+/// The header of one record (the key and payload follow it): written apart from them,
+/// so a journaled batch is copied once, straight into the journal's DMA chunk.
+fn encode_header(
+    generation: u64,
+    kind: u8,
+    key: &str,
+    payload: &[u8],
+) -> io::Result<[u8; HEADER_LEN]> {
     let key_len = u16::try_from(key.len()).map_err(|_| io::Error::other("journal key too long"))?;
     let payload_len =
         u32::try_from(payload.len()).map_err(|_| io::Error::other("journal record too large"))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + key.len() + payload.len());
-    out.extend_from_slice(&JOURNAL);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.push(kind);
-    out.push(0);
-    out.extend_from_slice(&generation.to_be_bytes());
-    out.extend_from_slice(&key_len.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&payload_len.to_be_bytes());
-    let mut crc = crc32c::crc32c(&out);
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&JOURNAL);
+    h[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    h[6] = kind;
+    h[8..16].copy_from_slice(&generation.to_be_bytes());
+    h[16..18].copy_from_slice(&key_len.to_be_bytes());
+    h[20..24].copy_from_slice(&payload_len.to_be_bytes());
+    let mut crc = crc32c::crc32c(&h[..24]);
     crc = crc32c::crc32c_append(crc, key.as_bytes());
     crc = crc32c::crc32c_append(crc, payload);
-    out.extend_from_slice(&crc.to_be_bytes());
+    h[24..28].copy_from_slice(&crc.to_be_bytes());
+    Ok(h)
+}
+
+#[cfg(test)]
+fn encode(generation: u64, kind: u8, key: &str, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = encode_header(generation, kind, key, payload)?.to_vec();
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(payload);
     Ok(out)
@@ -471,8 +482,10 @@ impl Journal {
     ) -> io::Result<JournalPos> {
         let (writer, end) = {
             let mut st = self.state.borrow_mut();
-            let record = encode(st.generation, kind, key, payload)?;
-            let end = st.current.buffer(&record)?;
+            let header = encode_header(st.generation, kind, key, payload)?;
+            st.current.buffer(&header)?;
+            st.current.buffer(key.as_bytes())?;
+            let end = st.current.buffer(payload)?;
             let addr = Weak::as_ptr(log) as *const () as usize;
             if st.dirty_set.insert(addr) {
                 st.dirty.push(log.clone());

@@ -249,11 +249,11 @@ pub struct Recovered {
     pub replay: Vec<BatchHeader>,
 }
 
-/// The writer options of a log's segments: under the `Durable` policy without a journal
-/// every write is durable on completion (`O_DSYNC`), which replaces the
-/// write-then-fdatasync round of each group commit by the write alone (measured in
-/// docs/benchmarks.md, issue 15). With a journal the segment is synced at checkpoints
-/// and by large appends only, so its writes are plain.
+/// The writer options of a log's segments: under the `Durable` policy every write is
+/// durable on completion (`O_DSYNC`), which replaces the write-then-fdatasync round of
+/// each group commit by the write alone (measured in docs/benchmarks.md, issue 15). With
+/// a journal too: large appends still go to the segment durably, and plain writes with
+/// an fdatasync per round cut them from 1,084 to 702 MB/s at 1 MiB batches.
 pub(super) fn segment_writer_options(env: &LogEnv, config: &LogConfig) -> WriterOptions {
     WriterOptions {
         durable_writes: matches!(config.flush, FlushPolicy::Durable),
