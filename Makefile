@@ -42,7 +42,7 @@ test-java: build client-deps
 # faulty simulated network (the short forms run in `make test`).
 soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
-	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
+	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} RAFT_SIM_SECONDS=$${RAFT_SIM_SECONDS:-36000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
 
 # Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
 # and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).

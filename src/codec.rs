@@ -45,10 +45,14 @@ pub mod magic {
     /// `<segment>.raftindex`: a sealed segment's raft index → (term, offset) table
     /// (`log::raft_index`).
     pub const RAFT_INDEX: [u8; 4] = *b"CRIX";
+    /// A partition's `raft.state`: its raft group's table, HardState and ConfState
+    /// (`replica::raft_log`).
+    pub const RAFT_STATE: [u8; 4] = *b"CRST";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 10] = [
+    pub const ALL: [[u8; 4]; 11] = [
         JOURNAL,
+        RAFT_STATE,
         RAFT_INDEX,
         METADATA_LOG,
         PRODUCER_IDS,

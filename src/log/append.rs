@@ -144,7 +144,7 @@ impl Log {
         file.truncate(len).await.map_err(std::io::Error::from)?;
         let interval = self.config.borrow().index_interval_bytes;
         let writer = segment_writer_options(&self.env, &self.config.borrow());
-        let (seg, _) =
+        let (seg, _, _) =
             Segment::recover_active(&self.dir, base, interval, writer, self.env.stats.clone())
                 .await?;
         let mut st = self.state.borrow_mut();

@@ -27,13 +27,14 @@ pub struct EpochTable {
 }
 
 impl EpochTable {
-    /// Loads the table of the log in `dir`, which spans `[start, next)`; `last_epoch`
-    /// is the epoch of the newest batch recovery found, if it scanned any.
+    /// Loads the table of the log in `dir`, which spans `[start, next)`; `scanned` holds
+    /// the (epoch, base offset) of every batch a recovery scan read (the active
+    /// segment's), so epochs begun since the last save are found again exactly.
     pub async fn open(
         dir: &Path,
         start: Offset,
         next: Offset,
-        last_epoch: Option<i32>,
+        scanned: &[(i32, Offset)],
     ) -> LogResult<EpochTable> {
         let bytes = crate::io::small_file::read_all(&dir.join(FILE)).await?;
         let mut table = match bytes.as_deref().map(EpochTable::from_bytes) {
@@ -47,13 +48,11 @@ impl EpochTable {
         table.truncate_from(next);
         table.truncate_before(start);
         if table.entries.is_empty() && next > start {
-            table.entries.push((last_epoch.unwrap_or(0).max(0), start));
+            let first = scanned.first().map_or(0, |&(e, _)| e).max(0);
+            table.entries.push((first, start));
         }
-        if let Some(e) = last_epoch {
-            // An epoch begun after the last save: its start is at or before the end.
-            if table.last_epoch().is_none_or(|l| e > l) {
-                table.entries.push((e, next.min(start.max(next - 1))));
-            }
+        for &(epoch, base) in scanned {
+            table.observe(epoch, base);
         }
         Ok(table)
     }

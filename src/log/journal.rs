@@ -14,8 +14,10 @@
 //! - A record is `{ magic "CDJL", version u16, kind u8, 0u8, generation u64, key length
 //!   u16, 0u16, payload length u32, crc32c u32 (of the 24 bytes before it, the key and the
 //!   payload), key, payload }`; the key names the log (its directory's name). Kinds:
-//!   batches (as written to the segment), a suffix truncation (the offset), and a reset
-//!   (the log's directory is being deleted: drop what came before).
+//!   batches (as written to the segment), a suffix truncation (the offset), a reset
+//!   (the log's directory is being deleted: drop what came before), and a raft record
+//!   (the raft group over the log: its table rows and states, opaque here; see
+//!   `log::raft_records`).
 //! - Files are `<generation>.journal`. When the current file passes
 //!   [`JournalOptions::file_bytes`] the journal moves to the next generation's file, and a
 //!   checkpoint syncs every log that wrote into the old one; the old file is then recycled
@@ -69,12 +71,15 @@ pub enum JournalOp {
     Batches(Bytes),
     /// Every batch at or after this offset was dropped.
     Truncate(Offset),
+    /// A record of the raft group over the log, for it to replay.
+    Raft(Bytes),
 }
 
 /// Record kinds on disk.
 const KIND_BATCHES: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_RESET: u8 = 3;
+const KIND_RAFT: u8 = 4;
 
 /// Tuning for a shard's journal.
 #[derive(Debug, Clone, Copy)]
@@ -312,6 +317,7 @@ fn group(records: Vec<Record>) -> HashMap<String, Vec<JournalOp>> {
                 }
             }
             KIND_RESET => ops.clear(),
+            KIND_RAFT => ops.push(JournalOp::Raft(r.payload)),
             _ => {}
         }
     }
@@ -522,6 +528,16 @@ impl Journal {
         self.append(log, KIND_TRUNCATE, key, &offset.to_be_bytes())
     }
 
+    /// Writes a record of the raft group over `log`.
+    pub(super) fn append_raft(
+        &self,
+        log: &JournaledRef,
+        key: &str,
+        record: &[u8],
+    ) -> io::Result<JournalPos> {
+        self.append(log, KIND_RAFT, key, record)
+    }
+
     /// Records that `log`'s directory is being deleted.
     pub(super) fn append_reset(&self, log: &JournaledRef, key: &str) -> io::Result<JournalPos> {
         self.append(log, KIND_RESET, key, &[])
@@ -585,6 +601,14 @@ impl Journal {
             crate::io::small_file::remove_if_exists(&path).await?;
         }
         crate::io::small_file::sync_dir(&self.dir).await
+    }
+
+    /// Stops the journal's background work where it stands, as a crash would: no file is
+    /// written, synced, recycled or deleted after this (for tests that crash a shard
+    /// inside one process; the next `open` finds the files as they are).
+    pub fn halt(&self) {
+        self.stopping.set(true);
+        self.tasks.stop_all();
     }
 
     /// Number of files of earlier generations still waiting for their checkpoint.

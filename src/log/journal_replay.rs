@@ -23,6 +23,7 @@ impl Log {
         let mut changed = false;
         'ops: for op in ops {
             match op {
+                JournalOp::Raft(record) => self.raft_records.borrow_mut().push(record),
                 JournalOp::Truncate(at) => {
                     if at >= self.log_start_offset() && at < self.next_offset() {
                         self.cut_suffix(at).await?;
@@ -69,6 +70,8 @@ impl Log {
                 Ok(ops) => self.apply_journal(ops).await,
                 Err(e) => Err(e.into()),
             };
+            // The raft group's own state never went away: only the segment is rebuilt.
+            self.raft_records.borrow_mut().clear();
             if let Err(e) = reapplied {
                 self.state.borrow_mut().failed = true;
                 return Err(e);
@@ -80,6 +83,11 @@ impl Log {
     /// Makes everything this log has journaled durable in its segments, so the journal
     /// can let go of it: a sync, or, after a write error, the recovery an append would do.
     async fn checkpoint_log(&self) -> LogResult<()> {
+        self.sync_for_checkpoint().await?;
+        self.save_raft_checkpoint().await
+    }
+
+    async fn sync_for_checkpoint(&self) -> LogResult<()> {
         if !self.state.borrow().failed {
             return self.flush().await;
         }

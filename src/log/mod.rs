@@ -12,6 +12,7 @@ pub mod journal_replay;
 pub mod offset_index;
 pub mod open;
 pub mod raft_index;
+pub mod raft_records;
 pub mod read;
 pub mod recovery;
 pub mod replay;

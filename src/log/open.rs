@@ -49,6 +49,7 @@ impl Log {
         let marker = super::clean_marker::read(dir).await?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         let mut active_batches = Vec::new();
+        let mut scanned = Vec::new();
         let mut clean_snapshot = None;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(&next) = bases.get(i + 1) {
@@ -65,10 +66,11 @@ impl Log {
                     continue;
                 }
             }
-            let (seg, batches) =
+            let (seg, batches, epochs) =
                 Segment::recover_active(dir, base, interval, writer, env.stats.clone()).await?;
             segments.push(seg);
             active_batches = batches;
+            scanned = epochs;
         }
         super::clean_marker::remove(dir).await?;
         let opened_clean = clean_snapshot.is_some();
@@ -77,8 +79,7 @@ impl Log {
         }
         let start = segments.first().map_or(0, |s| s.base_offset);
         let next = segments.last().map_or(0, |s| s.next_offset);
-        let last_epoch = active_batches.last().map(|h| h.partition_leader_epoch);
-        let epochs = EpochTable::open(dir, start, next, last_epoch).await?;
+        let epochs = EpochTable::open(dir, start, next, &scanned).await?;
         let recovered = match clean_snapshot {
             Some(snapshot) => Recovered {
                 snapshot: Some(snapshot),
@@ -95,6 +96,8 @@ impl Log {
         let log = Rc::new_cyclic(|me: &Weak<Log>| Log {
             me: me.clone(),
             journal_key,
+            raft_records: RefCell::new(Vec::new()),
+            raft_checkpoint: RefCell::new(None),
             reopened: RefCell::new(None),
             dir: dir.to_path_buf(),
             config: RefCell::new(config),

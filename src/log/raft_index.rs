@@ -260,56 +260,87 @@ impl RaftIndex {
         true
     }
 
+    /// Sets entry `row.index` to `row`, dropping every entry after it: what a journal
+    /// record of the row says, so replaying records over a newer table converges to the
+    /// same table (see `replica::raft_log`).
+    pub fn set(&mut self, row: Row) -> Result<(), RaftIndexError> {
+        if row.index <= self.last_index() && row.index >= self.first_index() {
+            self.truncate_from(row.index);
+        }
+        self.append(row)
+    }
+
     /// The table's file bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut p = Writer::new();
+        self.write_to(&mut p);
+        codec::encode_checked_file(FileHeader::new(magic::RAFT_INDEX, VERSION), &p.finish())
+    }
+
+    /// Writes the table's fields (the payload of its file) into `p`.
+    pub fn write_to(&self, p: &mut Writer) {
         p.put_u64(self.prior_index);
         p.put_u64(self.prior_term);
         p.put_i64(self.start_offset);
         p.put_u32(self.rows.len() as u32);
         for r in &self.rows {
-            p.put_u64(r.index);
-            p.put_u64(r.term);
-            match &r.kind {
-                EntryKind::Data { last_offset } => {
-                    p.put_u8(KIND_DATA);
-                    p.put_i64(*last_offset);
-                }
-                EntryKind::RaftOnly { payload } => {
-                    p.put_u8(KIND_RAFT_ONLY);
-                    p.put_bytes32(payload);
-                }
-            }
+            write_row(p, r);
         }
-        codec::encode_checked_file(FileHeader::new(magic::RAFT_INDEX, VERSION), &p.finish())
     }
 
     /// Reads a table written by [`RaftIndex::to_bytes`], checking its invariants.
     pub fn from_bytes(data: &[u8]) -> CodecResult<RaftIndex> {
         let (_, payload) = codec::decode_checked_file(data, magic::RAFT_INDEX, VERSION..=VERSION)?;
         let mut r = Reader::new(payload);
+        let table = RaftIndex::read_from(&mut r)?;
+        r.finish()?;
+        Ok(table)
+    }
+
+    /// Reads the fields [`RaftIndex::write_to`] wrote, checking the invariants.
+    pub fn read_from(r: &mut Reader<'_>) -> CodecResult<RaftIndex> {
         let mut table = RaftIndex::new(r.take_u64()?, r.take_u64()?, r.take_i64()?);
         // The smallest row is 17 bytes (a data row without its offset is impossible).
         let count = r.take_count(17)?;
         for _ in 0..count {
-            let index = r.take_u64()?;
-            let term = r.take_u64()?;
-            let kind = match r.take_u8()? {
-                KIND_DATA => EntryKind::Data {
-                    last_offset: r.take_i64()?,
-                },
-                KIND_RAFT_ONLY => EntryKind::RaftOnly {
-                    payload: r.take_bytes32()?.to_vec(),
-                },
-                _ => return Err(CodecError::Invalid("raft entry kind")),
-            };
             table
-                .append(Row { index, term, kind })
+                .append(read_row(r)?)
                 .map_err(|_| CodecError::Invalid("raft index row"))?;
         }
-        r.finish()?;
         Ok(table)
     }
+}
+
+/// Writes one row: `{ index: u64, term: u64, kind: u8, last_offset: i64 | payload: bytes32 }`.
+pub fn write_row(p: &mut Writer, r: &Row) {
+    p.put_u64(r.index);
+    p.put_u64(r.term);
+    match &r.kind {
+        EntryKind::Data { last_offset } => {
+            p.put_u8(KIND_DATA);
+            p.put_i64(*last_offset);
+        }
+        EntryKind::RaftOnly { payload } => {
+            p.put_u8(KIND_RAFT_ONLY);
+            p.put_bytes32(payload);
+        }
+    }
+}
+
+/// Reads one row written by [`write_row`].
+pub fn read_row(r: &mut Reader<'_>) -> CodecResult<Row> {
+    let index = r.take_u64()?;
+    let term = r.take_u64()?;
+    let kind = match r.take_u8()? {
+        KIND_DATA => EntryKind::Data {
+            last_offset: r.take_i64()?,
+        },
+        KIND_RAFT_ONLY => EntryKind::RaftOnly {
+            payload: r.take_bytes32()?.to_vec(),
+        },
+        _ => return Err(CodecError::Invalid("raft entry kind")),
+    };
+    Ok(Row { index, term, kind })
 }
 
 #[cfg(test)]

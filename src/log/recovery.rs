@@ -40,6 +40,9 @@ pub struct ScanResult {
     /// Headers of the valid batches written by idempotent producers, in log order, to
     /// rebuild the producer state.
     pub producer_batches: Vec<BatchHeader>,
+    /// Where each epoch begins among the valid batches: (epoch, base offset), one entry
+    /// per change, so the epoch table is rebuilt exactly.
+    pub epochs: Vec<(i32, Offset)>,
 }
 
 /// Builds the indexes while batches are appended or scanned, adding an entry every
@@ -206,6 +209,14 @@ fn accept(
     };
     res.batches += 1;
     res.next_offset = header.last_offset() + 1;
+    if res
+        .epochs
+        .last()
+        .is_none_or(|&(e, _)| e != header.partition_leader_epoch)
+    {
+        res.epochs
+            .push((header.partition_leader_epoch, header.base_offset));
+    }
     if header.producer_id >= 0 {
         res.producer_batches.push(header);
     }

@@ -98,14 +98,15 @@ impl Segment {
 
     /// Opens the newest segment after a restart: scans it, cuts off a torn or corrupt
     /// tail, rebuilds its indexes and resumes appending at the end of its valid data.
-    /// Also returns the headers of its idempotent batches, to rebuild producer state.
+    /// Also returns the headers of its idempotent batches, to rebuild producer state, and
+    /// where each epoch of its batches begins.
     pub async fn recover_active(
         dir: &Path,
         base_offset: Offset,
         index_interval: u64,
         opts: WriterOptions,
         stats: std::sync::Arc<IoStats>,
-    ) -> io::Result<(Segment, Vec<BatchHeader>)> {
+    ) -> io::Result<(Segment, Vec<BatchHeader>, Vec<(i32, Offset)>)> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = Rc::new(open_rw(&path, opts.durable_writes).await?);
         let file_len = file.file_size().await.map_err(io::Error::from)?;
@@ -142,7 +143,7 @@ impl Segment {
             time_index: scan.time_index,
             indexer: IndexBuilder::resume(index_interval, scan.max_timestamp),
         };
-        Ok((segment, scan.producer_batches))
+        Ok((segment, scan.producer_batches, scan.epochs))
     }
 
     /// Opens the newest segment after a clean shutdown, trusting what the shutdown

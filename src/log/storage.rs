@@ -123,6 +123,12 @@ pub struct Log {
     pub(super) me: super::journal::JournaledRef,
     /// The log's name in the shard's journal: its directory's name.
     pub(super) journal_key: String,
+    /// Raft records the journal held for this log when it opened, until the raft group
+    /// over it takes them (`log::raft_records`).
+    pub(super) raft_records: RefCell<Vec<bytes::Bytes>>,
+    /// What a checkpoint saves for the raft group before the journal drops its records.
+    pub(super) raft_checkpoint:
+        RefCell<Option<std::rc::Weak<dyn super::raft_records::RaftCheckpoint>>>,
 }
 
 /// The right to append next, holding the log's append lock: see [`Log::reserve`].

@@ -8,6 +8,8 @@ pub mod partition;
 pub mod producer_state;
 pub mod raft_log;
 pub mod raft_message;
+pub mod raft_shard;
+pub mod raft_state;
 
 pub use error::{ReplicaError, ReplicaResult};
 pub use partition::{AppendResult, Partition};

@@ -1,34 +1,57 @@
 //! raft-rs's `Storage` over a partition log: the raft-index table maps raft entries to
 //! the log's batches (docs/architecture.md, "The partition log as a raft log"). Data
-//! entries are stamped with their Kafka offsets and the entry's term as leader epoch when
-//! they are persisted — on every replica alike, since each starts where the same prefix
-//! of the log ends — and raft-only entries (a new leader's empty entry, configuration
-//! changes) become rows of the table only, so Kafka offsets stay contiguous.
+//! entries are stamped with their Kafka offsets and the entry's term as leader epoch —
+//! on every replica alike, since each starts where the same prefix of the log ends — and
+//! raft-only entries (a new leader's empty entry, configuration changes) become rows of
+//! the table only, so Kafka offsets stay contiguous.
+//!
+//! Persisting is in two steps, as raft-rs's async API wants: [`RaftLog::stage`] takes a
+//! ready's entries and HardState into the table and memory at once (raft reads them
+//! back before they are durable), and [`RaftLog::persist`] writes them: batches to the
+//! segment (and the shard's journal, for small ones), rows and states as raft records in
+//! the journal, so one durable round covers every group of the shard. A checkpoint saves
+//! the whole state beside the log (`raft.state`) before the journal lets go of its
+//! records. Without a journal, each persist saves that file itself.
+//!
+//! Recovery ([`RaftLog::open`]) loads `raft.state`, replays the journal's raft records
+//! over it, then keeps the table honest against the log: a data row whose batches the
+//! log does not hold at that term goes, with every row after it (its write never
+//! finished, so raft never heard it was persisted), and batches past the last row go
+//! from the log. The commit index is capped at the last entry kept.
 //!
 //! Reads are synchronous, as raft-rs asks: recent entries are kept in memory (all that
 //! are not yet applied, and up to 8 MiB more); an older entry is answered
-//! `LogTemporarilyUnavailable` (when raft allows it) for the caller to fetch from disk
-//! and retry (the fetch comes with the cluster data path, issue 17). This part keeps the table, HardState and ConfState in memory; making
-//! them durable through the shard journal is the next step of issue 16.
+//! `LogTemporarilyUnavailable` when raft allows it, remembered, read from disk by
+//! [`RaftLog::fetch_missing`], and handed to raft through `on_entries_fetched`.
 
 use std::cell::{Cell, Ref, RefCell};
-use std::collections::VecDeque;
-use std::rc::Rc;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
+use tracing::warn;
 
 use crate::log::raft_index::{EntryKind, Located, RaftIndex, RaftIndexError, Row};
-use crate::log::{Log, LogError, Offset};
-use crate::protocol::record_batch::{check_batch, set_offset_and_epoch, BatchError};
+use crate::log::raft_records::RaftCheckpoint;
+use crate::log::{Log, LogError, LogResult, Offset};
+use crate::protocol::record_batch::{check_batch, set_offset_and_epoch, BatchError, BatchHeader};
 
-/// Why entries could not be persisted.
+use super::raft_state::{RaftRecord, SavedState};
+
+/// Why entries could not be persisted or the group could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum RaftLogError {
     /// The partition log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A state file or journal write failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     /// The entries do not continue the table.
     #[error(transparent)]
     Index(#[from] RaftIndexError),
@@ -40,22 +63,114 @@ pub enum RaftLogError {
         /// What was wrong with its batches.
         source: BatchError,
     },
+    /// Raft asked to replace a committed entry (never done by a correct raft).
+    #[error("raft entry {index} is committed (commit index {commit}) and cannot be replaced")]
+    CommittedTruncation {
+        /// The entry raft would replace.
+        index: u64,
+        /// The commit index.
+        commit: u64,
+    },
+    /// Batches were staged for an offset the log is not at (a write before them failed).
+    #[error("batches staged at offset {staged} but the log ends at {log_end}")]
+    OutOfStep {
+        /// Where the batches were stamped to go.
+        staged: Offset,
+        /// Where the log ends.
+        log_end: Offset,
+    },
 }
 
 /// Bytes of recent data entries a group keeps in memory beyond what it must (entries
 /// not yet applied are always kept: raft reads them synchronously to apply them).
 const RECENT_BYTES: usize = 8 << 20;
 
+/// Bytes one disk fetch for raft reads at most (raft asks again for the rest).
+const FETCH_BYTES: usize = 1 << 20;
+
+/// The writes a ready needs, in order; see [`RaftLog::persist`].
+#[derive(Default)]
+pub struct Persist {
+    ops: Vec<Op>,
+    hard_state: Option<HardState>,
+    conf_state: Option<ConfState>,
+    /// False when the job only moves the commit index: raft does not need that durable
+    /// before it goes on (a lower commit index after a crash is learned again), so the
+    /// record rides with the next durable write instead of waiting for its own.
+    must_sync: bool,
+}
+
+impl Persist {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+enum Op {
+    /// Drop batches from this offset on.
+    Cut(Offset),
+    /// Append these stamped batches, starting at `base`.
+    Batches {
+        base: Offset,
+        data: BytesMut,
+        headers: Vec<BatchHeader>,
+    },
+    /// Write a raft record.
+    Record(Vec<u8>),
+}
+
+/// The group's state as a checkpoint saves it: the table as raft sees it (rows whose
+/// batches are not yet durable are checked against the log on recovery), the HardState
+/// and ConfState last made durable.
+struct Meta {
+    dir: PathBuf,
+    table: RefCell<RaftIndex>,
+    /// HardState and ConfState as raft sees them (staged).
+    state: RefCell<RaftState>,
+    durable_hs: RefCell<HardState>,
+    durable_cs: RefCell<ConfState>,
+}
+
+impl Meta {
+    fn saved(&self) -> SavedState {
+        SavedState {
+            hard_state: self.durable_hs.borrow().clone(),
+            conf_state: self.durable_cs.borrow().clone(),
+            table: self.table.borrow().clone(),
+        }
+    }
+
+    async fn save(&self) -> LogResult<()> {
+        Ok(self.saved().save(&self.dir).await?)
+    }
+}
+
+impl RaftCheckpoint for Meta {
+    fn save(&self) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>> {
+        Box::pin(Meta::save(self))
+    }
+}
+
+/// A read raft asked for and memory could not answer.
+struct Miss {
+    context: GetEntriesContext,
+    low: u64,
+    high: u64,
+}
+
 /// A raft group's log and state over one partition log.
 pub struct RaftLog {
     log: Rc<Log>,
-    table: RefCell<RaftIndex>,
-    state: RefCell<RaftState>,
+    meta: Rc<Meta>,
     /// Recent data entries as stamped (raft index, bytes): the tail cache only holds
     /// batches until they are written, and raft reads entries synchronously.
     recent: RefCell<VecDeque<(u64, Bytes)>>,
     recent_bytes: Cell<usize>,
     applied: Cell<u64>,
+    /// Entries read from disk for raft, until it has taken them.
+    fetched: RefCell<BTreeMap<u64, Bytes>>,
+    misses: RefCell<Vec<Miss>>,
 }
 
 /// The entry type of a raft-only entry, as the first byte of its table payload.
@@ -71,26 +186,128 @@ fn entry_type_of(b: u8) -> EntryType {
     }
 }
 
+/// A term as the partition leader epoch stamped in batches.
+fn epoch_of(term: u64) -> i32 {
+    i32::try_from(term).unwrap_or(i32::MAX)
+}
+
 impl RaftLog {
-    /// A new group whose voters are `voters`, its entries starting after what `log`
-    /// already holds.
-    pub fn new(log: Rc<Log>, voters: Vec<u64>) -> RaftLog {
-        let table = RaftIndex::new(0, 0, log.next_offset());
-        let state = RaftState {
-            hard_state: HardState::default(),
-            conf_state: ConfState {
-                voters,
-                ..ConfState::default()
-            },
+    /// Opens the raft group over `log`: recovers its state when it has one, or starts a
+    /// new group of `voters` whose entries begin after what the log already holds.
+    pub async fn open(log: Rc<Log>, voters: Vec<u64>) -> Result<RaftLog, RaftLogError> {
+        let dir = log.dir().to_path_buf();
+        let records = log.take_raft_records();
+        let saved = match SavedState::load(&dir).await? {
+            Some(saved) => saved,
+            None => {
+                if !records.is_empty() {
+                    warn!(dir = %dir.display(), count = records.len(), "raft records without a state file (a group created but never saved) dropped");
+                }
+                let fresh = SavedState {
+                    hard_state: HardState::default(),
+                    conf_state: ConfState {
+                        voters,
+                        ..ConfState::default()
+                    },
+                    table: RaftIndex::new(0, 0, log.next_offset()),
+                };
+                fresh.save(&dir).await?;
+                return Ok(RaftLog::with_state(log, fresh));
+            }
         };
+        let SavedState {
+            mut hard_state,
+            mut conf_state,
+            mut table,
+        } = saved;
+        for bytes in &records {
+            let applied = match RaftRecord::decode(bytes) {
+                Ok(RaftRecord::Row(row)) => table.set(row).map_err(|e| e.to_string()),
+                Ok(RaftRecord::HardState(hs)) => {
+                    hard_state = hs;
+                    Ok(())
+                }
+                Ok(RaftRecord::ConfState(cs)) => {
+                    conf_state = cs;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = applied {
+                // Records are CRC-checked by the journal: this is a bug or damage the
+                // check missed. What came before still stands.
+                warn!(dir = %dir.display(), error = %e, "raft record not applied; replay stops");
+                break;
+            }
+        }
+        reconcile(&log, &mut table).await?;
+        let last = table.last_index();
+        if hard_state.commit > last {
+            warn!(dir = %dir.display(), commit = hard_state.commit, last, "commit index past the last entry kept (its entries were never persisted here); capped");
+            hard_state.commit = last;
+        }
+        hard_state.commit = hard_state.commit.max(table.first_index() - 1);
+        let state = SavedState {
+            hard_state,
+            conf_state,
+            table,
+        };
+        // The journal's old files go once every log has opened: what they held of this
+        // group must be in the state file first.
+        state.save(&dir).await?;
+        let raft_log = RaftLog::with_state(log, state);
+        raft_log.load_unapplied().await?;
+        Ok(raft_log)
+    }
+
+    /// Reads into memory the entries after the commit index: raft reads them
+    /// synchronously to apply them once they commit.
+    async fn load_unapplied(&self) -> Result<(), RaftLogError> {
+        let (from, to) = {
+            let t = self.meta.table.borrow();
+            (self.applied.get() + 1, t.last_index())
+        };
+        for index in from..=to {
+            let located = self.meta.table.borrow().locate(index);
+            if let Some(Located::Records { first, last }) = located {
+                let data = self.read_entry(first, last).await?;
+                self.recent_bytes.set(self.recent_bytes.get() + data.len());
+                self.recent.borrow_mut().push_back((index, data));
+            }
+        }
+        Ok(())
+    }
+
+    fn with_state(log: Rc<Log>, saved: SavedState) -> RaftLog {
+        let commit = saved.hard_state.commit;
+        let meta = Rc::new(Meta {
+            dir: log.dir().to_path_buf(),
+            table: RefCell::new(saved.table),
+            state: RefCell::new(RaftState {
+                hard_state: saved.hard_state.clone(),
+                conf_state: saved.conf_state.clone(),
+            }),
+            durable_hs: RefCell::new(saved.hard_state),
+            durable_cs: RefCell::new(saved.conf_state),
+        });
+        let hook: Rc<dyn RaftCheckpoint> = meta.clone();
+        log.set_raft_checkpoint(Rc::downgrade(&hook) as Weak<dyn RaftCheckpoint>);
         RaftLog {
             log,
-            table: RefCell::new(table),
-            state: RefCell::new(state),
+            meta,
             recent: RefCell::new(VecDeque::new()),
             recent_bytes: Cell::new(0),
-            applied: Cell::new(0),
+            applied: Cell::new(commit),
+            fetched: RefCell::new(BTreeMap::new()),
+            misses: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The index raft may start applying after: the recovered commit index (the log is
+    /// the state machine, so what was committed is applied). Give it to raft's
+    /// `Config::applied`.
+    pub fn applied(&self) -> u64 {
+        self.applied.get()
     }
 
     /// Records that entries up to `index` are applied: older recent entries may go.
@@ -129,6 +346,7 @@ impl RaftLog {
             .get(at)
             .filter(|(i, _)| *i == index)
             .map(|(_, d)| d.clone())
+            .or_else(|| self.fetched.borrow().get(&index).cloned())
     }
 
     /// The partition log.
@@ -138,117 +356,260 @@ impl RaftLog {
 
     /// The raft-index table.
     pub fn table(&self) -> Ref<'_, RaftIndex> {
-        self.table.borrow()
+        self.meta.table.borrow()
     }
 
-    /// Records the HardState a ready carried.
-    pub fn set_hard_state(&self, hs: HardState) {
-        self.state.borrow_mut().hard_state = hs;
+    /// The HardState last made durable.
+    pub fn durable_hard_state(&self) -> HardState {
+        self.meta.durable_hs.borrow().clone()
     }
 
     /// The offset after the last committed data entry: the partition's high watermark.
     pub fn committed_offset(&self) -> Offset {
-        let commit = self.state.borrow().hard_state.commit;
-        self.table.borrow().end_offset_at(commit)
+        let commit = self.meta.state.borrow().hard_state.commit;
+        self.meta.table.borrow().end_offset_at(commit)
     }
 
-    /// Persists the entries of a ready, in order: an entry at an index the table already
-    /// has replaces it and everything after it (raft only does this to uncommitted
-    /// entries); data entries are stamped and appended durably, raft-only entries
-    /// become rows of the table.
-    pub async fn append(&self, entries: &[Entry]) -> Result<(), RaftLogError> {
+    /// Takes a ready's entries and HardState: the table and the recent entries show them
+    /// at once (a conflicting suffix replaced), and the returned writes make them
+    /// durable. Data entries are stamped with the next offsets and their term as epoch.
+    pub fn stage(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<Persist, RaftLogError> {
+        let mut job = Persist::default();
+        let commit = self.meta.state.borrow().hard_state.commit;
         for e in entries {
-            if e.index <= self.table.borrow().last_index() {
+            let mut table = self.meta.table.borrow_mut();
+            if e.index <= table.last_index() {
+                if e.index <= commit {
+                    return Err(RaftLogError::CommittedTruncation {
+                        index: e.index,
+                        commit,
+                    });
+                }
+                let before = table.next_offset();
+                let cut = table.truncate_from(e.index);
                 self.forget_recent_from(e.index);
-                let cut = self.table.borrow_mut().truncate_from(e.index);
-                if cut < self.log.next_offset() {
-                    self.log.truncate_suffix(cut).await?;
+                if cut < before {
+                    job.ops.push(Op::Cut(cut));
                 }
             }
             let kind = if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
-                let last_offset = self.append_batches(e).await?;
-                EntryKind::Data { last_offset }
+                let base = table.next_offset();
+                let (data, headers) = stamp(e, base)?;
+                let count: i64 = headers.iter().map(BatchHeader::offset_count).sum();
+                self.recent_bytes.set(self.recent_bytes.get() + data.len());
+                self.recent
+                    .borrow_mut()
+                    .push_back((e.index, data.clone().freeze()));
+                job.ops.push(Op::Batches {
+                    base,
+                    data,
+                    headers,
+                });
+                EntryKind::Data {
+                    last_offset: base + count - 1,
+                }
             } else {
                 let mut payload = Vec::with_capacity(1 + e.data.len());
                 payload.push(entry_type_byte(e.entry_type));
                 payload.extend_from_slice(&e.data);
                 EntryKind::RaftOnly { payload }
             };
-            self.table.borrow_mut().append(Row {
+            let row = Row {
                 index: e.index,
                 term: e.term,
                 kind,
-            })?;
+            };
+            job.ops
+                .push(Op::Record(RaftRecord::Row(row.clone()).encode()));
+            table.append(row)?;
+        }
+        self.trim_recent();
+        job.must_sync = !entries.is_empty();
+        if let Some(hs) = hard_state {
+            let prev = self.meta.state.borrow().hard_state.clone();
+            job.must_sync |= prev.term != hs.term || prev.vote != hs.vote;
+            self.meta.state.borrow_mut().hard_state = hs.clone();
+            job.ops
+                .push(Op::Record(RaftRecord::HardState(hs.clone()).encode()));
+            job.hard_state = Some(hs.clone());
+        }
+        Ok(job)
+    }
+
+    /// Takes a new ConfState (after a configuration change was applied); the returned
+    /// write makes it durable.
+    pub fn stage_conf_state(&self, cs: ConfState) -> Persist {
+        self.meta.state.borrow_mut().conf_state = cs.clone();
+        Persist {
+            ops: vec![Op::Record(RaftRecord::ConfState(cs.clone()).encode())],
+            hard_state: None,
+            conf_state: Some(cs),
+            must_sync: true,
+        }
+    }
+
+    /// Makes what [`RaftLog::stage`] took durable, in order. A group's jobs must run one
+    /// after another; jobs of different groups may run together, and then share the
+    /// journal's durable writes.
+    pub async fn persist(&self, job: Persist) -> Result<(), RaftLogError> {
+        let mut pending = Vec::new();
+        // Every record's position is awaited, not just the last: the journal may have
+        // moved to its next file between them, and one file's durability says nothing
+        // of the other's.
+        let mut records = Vec::new();
+        let mut save_file = false;
+        for op in job.ops {
+            match op {
+                Op::Cut(at) => {
+                    if at < self.log.next_offset() {
+                        self.log.truncate_suffix(at).await?;
+                    }
+                }
+                Op::Batches {
+                    base,
+                    data,
+                    headers,
+                } => {
+                    let log_end = self.log.next_offset();
+                    if log_end != base {
+                        return Err(RaftLogError::OutOfStep {
+                            staged: base,
+                            log_end,
+                        });
+                    }
+                    let count: i64 = headers.iter().map(BatchHeader::offset_count).sum();
+                    let slot = self.log.reserve(data.len() as u64, count, Vec::new).await?;
+                    pending.push(slot.write(data, &headers)?);
+                }
+                Op::Record(record) => match self.log.journal_raft(&record)? {
+                    Some(pos) => records.push(pos),
+                    None => save_file = true,
+                },
+            }
+        }
+        for p in pending {
+            p.durable(&self.log).await?;
+        }
+        if job.must_sync {
+            for pos in records {
+                pos.durable().await?;
+            }
+        }
+        if save_file {
+            // Without a journal the state file is the record: saved with this job's
+            // states before they count as durable.
+            let mut saved = self.meta.saved();
+            if let Some(hs) = &job.hard_state {
+                saved.hard_state = hs.clone();
+            }
+            if let Some(cs) = &job.conf_state {
+                saved.conf_state = cs.clone();
+            }
+            saved.save(&self.meta.dir).await?;
+        }
+        if let Some(hs) = job.hard_state {
+            *self.meta.durable_hs.borrow_mut() = hs;
+        }
+        if let Some(cs) = job.conf_state {
+            *self.meta.durable_cs.borrow_mut() = cs;
         }
         Ok(())
     }
 
-    /// Stamps a data entry's batches with the next offsets and the entry's term, appends
-    /// them durably, and returns the last offset.
-    async fn append_batches(&self, e: &Entry) -> Result<Offset, RaftLogError> {
-        let mut data = BytesMut::from(&e.data[..]);
-        let epoch = i32::try_from(e.term).unwrap_or(i32::MAX);
-        let base = self.log.next_offset();
-        let mut next = base;
-        let mut headers = Vec::new();
-        let mut at = 0usize;
-        while at < data.len() {
-            let mut h = check_batch(&data[at..]).map_err(|source| RaftLogError::Batch {
-                index: e.index,
-                source,
-            })?;
-            set_offset_and_epoch(&mut data[at..], next, epoch);
-            h.base_offset = next;
-            h.partition_leader_epoch = epoch;
-            next += h.offset_count();
-            at += h.size;
-            headers.push(h);
-        }
-        let slot = self
-            .log
-            .reserve(data.len() as u64, next - base, Vec::new)
-            .await?;
-        let stamped = data.clone().freeze();
-        let pending = slot.write(data, &headers)?;
-        drop(slot);
-        pending.durable(&self.log).await?;
-        self.recent_bytes
-            .set(self.recent_bytes.get() + stamped.len());
-        self.recent.borrow_mut().push_back((e.index, stamped));
-        self.trim_recent();
-        Ok(next - 1)
+    /// True when raft asked for entries that must be read from disk.
+    pub fn has_missing(&self) -> bool {
+        !self.misses.borrow().is_empty()
     }
 
-    fn entry_at(&self, t: &RaftIndex, index: u64, can_async: bool) -> raft::Result<Entry> {
-        let term = t
-            .term(index)
-            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
-        let (entry_type, data) = match t.locate(index) {
-            Some(Located::RaftOnly(payload)) => match payload.split_first() {
+    /// Reads from disk the entries raft asked for and memory lacked; returns the
+    /// contexts to hand to raft's `on_entries_fetched`, after which it reads them again
+    /// (then call [`RaftLog::clear_fetched`]).
+    pub async fn fetch_missing(&self) -> Result<Vec<GetEntriesContext>, RaftLogError> {
+        let misses = std::mem::take(&mut *self.misses.borrow_mut());
+        let mut contexts = Vec::with_capacity(misses.len());
+        for miss in misses {
+            let mut bytes = 0usize;
+            for index in miss.low..miss.high {
+                if bytes >= FETCH_BYTES {
+                    break;
+                }
+                let located = self.meta.table.borrow().locate(index);
+                let Some(Located::Records { first, last }) = located else {
+                    continue;
+                };
+                if self.recent_entry(index).is_some() {
+                    continue;
+                }
+                let data = self.read_entry(first, last).await?;
+                bytes += data.len();
+                self.fetched.borrow_mut().insert(index, data);
+            }
+            contexts.push(miss.context);
+        }
+        Ok(contexts)
+    }
+
+    /// Drops what [`RaftLog::fetch_missing`] read, once raft has taken it.
+    pub fn clear_fetched(&self) {
+        self.fetched.borrow_mut().clear();
+    }
+
+    /// The batches of records `first..=last`, from the log.
+    async fn read_entry(&self, first: Offset, last: Offset) -> Result<Bytes, RaftLogError> {
+        let mut out = BytesMut::new();
+        let mut from = first;
+        while from <= last {
+            let read = self.log.read(from, FETCH_BYTES, last + 1).await?;
+            if read.batches.is_empty() {
+                return Err(RaftLogError::Log(LogError::OffsetOutOfRange {
+                    requested: from,
+                    log_start: read.log_start_offset,
+                    log_end: read.high_watermark,
+                }));
+            }
+            for b in read.batches {
+                let h =
+                    check_batch(&b).map_err(|source| RaftLogError::Batch { index: 0, source })?;
+                if h.last_offset() < from {
+                    continue;
+                }
+                if h.base_offset > last {
+                    break;
+                }
+                from = h.last_offset() + 1;
+                out.extend_from_slice(&b);
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    fn entry_at(&self, t: &RaftIndex, index: u64) -> Option<Entry> {
+        let term = t.term(index)?;
+        let (entry_type, data) = match t.locate(index)? {
+            Located::RaftOnly(payload) => match payload.split_first() {
                 Some((&ty, rest)) => (entry_type_of(ty), Bytes::copy_from_slice(rest)),
                 None => (EntryType::EntryNormal, Bytes::new()),
             },
-            Some(Located::Records { .. }) if self.recent_entry(index).is_some() => (
-                EntryType::EntryNormal,
-                self.recent_entry(index).unwrap_or_default(),
-            ),
-            Some(Located::Records { first, last }) => {
-                let Some(batches) = self.log.read_cached(first, last + 1, usize::MAX) else {
-                    return Err(raft::Error::Store(if can_async {
-                        StorageError::LogTemporarilyUnavailable
-                    } else {
-                        StorageError::Unavailable
-                    }));
+            Located::Records { first, last } => {
+                let data = match self.recent_entry(index) {
+                    Some(data) => data,
+                    None => {
+                        let batches = self.log.read_cached(first, last + 1, usize::MAX)?;
+                        let mut data = BytesMut::new();
+                        for b in batches {
+                            data.extend_from_slice(&b);
+                        }
+                        data.freeze()
+                    }
                 };
-                let mut data = BytesMut::new();
-                for b in batches {
-                    data.extend_from_slice(&b);
-                }
-                (EntryType::EntryNormal, data.freeze())
+                (EntryType::EntryNormal, data)
             }
-            None => return Err(raft::Error::Store(StorageError::Unavailable)),
         };
-        Ok(Entry {
+        Some(Entry {
             entry_type,
             term,
             index,
@@ -258,9 +619,54 @@ impl RaftLog {
     }
 }
 
+/// Stamps a data entry's batches with offsets from `base` and the entry's term.
+fn stamp(e: &Entry, base: Offset) -> Result<(BytesMut, Vec<BatchHeader>), RaftLogError> {
+    let mut data = BytesMut::from(&e.data[..]);
+    let epoch = epoch_of(e.term);
+    let mut next = base;
+    let mut headers = Vec::new();
+    let mut at = 0usize;
+    while at < data.len() {
+        let mut h = check_batch(&data[at..]).map_err(|source| RaftLogError::Batch {
+            index: e.index,
+            source,
+        })?;
+        set_offset_and_epoch(&mut data[at..], next, epoch);
+        h.base_offset = next;
+        h.partition_leader_epoch = epoch;
+        next += h.offset_count();
+        at += h.size;
+        headers.push(h);
+    }
+    Ok((data, headers))
+}
+
+/// Makes the table and the log agree after a restart: rows go from the first data row
+/// the log does not hold at its term, and batches past the table's last row go.
+async fn reconcile(log: &Log, table: &mut RaftIndex) -> Result<(), RaftLogError> {
+    let log_end = log.next_offset();
+    let bad = table.rows().iter().find(|r| match r.kind {
+        EntryKind::Data { last_offset } => {
+            last_offset >= log_end || log.epoch_at(last_offset) != Some(epoch_of(r.term))
+        }
+        EntryKind::RaftOnly { .. } => false,
+    });
+    if let Some(row) = bad {
+        let index = row.index;
+        warn!(dir = %log.dir().display(), index, "raft entries whose batches were never durable dropped");
+        table.truncate_from(index);
+    }
+    let end = table.next_offset();
+    if end < log_end && end >= log.log_start_offset() {
+        warn!(dir = %log.dir().display(), from = end, to = log_end, "batches no raft entry names (never persisted) dropped");
+        log.truncate_suffix(end).await?;
+    }
+    Ok(())
+}
+
 impl raft::Storage for RaftLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(self.state.borrow().clone())
+        Ok(self.meta.state.borrow().clone())
     }
 
     fn entries(
@@ -270,7 +676,7 @@ impl raft::Storage for RaftLog {
         max_size: impl Into<Option<u64>>,
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let t = self.table.borrow();
+        let t = self.meta.table.borrow();
         if low < t.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
@@ -281,7 +687,17 @@ impl raft::Storage for RaftLog {
         let mut out = Vec::new();
         let mut size = 0u64;
         for index in low..high {
-            let e = self.entry_at(&t, index, context.can_async())?;
+            let Some(e) = self.entry_at(&t, index) else {
+                if !out.is_empty() {
+                    // A shorter answer is allowed; the rest comes in a later append.
+                    break;
+                }
+                if context.can_async() {
+                    self.misses.borrow_mut().push(Miss { context, low, high });
+                    return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+                }
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            };
             size += e.data.len() as u64 + 16;
             if !out.is_empty() && size > max {
                 break;
@@ -292,7 +708,7 @@ impl raft::Storage for RaftLog {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let t = self.table.borrow();
+        let t = self.meta.table.borrow();
         if idx + 1 < t.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
@@ -301,11 +717,11 @@ impl raft::Storage for RaftLog {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.table.borrow().first_index())
+        Ok(self.meta.table.borrow().first_index())
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.table.borrow().last_index())
+        Ok(self.meta.table.borrow().last_index())
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {

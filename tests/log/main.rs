@@ -8,6 +8,7 @@ mod group_commit;
 mod idempotence;
 mod index_rebuild;
 mod journal;
+mod raft_cluster;
 mod raft_group;
 mod raft_sim;
 mod retention;
@@ -34,6 +35,15 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
+    run_within(TEST_BOUND, f)
+}
+
+/// [`run`] with its own bound (for runs whose length the caller sets, such as soaks).
+pub fn run_within<F, Fut>(bound: std::time::Duration, f: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
     let dir = tempfile::Builder::new()
         .prefix("caudal-log-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -43,7 +53,7 @@ where
         .name()
         .unwrap_or("a log test")
         .to_string();
-    let _bound = Deadline::start(test.clone(), TEST_BOUND);
+    let _bound = Deadline::start(test.clone(), bound);
     Builder::new("log-test")
         .io_memory(2 << 20)
         .spawn(move || f(path))

@@ -1,27 +1,32 @@
-//! Seeded random schedules over raft groups of 3 and 5 replicas of one partition, in one
-//! process, with a network that drops, duplicates, delays and reorders messages and
-//! partitions replicas from each other. Messages cross Caudal's wire framing. After
-//! each schedule heals: every replica's log is byte-identical up to the commit point,
-//! offsets are contiguous from 0, and every batch committed at any time is still there.
-//! 200 schedules run by default (15 s optimised, 45 s in a debug build);
-//! `RAFT_SIM_SEEDS=n` runs more (`make soak`: 5,000); a failing seed is printed and
-//! replays with `RAFT_SIM_SEED=s`.
+//! Seeded random schedules over raft groups of 3 and 5 replicas, in one process: each
+//! node a directory with its shard journal (or none) and one log per group (1–3 groups),
+//! driven by its `RaftShard`; a network that drops, duplicates, delays and reorders
+//! messages and partitions nodes from each other; and nodes that crash — between rounds
+//! or in the middle of one, while their writes and truncations are under way — and
+//! restart from their directories. Messages cross Caudal's wire framing. Checked all
+//! along: what any replica has committed never changes at any offset (offsets only
+//! grow, no committed batch is truncated); a restarted replica comes back with its term
+//! and vote. After each schedule heals: every replica holds every batch ever committed,
+//! byte for byte, at its offset, and all agree on the commit point.
+//! `make test` runs seeds from 0 for up to 90 s (up to 2,000 schedules; see [`plan`]),
+//! `make soak` 5,000 schedules; a failing seed is printed and replays with
+//! `RAFT_SIM_SEED=s`.
 
 use std::collections::BTreeMap;
 
 use caudal::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
-use caudal::replica::raft_message::{decode, encode};
-use raft::eraftpb::Message;
-use raft::{StateRole, Storage};
+use caudal::replica::raft_shard::{Acks, GroupId};
+use futures_lite::future;
+use raft::eraftpb::{HardState, Message};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::raft_group::replica;
+use super::raft_cluster::{open_node, round, SimNode};
 use super::*;
 
-/// The network between replicas: messages in flight with the step they may arrive at.
+/// The network between nodes: messages in flight with the step they may arrive at.
 struct Net {
-    in_flight: Vec<(u64, Message)>,
+    in_flight: Vec<(u64, GroupId, Message)>,
     /// Pairs (from, to) that cannot talk, while a partition lasts.
     cut: Vec<(u64, u64)>,
     drop_p: f64,
@@ -29,50 +34,127 @@ struct Net {
 }
 
 impl Net {
-    fn send(&mut self, rng: &mut StdRng, now: u64, m: Message) {
-        let m = decode(&encode(&m)).unwrap();
+    fn send(&mut self, rng: &mut StdRng, now: u64, g: GroupId, m: Message) {
         if self.cut.contains(&(m.from, m.to)) || rng.gen_bool(self.drop_p) {
             return;
         }
         let copies = if rng.gen_bool(self.dup_p) { 2 } else { 1 };
         for _ in 0..copies {
             let at = now + rng.gen_range(0..4);
-            self.in_flight.push((at, m.clone()));
+            self.in_flight.push((at, g, m.clone()));
         }
     }
 
     /// Messages due at `now`, in a random order.
-    fn due(&mut self, rng: &mut StdRng, now: u64) -> Vec<Message> {
+    fn due(&mut self, rng: &mut StdRng, now: u64) -> Vec<(GroupId, Message)> {
         let (mut due, later): (Vec<_>, Vec<_>) =
-            self.in_flight.drain(..).partition(|(at, _)| *at <= now);
+            self.in_flight.drain(..).partition(|(at, _, _)| *at <= now);
         self.in_flight = later;
         for i in (1..due.len()).rev() {
             due.swap(i, rng.gen_range(0..=i));
         }
-        due.into_iter().map(|(_, m)| m).collect()
+        due.into_iter().map(|(_, g, m)| (g, m)).collect()
     }
+}
+
+/// Yields `n` times (a crash that lands `n` polls into a round).
+async fn after_polls(n: u32) {
+    for _ in 0..n {
+        future::yield_now().await;
+    }
+}
+
+/// Checks what `node` has committed in group `g` since `verified` (moved on) against
+/// every value seen committed.
+async fn check_committed(
+    node: &SimNode,
+    g: GroupId,
+    committed: &mut BTreeMap<i64, Vec<u8>>,
+    verified: &mut i64,
+) -> Result<(), String> {
+    let Some(raft) = node.shard.node(g) else {
+        return Ok(());
+    };
+    let upto = node.shard.high_watermark(g).unwrap_or(0);
+    let log = raft.store().log();
+    let mut from = *verified;
+    while from < upto {
+        let r = log
+            .read(from, 1 << 20, upto)
+            .await
+            .map_err(|e| format!("node {} group {}: read at {from}: {e}", node.id, g.0))?;
+        if r.batches.is_empty() {
+            return Err(format!(
+                "node {} group {}: committed up to {upto} but nothing at {from}",
+                node.id, g.0
+            ));
+        }
+        for b in r.batches {
+            let h = check_batch(&b).map_err(|e| e.to_string())?;
+            if h.base_offset != from {
+                return Err(format!("offset {} where {from} was due", h.base_offset));
+            }
+            let v = first_value(&b)?;
+            if let Some(seen) = committed.get(&from) {
+                if *seen != v {
+                    return Err(format!(
+                        "node {} group {} committed {:?} at offset {from}, another {:?}",
+                        node.id,
+                        g.0,
+                        String::from_utf8_lossy(&v),
+                        String::from_utf8_lossy(seen)
+                    ));
+                }
+            }
+            committed.insert(from, v);
+            from = h.last_offset() + 1;
+            *verified = from;
+        }
+    }
+    Ok(())
+}
+
+fn first_value(b: &[u8]) -> Result<Vec<u8>, String> {
+    Ok(uncompressed_records(b).map_err(|e| e.to_string())?[0]
+        .value
+        .as_ref()
+        .map(|v| v.to_vec())
+        .unwrap_or_default())
 }
 
 /// One schedule: the number of batches committed, or what broke.
 async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let n: u64 = if rng.gen_bool(0.5) { 3 } else { 5 };
+    let groups: u64 = rng.gen_range(1..=3);
+    // Mostly with a journal whose files are small (frequent checkpoints), sometimes none.
+    let journal = if rng.gen_bool(0.8) {
+        Some(rng.gen_range(64u64 << 10..2 << 20))
+    } else {
+        None
+    };
     let voters: Vec<u64> = (1..=n).collect();
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<Option<SimNode>> = Vec::new();
     for id in 1..=n {
-        nodes.push(replica(dir, id, &voters).await);
+        nodes.push(Some(open_node(dir, id, &voters, groups, journal).await));
     }
+    // While a node is down: the step it comes back at, and its durable hard states.
+    let mut down: BTreeMap<u64, (u64, Vec<HardState>)> = BTreeMap::new();
     let mut net = Net {
         in_flight: Vec::new(),
         cut: Vec::new(),
         drop_p: rng.gen_range(0.0..0.2),
         dup_p: rng.gen_range(0.0..0.1),
     };
-    // Every value ever seen committed, by the offset it was committed at.
-    let mut committed: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+    let crash_p = if rng.gen_bool(0.7) { 0.01 } else { 0.0 };
+    // Every value ever seen committed, per group, by the offset it was committed at.
+    let mut committed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); groups as usize];
+    // How far each node's committed records were checked, per group (from 0 again after
+    // a restart: what it recovered is checked too).
+    let mut verified: BTreeMap<(u64, u64), i64> = BTreeMap::new();
     let mut proposed = 0u32;
-    let steps = 400u64;
-    for now in 0..steps + 300 {
+    let steps = 300u64;
+    for now in 0..steps + 200 {
         let healing = now >= steps;
         if healing {
             net.cut.clear();
@@ -95,172 +177,278 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         } else if rng.gen_bool(0.03) {
             net.cut.clear();
         }
-        for node in nodes.iter_mut() {
-            node.tick();
-        }
-        if !healing && rng.gen_bool(0.3) {
-            if let Some(leader) = nodes.iter_mut().find(|x| x.raft.state == StateRole::Leader) {
-                let value = format!("seed {seed} value {proposed}");
-                proposed += 1;
-                let b = build_batch(0, 1, &[value.as_bytes()], Compression::None);
-                let _ = leader.propose(vec![], b);
-            }
-        }
-        for node in nodes.iter_mut() {
-            if !node.has_ready() {
+        // Restarts: a node back from its directory must hold its term and vote.
+        let due: Vec<u64> = down
+            .iter()
+            .filter(|(_, (at, _))| healing || *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some((_, before)) = down.remove(&id) else {
                 continue;
-            }
-            let mut rd = node.ready();
-            for m in rd.take_messages() {
-                net.send(&mut rng, now, m);
-            }
-            node.store()
-                .append(rd.entries())
-                .await
-                .map_err(|e| format!("append: {e}"))?;
-            if let Some(hs) = rd.hs() {
-                node.store().set_hard_state(hs.clone());
-            }
-            for m in rd.take_persisted_messages() {
-                net.send(&mut rng, now, m);
-            }
-            let mut applied = rd.take_committed_entries().last().map(|e| e.index);
-            let mut light = node.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                let mut hs = node.store().initial_state().unwrap().hard_state;
-                hs.commit = commit;
-                node.store().set_hard_state(hs);
-            }
-            for m in light.take_messages() {
-                net.send(&mut rng, now, m);
-            }
-            if let Some(last) = light.take_committed_entries().last() {
-                applied = Some(last.index);
-            }
-            node.advance_apply();
-            if let Some(a) = applied {
-                node.store().set_applied(a);
-            }
-        }
-        for m in net.due(&mut rng, now) {
-            let to = m.to as usize;
-            let _ = nodes[to - 1].step(m);
-        }
-        // What each replica has committed must agree with what any replica committed.
-        for node in &nodes {
-            let store = node.store();
-            let upto = store.committed_offset();
-            let log = store.log();
-            let mut from = committed
-                .range(..upto)
-                .next_back()
-                .map_or(0, |(o, _)| *o + 1);
-            while from < upto {
-                let r = log
-                    .read(from, 1 << 20, upto)
-                    .await
-                    .map_err(|e| format!("read at {from}: {e}"))?;
-                if r.batches.is_empty() {
-                    break;
+            };
+            // Writes the crashed node had already handed to the kernel land first (in one
+            // process they would otherwise land after the restarted node has read its
+            // files; a real crash has them land before the next process starts, or never).
+            caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+            let node = open_node(dir, id, &voters, groups, journal).await;
+            for (g, b) in before.iter().enumerate() {
+                let a = node
+                    .shard
+                    .node(GroupId(g as u64))
+                    .map(|r| r.store().durable_hard_state())
+                    .unwrap_or_default();
+                if a.term < b.term || (a.term == b.term && b.vote != 0 && a.vote != b.vote) {
+                    return Err(format!(
+                        "node {id} group {g} restarted with term/vote {}/{} after {}/{}",
+                        a.term, a.vote, b.term, b.vote
+                    ));
                 }
-                for b in r.batches {
-                    let h = check_batch(&b).map_err(|e| e.to_string())?;
-                    if h.base_offset != from {
-                        return Err(format!("offset {} where {from} was due", h.base_offset));
-                    }
-                    let v = uncompressed_records(&b).map_err(|e| e.to_string())?[0]
-                        .value
-                        .as_ref()
-                        .map(|v| v.to_vec())
-                        .unwrap_or_default();
-                    if let Some(seen) = committed.get(&from) {
-                        if *seen != v {
-                            return Err(format!(
-                                "replica {} committed {:?} at offset {from}, another {:?}",
-                                node.raft.id,
-                                String::from_utf8_lossy(&v),
-                                String::from_utf8_lossy(seen)
-                            ));
+            }
+            if tracing() {
+                for g in node.shard.group_ids() {
+                    let r = node.shard.node(g).unwrap();
+                    eprintln!(
+                        "step {now}: restart node {id} group {}: term {} last {} commit {} log end {} hw {:?}",
+                        g.0,
+                        r.raft.term,
+                        r.raft.raft_log.last_index(),
+                        r.raft.raft_log.committed,
+                        r.store().log().next_offset(),
+                        node.shard.high_watermark(g)
+                    );
+                }
+            }
+            nodes[id as usize - 1] = Some(node);
+            verified.retain(|(n, _), _| *n != id);
+        }
+        let mut crash_in_round = None;
+        if !healing && rng.gen_bool(crash_p) && down.len() + 1 < n as usize {
+            let id = rng.gen_range(1..=n);
+            if nodes[id as usize - 1].is_some() {
+                crash_in_round = Some((id, rng.gen_range(0..40u32)));
+            }
+        }
+        for node in nodes.iter_mut().flatten() {
+            node.shard.tick();
+        }
+        if !healing {
+            for g in 0..groups {
+                if !rng.gen_bool(0.3) {
+                    continue;
+                }
+                let leader = nodes
+                    .iter_mut()
+                    .flatten()
+                    .find(|x| x.shard.is_leader(GroupId(g)));
+                if let Some(leader) = leader {
+                    let value = format!("seed {seed} group {g} value {proposed}");
+                    proposed += 1;
+                    let b = build_batch(0, 1, &[value.as_bytes()], Compression::None);
+                    let acks = if rng.gen_bool(0.5) {
+                        Acks::All
+                    } else {
+                        Acks::Leader
+                    };
+                    let _ = leader
+                        .shard
+                        .propose(GroupId(g), b, acks, u64::from(proposed));
+                }
+            }
+        }
+        // Every node's round at once, as separate machines would run them (their
+        // writes overlap); the crashing node's may be cut short after some polls.
+        let rounds: Vec<_> = nodes
+            .iter_mut()
+            .flatten()
+            .map(|node| {
+                let cut_after = match crash_in_round {
+                    Some((crashing, polls)) if crashing == node.id => Some(polls),
+                    _ => None,
+                };
+                let id = node.id;
+                async move {
+                    let out = match cut_after {
+                        Some(polls) => {
+                            future::or(async { Some(round(node).await) }, async {
+                                after_polls(polls).await;
+                                None
+                            })
+                            .await
                         }
-                    }
-                    committed.insert(from, v);
-                    from = h.last_offset() + 1;
+                        None => Some(round(node).await),
+                    };
+                    (id, out)
+                }
+            })
+            .collect();
+        for (id, out) in caudal::task::join_all(rounds).await {
+            let crashing = matches!(crash_in_round, Some((c, _)) if c == id);
+            if tracing() && crashing {
+                eprintln!(
+                    "step {now}: node {id} crashes {} its round",
+                    if out.is_some() { "after" } else { "in" }
+                );
+            }
+            if let Some((msgs, r)) = out {
+                if let Some((g, e)) = r.failed.first() {
+                    return Err(format!("node {id} group {}: storage failed: {e}", g.0));
+                }
+                for (g, m) in msgs {
+                    net.send(&mut rng, now, g, m);
+                }
+            }
+            // Crashed during its round or right after it: what was not yet written is lost.
+            if crashing {
+                crash(&mut nodes, &mut down, id, now + rng.gen_range(5..60));
+            }
+        }
+        for (g, m) in net.due(&mut rng, now) {
+            if let Some(to) = nodes[m.to as usize - 1].as_mut() {
+                let _ = to.shard.step(g, m);
+            }
+        }
+        for node in nodes.iter().flatten() {
+            for g in 0..groups {
+                let v = verified.entry((node.id, g)).or_insert(0);
+                check_committed(node, GroupId(g), &mut committed[g as usize], v)
+                    .await
+                    .map_err(|e| format!("step {now}: {e}"))?;
+            }
+        }
+    }
+    // Healed: everyone at the same commit point, with everything committed.
+    let mut total = 0;
+    for g in 0..groups {
+        let gid = GroupId(g);
+        let ends: Vec<i64> = nodes
+            .iter()
+            .flatten()
+            .map(|x| x.shard.high_watermark(gid).unwrap_or(-1))
+            .collect();
+        if ends.len() != n as usize || ends.iter().any(|e| *e != ends[0]) {
+            return Err(format!(
+                "group {g}: replicas did not converge: committed offsets {ends:?}"
+            ));
+        }
+        let top = committed[g as usize]
+            .keys()
+            .next_back()
+            .map_or(0, |o| o + 1);
+        if ends[0] < top {
+            return Err(format!(
+                "group {g}: commit point {} below a committed offset {top}",
+                ends[0]
+            ));
+        }
+        for node in nodes.iter().flatten() {
+            let log = node.shard.node(gid).ok_or("group missing")?.store().log();
+            for (o, v) in &committed[g as usize] {
+                let r = log.read(*o, 1, ends[0]).await.map_err(|e| e.to_string())?;
+                let b = r.batches.first().ok_or(format!("offset {o} gone"))?;
+                let got = first_value(b)?;
+                if got != *v {
+                    return Err(format!(
+                        "node {} group {g} lost offset {o}: {:?} where {:?} was committed",
+                        node.id,
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(v)
+                    ));
                 }
             }
         }
+        total += committed[g as usize].len();
     }
-    // Healed: one leader, everyone at the same commit point, with everything committed.
-    let ends: Vec<i64> = nodes.iter().map(|x| x.store().committed_offset()).collect();
-    if ends.iter().any(|e| *e != ends[0]) {
-        return Err(format!(
-            "replicas did not converge: committed offsets {ends:?}"
-        ));
-    }
-    let top = committed.keys().next_back().map_or(0, |o| o + 1);
-    if ends[0] < top {
-        return Err(format!(
-            "commit point {} below a committed offset {top}",
-            ends[0]
-        ));
-    }
-    for node in &nodes {
-        for (o, v) in &committed {
-            let r = node
-                .store()
-                .log()
-                .read(*o, 1, ends[0])
-                .await
-                .map_err(|e| e.to_string())?;
-            let b = r.batches.first().ok_or(format!("offset {o} gone"))?;
-            let got = uncompressed_records(b).map_err(|e| e.to_string())?[0]
-                .value
-                .as_ref()
-                .map(|v| v.to_vec())
-                .unwrap_or_default();
-            if got != *v {
-                return Err(format!("replica {} lost offset {o}", node.raft.id));
+    Ok(total)
+}
+
+fn tracing() -> bool {
+    std::env::var("RAFT_SIM_TRACE").is_ok()
+}
+
+/// Takes node `id` down until step `back` (dropped without closing: a crash).
+fn crash(
+    nodes: &mut [Option<SimNode>],
+    down: &mut BTreeMap<u64, (u64, Vec<HardState>)>,
+    id: u64,
+    back: u64,
+) {
+    if let Some(node) = nodes[id as usize - 1].take() {
+        if tracing() {
+            for g in node.shard.group_ids() {
+                let r = node.shard.node(g).unwrap();
+                eprintln!(
+                    "crash node {id} group {}: term {} last {} commit {} durable {:?} log end {} hw {:?}",
+                    g.0,
+                    r.raft.term,
+                    r.raft.raft_log.last_index(),
+                    r.raft.raft_log.committed,
+                    r.store().durable_hard_state(),
+                    r.store().log().next_offset(),
+                    node.shard.high_watermark(g)
+                );
             }
         }
+        let states = node
+            .shard
+            .group_ids()
+            .iter()
+            .filter_map(|g| node.shard.node(*g))
+            .map(|r| r.store().durable_hard_state())
+            .collect();
+        down.insert(id, (back, states));
+        node.crash();
     }
-    Ok(committed.len())
+}
+
+/// How many schedules to run, and for how long at most: `RAFT_SIM_SEED` replays one;
+/// otherwise seeds from 0 up to `RAFT_SIM_SEEDS` (default 2,000) while
+/// `RAFT_SIM_SECONDS` (default 90) last.
+fn plan() -> (Vec<u64>, std::time::Duration) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let budget = std::time::Duration::from_secs(var("RAFT_SIM_SECONDS").unwrap_or(90));
+    match var("RAFT_SIM_SEED") {
+        Some(seed) => (vec![seed], budget),
+        None => ((0..var("RAFT_SIM_SEEDS").unwrap_or(2000)).collect(), budget),
+    }
 }
 
 #[test]
-fn seeded_schedules_with_a_faulty_network_keep_every_committed_batch_on_every_replica() {
-    let seeds: Vec<u64> = match std::env::var("RAFT_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("RAFT_SIM_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("RAFT_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200u64);
-            (0..n).collect()
-        }
-    };
-    run(move |dir| async move {
-        let started = std::time::Instant::now();
-        let (mut total, mut idle) = (0usize, 0usize);
-        let count = seeds.len();
-        for seed in seeds {
-            let sub = dir.join(format!("seed-{seed}"));
-            match schedule(&sub, seed).await {
-                Ok(n) => {
-                    total += n;
-                    idle += usize::from(n == 0);
+fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_replica() {
+    let (seeds, budget) = plan();
+    // The bound: the budget, plus the longest schedule and the cleanup after it.
+    run_within(
+        budget + std::time::Duration::from_secs(90),
+        move |dir| async move {
+            let started = std::time::Instant::now();
+            let (mut total, mut idle, mut count) = (0usize, 0usize, 0usize);
+            for seed in seeds {
+                if started.elapsed() > budget {
+                    break;
                 }
-                Err(e) => {
-                    panic!("raft schedule seed {seed} failed (replay: RAFT_SIM_SEED={seed}): {e}")
+                let sub = dir.join(format!("seed-{seed}"));
+                match schedule(&sub, seed).await {
+                    Ok(n) => {
+                        total += n;
+                        idle += usize::from(n == 0);
+                        count += 1;
+                    }
+                    Err(e) => {
+                        panic!(
+                            "raft schedule seed {seed} failed (replay: RAFT_SIM_SEED={seed}): {e}"
+                        )
+                    }
                 }
+                let _ = std::fs::remove_dir_all(&sub);
             }
-            let _ = std::fs::remove_dir_all(&sub);
-        }
-        eprintln!(
+            eprintln!(
             "{count} raft schedules, {total} batches committed ({idle} schedules committed none), {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        assert!(
-            idle * 4 <= count,
-            "most schedules commit batches: {idle} of {count} committed none"
-        );
-    });
+            assert!(
+                idle * 4 <= count,
+                "most schedules commit batches: {idle} of {count} committed none"
+            );
+        },
+    );
 }

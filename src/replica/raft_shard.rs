@@ -1,0 +1,468 @@
+//! The raft groups a shard hosts, and the loop that drives them all: no task per group.
+//! One [`RaftShard::round`] collects the ready state of every group, stages their
+//! entries and HardStates, makes them durable in one go (the groups' writes run side by
+//! side and share the shard journal's durable writes: one fdatasync for every group of
+//! the round), tells raft through `advance_append_async` / `on_persist_ready`, and
+//! returns the messages to send, grouped by destination node, and the proposals whose
+//! outcome is now known. [`RaftShard::tick`] ticks every group; the caller's loop ticks,
+//! steps incoming messages, runs rounds and sends (part 2 puts that loop on TCP; the
+//! tests and the bench drive it in one process).
+//!
+//! Acknowledgements: a proposal with [`Acks::All`] completes when the commit index (what
+//! a majority holds durably) covers its entry — the high watermark is the commit index;
+//! with [`Acks::Leader`] when the leader's own copy is durable (Kafka's acks=1: such a
+//! write can be lost if the leader fails before a majority has it). A proposal whose
+//! entry is replaced, or whose leader loses leadership before it is decided, completes
+//! with [`ProposeError::Unknown`]: never a false success.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use raft::eraftpb::{EntryType, Message};
+use raft::{Config, RawNode, StateRole};
+use tracing::warn;
+
+use crate::log::raft_index::Located;
+use crate::log::{Log, Offset};
+
+use super::raft_log::{Persist, RaftLog, RaftLogError};
+
+/// A raft group's id: one partition, the same on every node that holds a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+/// A node's id in raft (a group's replicas are nodes).
+pub type NodeId = u64;
+
+/// When a proposal counts as acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// When the leader's copy is durable (Kafka's acks=1).
+    Leader,
+    /// When a majority holds it durably: the commit index covers it (acks=all).
+    All,
+}
+
+/// Why a proposal failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica is not the group's leader.
+    #[error("not the leader")]
+    NotLeader,
+    /// Raft refused the proposal (a leader transfer is under way, or too much is
+    /// uncommitted).
+    #[error("proposal dropped")]
+    Dropped,
+    /// The outcome is unknown: the leader changed or the entry was replaced before it
+    /// was decided. It may or may not end up in the log.
+    #[error("outcome unknown after a leader change")]
+    Unknown,
+    /// The group's storage failed.
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// Why the shard could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftShardError {
+    /// The group's storage failed.
+    #[error(transparent)]
+    Storage(#[from] RaftLogError),
+    /// Raft refused (an invalid configuration, a message for another node).
+    #[error(transparent)]
+    Raft(#[from] raft::Error),
+    /// No such group here.
+    #[error("no raft group {0:?} on this shard")]
+    UnknownGroup(GroupId),
+}
+
+/// A proposal's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The caller's token for the proposal.
+    pub token: u64,
+    /// The offset of its first record, or why it failed.
+    pub result: Result<Offset, ProposeError>,
+}
+
+/// What a round produced.
+#[derive(Default)]
+pub struct Round {
+    /// Messages to send, by destination node, each with its group.
+    pub messages: BTreeMap<NodeId, Vec<(GroupId, Message)>>,
+    /// Proposals whose outcome is known.
+    pub completions: Vec<(GroupId, Completion)>,
+    /// Groups whose storage failed this round (they are stopped).
+    pub failed: Vec<(GroupId, String)>,
+}
+
+impl Round {
+    fn send(&mut self, group: GroupId, msgs: Vec<Message>) {
+        for m in msgs {
+            self.messages.entry(m.to).or_default().push((group, m));
+        }
+    }
+}
+
+/// The raft settings every group of the shard runs with (the node id is the shard's).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSettings {
+    /// Ticks without a leader before a follower campaigns.
+    pub election_tick: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_tick: usize,
+    /// Bytes of entries in one append message.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+        }
+    }
+}
+
+struct Waiting {
+    index: u64,
+    term: u64,
+    acks: Acks,
+    token: u64,
+}
+
+struct Group {
+    node: RawNode<RaftLog>,
+    waiting: VecDeque<Waiting>,
+    failed: bool,
+}
+
+/// A ready taken from a group, on its way to disk.
+struct InFlight {
+    group: GroupId,
+    number: u64,
+    job: Persist,
+    /// Messages raft may send only once the ready is durable (a follower's replies).
+    after_persist: Vec<Message>,
+}
+
+/// The raft groups of one shard of node `node_id`. See the module docs.
+pub struct RaftShard {
+    node_id: NodeId,
+    settings: GroupSettings,
+    groups: BTreeMap<GroupId, Group>,
+    logger: slog::Logger,
+}
+
+impl RaftShard {
+    /// A shard of node `node_id` with no groups yet.
+    pub fn new(node_id: NodeId, settings: GroupSettings) -> RaftShard {
+        RaftShard {
+            node_id,
+            settings,
+            groups: BTreeMap::new(),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        }
+    }
+
+    /// This shard's node.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Opens group `id` over `log` (recovering its raft state, or starting it with
+    /// `voters`). Pre-vote and check-quorum are on: a replica cut off and back does not
+    /// depose a healthy leader, and a leader cut off from a majority steps down.
+    pub async fn open_group(
+        &mut self,
+        id: GroupId,
+        log: Rc<Log>,
+        voters: Vec<NodeId>,
+    ) -> Result<(), RaftShardError> {
+        let store = RaftLog::open(log, voters).await?;
+        let config = Config {
+            id: self.node_id,
+            election_tick: self.settings.election_tick,
+            heartbeat_tick: self.settings.heartbeat_tick,
+            max_size_per_msg: self.settings.max_size_per_msg,
+            max_inflight_msgs: self.settings.max_inflight_msgs,
+            applied: store.applied(),
+            pre_vote: true,
+            check_quorum: true,
+            ..Config::default()
+        };
+        config.validate()?;
+        let node = RawNode::new(&config, store, &self.logger)?;
+        self.groups.insert(
+            id,
+            Group {
+                node,
+                waiting: VecDeque::new(),
+                failed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes group `id` (its log stays as it is).
+    pub fn close_group(&mut self, id: GroupId) -> Option<Rc<Log>> {
+        self.groups
+            .remove(&id)
+            .map(|g| g.node.store().log().clone())
+    }
+
+    /// The groups hosted here.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Group `id`'s raft node.
+    pub fn node(&self, id: GroupId) -> Option<&RawNode<RaftLog>> {
+        self.groups.get(&id).map(|g| &g.node)
+    }
+
+    /// Group `id`'s raft node, to campaign or transfer leadership.
+    pub fn node_mut(&mut self, id: GroupId) -> Option<&mut RawNode<RaftLog>> {
+        self.groups.get_mut(&id).map(|g| &mut g.node)
+    }
+
+    /// True when this replica leads group `id`.
+    pub fn is_leader(&self, id: GroupId) -> bool {
+        self.node(id)
+            .is_some_and(|n| n.raft.state == StateRole::Leader)
+    }
+
+    /// Group `id`'s high watermark: the offset after its last committed record that
+    /// this replica holds durably. (A follower may learn of a commit before the entries
+    /// it covers replace a stale suffix of its own: those rows still name the old
+    /// batches, so the commit index is capped at what raft knows is persisted.)
+    pub fn high_watermark(&self, id: GroupId) -> Option<Offset> {
+        self.node(id).map(|n| {
+            let log = &n.raft.raft_log;
+            n.store()
+                .table()
+                .end_offset_at(log.committed.min(log.persisted))
+        })
+    }
+
+    /// Ticks every group's clock (elections, heartbeats).
+    pub fn tick(&mut self) {
+        for g in self.groups.values_mut().filter(|g| !g.failed) {
+            g.node.tick();
+        }
+    }
+
+    /// Hands a message from another node to group `id`.
+    pub fn step(&mut self, id: GroupId, msg: Message) -> Result<(), RaftShardError> {
+        let g = self
+            .groups
+            .get_mut(&id)
+            .ok_or(RaftShardError::UnknownGroup(id))?;
+        if g.failed {
+            return Ok(());
+        }
+        g.node.step(msg)?;
+        Ok(())
+    }
+
+    /// Proposes record batches (one client append) to group `id`; its outcome comes in
+    /// a later round's completions under `token`.
+    pub fn propose(
+        &mut self,
+        id: GroupId,
+        batches: Vec<u8>,
+        acks: Acks,
+        token: u64,
+    ) -> Result<(), ProposeError> {
+        let g = self.groups.get_mut(&id).ok_or(ProposeError::NotLeader)?;
+        if g.failed {
+            return Err(ProposeError::Storage("the group's storage failed".into()));
+        }
+        if g.node.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader);
+        }
+        g.node
+            .propose(Vec::new(), batches)
+            .map_err(|_| ProposeError::Dropped)?;
+        g.waiting.push_back(Waiting {
+            index: g.node.raft.raft_log.last_index(),
+            term: g.node.raft.term,
+            acks,
+            token,
+        });
+        Ok(())
+    }
+
+    /// True when some group has something to do.
+    pub fn has_ready(&self) -> bool {
+        self.groups
+            .values()
+            .any(|g| !g.failed && (g.node.has_ready() || g.node.store().has_missing()))
+    }
+
+    /// One round over every group: see the module docs.
+    pub async fn round(&mut self) -> Round {
+        let mut out = Round::default();
+        let mut in_flight = Vec::new();
+        for (&id, g) in self.groups.iter_mut() {
+            if g.failed || !g.node.has_ready() {
+                continue;
+            }
+            let mut rd = g.node.ready();
+            out.send(id, rd.take_messages());
+            let staged = g.node.store().stage(rd.entries(), rd.hs());
+            let job = match staged {
+                Ok(job) => job,
+                Err(e) => {
+                    g.failed = true;
+                    fail_waiting(g, id, &e.to_string(), &mut out);
+                    out.failed.push((id, e.to_string()));
+                    continue;
+                }
+            };
+            let committed = rd.take_committed_entries();
+            if committed
+                .iter()
+                .any(|e| e.entry_type != EntryType::EntryNormal)
+            {
+                // Nothing proposes membership changes before issue 18 (which brings
+                // their own codec: their bytes are never parsed by protobuf).
+                warn!(
+                    group = id.0,
+                    "configuration change entries are not applied yet"
+                );
+            }
+            let last_committed = committed.last().map(|e| e.index);
+            let after_persist = rd.take_persisted_messages();
+            let number = rd.number();
+            g.node.advance_append_async(rd);
+            if let Some(index) = last_committed {
+                // The log is the state machine: a committed entry is applied by the
+                // commit index moving (the high watermark).
+                g.node.advance_apply_to(index);
+                g.node.store().set_applied(index);
+            }
+            in_flight.push(InFlight {
+                group: id,
+                number,
+                job,
+                after_persist,
+            });
+        }
+        let groups = &self.groups;
+        let writes: Vec<_> = in_flight
+            .iter_mut()
+            .filter_map(|f| {
+                let job = std::mem::take(&mut f.job);
+                groups
+                    .get(&f.group)
+                    .map(|g| async move { g.node.store().persist(job).await })
+            })
+            .collect();
+        let results = crate::task::join_all(writes).await;
+        for (f, result) in in_flight.into_iter().zip(results) {
+            let Some(g) = self.groups.get_mut(&f.group) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    g.node.on_persist_ready(f.number);
+                    out.send(f.group, f.after_persist);
+                }
+                Err(e) => {
+                    g.failed = true;
+                    fail_waiting(g, f.group, &e.to_string(), &mut out);
+                    out.failed.push((f.group, e.to_string()));
+                }
+            }
+        }
+        self.fetch_missing(&mut out).await;
+        for (&id, g) in self.groups.iter_mut() {
+            if !g.failed {
+                complete(g, id, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Reads from disk the entries raft could not find in memory (a lagging follower's
+    /// appends), and lets raft send them.
+    async fn fetch_missing(&mut self, out: &mut Round) {
+        for (&id, g) in self.groups.iter_mut() {
+            if g.failed || !g.node.store().has_missing() {
+                continue;
+            }
+            match g.node.store().fetch_missing().await {
+                Ok(contexts) => {
+                    for c in contexts {
+                        g.node.on_entries_fetched(c);
+                    }
+                    g.node.store().clear_fetched();
+                }
+                Err(e) => {
+                    g.failed = true;
+                    fail_waiting(g, id, &e.to_string(), out);
+                    out.failed.push((id, e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn fail_waiting(g: &mut Group, id: GroupId, why: &str, out: &mut Round) {
+    for w in g.waiting.drain(..) {
+        out.completions.push((
+            id,
+            Completion {
+                token: w.token,
+                result: Err(ProposeError::Storage(why.to_string())),
+            },
+        ));
+    }
+}
+
+/// Completes the proposals of group `g` whose outcome is known.
+fn complete(g: &mut Group, id: GroupId, out: &mut Round) {
+    let leader = g.node.raft.state == StateRole::Leader;
+    let term = g.node.raft.term;
+    let commit = g.node.raft.raft_log.committed;
+    let table = g.node.store().table();
+    let persisted = g.node.raft.raft_log.persisted;
+    g.waiting.retain(|w| {
+        let result = if table.term(w.index) != Some(w.term) && w.index <= table.last_index() {
+            Some(Err(ProposeError::Unknown))
+        } else {
+            let done = match w.acks {
+                Acks::All => commit >= w.index,
+                Acks::Leader => persisted >= w.index,
+            };
+            if done {
+                Some(match table.locate(w.index) {
+                    Some(Located::Records { first, .. }) => Ok(first),
+                    _ => Err(ProposeError::Unknown),
+                })
+            } else if !leader || term != w.term {
+                Some(Err(ProposeError::Unknown))
+            } else {
+                None
+            }
+        };
+        match result {
+            Some(result) => {
+                out.completions.push((
+                    id,
+                    Completion {
+                        token: w.token,
+                        result,
+                    },
+                ));
+                false
+            }
+            None => true,
+        }
+    });
+}
