@@ -171,4 +171,86 @@ mod tests {
         bad[7] ^= 1;
         assert!(EpochTable::from_bytes(&bad).is_none());
     }
+
+    /// The model: every batch of the log as (base offset, epoch), contiguous, and where
+    /// the log ends.
+    struct Model {
+        batches: Vec<(Offset, i32)>,
+        end: Offset,
+    }
+
+    impl Model {
+        fn epoch_at(&self, o: Offset) -> Option<i32> {
+            if o >= self.end {
+                return self.batches.last().map(|b| b.1);
+            }
+            self.batches.iter().rev().find(|b| b.0 <= o).map(|b| b.1)
+        }
+
+        fn end_offset_for(&self, epoch: i32) -> Option<(i32, Offset)> {
+            let found = self.batches.iter().map(|b| b.1).filter(|e| *e <= epoch).max()?;
+            let end = self
+                .batches
+                .iter()
+                .find(|b| b.1 > found)
+                .map_or(self.end, |b| b.0);
+            Some((found, end))
+        }
+    }
+
+    #[test]
+    fn epoch_table_matches_a_model_through_appends_truncations_and_restarts() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..2000u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut model = Model {
+                batches: Vec::new(),
+                end: 0,
+            };
+            let mut t = EpochTable::default();
+            let mut epoch = 0i32;
+            for _ in 0..60 {
+                match rng.gen_range(0..10) {
+                    0..=5 => {
+                        // An append: a batch of 1-5 records, sometimes in a new epoch.
+                        if rng.gen_bool(0.2) {
+                            epoch += rng.gen_range(1..3);
+                        }
+                        let n = rng.gen_range(1..6);
+                        t.observe(epoch, model.end);
+                        model.batches.push((model.end, epoch));
+                        model.end += n;
+                    }
+                    6 if !model.batches.is_empty() => {
+                        // A suffix truncation at a batch boundary.
+                        let i = rng.gen_range(0..model.batches.len());
+                        let at = model.batches[i].0;
+                        model.batches.truncate(i);
+                        model.end = at;
+                        t.truncate_from(at);
+                    }
+                    7 if model.batches.len() > 1 => {
+                        // Retention: the log starts at a later batch.
+                        let i = rng.gen_range(1..model.batches.len());
+                        let at = model.batches[i].0;
+                        model.batches.drain(..i);
+                        t.truncate_before(at);
+                    }
+                    _ => {
+                        t = EpochTable::from_bytes(&t.to_bytes()).unwrap();
+                    }
+                }
+                for o in model.batches.first().map_or(0, |b| b.0)..model.end {
+                    assert_eq!(t.epoch_at(o), model.epoch_at(o), "seed {seed}: epoch at {o}");
+                }
+                for e in -1..=epoch + 1 {
+                    assert_eq!(
+                        t.end_offset_for(e, model.end),
+                        model.end_offset_for(e),
+                        "seed {seed}: end offset for epoch {e}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -151,3 +151,39 @@ fn zero_filled_preallocated_tail_is_not_data() {
         check_recovered(&src, &original, original.len()).await;
     });
 }
+
+#[test]
+fn recovers_every_leader_epoch_of_the_active_segment_after_a_crash() {
+    run(|dir| async move {
+        // Batches of epochs 1, 1, 3, 3, 3, 7 and 8 (raft terms), as a follower writes
+        // them, with no epoch checkpoint saved since: the scan alone must find them.
+        let epochs = [1, 1, 3, 3, 3, 7, 8];
+        let mut bytes = Vec::new();
+        let mut next = 0i64;
+        let mut starts = Vec::new();
+        for (i, &epoch) in epochs.iter().enumerate() {
+            let mut b = batch(1 + i % 3, 50, i as u8, 1000, Compression::None).to_vec();
+            caudal::protocol::record_batch::set_offset_and_epoch(&mut b, next, epoch);
+            starts.push(next);
+            next += check_batch(&b).unwrap().offset_count();
+            bytes.extend_from_slice(&b);
+        }
+        let part = dir.join("p");
+        install(&part, &bytes);
+        let (log, _) = caudal::log::Log::open(&part, LogConfig::default(), LogEnv::new(0))
+            .await
+            .unwrap();
+        assert_eq!(log.next_offset(), next);
+        for (i, &epoch) in epochs.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(next);
+            for o in starts[i]..end {
+                assert_eq!(log.epoch_at(o), Some(epoch), "epoch at offset {o}");
+            }
+        }
+        // Kafka's OffsetForLeaderEpoch answers from the same table.
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, starts[2])));
+        assert_eq!(log.end_offset_for_epoch(5), Some((3, starts[5])));
+        assert_eq!(log.end_offset_for_epoch(8), Some((8, next)));
+        assert_eq!(log.last_epoch(), Some(8));
+    });
+}
