@@ -188,7 +188,12 @@ mod tests {
         }
 
         fn end_offset_for(&self, epoch: i32) -> Option<(i32, Offset)> {
-            let found = self.batches.iter().map(|b| b.1).filter(|e| *e <= epoch).max()?;
+            let found = self
+                .batches
+                .iter()
+                .map(|b| b.1)
+                .filter(|e| *e <= epoch)
+                .max()?;
             let end = self
                 .batches
                 .iter()
@@ -241,7 +246,11 @@ mod tests {
                     }
                 }
                 for o in model.batches.first().map_or(0, |b| b.0)..model.end {
-                    assert_eq!(t.epoch_at(o), model.epoch_at(o), "seed {seed}: epoch at {o}");
+                    assert_eq!(
+                        t.epoch_at(o),
+                        model.epoch_at(o),
+                        "seed {seed}: epoch at {o}"
+                    );
                 }
                 for e in -1..=epoch + 1 {
                     assert_eq!(

@@ -459,3 +459,100 @@ fn torn_journal_and_segment_tails_recover_to_a_state_raft_accepts() {
         }
     });
 }
+
+/// Yields `n` times.
+async fn after_polls(n: u32) {
+    for _ in 0..n {
+        futures_lite::future::yield_now().await;
+    }
+}
+
+#[test]
+fn crash_anywhere_in_the_round_that_truncates_a_stale_suffix_recovers() {
+    run(|dir| async move {
+        let mut cases = 0;
+        for round_no in 0..3u32 {
+            for polls in (0..40u32).step_by(4) {
+                let root = dir.join(format!("r{round_no}-p{polls}"));
+                let mut c = Cluster::start(&root, 3, Some(64 << 20)).await;
+                c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
+                c.drive_n(20).await;
+                for i in 0..4u32 {
+                    c.node_mut(1)
+                        .shard
+                        .propose(G, value_batch(i, 2, 100), Acks::All, u64::from(i))
+                        .unwrap();
+                    c.drive().await;
+                }
+                c.drive_n(5).await;
+                // Node 1 is cut off with a suffix of its own; node 2 leads and commits
+                // other batches at those offsets.
+                c.isolate(1);
+                for i in 10..14u32 {
+                    c.node_mut(1)
+                        .shard
+                        .propose(G, value_batch(i, 3, 100), Acks::All, u64::from(i))
+                        .unwrap();
+                    c.drive().await;
+                }
+                c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
+                c.drive_n(30).await;
+                let leader = c.leader_among(&[2, 3]).expect("a leader among 2 and 3");
+                for i in 20..23u32 {
+                    c.node_mut(leader)
+                        .shard
+                        .propose(G, value_batch(i, 1, 100), Acks::All, u64::from(i))
+                        .unwrap();
+                    c.drive().await;
+                }
+                c.drive_n(5).await;
+                let end = c.node(leader).shard.high_watermark(G).unwrap();
+                // Healed: node 1 learns it must cut its suffix, and crashes `polls` polls
+                // into its `round_no`-th round from here (mid-truncation or mid-append).
+                c.cut.clear();
+                let mut crashed = false;
+                for r in 0..10u32 {
+                    if r == round_no {
+                        let node = c.node_mut(1);
+                        node.shard.tick();
+                        let cut_short =
+                            futures_lite::future::or(async { Some(round(node).await) }, async {
+                                after_polls(polls).await;
+                                None
+                            })
+                            .await;
+                        if cut_short.is_none() {
+                            if let Some(n) = c.nodes[0].take() {
+                                n.crash();
+                            }
+                            crashed = true;
+                            break;
+                        }
+                    }
+                    c.drive().await;
+                }
+                if crashed {
+                    caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+                    c.nodes[0] = Some(open_node(&root, 1, &[1, 2, 3], 1, Some(64 << 20)).await);
+                    cases += 1;
+                }
+                c.drive_n(60).await;
+                let reference = batches(&log_of(c.node(leader)), end).await;
+                for id in 1..=3 {
+                    assert_eq!(
+                        log_of(c.node(id)).next_offset(),
+                        end,
+                        "round {round_no}, {polls} polls: node {id} log end"
+                    );
+                    assert_eq!(
+                        batches(&log_of(c.node(id)), end).await,
+                        reference,
+                        "round {round_no}, {polls} polls: node {id}"
+                    );
+                }
+                let _ = std::fs::remove_dir_all(&root);
+            }
+        }
+        assert!(cases >= 10, "only {cases} runs crashed inside a round");
+    });
+}
