@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run build release test test-rust test-clients test-java test-go client-deps lint fmt clean soak
+.PHONY: run build release test test-rust test-clients test-java test-go client-deps lint audit fmt clean soak
 
 run: release
 	mkdir -p $(DATA_DIR)
@@ -53,9 +53,13 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	CARGO=$(CARGO) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
-lint:
+lint: audit
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# RustSec advisories, with the one documented exception (docs/operations.md).
+audit:
+	bash tools/audit/audit.sh
 
 fmt:
 	$(CARGO) fmt --all
