@@ -79,20 +79,27 @@ impl Log {
         };
         let next_base = self.state.borrow().active().next_offset;
         let snapshot_path = segment_path(&self.dir, next_base, SNAPSHOT_SUFFIX);
-        // Appends to this partition wait for the roll, so the three independent durable
-        // writes run side by side. The new segment is created only after all of them,
-        // so recovery never finds a segment after an unfinished one.
-        let ((len, indexes), snapshot) = futures_lite::future::zip(
+        // Appends to this partition wait for the roll, so the independent durable writes
+        // run side by side (the epochs too: recovery rescans only the active segment).
+        // The new segment is created only after all of them, so recovery never finds a
+        // segment after an unfinished one.
+        let ((len, indexes), (snapshot, epochs)) = futures_lite::future::zip(
             futures_lite::future::zip(
                 writer.finish(),
                 write_indexes(&self.dir, base, &offsets, &times),
             ),
-            crate::io::small_file::write_durably(&snapshot_path, &snapshot),
+            futures_lite::future::zip(
+                crate::io::small_file::write_durably(&snapshot_path, &snapshot),
+                self.save_epochs(),
+            ),
         )
         .await;
         let len = len?;
         indexes?;
         snapshot?;
+        epochs?;
+        // The raft group's rows for this segment, before the next segment exists.
+        self.raft_segment_sealed(base, next_base).await?;
         {
             let mut st = self.state.borrow_mut();
             let active = st.active_mut();

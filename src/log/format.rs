@@ -17,6 +17,9 @@ pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Extension of idempotent-producer state snapshots (state as of the base offset).
 pub const SNAPSHOT_SUFFIX: &str = "snapshot";
+/// Extension of a sealed segment's raft-index table (`log::raft_index`), written by the
+/// raft group over the log when the segment is sealed.
+pub const RAFT_INDEX_SUFFIX: &str = "raftindex";
 
 /// Path of a segment file with the given extension.
 pub fn segment_path(dir: &Path, base_offset: Offset, suffix: &str) -> PathBuf {

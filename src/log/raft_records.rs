@@ -15,12 +15,22 @@ use bytes::Bytes;
 use super::error::LogResult;
 use super::journal::JournalPos;
 use super::storage::Log;
+use super::Offset;
 
-/// What a checkpoint asks of the raft group over a log: save its state to the log's
-/// directory, durably, so that the journal may drop the records it has written so far.
+/// What the log asks of the raft group over it: to save its state to the log's directory,
+/// durably, at a checkpoint (so that the journal may drop the records it has written so
+/// far), and to write a segment's raft-index table when the segment is sealed.
 pub trait RaftCheckpoint {
     /// Saves the group's state (a write-to-temp, sync and rename).
     fn save(&self) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>>;
+
+    /// Writes `<base>.raftindex` for the segment `[base, next)` being sealed (durably;
+    /// the directory is synced by the roll).
+    fn sealed(
+        &self,
+        base: Offset,
+        next: Offset,
+    ) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>>;
 }
 
 impl Log {
@@ -52,6 +62,19 @@ impl Log {
     /// Names the group whose state a checkpoint saves.
     pub fn set_raft_checkpoint(&self, group: Weak<dyn RaftCheckpoint>) {
         *self.raft_checkpoint.borrow_mut() = Some(group);
+    }
+
+    /// Has the raft group write the table of the segment being sealed.
+    pub(super) async fn raft_segment_sealed(&self, base: Offset, next: Offset) -> LogResult<()> {
+        let group = self
+            .raft_checkpoint
+            .borrow()
+            .as_ref()
+            .and_then(Weak::upgrade);
+        match group {
+            Some(group) => group.sealed(base, next).await,
+            None => Ok(()),
+        }
     }
 
     /// Saves the raft group's state, when the log has a live one.

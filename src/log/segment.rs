@@ -16,7 +16,9 @@ use tracing::{info, warn};
 use crate::io::dma_writer::{DmaWriter, IoStats, WriterOptions};
 use crate::io::small_file;
 
-use super::format::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX};
+use super::format::{
+    segment_path, INDEX_SUFFIX, LOG_SUFFIX, RAFT_INDEX_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
+};
 use super::offset_index::OffsetIndex;
 use super::recovery::{scan_segment, IndexBuilder};
 use super::time_index::TimeIndex;
@@ -291,12 +293,13 @@ impl Segment {
     }
 
     /// Paths of this segment's files.
-    pub fn paths(dir: &Path, base_offset: Offset) -> [PathBuf; 4] {
+    pub fn paths(dir: &Path, base_offset: Offset) -> [PathBuf; 5] {
         [
             segment_path(dir, base_offset, LOG_SUFFIX),
             segment_path(dir, base_offset, INDEX_SUFFIX),
             segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
             segment_path(dir, base_offset, SNAPSHOT_SUFFIX),
+            segment_path(dir, base_offset, RAFT_INDEX_SUFFIX),
         ]
     }
 }

@@ -6,7 +6,7 @@ use tracing::info;
 use crate::protocol::record_batch::{peek_batch_size, peek_offsets};
 
 use super::error::{LogError, LogResult};
-use super::format::{segment_path, INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use super::format::{segment_path, INDEX_SUFFIX, RAFT_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use super::read::read_bytes;
 use super::segment::{rel_offset, Segment};
 use super::storage::{Log, Recovered};
@@ -69,7 +69,7 @@ impl Log {
             }
             let (seg_base, pos) = self.position_of(offset).await?;
             // The sealed indexes no longer match; the segment is active again.
-            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, RAFT_INDEX_SUFFIX] {
                 let path = segment_path(&self.dir, seg_base, suffix);
                 crate::io::small_file::remove_if_exists(&path).await?;
             }

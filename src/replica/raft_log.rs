@@ -36,6 +36,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use tracing::warn;
 
+use crate::log::format::{segment_path, RAFT_INDEX_SUFFIX};
 use crate::log::raft_index::{EntryKind, Located, RaftIndex, RaftIndexError, Row};
 use crate::log::raft_records::RaftCheckpoint;
 use crate::log::{Log, LogError, LogResult, Offset};
@@ -108,6 +109,9 @@ impl Persist {
 }
 
 enum Op {
+    /// Save `raft.state` now: a cut is about to delete sealed segments' tables that the
+    /// last saved state relies on.
+    SaveState,
     /// Drop batches from this offset on.
     Cut(Offset),
     /// Append these stamped batches, starting at `base`.
@@ -126,6 +130,9 @@ enum Op {
 struct Meta {
     dir: PathBuf,
     table: RefCell<RaftIndex>,
+    /// Sealed segments whose `.raftindex` is on disk: (base offset, last raft index it
+    /// holds), oldest first. `raft.state` holds the rows after the last of them.
+    sealed: RefCell<Vec<(Offset, u64)>>,
     /// HardState and ConfState as raft sees them (staged).
     state: RefCell<RaftState>,
     durable_hs: RefCell<HardState>,
@@ -134,21 +141,64 @@ struct Meta {
 
 impl Meta {
     fn saved(&self) -> SavedState {
+        let mut table = self.table.borrow().clone();
+        if let Some(&(_, end)) = self.sealed.borrow().last() {
+            table.truncate_before(end + 1);
+        }
         SavedState {
             hard_state: self.durable_hs.borrow().clone(),
             conf_state: self.durable_cs.borrow().clone(),
-            table: self.table.borrow().clone(),
+            table,
         }
     }
 
     async fn save(&self) -> LogResult<()> {
         Ok(self.saved().save(&self.dir).await?)
     }
+
+    /// Writes the rows of the segment `[base, next)` being sealed: those after the last
+    /// sealed segment's, up to the last entry whose records end before `next`.
+    async fn seal(&self, base: Offset, next: Offset) -> LogResult<()> {
+        let (sub, end) = {
+            let t = self.table.borrow();
+            let prev_end = self
+                .sealed
+                .borrow()
+                .last()
+                .map_or(t.first_index() - 1, |s| s.1);
+            let last = t.rows().iter().rev().find_map(|r| match r.kind {
+                EntryKind::Data { last_offset } if r.index > prev_end && last_offset < next => {
+                    Some(r.index)
+                }
+                _ => None,
+            });
+            let Some(last) = last else {
+                // Nothing of raft's in this segment (records written before the group).
+                return Ok(());
+            };
+            let mut sub = t.clone();
+            sub.truncate_before(prev_end + 1);
+            sub.truncate_from(last + 1);
+            (sub, last)
+        };
+        let path = segment_path(&self.dir, base, RAFT_INDEX_SUFFIX);
+        crate::io::small_file::write_durably(&path, &sub.to_bytes()).await?;
+        self.sealed.borrow_mut().push((base, end));
+        Ok(())
+    }
 }
 
 impl RaftCheckpoint for Meta {
     fn save(&self) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>> {
         Box::pin(Meta::save(self))
+    }
+
+    fn sealed(
+        &self,
+        base: Offset,
+        next: Offset,
+    ) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>> {
+        Box::pin(self.seal(base, next))
     }
 }
 
@@ -212,14 +262,15 @@ impl RaftLog {
                     table: RaftIndex::new(0, 0, log.next_offset()),
                 };
                 fresh.save(&dir).await?;
-                return Ok(RaftLog::with_state(log, fresh));
+                return Ok(RaftLog::with_state(log, fresh, Vec::new()));
             }
         };
         let SavedState {
             mut hard_state,
             mut conf_state,
-            mut table,
+            table: tail,
         } = saved;
+        let (mut table, mut sealed) = load_sealed(&log, tail).await?;
         for bytes in &records {
             let applied = match RaftRecord::decode(bytes) {
                 Ok(RaftRecord::Row(row)) => table.set(row).map_err(|e| e.to_string()),
@@ -247,15 +298,16 @@ impl RaftLog {
             hard_state.commit = last;
         }
         hard_state.commit = hard_state.commit.max(table.first_index() - 1);
+        sealed.retain(|&(_, end)| end <= last);
         let state = SavedState {
             hard_state,
             conf_state,
             table,
         };
+        let raft_log = RaftLog::with_state(log, state, sealed);
         // The journal's old files go once every log has opened: what they held of this
         // group must be in the state file first.
-        state.save(&dir).await?;
-        let raft_log = RaftLog::with_state(log, state);
+        raft_log.meta.save().await?;
         raft_log.load_unapplied().await?;
         Ok(raft_log)
     }
@@ -278,11 +330,12 @@ impl RaftLog {
         Ok(())
     }
 
-    fn with_state(log: Rc<Log>, saved: SavedState) -> RaftLog {
+    fn with_state(log: Rc<Log>, saved: SavedState, sealed: Vec<(Offset, u64)>) -> RaftLog {
         let commit = saved.hard_state.commit;
         let meta = Rc::new(Meta {
             dir: log.dir().to_path_buf(),
             table: RefCell::new(saved.table),
+            sealed: RefCell::new(sealed),
             state: RefCell::new(RaftState {
                 hard_state: saved.hard_state.clone(),
                 conf_state: saved.conf_state.clone(),
@@ -393,6 +446,14 @@ impl RaftLog {
                 let cut = table.truncate_from(e.index);
                 self.forget_recent_from(e.index);
                 if cut < before {
+                    // The cut deletes the tables of the segments it reaches: the state
+                    // file must stop relying on them first.
+                    let mut sealed = self.meta.sealed.borrow_mut();
+                    let kept = sealed.partition_point(|&(_, end)| end < e.index);
+                    if kept < sealed.len() {
+                        sealed.truncate(kept);
+                        job.ops.push(Op::SaveState);
+                    }
                     job.ops.push(Op::Cut(cut));
                 }
             }
@@ -464,6 +525,7 @@ impl RaftLog {
         let mut save_file = false;
         for op in job.ops {
             match op {
+                Op::SaveState => self.meta.save().await?,
                 Op::Cut(at) => {
                     if at < self.log.next_offset() {
                         self.log.truncate_suffix(at).await?;
@@ -639,6 +701,75 @@ fn stamp(e: &Entry, base: Offset) -> Result<(BytesMut, Vec<BatchHeader>), RaftLo
         headers.push(h);
     }
     Ok((data, headers))
+}
+
+/// The table from the sealed segments' `.raftindex` files (oldest first, while they
+/// continue each other) followed by `tail`, the rows `raft.state` holds; and the sealed
+/// segments' coverage.
+async fn load_sealed(
+    log: &Log,
+    tail: RaftIndex,
+) -> Result<(RaftIndex, Vec<(Offset, u64)>), RaftLogError> {
+    let dir = log.dir();
+    let bases = log.segment_bases();
+    let mut acc: Option<RaftIndex> = None;
+    let mut sealed = Vec::new();
+    for &base in &bases[..bases.len().saturating_sub(1)] {
+        let path = segment_path(dir, base, RAFT_INDEX_SUFFIX);
+        let Some(bytes) = crate::io::small_file::read_all(&path).await? else {
+            continue;
+        };
+        let sub = match RaftIndex::from_bytes(&bytes) {
+            Ok(sub) => sub,
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "damaged raft index; the tables after it are not used");
+                break;
+            }
+        };
+        let joined = match acc.as_mut() {
+            None => {
+                acc = Some(sub.clone());
+                true
+            }
+            // A later segment's table may start inside an earlier one's (after a
+            // restart saved rows that a seal had covered): files are true for their
+            // rows (a truncation that reaches a segment deletes its file), so the later
+            // one's rows are set over the earlier ones'.
+            Some(a)
+                if sub.first_index() <= a.last_index() + 1
+                    && sub.first_index() >= a.first_index() =>
+            {
+                a.truncate_from(sub.first_index());
+                sub.rows().iter().all(|r| a.append(r.clone()).is_ok())
+            }
+            Some(_) => false,
+        };
+        if !joined {
+            warn!(file = %path.display(), "raft index does not continue the one before it; the tables from it on are not used");
+            break;
+        }
+        sealed.push((base, sub.last_index()));
+    }
+    let Some(mut table) = acc else {
+        return Ok((tail, Vec::new()));
+    };
+    let prior = tail.first_index() - 1;
+    if prior + 1 < table.first_index() {
+        // The state file reaches further back than every sealed table: it alone counts.
+        return Ok((tail, Vec::new()));
+    }
+    if prior > table.last_index() {
+        return Err(RaftLogError::Io(std::io::Error::other(format!(
+            "{}: raft.state starts after raft index {prior} but the sealed segments' tables end at {}",
+            dir.display(),
+            table.last_index()
+        ))));
+    }
+    table.truncate_from(prior + 1);
+    for r in tail.rows() {
+        table.append(r.clone())?;
+    }
+    Ok((table, sealed))
 }
 
 /// Makes the table and the log agree after a restart: rows go from the first data row

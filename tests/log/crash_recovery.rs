@@ -187,3 +187,40 @@ fn recovers_every_leader_epoch_of_the_active_segment_after_a_crash() {
         assert_eq!(log.last_epoch(), Some(8));
     });
 }
+
+#[test]
+fn recovers_the_leader_epochs_of_sealed_segments_after_a_crash() {
+    run(|dir| async move {
+        let config = LogConfig {
+            segment_bytes: 4 << 10,
+            ..LogConfig::default()
+        };
+        let part = dir.join("p");
+        let (log, _) = caudal::log::Log::open(&part, config.clone(), LogEnv::new(0))
+            .await
+            .unwrap();
+        // 40 batches over several segments, the epoch rising every 7 batches.
+        let mut expected = Vec::new();
+        for i in 0..40u8 {
+            let epoch = i32::from(i / 7) * 2 + 1;
+            let mut b = batch(2, 300, i, 1000, Compression::None);
+            let base = log.next_offset();
+            caudal::protocol::record_batch::set_offset_and_epoch(&mut b, base, epoch);
+            let h = check_batch(&b).unwrap();
+            let slot = log.reserve(b.len() as u64, 2, Vec::new).await.unwrap();
+            let pending = slot.write(b, &[h]).unwrap();
+            drop(slot);
+            pending.durable(&log).await.unwrap();
+            expected.push((base, epoch));
+        }
+        assert!(log.segment_count() > 3, "the log rolled");
+        drop(log); // a crash: no close, no clean-shutdown marker
+        let (log, _) = caudal::log::Log::open(&part, config, LogEnv::new(0))
+            .await
+            .unwrap();
+        for (base, epoch) in expected {
+            assert_eq!(log.epoch_at(base), Some(epoch), "epoch at offset {base}");
+            assert_eq!(log.epoch_at(base + 1), Some(epoch));
+        }
+    });
+}

@@ -54,6 +54,26 @@ pub async fn open_node(
     groups: u64,
     journal_file_bytes: Option<u64>,
 ) -> SimNode {
+    open_node_with(
+        root,
+        id,
+        voters,
+        groups,
+        journal_file_bytes,
+        LogConfig::default(),
+    )
+    .await
+}
+
+/// [`open_node`] with the logs' configuration (small segments make rolls frequent).
+pub async fn open_node_with(
+    root: &Path,
+    id: u64,
+    voters: &[u64],
+    groups: u64,
+    journal_file_bytes: Option<u64>,
+    config: LogConfig,
+) -> SimNode {
     let dir = node_dir(root, id);
     let journal = match journal_file_bytes {
         Some(file_bytes) => Some(
@@ -82,13 +102,9 @@ pub async fn open_node(
     };
     let mut shard = RaftShard::new(id, settings);
     for g in 0..groups {
-        let (log, _) = Log::open(
-            &dir.join(format!("part-{g}")),
-            LogConfig::default(),
-            env.clone(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
+        let (log, _) = Log::open(&dir.join(format!("part-{g}")), config.clone(), env.clone())
+            .await
+            .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
         shard
             .open_group(GroupId(g), log, voters.to_vec())
             .await

@@ -14,7 +14,7 @@ use caudal::log::Log;
 use caudal::protocol::record_batch::{build_batch, check_batch, Compression};
 use caudal::replica::raft_shard::{Acks, Completion, GroupId, ProposeError};
 
-use super::raft_cluster::{node_dir, open_node, round, SimNode};
+use super::raft_cluster::{node_dir, open_node, open_node_with, round, SimNode};
 use super::*;
 
 const G: GroupId = GroupId(0);
@@ -554,5 +554,117 @@ fn crash_anywhere_in_the_round_that_truncates_a_stale_suffix_recovers() {
             }
         }
         assert!(cases >= 10, "only {cases} runs crashed inside a round");
+    });
+}
+
+#[test]
+fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() {
+    run(|dir| async move {
+        let config = caudal::log::LogConfig {
+            segment_bytes: 8 << 10,
+            ..caudal::log::LogConfig::default()
+        };
+        let voters = [1, 2, 3];
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            cut: Vec::new(),
+            completions: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            c.nodes.push(Some(
+                open_node_with(&dir, id, &voters, 1, Some(64 << 20), config.clone()).await,
+            ));
+        }
+        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
+        c.drive_n(20).await;
+        for i in 0..100u32 {
+            c.node_mut(1)
+                .shard
+                .propose(G, value_batch(i, 2, 200), Acks::All, u64::from(i))
+                .unwrap();
+            c.drive().await;
+            if i == 50 {
+                // A new leader in the middle: a raft-only row among the sealed ones.
+                c.node_mut(1).shard.node_mut(G).unwrap().transfer_leader(2);
+                c.drive_n(20).await;
+                c.node_mut(2).shard.node_mut(G).unwrap().transfer_leader(1);
+                c.drive_n(20).await;
+                assert_eq!(c.leader(), Some(1));
+            }
+        }
+        c.drive_n(5).await;
+        let part = node_dir(&dir, 2).join("part-0");
+        let segments = log_of(c.node(2)).segment_count();
+        assert!(segments >= 5, "small segments rolled: {segments}");
+        let tables = std::fs::read_dir(&part)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".raftindex"))
+            .count();
+        assert_eq!(tables, segments - 1, "one table per sealed segment");
+        let rows_before: Vec<_> = c
+            .node(2)
+            .shard
+            .node(G)
+            .unwrap()
+            .store()
+            .table()
+            .rows()
+            .to_vec();
+        // A checkpoint-style save keeps only the rows after the sealed segments.
+        let state = caudal::replica::raft_state::SavedState::load(&part)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            state.table.rows().len() < rows_before.len() / 2,
+            "raft.state holds the tail only"
+        );
+
+        if let Some(n) = c.nodes[1].take() {
+            n.crash();
+        }
+        caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+        c.nodes[1] =
+            Some(open_node_with(&dir, 2, &voters, 1, Some(64 << 20), config.clone()).await);
+        let rows_after: Vec<_> = c
+            .node(2)
+            .shard
+            .node(G)
+            .unwrap()
+            .store()
+            .table()
+            .rows()
+            .to_vec();
+        assert_eq!(
+            rows_after, rows_before,
+            "the table came back from the sealed tables and raft.state"
+        );
+        let raft_only = rows_after
+            .iter()
+            .filter(|r| matches!(r.kind, EntryKind::RaftOnly { .. }))
+            .count();
+        assert!(
+            raft_only >= 3,
+            "the leaders' empty entries are rows: {raft_only}"
+        );
+        for i in 100..110u32 {
+            c.node_mut(1)
+                .shard
+                .propose(G, value_batch(i, 2, 200), Acks::All, u64::from(i))
+                .unwrap();
+            c.drive().await;
+        }
+        c.drive_n(10).await;
+        let end = c.node(1).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 220);
+        let reference = batches(&log_of(c.node(1)), end).await;
+        for id in 2..=3 {
+            assert_eq!(
+                batches(&log_of(c.node(id)), end).await,
+                reference,
+                "node {id}"
+            );
+        }
     });
 }

@@ -1,5 +1,6 @@
 //! Seeded random schedules over raft groups of 3 and 5 replicas, in one process: each
-//! node a directory with its shard journal (or none) and one log per group (1–3 groups),
+//! node a directory with its shard journal (or none) and one log per group (1–3 groups,
+//! half the time with small segments, so rolls seal raft-index tables along the way),
 //! driven by its `RaftShard`; a network that drops, duplicates, delays and reorders
 //! messages and partitions nodes from each other; and nodes that crash — between rounds
 //! or in the middle of one, while their writes and truncations are under way — and
@@ -21,7 +22,7 @@ use raft::eraftpb::{HardState, Message};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::raft_cluster::{open_node, round, SimNode};
+use super::raft_cluster::{open_node_with, round, SimNode};
 use super::*;
 
 /// The network between nodes: messages in flight with the step they may arrive at.
@@ -133,10 +134,21 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
     } else {
         None
     };
+    // Sometimes small segments: rolls seal raft-index tables along the way.
+    let config = caudal::log::LogConfig {
+        segment_bytes: if rng.gen_bool(0.5) {
+            rng.gen_range(4u64 << 10..64 << 10)
+        } else {
+            caudal::log::LogConfig::default().segment_bytes
+        },
+        ..caudal::log::LogConfig::default()
+    };
     let voters: Vec<u64> = (1..=n).collect();
     let mut nodes: Vec<Option<SimNode>> = Vec::new();
     for id in 1..=n {
-        nodes.push(Some(open_node(dir, id, &voters, groups, journal).await));
+        nodes.push(Some(
+            open_node_with(dir, id, &voters, groups, journal, config.clone()).await,
+        ));
     }
     // While a node is down: the step it comes back at, and its durable hard states.
     let mut down: BTreeMap<u64, (u64, Vec<HardState>)> = BTreeMap::new();
@@ -191,7 +203,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
             // process they would otherwise land after the restarted node has read its
             // files; a real crash has them land before the next process starts, or never).
             caudal::task::sleep(std::time::Duration::from_millis(10)).await;
-            let node = open_node(dir, id, &voters, groups, journal).await;
+            let node = open_node_with(dir, id, &voters, groups, journal, config.clone()).await;
             for (g, b) in before.iter().enumerate() {
                 let a = node
                     .shard
