@@ -11,6 +11,7 @@ pub mod journal;
 pub mod journal_replay;
 pub mod offset_index;
 pub mod open;
+pub mod raft_hook;
 pub mod raft_index;
 pub mod raft_records;
 pub mod read;

@@ -6,32 +6,15 @@
 //! open the records the journal still holds are handed back in order
 //! ([`Log::take_raft_records`]).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Weak;
 
 use bytes::Bytes;
 
 use super::error::LogResult;
 use super::journal::JournalPos;
+pub use super::raft_hook::RaftCheckpoint;
 use super::storage::Log;
 use super::Offset;
-
-/// What the log asks of the raft group over it: to save its state to the log's directory,
-/// durably, at a checkpoint (so that the journal may drop the records it has written so
-/// far), and to write a segment's raft-index table when the segment is sealed.
-pub trait RaftCheckpoint {
-    /// Saves the group's state (a write-to-temp, sync and rename).
-    fn save(&self) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>>;
-
-    /// Writes `<base>.raftindex` for the segment `[base, next)` being sealed (durably;
-    /// the directory is synced by the roll).
-    fn sealed(
-        &self,
-        base: Offset,
-        next: Offset,
-    ) -> Pin<Box<dyn Future<Output = LogResult<()>> + '_>>;
-}
 
 impl Log {
     /// Writes a raft record for this log into the shard's journal (durable at the

@@ -128,7 +128,7 @@ pub struct Log {
     pub(super) raft_records: RefCell<Vec<bytes::Bytes>>,
     /// What a checkpoint saves for the raft group before the journal drops its records.
     pub(super) raft_checkpoint:
-        RefCell<Option<std::rc::Weak<dyn super::raft_records::RaftCheckpoint>>>,
+        RefCell<Option<std::rc::Weak<dyn super::raft_hook::RaftCheckpoint>>>,
 }
 
 /// The right to append next, holding the log's append lock: see [`Log::reserve`].

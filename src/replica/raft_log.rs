@@ -41,6 +41,7 @@ use crate::log::raft_index::{EntryKind, Located, RaftIndex, RaftIndexError, Row}
 use crate::log::raft_records::RaftCheckpoint;
 use crate::log::{Log, LogError, LogResult, Offset};
 use crate::protocol::record_batch::{check_batch, set_offset_and_epoch, BatchError, BatchHeader};
+use crate::task::Semaphore;
 
 use super::raft_state::{RaftRecord, SavedState};
 
@@ -137,6 +138,9 @@ struct Meta {
     state: RefCell<RaftState>,
     durable_hs: RefCell<HardState>,
     durable_cs: RefCell<ConfState>,
+    /// One save of `raft.state` at a time (a checkpoint's and a job's could meet, and
+    /// both write through the same temporary file).
+    save_lock: Semaphore,
 }
 
 impl Meta {
@@ -153,7 +157,25 @@ impl Meta {
     }
 
     async fn save(&self) -> LogResult<()> {
-        Ok(self.saved().save(&self.dir).await?)
+        self.save_with(None, None).await
+    }
+
+    /// Saves `raft.state`, with this HardState and ConfState instead of the durable
+    /// ones when given (a job without a journal, whose states the file makes durable).
+    async fn save_with(&self, hs: Option<&HardState>, cs: Option<&ConfState>) -> LogResult<()> {
+        let _one_at_a_time = self
+            .save_lock
+            .acquire_permit(1)
+            .await
+            .map_err(std::io::Error::from)?;
+        let mut saved = self.saved();
+        if let Some(hs) = hs {
+            saved.hard_state = hs.clone();
+        }
+        if let Some(cs) = cs {
+            saved.conf_state = cs.clone();
+        }
+        Ok(saved.save(&self.dir).await?)
     }
 
     /// Writes the rows of the segment `[base, next)` being sealed: those after the last
@@ -342,6 +364,7 @@ impl RaftLog {
             }),
             durable_hs: RefCell::new(saved.hard_state),
             durable_cs: RefCell::new(saved.conf_state),
+            save_lock: Semaphore::new(1),
         });
         let hook: Rc<dyn RaftCheckpoint> = meta.clone();
         log.set_raft_checkpoint(Rc::downgrade(&hook) as Weak<dyn RaftCheckpoint>);
@@ -564,14 +587,9 @@ impl RaftLog {
         if save_file {
             // Without a journal the state file is the record: saved with this job's
             // states before they count as durable.
-            let mut saved = self.meta.saved();
-            if let Some(hs) = &job.hard_state {
-                saved.hard_state = hs.clone();
-            }
-            if let Some(cs) = &job.conf_state {
-                saved.conf_state = cs.clone();
-            }
-            saved.save(&self.meta.dir).await?;
+            self.meta
+                .save_with(job.hard_state.as_ref(), job.conf_state.as_ref())
+                .await?;
         }
         if let Some(hs) = job.hard_state {
             *self.meta.durable_hs.borrow_mut() = hs;
