@@ -125,9 +125,11 @@ enum Op {
     Record(Vec<u8>),
 }
 
-/// The group's state as a checkpoint saves it: the table as raft sees it (rows whose
-/// batches are not yet durable are checked against the log on recovery), the HardState
-/// and ConfState last made durable.
+/// The group's state as a checkpoint saves it: everything as raft sees it, staged or
+/// durable. A checkpoint releases a journal file that may hold records of a job still
+/// under way; what that job staged must be in the file that replaces them (saving a
+/// term or vote early is safe; rows whose batches never became durable are dropped by
+/// recovery, checked against the log).
 struct Meta {
     dir: PathBuf,
     table: RefCell<RaftIndex>,
@@ -136,8 +138,8 @@ struct Meta {
     sealed: RefCell<Vec<(Offset, u64)>>,
     /// HardState and ConfState as raft sees them (staged).
     state: RefCell<RaftState>,
+    /// The HardState of the last job made durable (what raft was told is persisted).
     durable_hs: RefCell<HardState>,
-    durable_cs: RefCell<ConfState>,
     /// One save of `raft.state` at a time (a checkpoint's and a job's could meet, and
     /// both write through the same temporary file).
     save_lock: Semaphore,
@@ -149,9 +151,10 @@ impl Meta {
         if let Some(&(_, end)) = self.sealed.borrow().last() {
             table.truncate_before(end + 1);
         }
+        let state = self.state.borrow();
         SavedState {
-            hard_state: self.durable_hs.borrow().clone(),
-            conf_state: self.durable_cs.borrow().clone(),
+            hard_state: state.hard_state.clone(),
+            conf_state: state.conf_state.clone(),
             table,
         }
     }
@@ -363,7 +366,6 @@ impl RaftLog {
                 conf_state: saved.conf_state.clone(),
             }),
             durable_hs: RefCell::new(saved.hard_state),
-            durable_cs: RefCell::new(saved.conf_state),
             save_lock: Semaphore::new(1),
         });
         let hook: Rc<dyn RaftCheckpoint> = meta.clone();
@@ -593,9 +595,6 @@ impl RaftLog {
         }
         if let Some(hs) = job.hard_state {
             *self.meta.durable_hs.borrow_mut() = hs;
-        }
-        if let Some(cs) = job.conf_state {
-            *self.meta.durable_cs.borrow_mut() = cs;
         }
         Ok(())
     }
