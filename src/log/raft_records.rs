@@ -47,14 +47,17 @@ impl Log {
         *self.raft_checkpoint.borrow_mut() = Some(group);
     }
 
-    /// Has the raft group write the table of the segment being sealed.
-    pub(super) async fn raft_segment_sealed(&self, base: Offset, next: Offset) -> LogResult<()> {
-        let group = self
-            .raft_checkpoint
+    /// The raft group over this log, while it lives.
+    fn raft_group(&self) -> Option<std::rc::Rc<dyn RaftCheckpoint>> {
+        self.raft_checkpoint
             .borrow()
             .as_ref()
-            .and_then(Weak::upgrade);
-        match group {
+            .and_then(Weak::upgrade)
+    }
+
+    /// Has the raft group write the table of the segment being sealed.
+    pub(super) async fn raft_segment_sealed(&self, base: Offset, next: Offset) -> LogResult<()> {
+        match self.raft_group() {
             Some(group) => group.sealed(base, next).await,
             None => Ok(()),
         }
@@ -62,12 +65,7 @@ impl Log {
 
     /// Saves the raft group's state, when the log has a live one.
     pub(super) async fn save_raft_checkpoint(&self) -> LogResult<()> {
-        let group = self
-            .raft_checkpoint
-            .borrow()
-            .as_ref()
-            .and_then(Weak::upgrade);
-        match group {
+        match self.raft_group() {
             Some(group) => group.save().await,
             None => Ok(()),
         }

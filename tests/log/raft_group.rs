@@ -85,6 +85,35 @@ impl Cluster {
             .map(|n| n.id)
     }
 
+    /// Node `id` campaigns and, with everyone reachable, leads.
+    async fn elect(&mut self, id: u64) {
+        self.node_mut(id)
+            .shard
+            .node_mut(G)
+            .unwrap()
+            .campaign()
+            .unwrap();
+        self.drive_n(20).await;
+    }
+
+    /// Proposes one batch per value in `values` to `leader` (acks=all, the value as
+    /// token), one round after each.
+    async fn propose_each(
+        &mut self,
+        leader: u64,
+        values: std::ops::Range<u32>,
+        records: usize,
+        size: usize,
+    ) {
+        for i in values {
+            self.node_mut(leader)
+                .shard
+                .propose(G, value_batch(i, records, size), Acks::All, u64::from(i))
+                .unwrap();
+            self.drive().await;
+        }
+    }
+
     fn isolate(&mut self, id: u64) {
         for other in 1..=self.nodes.len() as u64 {
             if other != id {
@@ -132,6 +161,14 @@ async fn batches(log: &Rc<Log>, end: i64) -> Vec<Vec<u8>> {
     out
 }
 
+fn rows_of(node: &SimNode) -> Vec<caudal::log::raft_index::Row> {
+    node.shard.node(G).unwrap().store().table().rows().to_vec()
+}
+
+fn hard_state_of(node: &SimNode) -> raft::eraftpb::HardState {
+    node.shard.node(G).unwrap().store().durable_hard_state()
+}
+
 fn log_of(node: &SimNode) -> Rc<Log> {
     node.shard.node(G).unwrap().store().log().clone()
 }
@@ -140,8 +177,7 @@ fn log_of(node: &SimNode) -> Rc<Log> {
 fn three_replicas_agree_on_a_log_whose_offsets_start_at_zero_and_stay_contiguous() {
     run(|dir| async move {
         let mut c = Cluster::start(&dir, 3, None).await;
-        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(20).await;
+        c.elect(1).await;
         assert_eq!(c.leader(), Some(1));
         let mut sent = Vec::new();
         for i in 0..30u32 {
@@ -211,8 +247,7 @@ fn three_replicas_agree_on_a_log_whose_offsets_start_at_zero_and_stay_contiguous
 fn acks_all_waits_for_a_majority_while_acks_leader_needs_only_the_leaders_copy() {
     run(|dir| async move {
         let mut c = Cluster::start(&dir, 3, Some(64 << 20)).await;
-        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(20).await;
+        c.elect(1).await;
         assert_eq!(c.leader(), Some(1));
         // Both followers cut off from the leader: nothing can commit.
         c.cut = vec![(1, 2), (1, 3), (2, 1), (3, 1)];
@@ -254,26 +289,13 @@ fn acks_all_waits_for_a_majority_while_acks_leader_needs_only_the_leaders_copy()
 fn deposed_leaders_uncommitted_suffix_is_replaced_and_never_acknowledged() {
     run(|dir| async move {
         let mut c = Cluster::start(&dir, 3, Some(64 << 20)).await;
-        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(20).await;
-        for i in 0..5u32 {
-            c.node_mut(1)
-                .shard
-                .propose(G, value_batch(i, 2, 10), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.elect(1).await;
+        c.propose_each(1, 0..5, 2, 10).await;
         c.drive_n(5).await;
         assert_eq!(c.node(1).shard.high_watermark(G), Some(10));
         // The leader is cut off and takes proposals it can never commit.
         c.isolate(1);
-        for i in 10..15u32 {
-            c.node_mut(1)
-                .shard
-                .propose(G, value_batch(i, 3, 10), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.propose_each(1, 10..15, 3, 10).await;
         assert!(
             log_of(c.node(1)).next_offset() > 10,
             "the old leader wrote a suffix"
@@ -282,13 +304,7 @@ fn deposed_leaders_uncommitted_suffix_is_replaced_and_never_acknowledged() {
         c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
         c.drive_n(30).await;
         let leader = c.leader_among(&[2, 3]).expect("a new leader among 2 and 3");
-        for i in 20..23u32 {
-            c.node_mut(leader)
-                .shard
-                .propose(G, value_batch(i, 1, 10), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.propose_each(leader, 20..23, 1, 10).await;
         c.drive_n(5).await;
         c.cut.clear();
         c.drive_n(60).await;
@@ -330,23 +346,10 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         // Small journal files: checkpoints (and raft.state saves) happen along the way.
         let journal = Some(1 << 20);
         let mut c = Cluster::start(&dir, 3, journal).await;
-        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(20).await;
-        for i in 0..20u32 {
-            c.node_mut(1)
-                .shard
-                .propose(G, value_batch(i, 4, 1000), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.elect(1).await;
+        c.propose_each(1, 0..20, 4, 1000).await;
         c.drive_n(5).await;
-        let before = c
-            .node(3)
-            .shard
-            .node(G)
-            .unwrap()
-            .store()
-            .durable_hard_state();
+        let before = hard_state_of(c.node(3));
         let end_before = log_of(c.node(3)).next_offset();
         assert_eq!(end_before, 80);
         // Node 3 crashes; the others go on past what the leader keeps in memory (8 MiB),
@@ -354,24 +357,12 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         if let Some(n) = c.nodes[2].take() {
             n.crash();
         }
-        for i in 20..220u32 {
-            c.node_mut(1)
-                .shard
-                .propose(G, value_batch(i, 64, 1000), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.propose_each(1, 20..220, 64, 1000).await;
         c.drive_n(5).await;
         let end = c.node(1).shard.high_watermark(G).unwrap();
         assert_eq!(end, 80 + 200 * 64);
         c.nodes[2] = Some(open_node(&dir, 3, &[1, 2, 3], 1, journal).await);
-        let after = c
-            .node(3)
-            .shard
-            .node(G)
-            .unwrap()
-            .store()
-            .durable_hard_state();
+        let after = hard_state_of(c.node(3));
         assert_eq!((after.term, after.vote), (before.term, before.vote));
         // A commit index that only moved is written without waiting (raft learns it
         // again from the leader), so it may come back a little lower.
@@ -428,15 +419,8 @@ fn torn_journal_and_segment_tails_recover_to_a_state_raft_accepts() {
         {
             let root = dir.join(format!("case-{k}"));
             let mut c = Cluster::start(&root, 3, Some(64 << 20)).await;
-            c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-            c.drive_n(20).await;
-            for i in 0..40u32 {
-                c.node_mut(1)
-                    .shard
-                    .propose(G, value_batch(i, 2, 500), Acks::All, u64::from(i))
-                    .unwrap();
-                c.drive().await;
-            }
+            c.elect(1).await;
+            c.propose_each(1, 0..40, 2, 500).await;
             c.drive_n(5).await;
             // Node 3 crashes and its files lose their tails, as after a power cut
             // in the middle of writes.
@@ -475,36 +459,17 @@ fn crash_anywhere_in_the_round_that_truncates_a_stale_suffix_recovers() {
             for polls in (0..40u32).step_by(4) {
                 let root = dir.join(format!("r{round_no}-p{polls}"));
                 let mut c = Cluster::start(&root, 3, Some(64 << 20)).await;
-                c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-                c.drive_n(20).await;
-                for i in 0..4u32 {
-                    c.node_mut(1)
-                        .shard
-                        .propose(G, value_batch(i, 2, 100), Acks::All, u64::from(i))
-                        .unwrap();
-                    c.drive().await;
-                }
+                c.elect(1).await;
+                c.propose_each(1, 0..4, 2, 100).await;
                 c.drive_n(5).await;
                 // Node 1 is cut off with a suffix of its own; node 2 leads and commits
                 // other batches at those offsets.
                 c.isolate(1);
-                for i in 10..14u32 {
-                    c.node_mut(1)
-                        .shard
-                        .propose(G, value_batch(i, 3, 100), Acks::All, u64::from(i))
-                        .unwrap();
-                    c.drive().await;
-                }
+                c.propose_each(1, 10..14, 3, 100).await;
                 c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
                 c.drive_n(30).await;
                 let leader = c.leader_among(&[2, 3]).expect("a leader among 2 and 3");
-                for i in 20..23u32 {
-                    c.node_mut(leader)
-                        .shard
-                        .propose(G, value_batch(i, 1, 100), Acks::All, u64::from(i))
-                        .unwrap();
-                    c.drive().await;
-                }
+                c.propose_each(leader, 20..23, 1, 100).await;
                 c.drive_n(5).await;
                 let end = c.node(leader).shard.high_watermark(G).unwrap();
                 // Healed: node 1 learns it must cut its suffix, and crashes `polls` polls
@@ -575,8 +540,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
                 open_node_with(&dir, id, &voters, 1, Some(64 << 20), config.clone()).await,
             ));
         }
-        c.node_mut(1).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(20).await;
+        c.elect(1).await;
         for i in 0..100u32 {
             c.node_mut(1)
                 .shard
@@ -602,15 +566,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
             .filter(|e| e.file_name().to_string_lossy().ends_with(".raftindex"))
             .count();
         assert_eq!(tables, segments - 1, "one table per sealed segment");
-        let rows_before: Vec<_> = c
-            .node(2)
-            .shard
-            .node(G)
-            .unwrap()
-            .store()
-            .table()
-            .rows()
-            .to_vec();
+        let rows_before: Vec<_> = rows_of(c.node(2));
         // A checkpoint-style save keeps only the rows after the sealed segments.
         let state = caudal::replica::raft_state::SavedState::load(&part)
             .await
@@ -627,15 +583,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
         caudal::task::sleep(std::time::Duration::from_millis(10)).await;
         c.nodes[1] =
             Some(open_node_with(&dir, 2, &voters, 1, Some(64 << 20), config.clone()).await);
-        let rows_after: Vec<_> = c
-            .node(2)
-            .shard
-            .node(G)
-            .unwrap()
-            .store()
-            .table()
-            .rows()
-            .to_vec();
+        let rows_after: Vec<_> = rows_of(c.node(2));
         assert_eq!(
             rows_after, rows_before,
             "the table came back from the sealed tables and raft.state"
@@ -648,13 +596,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
             raft_only >= 3,
             "the leaders' empty entries are rows: {raft_only}"
         );
-        for i in 100..110u32 {
-            c.node_mut(1)
-                .shard
-                .propose(G, value_batch(i, 2, 200), Acks::All, u64::from(i))
-                .unwrap();
-            c.drive().await;
-        }
+        c.propose_each(1, 100..110, 2, 200).await;
         c.drive_n(10).await;
         let end = c.node(1).shard.high_watermark(G).unwrap();
         assert_eq!(end, 220);

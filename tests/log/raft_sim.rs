@@ -222,18 +222,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                 }
             }
             if tracing() {
-                for g in node.shard.group_ids() {
-                    let r = node.shard.node(g).unwrap();
-                    eprintln!(
-                        "step {now}: restart node {id} group {}: term {} last {} commit {} log end {} hw {:?}",
-                        g.0,
-                        r.raft.term,
-                        r.raft.raft_log.last_index(),
-                        r.raft.raft_log.committed,
-                        r.store().log().next_offset(),
-                        node.shard.high_watermark(g)
-                    );
-                }
+                trace_node(&format!("step {now}: restarted"), &node);
             }
             nodes[id as usize - 1] = Some(node);
             verified.retain(|(n, _), _| *n != id);
@@ -403,6 +392,26 @@ fn tracing() -> bool {
     std::env::var("RAFT_SIM_TRACE").is_ok()
 }
 
+/// With `RAFT_SIM_TRACE` set: each group's raft state on `node`.
+fn trace_node(what: &str, node: &SimNode) {
+    for g in node.shard.group_ids() {
+        let Some(r) = node.shard.node(g) else {
+            continue;
+        };
+        eprintln!(
+            "{what} node {} group {}: term {} last {} commit {} durable {:?} log end {} hw {:?}",
+            node.id,
+            g.0,
+            r.raft.term,
+            r.raft.raft_log.last_index(),
+            r.raft.raft_log.committed,
+            r.store().durable_hard_state(),
+            r.store().log().next_offset(),
+            node.shard.high_watermark(g)
+        );
+    }
+}
+
 /// Takes node `id` down until step `back` (dropped without closing: a crash).
 fn crash(
     nodes: &mut [Option<SimNode>],
@@ -412,19 +421,7 @@ fn crash(
 ) {
     if let Some(node) = nodes[id as usize - 1].take() {
         if tracing() {
-            for g in node.shard.group_ids() {
-                let r = node.shard.node(g).unwrap();
-                eprintln!(
-                    "crash node {id} group {}: term {} last {} commit {} durable {:?} log end {} hw {:?}",
-                    g.0,
-                    r.raft.term,
-                    r.raft.raft_log.last_index(),
-                    r.raft.raft_log.committed,
-                    r.store().durable_hard_state(),
-                    r.store().log().next_offset(),
-                    node.shard.high_watermark(g)
-                );
-            }
+            trace_node("crash", &node);
         }
         let states = node
             .shard
