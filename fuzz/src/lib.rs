@@ -12,11 +12,12 @@
 //!   key and version (i16 BE each, folded into `SUPPORTED`), and the rest is a request
 //!   body that is put behind a valid header for that key and version.
 //! - `record_batch`: one or more record batches, as a producer sends them.
-//! - `disk_parsers`: byte 0 (mod 8) picks the file, the rest is its content: 0 offset
+//! - `disk_parsers`: byte 0 (mod 11) picks the file, the rest is its content: 0 offset
 //!   index (bytes 1..9: segment length, u64 BE), 1 time index, 2 producer-state
 //!   snapshot, 3 snapshot body whose CRC is appended here, 4 metadata log, 5 metadata
 //!   log whose record CRCs are recomputed here, 6 producer-id block file, 7 group
-//!   offsets record value. Each in any version the broker reads (the headerless
+//!   offsets record value, 8 a sealed segment's raft-index table, 9 a raft group's
+//!   `raft.state`, 10 a raft record of the shard journal. Each in any version the broker reads (the headerless
 //!   version 1 of releases up to 617d542, or a versioned file of `caudal::codec`).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use caudal::codec::{magic, HEADER_LEN as FILE_HEADER_LEN};
 use caudal::dispatch::{decode_only, SUPPORTED};
 use caudal::group::offsets::OffsetRecord;
 use caudal::log::offset_index::OffsetIndex;
+use caudal::log::raft_index::RaftIndex;
 use caudal::log::recovery::IndexBuilder;
 use caudal::log::time_index::TimeIndex;
 use caudal::metadata::store::{MetaStore, FILE_NAME as METADATA_FILE};
@@ -36,6 +38,7 @@ use caudal::protocol::record_batch::{
     validate_produced_batch, BatchHeader, HEADER_LEN,
 };
 use caudal::replica::producer_state::{ProducerStateTable, SequenceCheck};
+use caudal::replica::raft_state::{RaftRecord, SavedState};
 use caudal::shard::producer_ids::{
     decode_block_end, encode_block_end, VERSION as PRODUCER_IDS_VERSION,
 };
@@ -274,7 +277,7 @@ pub fn disk_parsers(data: &[u8]) {
     let Some((&tag, rest)) = data.split_first() else {
         return;
     };
-    match tag % 8 {
+    match tag % 11 {
         0 => {
             let Some((len, index)) = rest.split_first_chunk::<8>() else {
                 return;
@@ -325,6 +328,30 @@ pub fn disk_parsers(data: &[u8]) {
                 if rest.starts_with(&magic::PRODUCER_IDS) {
                     assert_eq!(written, rest);
                 }
+            }
+        }
+        8 => {
+            // `<base>.raftindex`: a sealed segment's raft-index table.
+            if let Ok(t) = RaftIndex::from_bytes(rest) {
+                let written = t.to_bytes();
+                assert_eq!(RaftIndex::from_bytes(&written), Ok(t));
+                assert_eq!(written, rest);
+            }
+        }
+        9 => {
+            // `raft.state`: a raft group's HardState, ConfState and table tail.
+            if let Ok(s) = SavedState::decode(rest) {
+                let written = s.encode();
+                assert_eq!(SavedState::decode(&written), Ok(s));
+                assert_eq!(written, rest);
+            }
+        }
+        10 => {
+            // A raft record of the shard journal.
+            if let Ok(r) = RaftRecord::decode(rest) {
+                let written = r.encode();
+                assert_eq!(RaftRecord::decode(&written), Ok(r));
+                assert_eq!(written, rest);
             }
         }
         _ => {

@@ -263,10 +263,30 @@ impl RaftIndex {
     /// Sets entry `row.index` to `row`, dropping every entry after it: what a journal
     /// record of the row says, so replaying records over a newer table converges to the
     /// same table (see `replica::raft_log`).
+    /// Nothing changes when the row does not fit after the rows before it.
     pub fn set(&mut self, row: Row) -> Result<(), RaftIndexError> {
-        if row.index <= self.last_index() && row.index >= self.first_index() {
-            self.truncate_from(row.index);
+        let last = self.last_index();
+        if row.index > last + 1 || row.index < self.first_index() {
+            return Err(RaftIndexError::NotConsecutive {
+                last,
+                got: row.index,
+            });
         }
+        let before = row.index - 1;
+        let term_before = self.term(before).unwrap_or(self.prior_term);
+        if row.term < term_before {
+            return Err(RaftIndexError::TermWentBack {
+                last: term_before,
+                got: row.term,
+            });
+        }
+        if let EntryKind::Data { last_offset } = row.kind {
+            let next = self.end_offset_at(before);
+            if last_offset < next {
+                return Err(RaftIndexError::OffsetsNotContiguous { next, last_offset });
+            }
+        }
+        self.truncate_from(row.index);
         self.append(row)
     }
 
@@ -516,5 +536,31 @@ mod tests {
         let n = damaged.len();
         damaged[n - 1] ^= 1;
         assert!(RaftIndex::from_bytes(&damaged).is_err());
+    }
+
+    #[test]
+    fn set_replaces_a_suffix_or_changes_nothing() {
+        let data = |index, term, last_offset| Row {
+            index,
+            term,
+            kind: EntryKind::Data { last_offset },
+        };
+        let mut t = RaftIndex::new(0, 0, 0);
+        for (i, term) in [(1, 1), (2, 1), (3, 2), (4, 2)] {
+            t.append(data(i, term, i as i64 * 10 - 1)).unwrap();
+        }
+        let before = t.clone();
+        // After a gap, older than the row before it, or offsets that do not follow.
+        assert!(t.set(data(6, 2, 59)).is_err());
+        assert!(t.set(data(3, 0, 29)).is_err());
+        assert!(t.set(data(3, 2, 15)).is_err());
+        assert_eq!(t, before, "a refused row changes nothing");
+        // A row that fits replaces its index and drops what came after it.
+        t.set(data(3, 3, 24)).unwrap();
+        assert_eq!(t.last_index(), 3);
+        assert_eq!(t.term(3), Some(3));
+        assert_eq!(t.next_offset(), 25);
+        t.set(data(4, 3, 30)).unwrap();
+        assert_eq!(t.last_index(), 4);
     }
 }

@@ -296,24 +296,24 @@ impl RaftLog {
             table: tail,
         } = saved;
         let (mut table, mut sealed) = load_sealed(&log, tail).await?;
+        // The saved state may be newer than the first records (a checkpoint saves what
+        // is staged, and the file after the one it released holds records from before
+        // the save): a row that no longer fits (after a gap, or older than the rows
+        // around it) was replaced by a truncation the saved state already holds, and
+        // is skipped; a HardState never goes back.
         for bytes in &records {
-            let applied = match RaftRecord::decode(bytes) {
-                Ok(RaftRecord::Row(row)) => table.set(row).map_err(|e| e.to_string()),
-                Ok(RaftRecord::HardState(hs)) => {
-                    hard_state = hs;
-                    Ok(())
+            match RaftRecord::decode(bytes) {
+                Ok(RaftRecord::Row(row)) => {
+                    let _replaced_since = table.set(row);
                 }
-                Ok(RaftRecord::ConfState(cs)) => {
-                    conf_state = cs;
-                    Ok(())
+                Ok(RaftRecord::HardState(hs)) => hard_state = newer_hard_state(hard_state, hs),
+                Ok(RaftRecord::ConfState(cs)) => conf_state = cs,
+                Err(e) => {
+                    // Records are CRC-checked by the journal: this is a bug or damage
+                    // the check missed. What came before still stands.
+                    warn!(dir = %dir.display(), error = %e, "undecodable raft record; replay stops");
+                    break;
                 }
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = applied {
-                // Records are CRC-checked by the journal: this is a bug or damage the
-                // check missed. What came before still stands.
-                warn!(dir = %dir.display(), error = %e, "raft record not applied; replay stops");
-                break;
             }
         }
         reconcile(&log, &mut table).await?;
@@ -695,6 +695,24 @@ impl RaftLog {
             data,
             ..Entry::default()
         })
+    }
+}
+
+/// The later of two HardStates: terms never go back, a vote once cast in a term stays,
+/// and the commit index only grows.
+fn newer_hard_state(current: HardState, record: HardState) -> HardState {
+    match record.term.cmp(&current.term) {
+        std::cmp::Ordering::Greater => record,
+        std::cmp::Ordering::Less => current,
+        std::cmp::Ordering::Equal => HardState {
+            vote: if current.vote != 0 {
+                current.vote
+            } else {
+                record.vote
+            },
+            commit: current.commit.max(record.commit),
+            ..current
+        },
     }
 }
 
