@@ -9,15 +9,16 @@
 //! ready's entries and HardState into the table and memory at once (raft reads them
 //! back before they are durable), and [`RaftLog::persist`] writes them: batches to the
 //! segment (and the shard's journal, for small ones), rows and states as raft records in
-//! the journal, so one durable round covers every group of the shard. A checkpoint saves
-//! the whole state beside the log (`raft.state`) before the journal lets go of its
-//! records. Without a journal, each persist saves that file itself.
+//! the journal, so one durable round covers every group of the shard. A sealed segment's
+//! rows go to its `.raftindex` when it is sealed; a checkpoint saves the rest, with the
+//! HardState and ConfState, to `raft.state` before the journal lets go of its records.
+//! Without a journal, each persist saves `raft.state` itself.
 //!
-//! Recovery ([`RaftLog::open`]) loads `raft.state`, replays the journal's raft records
-//! over it, then keeps the table honest against the log: a data row whose batches the
-//! log does not hold at that term goes, with every row after it (its write never
-//! finished, so raft never heard it was persisted), and batches past the last row go
-//! from the log. The commit index is capped at the last entry kept.
+//! Recovery ([`RaftLog::open`]) joins the sealed tables and `raft.state`, replays the
+//! journal's raft records over them, then keeps the table honest against the log: a data
+//! row whose batches the log does not hold at that term goes, with every row after it
+//! (its write never finished, so raft never heard it was persisted), and batches past
+//! the last row go from the log. The commit index is capped at the last entry kept.
 //!
 //! Reads are synchronous, as raft-rs asks: recent entries are kept in memory (all that
 //! are not yet applied, and up to 8 MiB more); an older entry is answered
@@ -440,12 +441,6 @@ impl RaftLog {
     /// The HardState last made durable.
     pub fn durable_hard_state(&self) -> HardState {
         self.meta.durable_hs.borrow().clone()
-    }
-
-    /// The offset after the last committed data entry: the partition's high watermark.
-    pub fn committed_offset(&self) -> Offset {
-        let commit = self.meta.state.borrow().hard_state.commit;
-        self.meta.table.borrow().end_offset_at(commit)
     }
 
     /// Takes a ready's entries and HardState: the table and the recent entries show them
