@@ -603,11 +603,16 @@ impl Journal {
         crate::io::small_file::sync_dir(&self.dir).await
     }
 
-    /// Stops the journal's background work where it stands, as a crash would: no file is
-    /// written, synced, recycled or deleted after this (for tests that crash a shard
-    /// inside one process; the next `open` finds the files as they are).
-    pub fn halt(&self) {
+    /// Stops the journal's background work, as a crash would, for tests that crash a
+    /// shard inside one process: the checkpoint step under way finishes (cancelled
+    /// halfway, its file operations would still land, after the restart has read the
+    /// files), and none starts after it. The next `open` finds the files as they are.
+    pub async fn halt(&self) {
         self.stopping.set(true);
+        self.room.notify();
+        while self.state.borrow().checkpointing {
+            crate::task::sleep(Duration::from_millis(1)).await;
+        }
         self.tasks.stop_all();
     }
 
@@ -682,6 +687,10 @@ async fn sync_logs(logs: &[JournaledRef]) -> io::Result<()> {
 /// journal closes; the files wait meanwhile.
 async fn checkpoint_loop(journal: Rc<Journal>) {
     loop {
+        if journal.stopping.get() {
+            journal.state.borrow_mut().checkpointing = false;
+            return;
+        }
         let next = journal.state.borrow().old.front().map(|f| {
             (
                 f.generation,

@@ -29,12 +29,12 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Crashes the node: its journal stops where it stands (no checkpoint, recycle or
-    /// deletion after this) and everything is dropped unclosed, so what was not yet
-    /// written is lost.
-    pub fn crash(self) {
+    /// Crashes the node: its journal stops (the checkpoint step under way finishes: in
+    /// one process its renames would otherwise land after the restart) and everything
+    /// is dropped unclosed, so what was not yet written is lost.
+    pub async fn crash(self) {
         if let Some(j) = &self.journal {
-            j.halt();
+            j.halt().await;
         }
     }
 }

@@ -355,7 +355,7 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         // Node 3 crashes; the others go on past what the leader keeps in memory (8 MiB),
         // so node 3's catch-up reads the leader's disk.
         if let Some(n) = c.nodes[2].take() {
-            n.crash();
+            n.crash().await;
         }
         c.propose_each(1, 20..220, 64, 1000).await;
         c.drive_n(5).await;
@@ -425,7 +425,7 @@ fn torn_journal_and_segment_tails_recover_to_a_state_raft_accepts() {
             // Node 3 crashes and its files lose their tails, as after a power cut
             // in the middle of writes.
             if let Some(n) = c.nodes[2].take() {
-                n.crash();
+                n.crash().await;
             }
             let n3 = node_dir(&root, 3);
             tear_newest(&n3.join("journal"), ".journal", journal_drop);
@@ -488,7 +488,7 @@ fn crash_anywhere_in_the_round_that_truncates_a_stale_suffix_recovers() {
                             .await;
                         if cut_short.is_none() {
                             if let Some(n) = c.nodes[0].take() {
-                                n.crash();
+                                n.crash().await;
                             }
                             crashed = true;
                             break;
@@ -578,7 +578,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
         );
 
         if let Some(n) = c.nodes[1].take() {
-            n.crash();
+            n.crash().await;
         }
         caudal::task::sleep(std::time::Duration::from_millis(10)).await;
         c.nodes[1] =

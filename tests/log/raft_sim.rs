@@ -206,7 +206,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
             // Writes the crashed node had already handed to the kernel land first (in one
             // process they would otherwise land after the restarted node has read its
             // files; a real crash has them land before the next process starts, or never).
-            caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+            caudal::task::sleep(std::time::Duration::from_millis(20)).await;
             let node = open_node_with(dir, id, &voters, groups, journal, config.clone()).await;
             for (g, b) in before.iter().enumerate() {
                 let a = node
@@ -313,7 +313,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
             }
             // Crashed during its round or right after it: what was not yet written is lost.
             if crashing {
-                crash(&mut nodes, &mut down, id, now + rng.gen_range(5..60));
+                crash(&mut nodes, &mut down, id, now + rng.gen_range(5..60)).await;
             }
         }
         for (g, m) in net.due(&mut rng, now) {
@@ -413,7 +413,7 @@ fn trace_node(what: &str, node: &SimNode) {
 }
 
 /// Takes node `id` down until step `back` (dropped without closing: a crash).
-fn crash(
+async fn crash(
     nodes: &mut [Option<SimNode>],
     down: &mut BTreeMap<u64, (u64, Vec<HardState>)>,
     id: u64,
@@ -431,7 +431,7 @@ fn crash(
             .map(|r| r.store().durable_hard_state())
             .collect();
         down.insert(id, (back, states));
-        node.crash();
+        node.crash().await;
     }
 }
 
