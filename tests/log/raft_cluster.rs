@@ -29,13 +29,18 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Crashes the node: its journal stops (the checkpoint step under way finishes: in
-    /// one process its renames would otherwise land after the restart) and everything
-    /// is dropped unclosed, so what was not yet written is lost.
+    /// Crashes the node: its journal stops (the checkpoint step under way finishes) and
+    /// everything is dropped unclosed, so what was not yet written is lost. In one
+    /// process, work cancelled halfway still has file operations queued (a rename of
+    /// `raft.state` on the executor's one blocking thread): they must land before the
+    /// restart reads the files, as a real crash has them land before the next process
+    /// starts or never. A no-op queued behind them waits for them.
     pub async fn crash(self) {
         if let Some(j) = &self.journal {
             j.halt().await;
         }
+        drop(self);
+        caudal::task::blocking(|| ()).await;
     }
 }
 

@@ -216,8 +216,8 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                     .unwrap_or_default();
                 if a.term < b.term || (a.term == b.term && b.vote != 0 && a.vote != b.vote) {
                     return Err(format!(
-                        "node {id} group {g} restarted with term/vote {}/{} after {}/{}",
-                        a.term, a.vote, b.term, b.vote
+                        "node {id} group {g} restarted with term/vote {}/{} after {}/{} (journal {journal:?}, segments of {} bytes)",
+                        a.term, a.vote, b.term, b.vote, config.segment_bytes
                     ));
                 }
             }
