@@ -9,8 +9,8 @@
 //! grow, no committed batch is truncated); a restarted replica comes back with its term
 //! and vote. After each schedule heals: every replica holds every batch ever committed,
 //! byte for byte, at its offset, and all agree on the commit point.
-//! `make test` runs 2,000 schedules in an optimised build (bounded at 6 minutes; about
-//! 4.5 minutes here) after a 20-second pass in the debug build; `make soak` runs 5,000.
+//! `make test` runs them for 15 s in its debug build; `make test-raft-sim` runs 2,000 in
+//! an optimised build (about 4.5 minutes here), `make soak` 5,000.
 //! A failing seed is printed and replays with `RAFT_SIM_SEED=s`.
 
 use std::collections::BTreeMap;
