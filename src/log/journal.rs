@@ -302,6 +302,17 @@ fn read_dir_blocking(dir: &Path) -> io::Result<(Vec<JournalFile>, Vec<Record>)> 
     Ok((files, records))
 }
 
+/// Every raft record of the journal files in `dir`, oldest first, with the key of its
+/// log (blocking; for diagnostics and tests).
+pub fn raft_records_blocking(dir: &Path) -> io::Result<Vec<(String, Bytes)>> {
+    let (_, records) = read_dir_blocking(dir)?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.kind == KIND_RAFT)
+        .map(|r| (r.key, r.payload))
+        .collect())
+}
+
 /// Groups records by key, applying resets.
 fn group(records: Vec<Record>) -> HashMap<String, Vec<JournalOp>> {
     let mut by_key: HashMap<String, Vec<JournalOp>> = HashMap::new();

@@ -207,6 +207,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
             // process they would otherwise land after the restarted node has read its
             // files; a real crash has them land before the next process starts, or never).
             caudal::task::sleep(std::time::Duration::from_millis(20)).await;
+            let on_disk = hard_states_on_disk(dir, id, groups);
             let node = open_node_with(dir, id, &voters, groups, journal, config.clone()).await;
             for (g, b) in before.iter().enumerate() {
                 let a = node
@@ -216,8 +217,8 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                     .unwrap_or_default();
                 if a.term < b.term || (a.term == b.term && b.vote != 0 && a.vote != b.vote) {
                     return Err(format!(
-                        "node {id} group {g} restarted with term/vote {}/{} after {}/{} (journal {journal:?}, segments of {} bytes)",
-                        a.term, a.vote, b.term, b.vote, config.segment_bytes
+                        "node {id} group {g} restarted with term/vote {}/{} after {}/{} (journal {journal:?}, segments of {} bytes; on disk before the restart: {})",
+                        a.term, a.vote, b.term, b.vote, config.segment_bytes, on_disk[g]
                     ));
                 }
             }
@@ -386,6 +387,33 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         total += committed[g as usize].len();
     }
     Ok(total)
+}
+
+/// For a failure's message: each group's HardState in `raft.state` and the terms/votes
+/// of the HardState records in the node's journal files, as the restart will find them.
+fn hard_states_on_disk(root: &std::path::Path, id: u64, groups: u64) -> Vec<String> {
+    use caudal::replica::raft_state::{RaftRecord, SavedState};
+    let dir = super::raft_cluster::node_dir(root, id);
+    let records =
+        caudal::log::journal::raft_records_blocking(&dir.join("journal")).unwrap_or_default();
+    (0..groups)
+        .map(|g| {
+            let key = format!("part-{g}");
+            let state = std::fs::read(dir.join(&key).join("raft.state"))
+                .ok()
+                .and_then(|b| SavedState::decode(&b).ok())
+                .map(|s| format!("{}/{}", s.hard_state.term, s.hard_state.vote));
+            let journaled: Vec<String> = records
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .filter_map(|(_, p)| match RaftRecord::decode(p) {
+                    Ok(RaftRecord::HardState(hs)) => Some(format!("{}/{}", hs.term, hs.vote)),
+                    _ => None,
+                })
+                .collect();
+            format!("raft.state {state:?}, journal {journaled:?}")
+        })
+        .collect()
 }
 
 fn tracing() -> bool {
