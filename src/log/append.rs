@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::protocol::record_batch::BatchHeader;
@@ -237,11 +237,11 @@ impl AppendSlot<'_> {
     /// described by `headers` — after checking that they continue the log. Nothing is
     /// written when they do not. Under the `Durable` policy with a journal, small appends
     /// also go to the journal, which makes them durable.
-    pub fn write(&self, records: BytesMut, headers: &[BatchHeader]) -> LogResult<Pending> {
+    pub fn write(&self, records: impl Into<Bytes>, headers: &[BatchHeader]) -> LogResult<Pending> {
         let log = self.log;
+        let records: Bytes = records.into();
         let journal = log.journal().cloned();
         let journaled = journal.as_ref().is_some_and(|j| j.takes(records.len()));
-        let records = records.freeze();
         let mut pending = log.buffer(records.clone(), headers)?;
         match journal {
             Some(j) if journaled => match j.append_batches(&log.me, &log.journal_key, &records) {

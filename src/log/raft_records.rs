@@ -31,11 +31,6 @@ impl Log {
         }
     }
 
-    /// True when raft records go to a journal.
-    pub fn has_journal(&self) -> bool {
-        self.env.journal.is_some()
-    }
-
     /// The raft records the journal held for this log when it opened, in the order they
     /// were written (each call takes them).
     pub fn take_raft_records(&self) -> Vec<Bytes> {

@@ -103,13 +103,6 @@ pub struct Persist {
     must_sync: bool,
 }
 
-impl Persist {
-    /// True when there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-}
-
 enum Op {
     /// Save `raft.state` now: a cut is about to delete sealed segments' tables that the
     /// last saved state relies on.
@@ -119,7 +112,7 @@ enum Op {
     /// Append these stamped batches, starting at `base`.
     Batches {
         base: Offset,
-        data: BytesMut,
+        data: Bytes,
         headers: Vec<BatchHeader>,
     },
     /// Write a raft record.
@@ -480,11 +473,11 @@ impl RaftLog {
             let kind = if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
                 let base = table.next_offset();
                 let (data, headers) = stamp(e, base)?;
+                // One copy of the entry: the recent window and the log write share it.
+                let data = data.freeze();
                 let count: i64 = headers.iter().map(BatchHeader::offset_count).sum();
                 self.recent_bytes.set(self.recent_bytes.get() + data.len());
-                self.recent
-                    .borrow_mut()
-                    .push_back((e.index, data.clone().freeze()));
+                self.recent.borrow_mut().push_back((e.index, data.clone()));
                 job.ops.push(Op::Batches {
                     base,
                     data,

@@ -208,13 +208,6 @@ impl RaftShard {
         Ok(())
     }
 
-    /// Removes group `id` (its log stays as it is).
-    pub fn close_group(&mut self, id: GroupId) -> Option<Rc<Log>> {
-        self.groups
-            .remove(&id)
-            .map(|g| g.node.store().log().clone())
-    }
-
     /// The groups hosted here.
     pub fn group_ids(&self) -> Vec<GroupId> {
         self.groups.keys().copied().collect()

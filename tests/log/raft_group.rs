@@ -169,6 +169,12 @@ fn hard_state_of(node: &SimNode) -> raft::eraftpb::HardState {
     node.shard.node(G).unwrap().store().durable_hard_state()
 }
 
+fn raft_only_rows(rows: &[caudal::log::raft_index::Row]) -> usize {
+    rows.iter()
+        .filter(|r| matches!(r.kind, EntryKind::RaftOnly { .. }))
+        .count()
+}
+
 fn log_of(node: &SimNode) -> Rc<Log> {
     node.shard.node(G).unwrap().store().log().clone()
 }
@@ -218,16 +224,7 @@ fn three_replicas_agree_on_a_log_whose_offsets_start_at_zero_and_stay_contiguous
             let got = batches(&log_of(node), next).await;
             assert_eq!(got.len(), sent.len());
             // Two elections, two raft-only entries: in the table, not in the log.
-            let raft_only = node
-                .shard
-                .node(G)
-                .unwrap()
-                .store()
-                .table()
-                .rows()
-                .iter()
-                .filter(|r| matches!(r.kind, EntryKind::RaftOnly { .. }))
-                .count();
+            let raft_only = raft_only_rows(&rows_of(node));
             assert!(
                 raft_only >= 2,
                 "each new leader's empty entry is a table row"
@@ -588,10 +585,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
             rows_after, rows_before,
             "the table came back from the sealed tables and raft.state"
         );
-        let raft_only = rows_after
-            .iter()
-            .filter(|r| matches!(r.kind, EntryKind::RaftOnly { .. }))
-            .count();
+        let raft_only = raft_only_rows(&rows_after);
         assert!(
             raft_only >= 3,
             "the leaders' empty entries are rows: {raft_only}"
