@@ -302,14 +302,20 @@ fn read_dir_blocking(dir: &Path) -> io::Result<(Vec<JournalFile>, Vec<Record>)> 
     Ok((files, records))
 }
 
-/// Every raft record of the journal files in `dir`, oldest first, with the key of its
-/// log (blocking; for diagnostics and tests).
-pub fn raft_records_blocking(dir: &Path) -> io::Result<Vec<(String, Bytes)>> {
+/// Every record of the journal files in `dir`, oldest first, with the key of its log
+/// (blocking; for diagnostics and tests). Resets are left out.
+pub fn records_blocking(dir: &Path) -> io::Result<Vec<(String, JournalOp)>> {
     let (_, records) = read_dir_blocking(dir)?;
     Ok(records
         .into_iter()
-        .filter(|r| r.kind == KIND_RAFT)
-        .map(|r| (r.key, r.payload))
+        .flat_map(|r| {
+            let key = r.key.clone();
+            group(vec![r])
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |op| (key.clone(), op))
+        })
         .collect())
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::protocol::record_batch::check_batch;
 
@@ -15,15 +15,25 @@ use super::storage::{Log, Recovered};
 
 impl Log {
     /// Re-applies journal records in order: batches the segments lack are appended (those
-    /// they hold are skipped), truncations are redone. A batch that does not continue the
-    /// log ends the replay: it followed an append that bypassed the journal and was lost
-    /// with its segment write, so neither was acknowledged. Syncs what changed; true when
-    /// anything did.
+    /// they hold are skipped), truncations are redone, raft records are kept for the
+    /// group to replay. Batches that do not continue the log are skipped: either a
+    /// truncation later in the journal already took the segment below them (it holds
+    /// the rewritten tail, and the files with the batches before them were released),
+    /// or they followed an append that bypassed the journal and was lost with its
+    /// segment write, so neither was acknowledged. Either way the records after them
+    /// still count: a truncation brings the log back to where later batches continue
+    /// it, and a raft group's HardState is durable whatever became of the batches
+    /// around it. Syncs what changed; true when anything did.
     pub(super) async fn apply_journal(&self, ops: Vec<JournalOp>) -> LogResult<bool> {
         let mut changed = false;
-        'ops: for op in ops {
+        // After a damaged batch (a bug or damage the records' checksums missed) the
+        // offsets that follow cannot be trusted: only raft records are still taken.
+        let mut damaged = false;
+        let mut gaps = 0usize;
+        for op in ops {
             match op {
                 JournalOp::Raft(record) => self.raft_records.borrow_mut().push(record),
+                JournalOp::Truncate(_) | JournalOp::Batches(_) if damaged => {}
                 JournalOp::Truncate(at) => {
                     if at >= self.log_start_offset() && at < self.next_offset() {
                         self.cut_suffix(at).await?;
@@ -35,8 +45,9 @@ impl Log {
                         let h = match check_batch(&rest) {
                             Ok(h) => h,
                             Err(e) => {
-                                warn!(dir = %self.dir.display(), error = %e, "damaged batch in a journal record; replay of this log stops");
-                                break 'ops;
+                                warn!(dir = %self.dir.display(), error = %e, "damaged batch in a journal record; the log's batches are not replayed past it");
+                                damaged = true;
+                                break;
                             }
                         };
                         let batch = rest.split_to(h.size);
@@ -45,14 +56,17 @@ impl Log {
                             continue;
                         }
                         if h.base_offset != next {
-                            warn!(dir = %self.dir.display(), next_offset = next, journal_offset = h.base_offset, "journal records after a gap (never acknowledged) dropped");
-                            break 'ops;
+                            gaps += 1;
+                            break;
                         }
                         self.buffer(batch, &[h])?;
                         changed = true;
                     }
                 }
             }
+        }
+        if gaps > 0 {
+            info!(dir = %self.dir.display(), records = gaps, "journal batches past the log's end skipped (truncated since, or never acknowledged)");
         }
         if changed {
             self.flush().await?;

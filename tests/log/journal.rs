@@ -136,6 +136,65 @@ fn replay_after_a_crash_does_not_undo_a_truncation() {
     });
 }
 
+/// The journal can hold batches from before a truncation whose offsets the rewritten
+/// segment no longer reaches (the files with the batches before them were released):
+/// they are skipped, and what comes after them — the truncation, the new batches, a
+/// raft group's records — is still replayed. (Replay used to stop at the first such
+/// batch, and a raft replica came back with the HardState of an older term.)
+#[test]
+fn records_after_batches_a_truncation_left_behind_are_replayed() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let journal = open_journal(&dir, 8 << 10).await;
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        // Until the current file holds a batch and the files before it are released.
+        let mut seed = 0u8;
+        loop {
+            while journal.pending_checkpoints() > 0 {
+                caudal::task::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let generation = journal.generation();
+            append_at(&log, 1, seed).await;
+            seed += 1;
+            if seed > 8 && journal.generation() == generation {
+                break;
+            }
+        }
+        while journal.pending_checkpoints() > 0 {
+            caudal::task::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let end = log.next_offset();
+        log.truncate_suffix(4).await.unwrap();
+        append_at(&log, 2, 100).await;
+        log.flush().await.unwrap();
+        log.journal_raft(b"hard state of term 2")
+            .unwrap()
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        drop(log);
+        journal.halt().await;
+        drop(journal);
+        let journal = open_journal(&dir, 8 << 10).await;
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        assert!(
+            end > 8,
+            "the batches left behind were past the rewritten tail"
+        );
+        assert_eq!(log.next_offset(), 6);
+        assert_eq!(log.epoch_at(4), Some(2));
+        assert_eq!(
+            log.take_raft_records(),
+            vec![bytes::Bytes::from_static(b"hard state of term 2")]
+        );
+    });
+}
+
 #[test]
 fn a_new_log_in_a_deleted_logs_directory_gets_none_of_its_journaled_batches() {
     run(|dir| async move {

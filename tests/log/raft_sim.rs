@@ -208,6 +208,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
             // files; a real crash has them land before the next process starts, or never).
             caudal::task::sleep(std::time::Duration::from_millis(20)).await;
             let on_disk = hard_states_on_disk(dir, id, groups);
+            let journal_story = journal_story(dir, id, groups);
             let node = open_node_with(dir, id, &voters, groups, journal, config.clone()).await;
             for (g, b) in before.iter().enumerate() {
                 let a = node
@@ -217,8 +218,8 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                     .unwrap_or_default();
                 if a.term < b.term || (a.term == b.term && b.vote != 0 && a.vote != b.vote) {
                     return Err(format!(
-                        "node {id} group {g} restarted with term/vote {}/{} after {}/{} (journal {journal:?}, segments of {} bytes; on disk before the restart: {})",
-                        a.term, a.vote, b.term, b.vote, config.segment_bytes, on_disk[g]
+                        "node {id} group {g} restarted with term/vote {}/{} after {}/{} (journal {journal:?}, segments of {} bytes; on disk before the restart: {}; journal records: {})",
+                        a.term, a.vote, b.term, b.vote, config.segment_bytes, on_disk[g], journal_story[g]
                     ));
                 }
             }
@@ -392,10 +393,10 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
 /// For a failure's message: each group's HardState in `raft.state` and the terms/votes
 /// of the HardState records in the node's journal files, as the restart will find them.
 fn hard_states_on_disk(root: &std::path::Path, id: u64, groups: u64) -> Vec<String> {
+    use caudal::log::journal::JournalOp;
     use caudal::replica::raft_state::{RaftRecord, SavedState};
     let dir = super::raft_cluster::node_dir(root, id);
-    let records =
-        caudal::log::journal::raft_records_blocking(&dir.join("journal")).unwrap_or_default();
+    let records = caudal::log::journal::records_blocking(&dir.join("journal")).unwrap_or_default();
     (0..groups)
         .map(|g| {
             let key = format!("part-{g}");
@@ -406,12 +407,70 @@ fn hard_states_on_disk(root: &std::path::Path, id: u64, groups: u64) -> Vec<Stri
             let journaled: Vec<String> = records
                 .iter()
                 .filter(|(k, _)| *k == key)
-                .filter_map(|(_, p)| match RaftRecord::decode(p) {
-                    Ok(RaftRecord::HardState(hs)) => Some(format!("{}/{}", hs.term, hs.vote)),
+                .filter_map(|(_, op)| match op {
+                    JournalOp::Raft(p) => match RaftRecord::decode(p) {
+                        Ok(RaftRecord::HardState(hs)) => Some(format!("{}/{}", hs.term, hs.vote)),
+                        _ => None,
+                    },
                     _ => None,
                 })
                 .collect();
             format!("raft.state {state:?}, journal {journaled:?}")
+        })
+        .collect()
+}
+
+/// For a failure's message: each group's journal records in order, in short (`B` batches
+/// first-last@epoch, `T` truncation, `hs`/`cs`/`row` raft records), and its segment
+/// files' sizes.
+fn journal_story(root: &std::path::Path, id: u64, groups: u64) -> Vec<String> {
+    use caudal::log::journal::JournalOp;
+    use caudal::protocol::record_batch::check_batch;
+    use caudal::replica::raft_state::RaftRecord;
+    let dir = super::raft_cluster::node_dir(root, id);
+    let records = caudal::log::journal::records_blocking(&dir.join("journal")).unwrap_or_default();
+    (0..groups)
+        .map(|g| {
+            let key = format!("part-{g}");
+            let ops: Vec<String> = records
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, op)| match op {
+                    JournalOp::Batches(b) => match check_batch(b) {
+                        Ok(h) => format!(
+                            "B{}-{}@{}",
+                            h.base_offset,
+                            h.last_offset(),
+                            h.partition_leader_epoch
+                        ),
+                        Err(e) => format!("B?{e}"),
+                    },
+                    JournalOp::Truncate(at) => format!("T{at}"),
+                    JournalOp::Raft(p) => match RaftRecord::decode(p) {
+                        Ok(RaftRecord::HardState(hs)) => {
+                            format!("hs{}/{}/{}", hs.term, hs.vote, hs.commit)
+                        }
+                        Ok(RaftRecord::ConfState(_)) => "cs".to_string(),
+                        Ok(RaftRecord::Row(r)) => format!("row{}@{}", r.index, r.term),
+                        Err(e) => format!("R?{e}"),
+                    },
+                })
+                .collect();
+            let mut segments: Vec<String> = std::fs::read_dir(dir.join(&key))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    format!("{}:{len}", e.file_name().to_string_lossy())
+                })
+                .collect();
+            segments.sort();
+            format!(
+                "{} records [{}]; files {segments:?}",
+                ops.len(),
+                ops.join(" ")
+            )
         })
         .collect()
 }
