@@ -18,6 +18,10 @@ pub async fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
         Some(e) => format!("{}.tmp", e.to_string_lossy()),
         None => "tmp".to_string(),
     });
+    // A fresh inode each time: an earlier write to `path.tmp` whose future was dropped
+    // (a cancelled save) may still be in the kernel, and must land in the file it was
+    // aimed at, not in this one.
+    remove_if_exists(&tmp).await?;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
