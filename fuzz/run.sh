@@ -9,14 +9,14 @@
 # if any target crashed; the crashing input is in fuzz/artifacts/<target>/.
 #
 #   FUZZ_SECONDS=60   seconds per target
-#   FUZZ_TARGETS="frame record_batch disk_parsers raft_message"
+#   FUZZ_TARGETS="frame record_batch disk_parsers raft_message peer_frame"
 #   FUZZ_ARGS=""      extra libFuzzer flags (e.g. -jobs=2 -workers=2)
 set -uo pipefail
 
 cd "$(dirname "$0")"
 CARGO=${CARGO:-cargo}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_TARGETS=${FUZZ_TARGETS:-frame record_batch disk_parsers raft_message}
+FUZZ_TARGETS=${FUZZ_TARGETS:-frame record_batch disk_parsers raft_message peer_frame}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CARGO_FUZZ_VERSION=0.13.2
 

@@ -48,9 +48,17 @@ pub mod magic {
     /// A partition's `raft.state`: its raft group's table, HardState and ConfState
     /// (`replica::raft_log`).
     pub const RAFT_STATE: [u8; 4] = *b"CRST";
+    /// The first frame on an inter-node connection (`cluster::wire`): not a file, but
+    /// registered here so no format can be mistaken for it.
+    pub const PEER_HELLO: [u8; 4] = *b"CDPH";
+    /// `meta/node.identity`: the node and cluster a data directory belongs to, and its
+    /// disk identity (`metadata::node_identity`).
+    pub const NODE_IDENTITY: [u8; 4] = *b"CDNI";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 11] = [
+    pub const ALL: [[u8; 4]; 13] = [
+        PEER_HELLO,
+        NODE_IDENTITY,
         JOURNAL,
         RAFT_STATE,
         RAFT_INDEX,

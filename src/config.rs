@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub mod peers;
 mod settings;
 
+pub use peers::{Peer, PeerList};
 pub use settings::{Config, FileConfig, Flags, Settings};
 
 /// A configuration the broker refuses to start with.
@@ -93,6 +95,35 @@ impl Config {
             return Err(ConfigError(
                 "socket.request.max.bytes must be at least 1024".into(),
             ));
+        }
+        if !self.peers.is_empty() {
+            if self.node_id < 1 {
+                return Err(ConfigError(
+                    "a node of a cluster (--peers) needs --node-id 1 or above".into(),
+                ));
+            }
+            if !self.peers.iter().any(|p| p.node == self.node_id as u64) {
+                return Err(ConfigError(format!(
+                    "--peers does not name this node (--node-id {})",
+                    self.node_id
+                )));
+            }
+            if self
+                .peers
+                .iter()
+                .any(|p| usize::from(p.port) + self.shards - 1 > 65535)
+            {
+                return Err(ConfigError("a peer port + shards exceeds 65535".into()));
+            }
+        }
+        let nodes = self.peers.len().max(1);
+        if self.default_replication_factor < 1
+            || usize::try_from(self.default_replication_factor).unwrap_or(usize::MAX) > nodes
+        {
+            return Err(ConfigError(format!(
+                "default replication factor {} must be 1..={nodes} (the nodes of the cluster)",
+                self.default_replication_factor
+            )));
         }
         if let FlushPolicy::Interval(d) = self.flush {
             if d < Duration::from_millis(1) {

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod config_file;

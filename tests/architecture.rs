@@ -235,6 +235,8 @@ const LAYERS: &[&[&str]] = &[
     &["log"],
     &["replica", "metadata"],
     &["error", "group"],
+    // Between nodes: peers, the wire, the transport and the raft loop over it.
+    &["cluster"],
     // The shard's services: partitions, metadata, the controller, the mesh between shards.
     &[
         "shard::state",

@@ -19,6 +19,10 @@
 //!   offsets record value, 8 a sealed segment's raft-index table, 9 a raft group's
 //!   `raft.state`, 10 a raft record of the shard journal. Each in any version the broker reads (the headerless
 //!   version 1 of releases up to 617d542, or a versioned file of `caudal::codec`).
+//! - `raft_message`: one raft message in Caudal's framing.
+//! - `peer_frame`: byte 0 even: the rest is the body of a hello or a hello reply; odd:
+//!   the rest is the body of a raft frame, decoded twice on one connection (the second
+//!   time the beats the first remembered are in play).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -59,6 +63,33 @@ pub fn raft_message(data: &[u8]) {
             data,
             "a decoded raft message re-encodes to its bytes"
         );
+    }
+}
+
+/// The inter-node frames (`caudal::cluster::wire`): never panic; a hello that decodes
+/// encodes back to the same body, and a raft frame's messages are between the nodes of
+/// the connection.
+pub fn peer_frame(data: &[u8]) {
+    use caudal::cluster::wire::{decode_raft, BeatCache, Hello, HelloReply, FRAME_HEADER};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        if let Ok(hello) = Hello::decode(rest) {
+            assert_eq!(&hello.encode()[FRAME_HEADER..], rest, "a hello re-encodes");
+        }
+        if let Ok(reply) = HelloReply::decode(rest) {
+            assert_eq!(&reply.encode()[FRAME_HEADER..], rest, "a reply re-encodes");
+        }
+    } else {
+        let mut beats = BeatCache::default();
+        for _ in 0..2 {
+            if let Ok(messages) = decode_raft(1, 2, rest, &mut beats) {
+                for (_, m) in messages {
+                    assert_eq!((m.from, m.to), (1, 2), "messages of this connection only");
+                }
+            }
+        }
     }
 }
 

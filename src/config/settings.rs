@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, FlushPolicy, GroupSettings, Host};
+use super::{ConfigError, FlushPolicy, GroupSettings, Host, Peer, PeerList};
 
 /// Generates the settings types from one table.
 ///
@@ -237,6 +237,22 @@ settings! {
     /// Node id; each shard's broker id is NODE_ID * 1024 + shard.
     node_id: i32 = 0
         => node_id: i32 = node_id;
+
+    /// Every node of the cluster, this one too, as `ID@HOST:PORT,...`; shard k of a node
+    /// takes inter-node traffic on PORT + k.
+    #[file(string)]
+    #[shown("none: a single node")]
+    peers: PeerList
+        => peers: Vec<Peer> = peers.map(|p| p.0).unwrap_or_default();
+
+    /// Name of the cluster: a node refuses connections from peers of another.
+    cluster_id: String = String::from("caudal")
+        => cluster_id: String = cluster_id;
+
+    /// Replicas of a topic created without a replication factor (CreateTopics with -1,
+    /// auto-created topics).
+    default_replication_factor: i16 = 1
+        => default_replication_factor: i16 = default_replication_factor;
 
     /// Partitions of auto-created topics (and of CreateTopics with -1).
     default_partitions: i32 = 1
@@ -489,6 +505,40 @@ mod tests {
         assert_eq!(c.group.initial_rebalance_delay, Duration::from_secs(3));
         assert_eq!(c.group.min_session_timeout, Duration::from_secs(6));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_cluster_node_is_named_among_its_peers_from_flags_or_file() {
+        let peers = "1@10.0.0.1:9300,2@10.0.0.2:9300,3@10.0.0.3:9300";
+        let c = resolve(&["--node-id", "2", "--peers", peers], "").config();
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[1].shard_addr(1), "10.0.0.2:9301");
+        assert_eq!(c.cluster_id, "caudal");
+        assert!(c.validate().is_ok());
+        let from_file = resolve(
+            &[],
+            &format!("node_id = 3\npeers = \"{peers}\"\ndefault_replication_factor = 3\n"),
+        )
+        .config();
+        assert_eq!(
+            (from_file.node_id, from_file.default_replication_factor),
+            (3, 3)
+        );
+        assert!(from_file.validate().is_ok());
+        for (args, says) in [
+            (
+                vec!["--node-id", "4", "--peers", peers],
+                "does not name this node",
+            ),
+            (vec!["--peers", peers], "--node-id 1 or above"),
+            (vec!["--default-replication-factor", "2"], "must be 1..=1"),
+        ] {
+            let err = resolve(&args, "").config().validate().unwrap_err();
+            assert!(err.to_string().contains(says), "{args:?}: {err}");
+        }
+        let host = Host { cpus: || vec![0] };
+        let err = Settings::resolve(flags(&[]), file("peers = \"1@a\"\n"), &host).unwrap_err();
+        assert!(err.to_string().contains("host:port"), "{err}");
     }
 
     #[test]

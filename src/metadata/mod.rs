@@ -4,6 +4,7 @@
 //! serves requests from an immutable snapshot (`Arc<ClusterMetadata>`) it received over
 //! the cross-shard mesh.
 
+pub mod node_identity;
 pub mod store;
 pub mod topic_config;
 

@@ -299,6 +299,22 @@ impl RaftShard {
 
     /// One round over every group: see the module docs.
     pub async fn round(&mut self) -> Round {
+        let mut early = BTreeMap::new();
+        let mut round = self.round_sending_early(|m| early = m).await;
+        for (to, mut later) in std::mem::take(&mut round.messages) {
+            early.entry(to).or_insert_with(Vec::new).append(&mut later);
+        }
+        round.messages = early;
+        round
+    }
+
+    /// A round that hands `send_early` the messages raft may send before the round's
+    /// writes are durable (a leader's appends: its followers write while it does), by
+    /// destination; the rest, sent only after the writes, come in the returned round.
+    pub async fn round_sending_early(
+        &mut self,
+        send_early: impl FnOnce(BTreeMap<NodeId, Vec<(GroupId, Message)>>),
+    ) -> Round {
         let mut out = Round::default();
         let mut in_flight = Vec::new();
         for (&id, g) in self.groups.iter_mut() {
@@ -346,6 +362,7 @@ impl RaftShard {
                 after_persist,
             });
         }
+        send_early(std::mem::take(&mut out.messages));
         let groups = &self.groups;
         let writes: Vec<_> = in_flight
             .iter_mut()

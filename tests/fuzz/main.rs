@@ -22,11 +22,12 @@ use caudal::protocol::record_batch::check_batch;
 type Check = fn(&[u8]);
 
 /// The targets, by the name of their corpus directory.
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("frame", checks::frame),
     ("record_batch", checks::record_batch),
     ("disk_parsers", checks::disk_parsers),
     ("raft_message", checks::raft_message),
+    ("peer_frame", checks::peer_frame),
 ];
 
 /// Random mutations per seed, on top of the length-field sweep.

@@ -656,7 +656,60 @@ pub fn disk_seeds() -> Vec<Seed> {
         "metadata-log-v1-fixed".into(),
         tagged(5, &log_v1),
     ));
+    out.extend(raft_disk_seeds());
     out
+}
+
+/// The raft formats among the disk parsers' seeds: a sealed segment's table, a
+/// `raft.state`, and journal raft records (a row and a HardState).
+fn raft_disk_seeds() -> Vec<Seed> {
+    use caudal::log::raft_index::{EntryKind, RaftIndex, Row};
+    use caudal::replica::raft_state::{RaftRecord, SavedState};
+    use raft::eraftpb::{ConfState, HardState};
+    let mut table = RaftIndex::new(3, 2, 100);
+    let rows = [
+        (4, 2, EntryKind::Data { last_offset: 108 }),
+        (5, 2, EntryKind::RaftOnly { payload: vec![0] }),
+        (6, 3, EntryKind::Data { last_offset: 110 }),
+        (7, 3, EntryKind::RaftOnly { payload: vec![1, 7] }),
+    ];
+    for (index, term, kind) in rows {
+        table.append(Row { index, term, kind }).expect("rows continue");
+    }
+    let state = SavedState {
+        hard_state: HardState {
+            term: 3,
+            vote: 2,
+            commit: 6,
+            ..HardState::default()
+        },
+        conf_state: ConfState {
+            voters: vec![1, 2, 3],
+            ..ConfState::default()
+        },
+        table: table.clone(),
+    };
+    let row = RaftRecord::Row(Row {
+        index: 8,
+        term: 3,
+        kind: EntryKind::Data { last_offset: 120 },
+    });
+    let hs = RaftRecord::HardState(HardState {
+        term: 4,
+        vote: 1,
+        commit: 8,
+        ..HardState::default()
+    });
+    vec![
+        ("disk_parsers", "raft-index".into(), tagged(8, &table.to_bytes())),
+        ("disk_parsers", "raft-state".into(), tagged(9, &state.encode())),
+        ("disk_parsers", "raft-record".into(), tagged(10, &row.encode())),
+        (
+            "disk_parsers",
+            "raft-record-hard-state".into(),
+            tagged(10, &hs.encode()),
+        ),
+    ]
 }
 
 /// A version 1 metadata log as releases up to 617d542 wrote it: put "orders" on shards
@@ -789,11 +842,84 @@ pub fn raft_seeds() -> Vec<Seed> {
     ]
 }
 
+/// Seeds of the `peer_frame` target: a hello, both replies, and raft frames with full
+/// and coalesced beats and a whole message.
+pub fn peer_seeds() -> Vec<Seed> {
+    use caudal::cluster::wire::{encode_raft, BeatCache, Hello, HelloReply, FRAME_HEADER, VERSION};
+    use caudal::replica::raft_shard::GroupId;
+    use raft::eraftpb::{Message, MessageType};
+    let body = |mode: u8, frame: Vec<u8>| {
+        let mut v = vec![mode];
+        v.extend_from_slice(&frame[FRAME_HEADER..]);
+        v
+    };
+    let hello = Hello {
+        version: VERSION,
+        cluster_id: "caudal".into(),
+        from_node: 1,
+        to_node: 2,
+        shard: 0,
+        disk_id: [0x5a; 16],
+    };
+    let beat = |g: u64, response: bool| {
+        (
+            GroupId(g),
+            Message {
+                msg_type: if response {
+                    MessageType::MsgHeartbeatResponse
+                } else {
+                    MessageType::MsgHeartbeat
+                },
+                from: 1,
+                to: 2,
+                term: 3,
+                commit: 40 + g,
+                ..Message::default()
+            },
+        )
+    };
+    let append = Message {
+        msg_type: MessageType::MsgAppend,
+        from: 1,
+        to: 2,
+        term: 3,
+        index: 40,
+        log_term: 3,
+        commit: 40,
+        ..Message::default()
+    };
+    let round = vec![
+        beat(0, false),
+        beat(1, true),
+        (GroupId(0), append),
+        beat(2, false),
+    ];
+    let mut sent = BeatCache::default();
+    let full = encode_raft(1, 2, &round, &mut sent);
+    let same = encode_raft(1, 2, &round, &mut sent);
+    vec![
+        ("peer_frame", "hello".into(), body(0, hello.encode())),
+        (
+            "peer_frame",
+            "accepted".into(),
+            body(0, HelloReply::Accepted.encode()),
+        ),
+        (
+            "peer_frame",
+            "refused".into(),
+            body(0, HelloReply::Refused("another cluster".into()).encode()),
+        ),
+        ("peer_frame", "beats-full".into(), body(1, full)),
+        ("peer_frame", "beats-same".into(), body(1, same)),
+    ]
+}
+
 /// Every seed of every target.
 pub fn all() -> Vec<Seed> {
     let mut out = frame_seeds();
     out.extend(batch_seeds());
     out.extend(disk_seeds());
     out.extend(raft_seeds());
+    out.extend(peer_seeds());
     out
 }

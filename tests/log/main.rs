@@ -11,6 +11,7 @@ mod journal;
 mod raft_cluster;
 mod raft_group;
 mod raft_sim;
+mod raft_tcp;
 mod retention;
 mod roll;
 mod round_trip;

@@ -1,0 +1,7 @@
+//! A node among others: the inter-node protocol, the connections between the same
+//! shard of every node (`--peers`, in `config::peers`), and the loop that drives a
+//! shard's raft groups over them (docs/architecture.md, "Between nodes").
+
+pub mod raft_driver;
+pub mod transport;
+pub mod wire;

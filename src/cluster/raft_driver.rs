@@ -1,0 +1,341 @@
+//! The loop that drives one shard's raft groups over the wire: it alone owns the
+//! shard's [`RaftShard`], ticks it, steps what the [`Transport`] received, takes the
+//! proposals and commands others queued, runs rounds, sends their messages and hands
+//! each proposal its outcome. Everyone else sees a group through its [`GroupView`],
+//! refreshed after every round, and proposes through [`RaftDriver::propose`].
+//!
+//! A leader's appends go out in the same round as its own write, so the leader's
+//! fdatasync and its followers' overlap (raft allows a leader to count its own entry
+//! only once durable, which `RaftShard` keeps).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use raft::StateRole;
+use tracing::{debug, warn};
+
+use crate::log::{Log, Offset};
+use crate::notify::Notify;
+use crate::replica::raft_shard::{Acks, GroupId, NodeId, ProposeError, RaftShard, RaftShardError};
+use crate::task::{local_channel, TaskSet};
+
+use super::transport::Transport;
+
+/// Raft's clock: every group ticks this often. With the default ten ticks per election
+/// a follower waits 1–2 s without a leader before it campaigns: long enough for three
+/// nodes sharing two cores under load, short enough for a failover clients ride out.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What the rest of the shard knows of a group, as of the last round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    /// The leader this replica knows of, if any.
+    pub leader: Option<NodeId>,
+    /// The current term (the partition's leader epoch).
+    pub term: u64,
+    /// True when this replica leads.
+    pub is_leader: bool,
+    /// Offset after the last committed record this replica holds durably.
+    pub high_watermark: Offset,
+    /// Offset after this replica's last record.
+    pub log_end: Offset,
+    /// The group's voters.
+    pub voters: Vec<NodeId>,
+    /// The voters the leader has seen caught up within the lag bound (on the leader;
+    /// elsewhere the voters themselves are reported).
+    pub in_sync: Vec<NodeId>,
+}
+
+type Reply<T> = local_channel::LocalSender<T>;
+
+enum Command {
+    Open {
+        group: GroupId,
+        log: Rc<Log>,
+        voters: Vec<NodeId>,
+        reply: Reply<Result<(), String>>,
+    },
+    Campaign(GroupId),
+}
+
+struct Proposal {
+    group: GroupId,
+    batches: Vec<u8>,
+    acks: Acks,
+    token: u64,
+}
+
+struct Shared {
+    commands: RefCell<Vec<Command>>,
+    proposals: RefCell<Vec<Proposal>>,
+    waiters: RefCell<HashMap<u64, Reply<Result<Offset, ProposeError>>>>,
+    next_token: Cell<u64>,
+    views: RefCell<BTreeMap<GroupId, GroupView>>,
+    /// Woken when a command or proposal is queued.
+    wake: Notify,
+    /// Woken after every round that changed some view (fetches wait on it).
+    changed: Notify,
+    /// How long a voter may lag and stay in sync (Kafka's `replica.lag.time.max.ms`).
+    lag_max: Duration,
+}
+
+/// A shard's raft loop. See the module docs.
+pub struct RaftDriver {
+    shared: Rc<Shared>,
+    tasks: TaskSet,
+}
+
+impl RaftDriver {
+    /// Starts the loop over `shard` and `transport`.
+    pub fn start(shard: RaftShard, transport: Transport, lag_max: Duration) -> RaftDriver {
+        let shared = Rc::new(Shared {
+            commands: RefCell::new(Vec::new()),
+            proposals: RefCell::new(Vec::new()),
+            waiters: RefCell::new(HashMap::new()),
+            next_token: Cell::new(1),
+            views: RefCell::new(BTreeMap::new()),
+            wake: Notify::default(),
+            changed: Notify::default(),
+            lag_max,
+        });
+        let tasks = TaskSet::new(format!("raft loop of node {}", shard.node_id()));
+        tasks.spawn("raft loop", run(shard, transport, shared.clone()));
+        RaftDriver { shared, tasks }
+    }
+
+    /// Opens group `group` over `log` (recovering it, or starting it with `voters`).
+    pub async fn open_group(
+        &self,
+        group: GroupId,
+        log: Rc<Log>,
+        voters: Vec<NodeId>,
+    ) -> Result<(), String> {
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.command(Command::Open {
+            group,
+            log,
+            voters,
+            reply,
+        });
+        rx.recv()
+            .await
+            .unwrap_or_else(|| Err("the raft loop stopped".into()))
+    }
+
+    /// Makes this replica campaign for leadership of `group` now (tests, and a preferred
+    /// leader's election).
+    pub fn campaign(&self, group: GroupId) {
+        self.command(Command::Campaign(group));
+    }
+
+    fn command(&self, c: Command) {
+        self.shared.commands.borrow_mut().push(c);
+        self.shared.wake.notify();
+    }
+
+    /// Proposes `batches` (one client append) to `group`, and waits for its outcome:
+    /// the offset of its first record, or why it failed.
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        batches: Vec<u8>,
+        acks: Acks,
+    ) -> Result<Offset, ProposeError> {
+        let token = self.shared.next_token.get();
+        self.shared.next_token.set(token + 1);
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.shared.waiters.borrow_mut().insert(token, reply);
+        self.shared.proposals.borrow_mut().push(Proposal {
+            group,
+            batches,
+            acks,
+            token,
+        });
+        self.shared.wake.notify();
+        match rx.recv().await {
+            Some(result) => result,
+            None => Err(ProposeError::Unknown),
+        }
+    }
+
+    /// `group` as of the last round.
+    pub fn view(&self, group: GroupId) -> Option<GroupView> {
+        self.shared.views.borrow().get(&group).cloned()
+    }
+
+    /// Resolves after the next round that changed some group's view.
+    pub async fn changed(&self) {
+        let generation = self.shared.changed.generation();
+        self.shared.changed.changed_since(generation).await;
+    }
+
+    /// Stops the loop; waiting proposals end with an unknown outcome.
+    pub fn stop(&self) {
+        self.tasks.stop_all();
+        self.shared.waiters.borrow_mut().clear();
+    }
+}
+
+impl Drop for RaftDriver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
+    let mut next_tick = Instant::now() + TICK;
+    // When each voter was last seen caught up, per group (on its leader).
+    let mut caught_up: HashMap<(GroupId, NodeId), Instant> = HashMap::new();
+    loop {
+        let inbox_generation = transport.inbox().arrived.generation();
+        let wake_generation = shared.wake.generation();
+        let idle = !shard.has_ready()
+            && shared.commands.borrow().is_empty()
+            && shared.proposals.borrow().is_empty();
+        if idle {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                crate::task::sleep(wait),
+                futures_lite::future::or(
+                    transport.inbox().arrived.changed_since(inbox_generation),
+                    shared.wake.changed_since(wake_generation),
+                ),
+            )
+            .await;
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            shard.tick();
+            next_tick = now + TICK;
+        }
+        let commands = std::mem::take(&mut *shared.commands.borrow_mut());
+        for c in commands {
+            match c {
+                Command::Open {
+                    group,
+                    log,
+                    voters,
+                    reply,
+                } => {
+                    let result = shard
+                        .open_group(group, log, voters)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = reply.try_send(result);
+                }
+                Command::Campaign(group) => {
+                    if let Some(n) = shard.node_mut(group) {
+                        if let Err(e) = n.campaign() {
+                            warn!(group = group.0, error = %e, "campaign refused");
+                        }
+                    }
+                }
+            }
+        }
+        for (group, m) in transport.inbox().take() {
+            match shard.step(group, m) {
+                Ok(()) => {}
+                Err(RaftShardError::UnknownGroup(g)) => {
+                    debug!(group = g.0, "message for a group not hosted here dropped");
+                }
+                Err(e) => debug!(group = group.0, error = %e, "raft refused a message"),
+            }
+        }
+        for node in transport.take_unreachable() {
+            for g in shard.group_ids() {
+                if let Some(n) = shard.node_mut(g) {
+                    n.report_unreachable(node);
+                }
+            }
+        }
+        let proposals = std::mem::take(&mut *shared.proposals.borrow_mut());
+        for p in proposals {
+            if let Err(e) = shard.propose(p.group, p.batches, p.acks, p.token) {
+                if let Some(w) = shared.waiters.borrow_mut().remove(&p.token) {
+                    let _ = w.try_send(Err(e));
+                }
+            }
+        }
+        if shard.has_ready() {
+            let round = shard
+                .round_sending_early(|early| {
+                    for (to, messages) in early {
+                        transport.send(to, messages);
+                    }
+                })
+                .await;
+            for (to, messages) in round.messages {
+                transport.send(to, messages);
+            }
+            for (group, e) in &round.failed {
+                warn!(group = group.0, error = %e, "raft group stopped: its storage failed");
+            }
+            for (_, c) in round.completions {
+                if let Some(w) = shared.waiters.borrow_mut().remove(&c.token) {
+                    let _ = w.try_send(c.result);
+                }
+            }
+        }
+        if refresh_views(&shard, &shared, &mut caught_up) {
+            shared.changed.notify();
+        }
+        crate::task::yield_if_needed().await;
+    }
+}
+
+/// Recomputes every group's view; true when any changed.
+fn refresh_views(
+    shard: &RaftShard,
+    shared: &Shared,
+    caught_up: &mut HashMap<(GroupId, NodeId), Instant>,
+) -> bool {
+    let now = Instant::now();
+    let mut views = shared.views.borrow_mut();
+    let mut changed = false;
+    for g in shard.group_ids() {
+        let Some(node) = shard.node(g) else {
+            continue;
+        };
+        let raft = &node.raft;
+        let is_leader = raft.state == StateRole::Leader;
+        let voters: Vec<NodeId> = raft.prs().conf().voters().ids().iter().collect();
+        let in_sync = if is_leader {
+            let last = raft.raft_log.last_index();
+            voters
+                .iter()
+                .copied()
+                .filter(|&v| {
+                    let matched = if v == raft.id {
+                        raft.raft_log.persisted
+                    } else {
+                        raft.prs().get(v).map_or(0, |p| p.matched)
+                    };
+                    if matched >= last {
+                        caught_up.insert((g, v), now);
+                    }
+                    caught_up
+                        .get(&(g, v))
+                        .is_some_and(|t| now.duration_since(*t) <= shared.lag_max)
+                })
+                .collect()
+        } else {
+            voters.clone()
+        };
+        let view = GroupView {
+            leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
+            term: raft.term,
+            is_leader,
+            high_watermark: shard.high_watermark(g).unwrap_or(0),
+            log_end: node.store().log().next_offset(),
+            voters,
+            in_sync,
+        };
+        if views.get(&g) != Some(&view) {
+            views.insert(g, view);
+            changed = true;
+        }
+    }
+    changed
+}

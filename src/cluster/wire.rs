@@ -1,0 +1,450 @@
+//! Caudal's inter-node protocol on the wire: the frames shard k of one node sends to
+//! shard k of another (docs/protocol.md, "Between nodes").
+//!
+//! A connection carries traffic one way: the node that has something to send dials,
+//! opens with a [`Hello`], reads one [`HelloReply`], then sends frames until either side
+//! closes. Every frame is `{ length: u32, crc32c: u32 (of the body), body }`, the body
+//! `{ kind: u8, ... }`. A raft frame carries one round's messages for the destination,
+//! in order; heartbeats and their responses, the bulk of an idle cluster's traffic, are
+//! coalesced: each costs its group's id and a byte when nothing changed since the last
+//! one on this connection, and `term`, `commit` and `context` otherwise (Redpanda's
+//! "lightweight heartbeats"). Both ends keep the last full beat per group and kind for
+//! the life of the connection, so a reconnect starts from full beats again.
+//!
+//! Decoding is bounds-checked and never panics (fuzzed by the `peer_frame` target): bytes
+//! from a socket reach raft-rs only as messages this module rebuilt.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::codec::{magic, CodecError, CodecResult, Reader, Writer};
+use crate::replica::raft_message;
+use crate::replica::raft_shard::{GroupId, NodeId};
+
+/// Version of the inter-node protocol this build speaks.
+pub const VERSION: u16 = 1;
+
+/// Largest frame accepted (a round's messages to one node; an append message carries at
+/// most `max_size_per_msg` of entries, 1 MiB, and a round a few of them per group).
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Bytes before a frame's body: its length and checksum.
+pub const FRAME_HEADER: usize = 8;
+
+const KIND_RAFT: u8 = 1;
+
+/// Tags of the items of a raft frame.
+const ITEM_MESSAGE: u8 = 0;
+const ITEM_BEAT_SAME: u8 = 1;
+const ITEM_BEAT_FULL: u8 = 2;
+const ITEM_BEAT_RESPONSE_SAME: u8 = 3;
+const ITEM_BEAT_RESPONSE_FULL: u8 = 4;
+
+/// What a dialing shard says first: who it is, whom it wants, and its node's disk
+/// identity (a node restarted on an empty disk has a new one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version of the dialer.
+    pub version: u16,
+    /// The cluster both must belong to.
+    pub cluster_id: String,
+    /// The dialing node.
+    pub from_node: NodeId,
+    /// The node it means to reach.
+    pub to_node: NodeId,
+    /// The shard on both ends (placement aligns replicas by shard index).
+    pub shard: u16,
+    /// Random id of the dialer's data directory, made when it was first used.
+    pub disk_id: [u8; 16],
+}
+
+/// The listener's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelloReply {
+    /// Frames may follow.
+    Accepted,
+    /// The connection is refused, and why (the dialer logs it and retries later).
+    Refused(String),
+}
+
+impl Hello {
+    /// The hello as a frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.put_raw(&magic::PEER_HELLO);
+        w.put_u16(self.version);
+        w.put_str16(&self.cluster_id);
+        w.put_u64(self.from_node);
+        w.put_u64(self.to_node);
+        w.put_u16(self.shard);
+        w.put_raw(&self.disk_id);
+        frame(w.finish())
+    }
+
+    /// Decodes a hello frame's body. Any version is read (the layout above the version
+    /// never changes), so the listener can say which it speaks.
+    pub fn decode(body: &[u8]) -> CodecResult<Hello> {
+        let mut r = Reader::new(body);
+        if r.take_bytes(4)? != magic::PEER_HELLO {
+            return Err(CodecError::Invalid("not a Caudal peer (hello magic)"));
+        }
+        let hello = Hello {
+            version: r.take_u16()?,
+            cluster_id: r.take_str16()?,
+            from_node: r.take_u64()?,
+            to_node: r.take_u64()?,
+            shard: r.take_u16()?,
+            disk_id: r
+                .take_bytes(16)?
+                .try_into()
+                .map_err(|_| CodecError::Invalid("disk id"))?,
+        };
+        r.finish()?;
+        Ok(hello)
+    }
+}
+
+impl HelloReply {
+    /// The reply as a frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            HelloReply::Accepted => w.put_u8(0),
+            HelloReply::Refused(why) => {
+                w.put_u8(1);
+                w.put_str16(why);
+            }
+        }
+        frame(w.finish())
+    }
+
+    /// Decodes a reply frame's body.
+    pub fn decode(body: &[u8]) -> CodecResult<HelloReply> {
+        let mut r = Reader::new(body);
+        let reply = match r.take_u8()? {
+            0 => HelloReply::Accepted,
+            1 => HelloReply::Refused(r.take_str16()?),
+            _ => return Err(CodecError::Invalid("hello reply")),
+        };
+        r.finish()?;
+        Ok(reply)
+    }
+}
+
+/// Wraps a body as a frame: length, checksum, body.
+fn frame(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_HEADER + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a frame header: the body's length and checksum. Refuses a length past
+/// [`MAX_FRAME`] before anything is allocated for it.
+pub fn frame_header(header: &[u8; FRAME_HEADER]) -> CodecResult<(usize, u32)> {
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_FRAME {
+        return Err(CodecError::Invalid("peer frame longer than 64 MiB"));
+    }
+    Ok((len, crc))
+}
+
+/// Checks a body read after its header.
+pub fn check_body(body: &[u8], crc: u32) -> CodecResult<()> {
+    if crc32c::crc32c(body) == crc {
+        Ok(())
+    } else {
+        Err(CodecError::Checksum { at: 0 })
+    }
+}
+
+/// A beat as coalesced: what may change between two beats of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Beat {
+    term: u64,
+    commit: u64,
+    context: Bytes,
+}
+
+/// Whether `m` is a heartbeat or heartbeat response that a beat item carries whole:
+/// nothing set but the fields a beat keeps (anything else goes as a full message).
+fn as_beat(m: &Message, from: NodeId, to: NodeId) -> Option<(bool, Beat)> {
+    let response = match m.msg_type {
+        MessageType::MsgHeartbeat => false,
+        MessageType::MsgHeartbeatResponse => true,
+        _ => return None,
+    };
+    let plain = m.from == from
+        && m.to == to
+        && m.log_term == 0
+        && m.index == 0
+        && m.commit_term == 0
+        && m.request_snapshot == 0
+        && m.reject_hint == 0
+        && !m.reject
+        && m.priority == 0
+        && m.entries.is_empty()
+        && !m.has_snapshot();
+    plain.then(|| {
+        (
+            response,
+            Beat {
+                term: m.term,
+                commit: m.commit,
+                context: m.context.clone(),
+            },
+        )
+    })
+}
+
+/// One end's memory of the beats on a connection: the last full beat per group and kind.
+#[derive(Debug, Default)]
+pub struct BeatCache {
+    last: HashMap<(GroupId, bool), Beat>,
+}
+
+/// Encodes one round's messages from node `from` to node `to` as a raft frame, coalescing
+/// beats against what `sent` remembers of this connection.
+pub fn encode_raft(
+    from: NodeId,
+    to: NodeId,
+    messages: &[(GroupId, Message)],
+    sent: &mut BeatCache,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.put_u8(KIND_RAFT);
+    w.put_u32(messages.len() as u32);
+    for (group, m) in messages {
+        match as_beat(m, from, to) {
+            Some((response, beat)) => {
+                let same = sent.last.get(&(*group, response)) == Some(&beat);
+                let tag = match (response, same) {
+                    (false, true) => ITEM_BEAT_SAME,
+                    (false, false) => ITEM_BEAT_FULL,
+                    (true, true) => ITEM_BEAT_RESPONSE_SAME,
+                    (true, false) => ITEM_BEAT_RESPONSE_FULL,
+                };
+                w.put_u8(tag);
+                w.put_u64(group.0);
+                if !same {
+                    w.put_u64(beat.term);
+                    w.put_u64(beat.commit);
+                    w.put_bytes32(&beat.context);
+                    sent.last.insert((*group, response), beat);
+                }
+            }
+            None => {
+                w.put_u8(ITEM_MESSAGE);
+                w.put_u64(group.0);
+                w.put_bytes32(&raft_message::encode(m));
+            }
+        }
+    }
+    frame(w.finish())
+}
+
+/// Decodes a raft frame's body from node `from` to node `to`, expanding coalesced beats
+/// from what `received` remembers of this connection. A beat that names a group the
+/// connection has not seen a full beat of is an error: the sender is out of step.
+pub fn decode_raft(
+    from: NodeId,
+    to: NodeId,
+    body: &[u8],
+    received: &mut BeatCache,
+) -> CodecResult<Vec<(GroupId, Message)>> {
+    let mut r = Reader::new(body);
+    if r.take_u8()? != KIND_RAFT {
+        return Err(CodecError::Invalid("peer frame kind"));
+    }
+    // The smallest item is a tag and a group id.
+    let n = r.take_count(9)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tag = r.take_u8()?;
+        let group = GroupId(r.take_u64()?);
+        let m = match tag {
+            ITEM_MESSAGE => {
+                let m = raft_message::decode(r.take_bytes32()?)?;
+                if m.from != from || m.to != to {
+                    return Err(CodecError::Invalid("raft message between other nodes"));
+                }
+                m
+            }
+            ITEM_BEAT_SAME | ITEM_BEAT_FULL | ITEM_BEAT_RESPONSE_SAME | ITEM_BEAT_RESPONSE_FULL => {
+                let response = tag >= ITEM_BEAT_RESPONSE_SAME;
+                let beat = if tag == ITEM_BEAT_SAME || tag == ITEM_BEAT_RESPONSE_SAME {
+                    received
+                        .last
+                        .get(&(group, response))
+                        .cloned()
+                        .ok_or(CodecError::Invalid("beat of a group never beaten in full"))?
+                } else {
+                    let beat = Beat {
+                        term: r.take_u64()?,
+                        commit: r.take_u64()?,
+                        context: Bytes::copy_from_slice(r.take_bytes32()?),
+                    };
+                    received.last.insert((group, response), beat.clone());
+                    beat
+                };
+                Message {
+                    msg_type: if response {
+                        MessageType::MsgHeartbeatResponse
+                    } else {
+                        MessageType::MsgHeartbeat
+                    },
+                    from,
+                    to,
+                    term: beat.term,
+                    commit: beat.commit,
+                    context: beat.context,
+                    ..Message::default()
+                }
+            }
+            _ => return Err(CodecError::Invalid("raft frame item")),
+        };
+        out.push((group, m));
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(term: u64, commit: u64, response: bool) -> Message {
+        Message {
+            msg_type: if response {
+                MessageType::MsgHeartbeatResponse
+            } else {
+                MessageType::MsgHeartbeat
+            },
+            from: 1,
+            to: 2,
+            term,
+            commit,
+            ..Message::default()
+        }
+    }
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let header: [u8; FRAME_HEADER] = frame[..FRAME_HEADER].try_into().unwrap();
+        let (len, crc) = frame_header(&header).unwrap();
+        let body = &frame[FRAME_HEADER..];
+        assert_eq!(body.len(), len);
+        check_body(body, crc).unwrap();
+        body
+    }
+
+    #[test]
+    fn unchanged_beats_cost_their_group_id_and_decode_whole() {
+        let mut sent = BeatCache::default();
+        let mut received = BeatCache::default();
+        let round: Vec<(GroupId, Message)> = (0..100)
+            .map(|g| (GroupId(g), beat(3, 40 + g, g % 2 == 0)))
+            .collect();
+        let first = encode_raft(1, 2, &round, &mut sent);
+        assert_eq!(
+            decode_raft(1, 2, body(&first), &mut received).unwrap(),
+            round
+        );
+        let again = encode_raft(1, 2, &round, &mut sent);
+        // A tag and a group id each, after the kind and the count.
+        assert_eq!(again.len(), FRAME_HEADER + 1 + 4 + 100 * 9);
+        assert!(first.len() > again.len() * 3);
+        assert_eq!(
+            decode_raft(1, 2, body(&again), &mut received).unwrap(),
+            round
+        );
+        // One group moves on: only it is sent in full.
+        let mut next = round.clone();
+        next[7].1.commit += 1;
+        let moved = encode_raft(1, 2, &next, &mut sent);
+        assert_eq!(moved.len(), again.len() + 8 + 8 + 4);
+        assert_eq!(
+            decode_raft(1, 2, body(&moved), &mut received).unwrap(),
+            next
+        );
+    }
+
+    #[test]
+    fn other_messages_travel_whole_and_in_order() {
+        let mut sent = BeatCache::default();
+        let mut received = BeatCache::default();
+        let append = Message {
+            msg_type: MessageType::MsgAppend,
+            from: 1,
+            to: 2,
+            term: 4,
+            index: 9,
+            log_term: 3,
+            commit: 8,
+            entries: vec![raft::eraftpb::Entry {
+                term: 4,
+                index: 10,
+                data: Bytes::from_static(b"batch"),
+                ..Default::default()
+            }]
+            .into(),
+            ..Message::default()
+        };
+        let mut rejected = beat(4, 8, true);
+        rejected.reject = true;
+        let round = vec![
+            (GroupId(1), beat(4, 8, false)),
+            (GroupId(1), append),
+            (GroupId(2), rejected),
+            (GroupId(1), beat(4, 8, false)),
+        ];
+        let f = encode_raft(1, 2, &round, &mut sent);
+        assert_eq!(decode_raft(1, 2, body(&f), &mut received).unwrap(), round);
+    }
+
+    #[test]
+    fn a_beat_without_its_full_form_or_for_other_nodes_is_refused() {
+        let mut sent = BeatCache::default();
+        let round = vec![(GroupId(5), beat(2, 1, false))];
+        encode_raft(1, 2, &round, &mut sent);
+        let same = encode_raft(1, 2, &round, &mut sent);
+        let err = decode_raft(1, 2, body(&same), &mut BeatCache::default()).unwrap_err();
+        assert!(err.to_string().contains("never beaten in full"), "{err}");
+        let other = Message {
+            msg_type: MessageType::MsgAppend,
+            from: 1,
+            to: 3,
+            term: 2,
+            ..Message::default()
+        };
+        let f = encode_raft(1, 3, &[(GroupId(5), other)], &mut BeatCache::default());
+        assert!(decode_raft(1, 2, body(&f), &mut BeatCache::default()).is_err());
+    }
+
+    #[test]
+    fn hello_and_reply_round_trip_and_strangers_are_refused() {
+        let hello = Hello {
+            version: VERSION,
+            cluster_id: "c1".into(),
+            from_node: 3,
+            to_node: 1,
+            shard: 0,
+            disk_id: [7; 16],
+        };
+        assert_eq!(Hello::decode(body(&hello.encode())).unwrap(), hello);
+        for reply in [
+            HelloReply::Accepted,
+            HelloReply::Refused("wrong cluster".into()),
+        ] {
+            assert_eq!(HelloReply::decode(body(&reply.encode())).unwrap(), reply);
+        }
+        // A Kafka client speaking to the peer port.
+        assert!(Hello::decode(b"\x00\x12\x00\x03\x00\x00\x00\x07").is_err());
+        let mut too_long = [0u8; FRAME_HEADER];
+        too_long[..4].copy_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert!(frame_header(&too_long).is_err());
+    }
+}
