@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use raft::StateRole;
 use tracing::{debug, warn};
 
-use crate::log::{Log, Offset};
+use crate::log::{Log, Offset, Recovered};
 use crate::notify::Notify;
 use crate::replica::raft_shard::{Acks, GroupId, NodeId, ProposeError, RaftShard, RaftShardError};
 use crate::task::{local_channel, TaskSet};
@@ -54,6 +54,7 @@ enum Command {
     Open {
         group: GroupId,
         log: Rc<Log>,
+        recovered: Recovered,
         voters: Vec<NodeId>,
         reply: Reply<Result<(), String>>,
     },
@@ -105,17 +106,20 @@ impl RaftDriver {
         RaftDriver { shared, tasks }
     }
 
-    /// Opens group `group` over `log` (recovering it, or starting it with `voters`).
+    /// Opens group `group` over `log` (recovering it, or starting it with `voters`);
+    /// `recovered` is what the log's open returned.
     pub async fn open_group(
         &self,
         group: GroupId,
         log: Rc<Log>,
+        recovered: Recovered,
         voters: Vec<NodeId>,
     ) -> Result<(), String> {
         let (reply, rx) = local_channel::new_bounded(1);
         self.command(Command::Open {
             group,
             log,
+            recovered,
             voters,
             reply,
         });
@@ -216,11 +220,12 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
                 Command::Open {
                     group,
                     log,
+                    recovered,
                     voters,
                     reply,
                 } => {
                     let result = shard
-                        .open_group(group, log, voters)
+                        .open_group(group, log, recovered, voters)
                         .await
                         .map_err(|e| e.to_string());
                     let _ = reply.try_send(result);

@@ -62,7 +62,7 @@ impl Log {
     }
 
     /// Seals the active segment and starts a new one at the log end; `snapshot` is the
-    /// replica's state as of that offset.
+    /// replica's state as of that offset (empty: none is saved).
     pub(super) async fn roll(&self, snapshot: Vec<u8>) -> LogResult<()> {
         let sealing = {
             let mut st = self.state.borrow_mut();
@@ -89,7 +89,15 @@ impl Log {
                 write_indexes(&self.dir, base, &offsets, &times),
             ),
             futures_lite::future::zip(
-                crate::io::small_file::write_durably(&snapshot_path, &snapshot),
+                async {
+                    // An empty snapshot is none: the replica could not say its state at
+                    // this offset, and recovery replays from the snapshot before.
+                    if snapshot.is_empty() {
+                        Ok(())
+                    } else {
+                        crate::io::small_file::write_durably(&snapshot_path, &snapshot).await
+                    }
+                },
                 self.save_epochs(),
             ),
         )

@@ -8,6 +8,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod raft_log;
 pub mod raft_message;
+pub mod raft_producers;
 pub mod raft_shard;
 pub mod raft_state;
 

@@ -40,10 +40,11 @@ use tracing::warn;
 use crate::log::format::{segment_path, RAFT_INDEX_SUFFIX};
 use crate::log::raft_index::{EntryKind, Located, RaftIndex, RaftIndexError, Row};
 use crate::log::raft_records::RaftCheckpoint;
-use crate::log::{Log, LogError, LogResult, Offset};
+use crate::log::{Log, LogError, LogResult, Offset, Recovered};
 use crate::protocol::record_batch::{check_batch, set_offset_and_epoch, BatchError, BatchHeader};
 use crate::task::Semaphore;
 
+use super::raft_producers::{Admission, AdmitError, RaftProducers};
 use super::raft_state::{RaftRecord, SavedState};
 
 /// Why entries could not be persisted or the group could not open.
@@ -240,6 +241,8 @@ pub struct RaftLog {
     /// Entries read from disk for raft, until it has taken them.
     fetched: RefCell<BTreeMap<u64, Bytes>>,
     misses: RefCell<Vec<Miss>>,
+    /// Idempotent producers, as the log and the leader's proposals have them.
+    producers: RefCell<RaftProducers>,
 }
 
 /// The entry type of a raft-only entry, as the first byte of its table payload.
@@ -263,7 +266,11 @@ fn epoch_of(term: u64) -> i32 {
 impl RaftLog {
     /// Opens the raft group over `log`: recovers its state when it has one, or starts a
     /// new group of `voters` whose entries begin after what the log already holds.
-    pub async fn open(log: Rc<Log>, voters: Vec<u64>) -> Result<RaftLog, RaftLogError> {
+    pub async fn open(
+        log: Rc<Log>,
+        recovered: Recovered,
+        voters: Vec<u64>,
+    ) -> Result<RaftLog, RaftLogError> {
         let dir = log.dir().to_path_buf();
         let records = log.take_raft_records();
         let saved = match SavedState::load(&dir).await? {
@@ -281,7 +288,10 @@ impl RaftLog {
                     table: RaftIndex::new(0, 0, log.next_offset()),
                 };
                 fresh.save(&dir).await?;
-                return Ok(RaftLog::with_state(log, fresh, Vec::new()));
+                // What the log held before the group is its committed past.
+                let end = log.next_offset();
+                let producers = RaftProducers::recover(&recovered, end, end);
+                return Ok(RaftLog::with_state(log, fresh, Vec::new(), producers));
             }
         };
         let SavedState {
@@ -310,7 +320,7 @@ impl RaftLog {
                 }
             }
         }
-        reconcile(&log, &mut table).await?;
+        let recovered = reconcile(&log, &mut table).await?.unwrap_or(recovered);
         let last = table.last_index();
         if hard_state.commit > last {
             warn!(dir = %dir.display(), commit = hard_state.commit, last, "commit index past the last entry kept (its entries were never persisted here); capped");
@@ -318,12 +328,17 @@ impl RaftLog {
         }
         hard_state.commit = hard_state.commit.max(table.first_index() - 1);
         sealed.retain(|&(_, end)| end <= last);
+        let producers = RaftProducers::recover(
+            &recovered,
+            table.end_offset_at(hard_state.commit),
+            log.next_offset(),
+        );
         let state = SavedState {
             hard_state,
             conf_state,
             table,
         };
-        let raft_log = RaftLog::with_state(log, state, sealed);
+        let raft_log = RaftLog::with_state(log, state, sealed, producers);
         // The journal's old files go once every log has opened: what they held of this
         // group must be in the state file first.
         raft_log.meta.save().await?;
@@ -349,7 +364,12 @@ impl RaftLog {
         Ok(())
     }
 
-    fn with_state(log: Rc<Log>, saved: SavedState, sealed: Vec<(Offset, u64)>) -> RaftLog {
+    fn with_state(
+        log: Rc<Log>,
+        saved: SavedState,
+        sealed: Vec<(Offset, u64)>,
+        producers: RaftProducers,
+    ) -> RaftLog {
         let commit = saved.hard_state.commit;
         let meta = Rc::new(Meta {
             dir: log.dir().to_path_buf(),
@@ -372,6 +392,7 @@ impl RaftLog {
             applied: Cell::new(commit),
             fetched: RefCell::new(BTreeMap::new()),
             misses: RefCell::new(Vec::new()),
+            producers: RefCell::new(producers),
         }
     }
 
@@ -382,10 +403,66 @@ impl RaftLog {
         self.applied.get()
     }
 
-    /// Records that entries up to `index` are applied: older recent entries may go.
-    pub fn set_applied(&self, index: u64) {
-        self.applied.set(self.applied.get().max(index));
+    /// Applies committed `entries` (in order, after the last applied): the log is the
+    /// state machine, so this only moves the producers' committed state and lets older
+    /// recent entries go.
+    pub fn apply_committed(&self, entries: &[Entry]) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let mut headers = Vec::new();
+        for e in entries.iter().filter(|e| e.index > self.applied.get()) {
+            if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
+                headers.extend(batch_headers(&e.data));
+            }
+        }
+        let end = self.meta.table.borrow().end_offset_at(last.index);
+        self.producers.borrow_mut().committed(&headers, end);
+        self.applied.set(self.applied.get().max(last.index));
         self.trim_recent();
+    }
+
+    /// Checks a proposal's batches against the idempotent producers' state: their
+    /// headers, and whether they are new or a retry.
+    pub fn admit(&self, batches: &[u8]) -> Result<(Vec<BatchHeader>, Admission), AdmitError> {
+        let mut headers = Vec::new();
+        let mut at = 0usize;
+        while at < batches.len() {
+            let h = check_batch(&batches[at..]).map_err(|e| AdmitError::Invalid(e.to_string()))?;
+            at += h.size;
+            headers.push(h);
+        }
+        let lenient = self.log.log_start_offset() > 0;
+        let admission = self.producers.borrow().admit(&headers, lenient)?;
+        Ok((headers, admission))
+    }
+
+    /// Records the leader's proposal of `headers` at raft `index` in `term`; returns
+    /// the offset its first record will take.
+    pub fn proposed(&self, index: u64, term: u64, headers: &[BatchHeader]) -> Offset {
+        self.producers.borrow_mut().proposed(index, term, headers)
+    }
+
+    /// The headers of the recent entries after the last applied and before `index`.
+    fn unapplied_headers_before(&self, index: u64) -> Vec<Vec<BatchHeader>> {
+        let applied = self.applied.get();
+        self.recent
+            .borrow()
+            .iter()
+            .filter(|(i, _)| *i > applied && *i < index)
+            .map(|(_, data)| batch_headers(data))
+            .collect()
+    }
+
+    /// The producer state as of `end`, the log's end at a roll; empty when the commit
+    /// point is past it (the snapshot is then skipped, and a restart replays from the
+    /// one before).
+    fn producer_snapshot(&self, end: Offset) -> Vec<u8> {
+        let later = self.unapplied_headers_before(u64::MAX);
+        self.producers
+            .borrow()
+            .snapshot_at(end, later)
+            .unwrap_or_default()
     }
 
     fn trim_recent(&self) {
@@ -458,6 +535,8 @@ impl RaftLog {
                 let before = table.next_offset();
                 let cut = table.truncate_from(e.index);
                 self.forget_recent_from(e.index);
+                let kept = self.unapplied_headers_before(e.index);
+                self.producers.borrow_mut().truncated(kept, cut);
                 if cut < before {
                     // The cut deletes the tables of the segments it reaches: the state
                     // file must stop relying on them first.
@@ -473,6 +552,11 @@ impl RaftLog {
             let kind = if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
                 let base = table.next_offset();
                 let (data, headers) = stamp(e, base)?;
+                self.producers
+                    .borrow_mut()
+                    .staged(e.index, e.term, &headers, || {
+                        self.unapplied_headers_before(e.index)
+                    });
                 // One copy of the entry: the recent window and the log write share it.
                 let data = data.freeze();
                 let count: i64 = headers.iter().map(BatchHeader::offset_count).sum();
@@ -557,7 +641,10 @@ impl RaftLog {
                         });
                     }
                     let count: i64 = headers.iter().map(BatchHeader::offset_count).sum();
-                    let slot = self.log.reserve(data.len() as u64, count, Vec::new).await?;
+                    let slot = self
+                        .log
+                        .reserve(data.len() as u64, count, || self.producer_snapshot(base))
+                        .await?;
                     pending.push(slot.write(data, &headers)?);
                 }
                 Op::Record(record) => match self.log.journal_raft(&record)? {
@@ -797,7 +884,7 @@ async fn load_sealed(
 
 /// Makes the table and the log agree after a restart: rows go from the first data row
 /// the log does not hold at its term, and batches past the table's last row go.
-async fn reconcile(log: &Log, table: &mut RaftIndex) -> Result<(), RaftLogError> {
+async fn reconcile(log: &Log, table: &mut RaftIndex) -> Result<Option<Recovered>, RaftLogError> {
     let log_end = log.next_offset();
     let bad = table.rows().iter().find(|r| match r.kind {
         EntryKind::Data { last_offset } => {
@@ -813,9 +900,23 @@ async fn reconcile(log: &Log, table: &mut RaftIndex) -> Result<(), RaftLogError>
     let end = table.next_offset();
     if end < log_end && end >= log.log_start_offset() {
         warn!(dir = %log.dir().display(), from = end, to = log_end, "batches no raft entry names (never persisted) dropped");
-        log.truncate_suffix(end).await?;
+        return Ok(Some(log.truncate_suffix(end).await?));
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The headers of the batches of one data entry (stamped; checked when staged).
+fn batch_headers(data: &[u8]) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while let Ok(h) = check_batch(&data[at..]) {
+        at += h.size;
+        out.push(h);
+        if at >= data.len() {
+            break;
+        }
+    }
+    out
 }
 
 impl raft::Storage for RaftLog {

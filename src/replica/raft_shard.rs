@@ -23,9 +23,10 @@ use raft::{Config, RawNode, StateRole};
 use tracing::warn;
 
 use crate::log::raft_index::Located;
-use crate::log::{Log, Offset};
+use crate::log::{Log, Offset, Recovered};
 
 use super::raft_log::{Persist, RaftLog, RaftLogError};
+use super::raft_producers::{Admission, AdmitError};
 
 /// A raft group's id: one partition, the same on every node that holds a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +61,10 @@ pub enum ProposeError {
     /// The group's storage failed.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The batches were refused: an idempotent producer's sequence or epoch, or an
+    /// invalid batch.
+    #[error(transparent)]
+    Rejected(#[from] AdmitError),
 }
 
 /// Why the shard could not do what it was asked.
@@ -135,9 +140,20 @@ struct Waiting {
     token: u64,
 }
 
+/// A producer's retry of batches already proposed: answered with the original's first
+/// offset once the records up to `end` are acknowledged as `acks` asks.
+struct WaitingRetry {
+    end: Offset,
+    base: Offset,
+    acks: Acks,
+    term: u64,
+    token: u64,
+}
+
 struct Group {
     node: RawNode<RaftLog>,
     waiting: VecDeque<Waiting>,
+    retries: Vec<WaitingRetry>,
     failed: bool,
 }
 
@@ -181,9 +197,10 @@ impl RaftShard {
         &mut self,
         id: GroupId,
         log: Rc<Log>,
+        recovered: Recovered,
         voters: Vec<NodeId>,
     ) -> Result<(), RaftShardError> {
-        let store = RaftLog::open(log, voters).await?;
+        let store = RaftLog::open(log, recovered, voters).await?;
         let config = Config {
             id: self.node_id,
             election_tick: self.settings.election_tick,
@@ -202,6 +219,7 @@ impl RaftShard {
             Group {
                 node,
                 waiting: VecDeque::new(),
+                retries: Vec::new(),
                 failed: false,
             },
         );
@@ -278,12 +296,26 @@ impl RaftShard {
         if g.node.raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader);
         }
+        let term = g.node.raft.term;
+        let (headers, admission) = g.node.store().admit(&batches)?;
+        if let Admission::Duplicate { first, last } = admission {
+            g.retries.push(WaitingRetry {
+                end: last.last_offset + 1,
+                base: first.base_offset,
+                acks,
+                term,
+                token,
+            });
+            return Ok(());
+        }
         g.node
             .propose(Vec::new(), batches)
             .map_err(|_| ProposeError::Dropped)?;
+        let index = g.node.raft.raft_log.last_index();
+        g.node.store().proposed(index, term, &headers);
         g.waiting.push_back(Waiting {
-            index: g.node.raft.raft_log.last_index(),
-            term: g.node.raft.term,
+            index,
+            term,
             acks,
             token,
         });
@@ -351,9 +383,10 @@ impl RaftShard {
             g.node.advance_append_async(rd);
             if let Some(index) = last_committed {
                 // The log is the state machine: a committed entry is applied by the
-                // commit index moving (the high watermark).
+                // commit index moving (the high watermark) and by its producers'
+                // sequences joining the committed state.
                 g.node.advance_apply_to(index);
-                g.node.store().set_applied(index);
+                g.node.store().apply_committed(&committed);
             }
             in_flight.push(InFlight {
                 group: id,
@@ -424,11 +457,12 @@ impl RaftShard {
 }
 
 fn fail_waiting(g: &mut Group, id: GroupId, why: &str, out: &mut Round) {
-    for w in g.waiting.drain(..) {
+    let retries: Vec<u64> = g.retries.drain(..).map(|r| r.token).collect();
+    for token in g.waiting.drain(..).map(|w| w.token).chain(retries) {
         out.completions.push((
             id,
             Completion {
-                token: w.token,
+                token,
                 result: Err(ProposeError::Storage(why.to_string())),
             },
         ));
@@ -474,5 +508,30 @@ fn complete(g: &mut Group, id: GroupId, out: &mut Round) {
             }
             None => true,
         }
+    });
+    // A retry's original is in this leader's log, which no one truncates while it
+    // leads in the same term: once acknowledged up to its end, the original is.
+    let acked_all = table.end_offset_at(commit.min(persisted));
+    let acked_leader = table.end_offset_at(persisted);
+    g.retries.retain(|r| {
+        let reached = match r.acks {
+            Acks::All => acked_all >= r.end,
+            Acks::Leader => acked_leader >= r.end,
+        };
+        let result = if !leader || term != r.term {
+            Err(ProposeError::Unknown)
+        } else if reached {
+            Ok(r.base)
+        } else {
+            return true;
+        };
+        out.completions.push((
+            id,
+            Completion {
+                token: r.token,
+                result,
+            },
+        ));
+        false
     });
 }

@@ -671,10 +671,18 @@ fn raft_disk_seeds() -> Vec<Seed> {
         (4, 2, EntryKind::Data { last_offset: 108 }),
         (5, 2, EntryKind::RaftOnly { payload: vec![0] }),
         (6, 3, EntryKind::Data { last_offset: 110 }),
-        (7, 3, EntryKind::RaftOnly { payload: vec![1, 7] }),
+        (
+            7,
+            3,
+            EntryKind::RaftOnly {
+                payload: vec![1, 7],
+            },
+        ),
     ];
     for (index, term, kind) in rows {
-        table.append(Row { index, term, kind }).expect("rows continue");
+        table
+            .append(Row { index, term, kind })
+            .expect("rows continue");
     }
     let state = SavedState {
         hard_state: HardState {
@@ -701,9 +709,21 @@ fn raft_disk_seeds() -> Vec<Seed> {
         ..HardState::default()
     });
     vec![
-        ("disk_parsers", "raft-index".into(), tagged(8, &table.to_bytes())),
-        ("disk_parsers", "raft-state".into(), tagged(9, &state.encode())),
-        ("disk_parsers", "raft-record".into(), tagged(10, &row.encode())),
+        (
+            "disk_parsers",
+            "raft-index".into(),
+            tagged(8, &table.to_bytes()),
+        ),
+        (
+            "disk_parsers",
+            "raft-state".into(),
+            tagged(9, &state.encode()),
+        ),
+        (
+            "disk_parsers",
+            "raft-record".into(),
+            tagged(10, &row.encode()),
+        ),
         (
             "disk_parsers",
             "raft-record-hard-state".into(),

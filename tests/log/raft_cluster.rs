@@ -107,11 +107,12 @@ pub async fn open_node_with(
     };
     let mut shard = RaftShard::new(id, settings);
     for g in 0..groups {
-        let (log, _) = Log::open(&dir.join(format!("part-{g}")), config.clone(), env.clone())
-            .await
-            .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
+        let (log, recovered) =
+            Log::open(&dir.join(format!("part-{g}")), config.clone(), env.clone())
+                .await
+                .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
         shard
-            .open_group(GroupId(g), log, voters.to_vec())
+            .open_group(GroupId(g), log, recovered, voters.to_vec())
             .await
             .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
     }

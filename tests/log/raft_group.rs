@@ -604,3 +604,149 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
         }
     });
 }
+
+/// Batch `i` of idempotent producer `pid`: `records` records from sequence `seq`.
+fn producer_batch(pid: i64, seq: i32, i: u32, records: usize) -> Vec<u8> {
+    let mut b = value_batch(i, records, 10);
+    caudal::protocol::record_batch::set_producer(&mut b, pid, 0, seq);
+    b
+}
+
+impl Cluster {
+    /// Proposes `batch` to `leader` under `token` and drives until its outcome is known.
+    async fn propose_and_wait(
+        &mut self,
+        leader: u64,
+        batch: Vec<u8>,
+        token: u64,
+    ) -> Result<i64, ProposeError> {
+        self.node_mut(leader)
+            .shard
+            .propose(G, batch, Acks::All, token)?;
+        for _ in 0..50 {
+            self.drive().await;
+            if let Some(r) = self.completions.get(&token) {
+                return r.clone();
+            }
+        }
+        panic!("proposal {token} undecided after 50 rounds");
+    }
+}
+
+#[test]
+fn idempotent_retries_get_their_original_offsets_across_a_failover_and_a_restart() {
+    run(|dir| async move {
+        let journal = Some(64 << 20);
+        let mut c = Cluster::start(&dir, 3, journal).await;
+        c.elect(1).await;
+        // Producer 7 sends batches of 3 records; its retry of the second is answered
+        // with the original offsets and not written again.
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 0, 0, 3), 1).await,
+            Ok(0)
+        );
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 3, 1, 3), 2).await,
+            Ok(3)
+        );
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 3, 1, 3), 3).await,
+            Ok(3)
+        );
+        assert_eq!(log_of(c.node(1)).next_offset(), 6);
+        // A gap in its sequence is refused before anything is proposed.
+        let gap = c
+            .node_mut(1)
+            .shard
+            .propose(G, producer_batch(7, 9, 2, 1), Acks::All, 4);
+        assert!(
+            matches!(gap, Err(ProposeError::Rejected(_))),
+            "out of order: {gap:?}"
+        );
+
+        // Node 1 goes; node 2 leads and knows producer 7 from the replicated log.
+        if let Some(n) = c.nodes[0].take() {
+            n.crash().await;
+        }
+        c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
+        c.drive_n(30).await;
+        assert_eq!(c.leader_among(&[2, 3]), Some(2));
+        assert_eq!(
+            c.propose_and_wait(2, producer_batch(7, 3, 1, 3), 5).await,
+            Ok(3)
+        );
+        assert_eq!(
+            c.propose_and_wait(2, producer_batch(7, 6, 3, 2), 6).await,
+            Ok(6)
+        );
+        assert_eq!(log_of(c.node(2)).next_offset(), 8);
+
+        // Node 2 restarts from its directory and, leading again, still knows them.
+        if let Some(n) = c.nodes[1].take() {
+            n.crash().await;
+        }
+        c.nodes[1] = Some(open_node(&dir, 2, &[1, 2, 3], 1, journal).await);
+        c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
+        c.drive_n(30).await;
+        assert_eq!(c.leader_among(&[2, 3]), Some(2));
+        assert_eq!(
+            c.propose_and_wait(2, producer_batch(7, 6, 3, 2), 7).await,
+            Ok(6)
+        );
+        assert_eq!(
+            c.propose_and_wait(2, producer_batch(7, 8, 4, 1), 8).await,
+            Ok(8)
+        );
+        let end = c.node(2).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 9, "every batch once");
+    });
+}
+
+#[test]
+fn a_deposed_leaders_unacknowledged_batch_is_new_again_for_the_next_leader() {
+    run(|dir| async move {
+        let mut c = Cluster::start(&dir, 3, Some(64 << 20)).await;
+        c.elect(1).await;
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(5, 0, 0, 2), 1).await,
+            Ok(0)
+        );
+        // Node 1 is cut off and takes the producer's next batch, which never commits.
+        c.isolate(1);
+        c.node_mut(1)
+            .shard
+            .propose(G, producer_batch(5, 2, 1, 2), Acks::All, 2)
+            .unwrap();
+        c.drive_n(3).await;
+        c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
+        c.drive_n(30).await;
+        let leader = c.leader_among(&[2, 3]).expect("a new leader");
+        // The producer retries at the new leader: a new batch there, at offset 2.
+        assert_eq!(
+            c.propose_and_wait(leader, producer_batch(5, 2, 1, 2), 3)
+                .await,
+            Ok(2)
+        );
+        c.cut.clear();
+        c.drive_n(40).await;
+        assert_eq!(c.completions.get(&2), Some(&Err(ProposeError::Unknown)));
+        // Node 1 took the new leader's log: its own proposal is gone from its producer
+        // state too, so were it to lead, the retry would be a duplicate at offset 2.
+        assert_eq!(log_of(c.node(1)).next_offset(), 4);
+        c.node_mut(leader)
+            .shard
+            .node_mut(G)
+            .unwrap()
+            .transfer_leader(1);
+        c.drive_n(40).await;
+        assert!(
+            c.node(1).shard.is_leader(G),
+            "leadership moved back to node 1"
+        );
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(5, 2, 1, 2), 4).await,
+            Ok(2)
+        );
+        assert_eq!(log_of(c.node(1)).next_offset(), 4);
+    });
+}

@@ -15,8 +15,10 @@
 
 use std::collections::BTreeMap;
 
-use caudal::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
-use caudal::replica::raft_shard::{Acks, GroupId};
+use caudal::protocol::record_batch::{
+    build_batch, check_batch, set_producer, uncompressed_records, Compression,
+};
+use caudal::replica::raft_shard::{Acks, GroupId, ProposeError};
 use futures_lite::future;
 use raft::eraftpb::{HardState, Message};
 use rand::rngs::StdRng;
@@ -169,6 +171,11 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
     // the offset they were acknowledged at. Every one must be in the final log there.
     let mut sent: BTreeMap<u64, (u64, Vec<u8>, Acks)> = BTreeMap::new();
     let mut acknowledged: Vec<(u64, i64, Vec<u8>)> = Vec::new();
+    // One idempotent producer per group, as a client with one request in flight: it
+    // sends its next sequence once the last is acknowledged, and resends the same batch
+    // (same sequence) after any other outcome, or none within 40 steps.
+    let mut producers: Vec<IdempotentClient> =
+        (0..groups).map(|_| IdempotentClient::default()).collect();
     let steps = 300u64;
     for now in 0..steps + 200 {
         let healing = now >= steps;
@@ -263,6 +270,38 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                     }
                 }
             }
+            for g in 0..groups {
+                let client = &mut producers[g as usize];
+                if client.waiting.is_some_and(|(_, since)| now < since + 40) || !rng.gen_bool(0.3) {
+                    continue;
+                }
+                let Some(leader) = nodes
+                    .iter_mut()
+                    .flatten()
+                    .find(|x| x.shard.is_leader(GroupId(g)))
+                else {
+                    continue;
+                };
+                let seq = client.next_seq;
+                let value = format!("seed {seed} group {g} producer seq {seq}");
+                let mut b = build_batch(0, 1, &[value.as_bytes()], Compression::None);
+                set_producer(&mut b, 1000 + g as i64, 0, seq);
+                proposed += 1;
+                let token = u64::from(proposed);
+                match leader.shard.propose(GroupId(g), b, Acks::All, token) {
+                    Ok(()) => {
+                        client.waiting = Some((token, now));
+                        sent.insert(token, (g, value.into_bytes(), Acks::All));
+                    }
+                    Err(ProposeError::Rejected(e)) => {
+                        return Err(format!(
+                            "step {now} group {g}: the leader refused producer sequence {seq}, sent only after {} was acknowledged: {e}",
+                            seq - 1
+                        ));
+                    }
+                    Err(_) => {}
+                }
+            }
         }
         // Every node's round at once, as separate machines would run them (their
         // writes overlap); the crashing node's may be cut short after some polls.
@@ -299,6 +338,15 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                 );
             }
             if let Some((msgs, r)) = out {
+                for (g, c) in &r.completions {
+                    let client = &mut producers[g.0 as usize];
+                    if client.waiting.is_some_and(|(t, _)| t == c.token) {
+                        client.waiting = None;
+                        if c.result.is_ok() {
+                            client.next_seq += 1;
+                        }
+                    }
+                }
                 for (_, c) in &r.completions {
                     if let (Ok(offset), Some((g, value, Acks::All))) =
                         (&c.result, sent.get(&c.token))
@@ -385,9 +433,36 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                 }
             }
         }
+        // The idempotent producer's batches are in the log once each, in sequence
+        // order, and every acknowledged one is there.
+        let prefix = format!("seed {seed} group {g} producer seq ");
+        let seqs: Vec<i32> = committed[g as usize]
+            .values()
+            .filter_map(|v| {
+                String::from_utf8_lossy(v)
+                    .strip_prefix(&prefix)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let acked = producers[g as usize].next_seq;
+        if seqs.len() < acked as usize || seqs.iter().enumerate().any(|(i, s)| *s != i as i32) {
+            return Err(format!(
+                "group {g}: the idempotent producer's sequences in the log are {seqs:?} (acknowledged up to {})",
+                acked - 1
+            ));
+        }
         total += committed[g as usize].len();
     }
     Ok(total)
+}
+
+/// A client's idempotent producer with one request in flight.
+#[derive(Default)]
+struct IdempotentClient {
+    next_seq: i32,
+    /// The request in flight: its token and the step it was sent at.
+    waiting: Option<(u64, u64)>,
 }
 
 /// For a failure's message: each group's HardState in `raft.state` and the terms/votes

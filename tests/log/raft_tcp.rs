@@ -47,7 +47,7 @@ async fn start_node(
         journal: Some(journal.clone()),
         ..LogEnv::new(16 << 20)
     };
-    let (log, _) = Log::open(&dir.join("part-7"), LogConfig::default(), env)
+    let (log, recovered) = Log::open(&dir.join("part-7"), LogConfig::default(), env)
         .await
         .unwrap();
     let me = Identity {
@@ -60,7 +60,12 @@ async fn start_node(
     let shard = RaftShard::new(id, GroupSettings::default());
     let driver = RaftDriver::start(shard, transport, Duration::from_secs(10));
     driver
-        .open_group(G, log.clone(), peers.iter().map(|p| p.node).collect())
+        .open_group(
+            G,
+            log.clone(),
+            recovered,
+            peers.iter().map(|p| p.node).collect(),
+        )
         .await
         .unwrap();
     journal.recovery_done().await.unwrap();
