@@ -71,6 +71,10 @@ pub enum ErrorCode {
     MemberIdRequired = 79,
     /// A static member with this instance id was replaced by a newer one.
     FencedInstanceId = 82,
+    /// The client's leader epoch is older than the partition's: it must refresh metadata.
+    FencedLeaderEpoch = 74,
+    /// The client's leader epoch is newer than this replica knows: it is behind.
+    UnknownLeaderEpoch = 75,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }

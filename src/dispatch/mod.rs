@@ -21,7 +21,8 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -111,6 +112,7 @@ api_table! {
     CreatePartitions 0..=3 => CreatePartitionsRequest, handlers::create_partitions::handle;
     DescribeCluster 0..=1 => DescribeClusterRequest, handlers::describe_cluster::handle;
     DescribeLogDirs 1..=4 => DescribeLogDirsRequest, handlers::describe_log_dirs::handle;
+    OffsetForLeaderEpoch 2..=4 => OffsetForLeaderEpochRequest, handlers::offset_for_leader_epoch::handle;
 }
 
 /// The supported range of an API, if any.

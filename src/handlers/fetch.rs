@@ -57,7 +57,14 @@ async fn read_all(
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
         for p in &topic.partitions {
-            let read = match ctx.partition(&name, p.partition) {
+            let found = ctx.partition(&name, p.partition).and_then(|partition| {
+                super::check_current_leader_epoch(
+                    p.current_leader_epoch,
+                    partition.replica.leader_epoch(),
+                )
+                .map(|()| partition)
+            });
+            let read = match found {
                 Ok(partition) => {
                     let limit = (p.partition_max_bytes.max(0) as usize)
                         .min(max_bytes)

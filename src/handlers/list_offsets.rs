@@ -34,7 +34,16 @@ pub async fn handle(ctx: &RequestContext<'_>, request: ListOffsetsRequest) -> Li
             } else {
                 base
             };
-            let log = match ctx.partition(&name, p.partition_index) {
+            let found = ctx
+                .partition(&name, p.partition_index)
+                .and_then(|partition| {
+                    super::check_current_leader_epoch(
+                        p.current_leader_epoch,
+                        partition.replica.leader_epoch(),
+                    )
+                    .map(|()| partition)
+                });
+            let log = match found {
                 Ok(partition) => partition.replica,
                 Err(code) => {
                     ctx.stats().error(code);

@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -31,4 +32,16 @@ use kafka_protocol::protocol::StrBytes;
 /// A topic name for a response.
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Kafka's check of a request's `current_leader_epoch` (KIP-320) against the epoch the
+/// replica leads in: -1 (not given) passes; older is fenced (the client's metadata is
+/// stale), newer is unknown (this replica is behind).
+pub fn check_current_leader_epoch(given: i32, current: i32) -> Result<(), crate::error::ErrorCode> {
+    use crate::error::ErrorCode;
+    match given {
+        e if e < 0 || e == current => Ok(()),
+        e if e < current => Err(ErrorCode::FencedLeaderEpoch),
+        _ => Err(ErrorCode::UnknownLeaderEpoch),
+    }
 }

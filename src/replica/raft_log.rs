@@ -41,7 +41,9 @@ use crate::log::format::{segment_path, RAFT_INDEX_SUFFIX};
 use crate::log::raft_index::{EntryKind, Located, RaftIndex, RaftIndexError, Row};
 use crate::log::raft_records::RaftCheckpoint;
 use crate::log::{Log, LogError, LogResult, Offset, Recovered};
-use crate::protocol::record_batch::{check_batch, set_offset_and_epoch, BatchError, BatchHeader};
+use crate::protocol::record_batch::{
+    check_batch, parse_header, set_offset_and_epoch, BatchError, BatchHeader,
+};
 use crate::task::Semaphore;
 
 use super::raft_producers::{Admission, AdmitError, RaftProducers};
@@ -422,8 +424,9 @@ impl RaftLog {
         self.trim_recent();
     }
 
-    /// Checks a proposal's batches against the idempotent producers' state: their
-    /// headers, and whether they are new or a retry.
+    /// Checks a proposal's batches — whole, with valid checksums (every replica stamps
+    /// them, and a batch that fails there stops the group) — and the idempotent
+    /// producers' sequences: their headers, and whether they are new or a retry.
     pub fn admit(&self, batches: &[u8]) -> Result<(Vec<BatchHeader>, Admission), AdmitError> {
         let mut headers = Vec::new();
         let mut at = 0usize;
@@ -905,11 +908,12 @@ async fn reconcile(log: &Log, table: &mut RaftIndex) -> Result<Option<Recovered>
     Ok(None)
 }
 
-/// The headers of the batches of one data entry (stamped; checked when staged).
+/// The headers of the batches of one data entry (stamped, and checked when staged: the
+/// checksums are not computed again).
 fn batch_headers(data: &[u8]) -> Vec<BatchHeader> {
     let mut out = Vec::new();
     let mut at = 0usize;
-    while let Ok(h) = check_batch(&data[at..]) {
+    while let Ok(h) = parse_header(&data[at..]) {
         at += h.size;
         out.push(h);
         if at >= data.len() {

@@ -5,6 +5,7 @@ mod bad_input;
 mod disk_full;
 mod groups;
 mod idempotent_produce;
+mod leader_epochs;
 mod long_poll;
 mod metrics;
 mod old_versions;

@@ -351,6 +351,22 @@ fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
                 v,
             )
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            use kafka_protocol::messages::offset_for_leader_epoch_request::{
+                OffsetForLeaderPartition, OffsetForLeaderTopic,
+            };
+            encode(
+                &kafka_protocol::messages::OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                    .with_topics(vec![OffsetForLeaderTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(3)
+                            .with_leader_epoch(2)])]),
+                v,
+            )
+        }
         _ => None,
     }
 }

@@ -664,40 +664,50 @@ fn idempotent_retries_get_their_original_offsets_across_a_failover_and_a_restart
             "out of order: {gap:?}"
         );
 
-        // Node 1 goes; node 2 leads and knows producer 7 from the replicated log.
+        // Node 1 goes; another leads and knows producer 7 from the replicated log.
         if let Some(n) = c.nodes[0].take() {
             n.crash().await;
         }
         c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(30).await;
-        assert_eq!(c.leader_among(&[2, 3]), Some(2));
+        c.drive_n(40).await;
+        let leader = c.leader_among(&[2, 3]).expect("a new leader among 2 and 3");
         assert_eq!(
-            c.propose_and_wait(2, producer_batch(7, 3, 1, 3), 5).await,
+            c.propose_and_wait(leader, producer_batch(7, 3, 1, 3), 5)
+                .await,
             Ok(3)
         );
         assert_eq!(
-            c.propose_and_wait(2, producer_batch(7, 6, 3, 2), 6).await,
+            c.propose_and_wait(leader, producer_batch(7, 6, 3, 2), 6)
+                .await,
             Ok(6)
         );
-        assert_eq!(log_of(c.node(2)).next_offset(), 8);
+        assert_eq!(log_of(c.node(leader)).next_offset(), 8);
 
-        // Node 2 restarts from its directory and, leading again, still knows them.
-        if let Some(n) = c.nodes[1].take() {
+        // The leader's node restarts from its directory and, leading again (node 1 is
+        // still down, so the other must wait for it), still knows them.
+        let other = 5 - leader;
+        if let Some(n) = c.nodes[leader as usize - 1].take() {
             n.crash().await;
         }
-        c.nodes[1] = Some(open_node(&dir, 2, &[1, 2, 3], 1, journal).await);
-        c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
-        c.drive_n(30).await;
-        assert_eq!(c.leader_among(&[2, 3]), Some(2));
+        c.nodes[leader as usize - 1] = Some(open_node(&dir, leader, &[1, 2, 3], 1, journal).await);
+        c.drive_n(5).await;
+        c.node_mut(leader)
+            .shard
+            .node_mut(G)
+            .unwrap()
+            .campaign()
+            .unwrap();
+        c.drive_n(40).await;
+        let now = c.leader_among(&[leader, other]).expect("a leader");
         assert_eq!(
-            c.propose_and_wait(2, producer_batch(7, 6, 3, 2), 7).await,
+            c.propose_and_wait(now, producer_batch(7, 6, 3, 2), 7).await,
             Ok(6)
         );
         assert_eq!(
-            c.propose_and_wait(2, producer_batch(7, 8, 4, 1), 8).await,
+            c.propose_and_wait(now, producer_batch(7, 8, 4, 1), 8).await,
             Ok(8)
         );
-        let end = c.node(2).shard.high_watermark(G).unwrap();
+        let end = c.node(now).shard.high_watermark(G).unwrap();
         assert_eq!(end, 9, "every batch once");
     });
 }
