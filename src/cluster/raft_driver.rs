@@ -9,7 +9,7 @@
 //! only once durable, which `RaftShard` keeps).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -210,7 +210,11 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
             .await;
         }
         let now = Instant::now();
-        if now >= next_tick {
+        // Views are refreshed for the groups this pass touched, and for all at a tick
+        // (a shard may host thousands of groups; a pass touches a few).
+        let mut touched = BTreeSet::new();
+        let ticked = now >= next_tick;
+        if ticked {
             shard.tick();
             next_tick = now + TICK;
         }
@@ -228,9 +232,11 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
                         .open_group(group, log, recovered, voters)
                         .await
                         .map_err(|e| e.to_string());
+                    touched.insert(group);
                     let _ = reply.try_send(result);
                 }
                 Command::Campaign(group) => {
+                    touched.insert(group);
                     if let Some(n) = shard.node_mut(group) {
                         if let Err(e) = n.campaign() {
                             warn!(group = group.0, error = %e, "campaign refused");
@@ -240,6 +246,7 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
             }
         }
         for (group, m) in transport.inbox().take() {
+            touched.insert(group);
             match shard.step(group, m) {
                 Ok(()) => {}
                 Err(RaftShardError::UnknownGroup(g)) => {
@@ -257,6 +264,7 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
         }
         let proposals = std::mem::take(&mut *shared.proposals.borrow_mut());
         for p in proposals {
+            touched.insert(p.group);
             if let Err(e) = shard.propose(p.group, p.batches, p.acks, p.token) {
                 if let Some(w) = shared.waiters.borrow_mut().remove(&p.token) {
                     let _ = w.try_send(Err(e));
@@ -282,24 +290,31 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
                     let _ = w.try_send(c.result);
                 }
             }
+            touched.extend(round.active);
         }
-        if refresh_views(&shard, &shared, &mut caught_up) {
+        let groups = if ticked {
+            shard.group_ids()
+        } else {
+            touched.into_iter().collect()
+        };
+        if refresh_views(&shard, &groups, &shared, &mut caught_up) {
             shared.changed.notify();
         }
         crate::task::yield_if_needed().await;
     }
 }
 
-/// Recomputes every group's view; true when any changed.
+/// Recomputes the views of `groups`; true when any changed.
 fn refresh_views(
     shard: &RaftShard,
+    groups: &[GroupId],
     shared: &Shared,
     caught_up: &mut HashMap<(GroupId, NodeId), Instant>,
 ) -> bool {
     let now = Instant::now();
     let mut views = shared.views.borrow_mut();
     let mut changed = false;
-    for g in shard.group_ids() {
+    for &g in groups {
         let Some(node) = shard.node(g) else {
             continue;
         };

@@ -44,23 +44,42 @@ pub struct Identity {
     pub disk_id: [u8; 16],
 }
 
+/// Bytes of received frames the raft loop may have waiting before the connections stop
+/// reading (TCP then slows the senders down).
+const MAX_INBOX: usize = 64 << 20;
+
 /// Messages received, by sending node, until the raft loop takes them.
 #[derive(Default)]
 pub struct Inbox {
     messages: RefCell<Vec<(GroupId, Message)>>,
+    /// Bytes of the frames the waiting messages came in.
+    bytes: Cell<usize>,
     /// Woken when messages arrive.
     pub arrived: Notify,
+    /// Woken when the raft loop takes what waited.
+    taken: Notify,
 }
 
 impl Inbox {
     /// Takes everything received so far, in arrival order.
     pub fn take(&self) -> Vec<(GroupId, Message)> {
+        self.bytes.set(0);
+        self.taken.notify();
         std::mem::take(&mut *self.messages.borrow_mut())
     }
 
-    fn push(&self, mut msgs: Vec<(GroupId, Message)>) {
+    /// Adds one frame's messages, then waits while too much waits to be taken.
+    async fn push(&self, mut msgs: Vec<(GroupId, Message)>, frame_bytes: usize) {
         self.messages.borrow_mut().append(&mut msgs);
+        self.bytes.set(self.bytes.get() + frame_bytes);
         self.arrived.notify();
+        loop {
+            let generation = self.taken.generation();
+            if self.bytes.get() <= MAX_INBOX {
+                return;
+            }
+            self.taken.changed_since(generation).await;
+        }
     }
 }
 
@@ -309,7 +328,7 @@ async fn receive(mut stream: TcpStream, me: Identity, known: Vec<NodeId>, inbox:
             }
         };
         match wire::decode_raft(from, me.node, &body, &mut beats) {
-            Ok(msgs) => inbox.push(msgs),
+            Ok(msgs) => inbox.push(msgs, body.len()).await,
             Err(e) => {
                 // The stream is out of step (a bug, or not our protocol): start over.
                 warn!(node = from, error = %e, "bad frame from a peer; connection closed");

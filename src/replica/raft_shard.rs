@@ -99,6 +99,8 @@ pub struct Round {
     pub completions: Vec<(GroupId, Completion)>,
     /// Groups whose storage failed this round (they are stopped).
     pub failed: Vec<(GroupId, String)>,
+    /// Groups that had something to do this round.
+    pub active: Vec<GroupId>,
 }
 
 impl Round {
@@ -353,6 +355,7 @@ impl RaftShard {
             if g.failed || !g.node.has_ready() {
                 continue;
             }
+            out.active.push(id);
             let mut rd = g.node.ready();
             out.send(id, rd.take_messages());
             let staged = g.node.store().stage(rd.entries(), rd.hs());

@@ -113,7 +113,13 @@ impl ControllerService {
             let topic = TopicMeta {
                 name: spec.name.clone(),
                 id,
-                partitions: place(&mut counts, spec.partitions.max(0) as usize, self.node),
+                partitions: place(
+                    &mut counts,
+                    spec.partitions.max(0) as usize,
+                    &[self.node],
+                    1,
+                    0,
+                ),
                 configs: spec.configs,
             };
             let rec = MetaRecord::PutTopic(topic);
@@ -194,9 +200,13 @@ impl ControllerService {
                     ));
                 }
                 let mut counts = meta.replicas_per_shard(self.node, self.shards);
-                topic
-                    .partitions
-                    .extend(place(&mut counts, (count - current) as usize, self.node));
+                topic.partitions.extend(place(
+                    &mut counts,
+                    (count - current) as usize,
+                    &[self.node],
+                    1,
+                    0,
+                ));
             }
         }
         if validate_only {
