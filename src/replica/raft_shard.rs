@@ -173,6 +173,9 @@ pub struct RaftShard {
     node_id: NodeId,
     settings: GroupSettings,
     groups: BTreeMap<GroupId, Group>,
+    /// Outcomes known when they were proposed (a retry of batches already
+    /// acknowledged), handed out by the next round.
+    decided: Vec<(GroupId, Completion)>,
     logger: slog::Logger,
 }
 
@@ -183,6 +186,7 @@ impl RaftShard {
             node_id,
             settings,
             groups: BTreeMap::new(),
+            decided: Vec::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
     }
@@ -254,12 +258,7 @@ impl RaftShard {
     /// it covers replace a stale suffix of its own: those rows still name the old
     /// batches, so the commit index is capped at what raft knows is persisted.)
     pub fn high_watermark(&self, id: GroupId) -> Option<Offset> {
-        self.node(id).map(|n| {
-            let log = &n.raft.raft_log;
-            n.store()
-                .table()
-                .end_offset_at(log.committed.min(log.persisted))
-        })
+        self.groups.get(&id).map(|g| acknowledged_to(g, Acks::All))
     }
 
     /// Ticks every group's clock (elections, heartbeats).
@@ -301,13 +300,24 @@ impl RaftShard {
         let term = g.node.raft.term;
         let (headers, admission) = g.node.store().admit(&batches)?;
         if let Admission::Duplicate { first, last } = admission {
-            g.retries.push(WaitingRetry {
+            let retry = WaitingRetry {
                 end: last.last_offset + 1,
                 base: first.base_offset,
                 acks,
                 term,
                 token,
-            });
+            };
+            if acknowledged_to(g, acks) >= retry.end {
+                self.decided.push((
+                    id,
+                    Completion {
+                        token,
+                        result: Ok(retry.base),
+                    },
+                ));
+            } else {
+                g.retries.push(retry);
+            }
             return Ok(());
         }
         g.node
@@ -326,9 +336,11 @@ impl RaftShard {
 
     /// True when some group has something to do.
     pub fn has_ready(&self) -> bool {
-        self.groups
-            .values()
-            .any(|g| !g.failed && (g.node.has_ready() || g.node.store().has_missing()))
+        !self.decided.is_empty()
+            || self
+                .groups
+                .values()
+                .any(|g| !g.failed && (g.node.has_ready() || g.node.store().has_missing()))
     }
 
     /// One round over every group: see the module docs.
@@ -349,7 +361,10 @@ impl RaftShard {
         &mut self,
         send_early: impl FnOnce(BTreeMap<NodeId, Vec<(GroupId, Message)>>),
     ) -> Round {
-        let mut out = Round::default();
+        let mut out = Round {
+            completions: std::mem::take(&mut self.decided),
+            ..Round::default()
+        };
         let mut in_flight = Vec::new();
         for (&id, g) in self.groups.iter_mut() {
             if g.failed || !g.node.has_ready() {
@@ -514,8 +529,9 @@ fn complete(g: &mut Group, id: GroupId, out: &mut Round) {
     });
     // A retry's original is in this leader's log, which no one truncates while it
     // leads in the same term: once acknowledged up to its end, the original is.
-    let acked_all = table.end_offset_at(commit.min(persisted));
-    let acked_leader = table.end_offset_at(persisted);
+    drop(table);
+    let acked_all = acknowledged_to(g, Acks::All);
+    let acked_leader = acknowledged_to(g, Acks::Leader);
     g.retries.retain(|r| {
         let reached = match r.acks {
             Acks::All => acked_all >= r.end,
@@ -537,4 +553,16 @@ fn complete(g: &mut Group, id: GroupId, out: &mut Round) {
         ));
         false
     });
+}
+
+/// The offset up to which group `g`'s records are acknowledged as `acks` asks: what a
+/// majority holds durably (capped at this replica's own durable copy), or the leader's
+/// durable copy alone.
+fn acknowledged_to(g: &Group, acks: Acks) -> Offset {
+    let log = &g.node.raft.raft_log;
+    let index = match acks {
+        Acks::All => log.committed.min(log.persisted),
+        Acks::Leader => log.persisted,
+    };
+    g.node.store().table().end_offset_at(index)
 }
