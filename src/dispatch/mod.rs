@@ -87,7 +87,7 @@ macro_rules! api_table {
 }
 
 api_table! {
-    Produce 3..=9 => ProduceRequest, handlers::produce::handle;
+    Produce 3..=11 => ProduceRequest, handlers::produce::handle;
     Fetch 4..=12 => FetchRequest, handlers::fetch::handle;
     ListOffsets 1..=6 => ListOffsetsRequest, handlers::list_offsets::handle;
     Metadata 0..=12 => MetadataRequest, handlers::metadata::handle;

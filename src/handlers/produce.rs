@@ -1,8 +1,10 @@
 //! Produce: validate and append each partition's batches on the ctx that owns it.
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::context::RequestContext;
@@ -137,6 +139,7 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
         pending.push((topic_name, parts));
     }
     let mut responses = Vec::with_capacity(pending.len());
+    let mut hints = LeaderHints::default();
     for (name, parts) in pending {
         let mut partition_responses = Vec::with_capacity(parts.len());
         for (index, outcome) in parts {
@@ -153,11 +156,18 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
                     .with_base_offset(r.base_offset)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(r.log_start_offset),
-                Err(code) => resp
-                    .with_error_code(code.code())
-                    .with_base_offset(-1)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(-1),
+                Err(code) => {
+                    let resp = resp
+                        .with_error_code(code.code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    if code == ErrorCode::NotLeaderOrFollower && ctx.version() >= 10 {
+                        resp.with_current_leader(hints.leader_of(ctx, &name.0, index))
+                    } else {
+                        resp
+                    }
+                }
             });
         }
         responses.push(
@@ -169,5 +179,42 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
     if acks == 0 {
         return Reply::Silent;
     }
-    Reply::Send(ProduceResponse::default().with_responses(responses))
+    Reply::Send(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(hints.endpoints),
+    )
+}
+
+/// KIP-951: with NOT_LEADER_OR_FOLLOWER, Produce v10+ names the partition's leader and
+/// how to reach it, so the client moves there without asking for metadata first.
+#[derive(Default)]
+struct LeaderHints {
+    endpoints: Vec<NodeEndpoint>,
+}
+
+impl LeaderHints {
+    /// The leader of `topic`/`index` as the metadata has it (its endpoint joins the
+    /// response's list), or "unknown" (-1). Every shard is on this node until nodes
+    /// join (issue 17), so the endpoint is this node's host and the shard's port.
+    fn leader_of(&mut self, ctx: &RequestContext<'_>, topic: &str, index: i32) -> LeaderIdAndEpoch {
+        let meta = ctx.metadata();
+        let Some(a) = meta.topics.get(topic).and_then(|t| t.partition(index)) else {
+            return LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1);
+        };
+        let id = a.leader.broker_id();
+        if !self.endpoints.iter().any(|e| e.node_id.0 == id) {
+            self.endpoints.push(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(ctx.config().advertised_host.clone()))
+                    .with_port(i32::from(ctx.config().shard_port(a.leader.shard))),
+            );
+        }
+        LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(id))
+            .with_leader_epoch(a.leader_epoch)
+    }
 }
