@@ -75,6 +75,8 @@ pub enum ErrorCode {
     FencedLeaderEpoch = 74,
     /// The client's leader epoch is newer than this replica knows: it is behind.
     UnknownLeaderEpoch = 75,
+    /// A request names a topic by an id no topic has (Fetch v13+).
+    UnknownTopicId = 100,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }

@@ -88,7 +88,7 @@ macro_rules! api_table {
 
 api_table! {
     Produce 3..=11 => ProduceRequest, handlers::produce::handle;
-    Fetch 4..=12 => FetchRequest, handlers::fetch::handle;
+    Fetch 4..=16 => FetchRequest, handlers::fetch::handle;
     ListOffsets 1..=6 => ListOffsetsRequest, handlers::list_offsets::handle;
     Metadata 0..=12 => MetadataRequest, handlers::metadata::handle;
     ApiVersions 0..=3 => ApiVersionsRequest, api_versions;

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
 
-use crate::protocol::fetch_encoder::{self, TopicOut};
+use crate::protocol::fetch_encoder::{self, EndpointOut, TopicOut};
 use crate::protocol::frame::FrameError;
 
 /// What the connection does with a request.
@@ -53,14 +53,20 @@ impl<R: Encodable + HeaderVersion> Respond for Reply<R> {
 
 /// A Fetch answer: the topics, encoded by `protocol::fetch_encoder` so that the batches
 /// are sent from where they already are, without copying.
-pub struct FetchReply(pub Vec<TopicOut>);
+pub struct FetchReply {
+    /// The topics, in request order.
+    pub topics: Vec<TopicOut>,
+    /// The brokers the partitions' leader hints name (v16+).
+    pub endpoints: Vec<EndpointOut>,
+}
 
 impl Respond for FetchReply {
     fn respond(self, correlation_id: i32, version: i16) -> Result<Outcome, FrameError> {
         Ok(Outcome::Respond(fetch_encoder::encode(
             version,
             correlation_id,
-            &self.0,
+            &self.topics,
+            &self.endpoints,
         )))
     }
 }

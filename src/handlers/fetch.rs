@@ -9,7 +9,7 @@ use crate::dispatch::context::RequestContext;
 use crate::dispatch::respond::FetchReply;
 use crate::error::{log_error_code, ErrorCode};
 use crate::log::LogError;
-use crate::protocol::fetch_encoder::{PartitionOut, TopicOut};
+use crate::protocol::fetch_encoder::{EndpointOut, PartitionOut, TopicOut};
 use crate::protocol::record_batch::parse_header;
 use crate::shard::state::ShardStats;
 
@@ -35,7 +35,8 @@ pub async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchRep
         let now = Instant::now();
         if total >= min_bytes.max(1) || errors || now >= deadline || ctx.is_stopping() {
             ShardStats::add(&ctx.stats().fetch_bytes, total as u64);
-            return FetchReply(topics);
+            let endpoints = leader_endpoints(ctx, &topics);
+            return FetchReply { topics, endpoints };
         }
         futures_lite::future::or(
             ctx.data_arrived().changed_since(generation),
@@ -54,10 +55,26 @@ async fn read_all(
     // Start every partition's read before awaiting any: reads that go to disk then run
     // side by side instead of one after another.
     let mut reads = Vec::new();
+    let meta = ctx.metadata();
     for topic in &request.topics {
-        let name = topic.topic.0.to_string();
+        // v13+ names topics by id.
+        let (name, id) = if topic.topic.0.is_empty() && !topic.topic_id.is_nil() {
+            match meta.topic_by_id(&topic.topic_id) {
+                Some(t) => (t.name.clone(), topic.topic_id),
+                None => (String::new(), topic.topic_id),
+            }
+        } else {
+            let name = topic.topic.0.to_string();
+            let id = meta.topics.get(&name).map_or(uuid::Uuid::nil(), |t| t.id);
+            (name, id)
+        };
         for p in &topic.partitions {
-            let found = ctx.partition(&name, p.partition).and_then(|partition| {
+            let found = if name.is_empty() && !id.is_nil() {
+                Err(ErrorCode::UnknownTopicId)
+            } else {
+                ctx.partition(&name, p.partition)
+            };
+            let found = found.and_then(|partition| {
                 super::check_current_leader_epoch(
                     p.current_leader_epoch,
                     partition.replica.leader_epoch(),
@@ -76,13 +93,13 @@ async fn read_all(
                 }
                 Err(code) => Err(code),
             };
-            reads.push((name.clone(), p.partition, read));
+            reads.push((name.clone(), id, p.partition, read));
         }
     }
     let mut total = 0usize;
     let mut errors = false;
     let mut topics: Vec<TopicOut> = Vec::with_capacity(request.topics.len());
-    for (name, index, read) in reads {
+    for (name, id, index, read) in reads {
         let mut out = PartitionOut {
             index,
             high_watermark: -1,
@@ -96,6 +113,13 @@ async fn read_all(
                 errors = true;
                 ctx.stats().error(code);
                 out.error_code = code.code();
+                if code == ErrorCode::NotLeaderOrFollower {
+                    out.current_leader = meta
+                        .topics
+                        .get(&name)
+                        .and_then(|t| t.partition(index))
+                        .map(|a| (a.leader.broker_id(), a.leader_epoch));
+                }
             }
             Ok((partition, task)) => {
                 let log = &partition.replica;
@@ -135,12 +159,37 @@ async fn read_all(
             }
         }
         match topics.last_mut() {
-            Some(t) if t.name == name => t.partitions.push(out),
+            Some(t) if t.name == name && t.topic_id == *id.as_bytes() => t.partitions.push(out),
             _ => topics.push(TopicOut {
                 name,
+                topic_id: *id.as_bytes(),
                 partitions: vec![out],
             }),
         }
     }
     (topics, total, errors)
+}
+
+/// The endpoints of the leaders the partitions' hints name (KIP-951). Every shard is on
+/// this node until nodes join (issue 17): this node's host and the shard's port.
+fn leader_endpoints(ctx: &RequestContext<'_>, topics: &[TopicOut]) -> Vec<EndpointOut> {
+    let mut out: Vec<EndpointOut> = Vec::new();
+    let shards = ctx.config().shards;
+    for (leader, _) in topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.current_leader)
+    {
+        if out.iter().any(|e| e.node_id == leader) {
+            continue;
+        }
+        if let Some(shard) = (0..shards).find(|&k| ctx.broker_id(k) == leader) {
+            out.push(EndpointOut {
+                node_id: leader,
+                host: ctx.config().advertised_host.clone(),
+                port: i32::from(ctx.config().shard_port(shard)),
+            });
+        }
+    }
+    out
 }

@@ -8,13 +8,14 @@
 //! one write each. Batches below `INLINE_BELOW` are copied into the field buffer instead,
 //! where a copy is cheaper than another write.
 //!
-//! Layout (Fetch v4–v12; v12 is flexible: compact lengths and tagged fields):
+//! Layout (Fetch v4–v16; v12+ is flexible: compact lengths and tagged fields):
 //! `{ header: correlation_id i32 [+ tags], throttle_time_ms i32, error_code i16 (v7+),
-//!    session_id i32 (v7+), [ topic string, [ partition i32, error_code i16,
-//!    high_watermark i64, last_stable_offset i64, log_start_offset i64 (v5+),
-//!    aborted_transactions nullable [producer_id i64, first_offset i64],
-//!    preferred_read_replica i32 (v11+), records nullable bytes [+ tags] ] [+ tags] ]
-//!    [+ tags] }`.
+//!    session_id i32 (v7+), [ topic string (v4–12) | topic_id uuid (v13+), [ partition
+//!    i32, error_code i16, high_watermark i64, last_stable_offset i64, log_start_offset
+//!    i64 (v5+), aborted_transactions nullable [producer_id i64, first_offset i64],
+//!    preferred_read_replica i32 (v11+), records nullable bytes [+ tags: 1 current
+//!    leader { leader_id i32, leader_epoch i32 }] ] [+ tags] ] [+ tags: 0 node endpoints
+//!    (v16+) [ node_id i32, host string, port i32, rack nullable string ] ] }`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -38,15 +39,31 @@ pub struct PartitionOut {
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     /// Whole batches, in order.
     pub records: Vec<Bytes>,
+    /// The partition's leader and its epoch, when this broker is not it (KIP-951; sent
+    /// from v12, the first flexible version).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// One topic of a fetch response.
 #[derive(Debug, Clone, Default)]
 pub struct TopicOut {
-    /// Topic name.
+    /// Topic name (v4–12).
     pub name: String,
+    /// Topic id (v13+).
+    pub topic_id: [u8; 16],
     /// Partitions, in request order.
     pub partitions: Vec<PartitionOut>,
+}
+
+/// A broker a response's leader hints name, and how to reach it (v16+).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointOut {
+    /// Broker id.
+    pub node_id: i32,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: i32,
 }
 
 /// A response under construction: field bytes accumulate in `scratch` until a large
@@ -98,8 +115,14 @@ fn put_string(buf: &mut BytesMut, flexible: bool, s: &str) {
     buf.put_slice(s.as_bytes());
 }
 
-/// Encodes a whole Fetch response frame (size prefix included) as segments.
-pub fn encode(version: i16, correlation_id: i32, topics: &[TopicOut]) -> Vec<Bytes> {
+/// Encodes a whole Fetch response frame (size prefix included) as segments;
+/// `endpoints` are the brokers the partitions' leader hints name.
+pub fn encode(
+    version: i16,
+    correlation_id: i32,
+    topics: &[TopicOut],
+    endpoints: &[EndpointOut],
+) -> Vec<Bytes> {
     let flexible = version >= 12;
     let mut s = Segments {
         out: Vec::new(),
@@ -118,7 +141,11 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicOut]) -> Vec<Byt
     }
     put_len(b, flexible, topics.len());
     for t in topics {
-        put_string(&mut s.scratch, flexible, &t.name);
+        if version >= 13 {
+            s.scratch.put_slice(&t.topic_id);
+        } else {
+            put_string(&mut s.scratch, flexible, &t.name);
+        }
         put_len(&mut s.scratch, flexible, t.partitions.len());
         for p in &t.partitions {
             let b = &mut s.scratch;
@@ -152,7 +179,18 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicOut]) -> Vec<Byt
                 s.bytes(r);
             }
             if flexible {
-                put_uvarint(&mut s.scratch, 0); // partition tags
+                let b = &mut s.scratch;
+                match p.current_leader {
+                    Some((leader_id, leader_epoch)) => {
+                        put_uvarint(b, 1); // one tagged field:
+                        put_uvarint(b, 1); // tag 1, current leader,
+                        put_uvarint(b, 9); // of 9 bytes
+                        b.put_i32(leader_id);
+                        b.put_i32(leader_epoch);
+                        put_uvarint(b, 0);
+                    }
+                    None => put_uvarint(b, 0),
+                }
             }
         }
         if flexible {
@@ -160,7 +198,24 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicOut]) -> Vec<Byt
         }
     }
     if flexible {
-        put_uvarint(&mut s.scratch, 0); // response tags
+        let b = &mut s.scratch;
+        if version >= 16 && !endpoints.is_empty() {
+            let mut field = BytesMut::new();
+            put_uvarint(&mut field, endpoints.len() as u64 + 1);
+            for e in endpoints {
+                field.put_i32(e.node_id);
+                put_string(&mut field, true, &e.host);
+                field.put_i32(e.port);
+                put_uvarint(&mut field, 0); // rack: null
+                put_uvarint(&mut field, 0);
+            }
+            put_uvarint(b, 1); // one tagged field: tag 0, node endpoints
+            put_uvarint(b, 0);
+            put_uvarint(b, field.len() as u64);
+            b.put_slice(&field);
+        } else {
+            put_uvarint(b, 0); // response tags
+        }
     }
     s.flush();
     let total: usize = s.out.iter().map(Bytes::len).sum();
@@ -179,12 +234,24 @@ mod tests {
     use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
     /// The same response encoded by the codec crate, for comparison.
-    fn reference(version: i16, corr: i32, topics: &[TopicOut]) -> Vec<u8> {
+    fn reference(
+        version: i16,
+        corr: i32,
+        topics: &[TopicOut],
+        endpoints: &[EndpointOut],
+    ) -> Vec<u8> {
+        use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
+        use kafka_protocol::messages::BrokerId;
         let responses = topics
             .iter()
             .map(|t| {
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                let topic = FetchableTopicResponse::default();
+                let topic = if version >= 13 {
+                    topic.with_topic_id(uuid::Uuid::from_bytes(t.topic_id))
+                } else {
+                    topic.with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                };
+                topic
                     .with_partitions(
                         t.partitions
                             .iter()
@@ -209,12 +276,35 @@ mod tests {
                                             .collect()
                                     }))
                                     .with_records(Some(recs.freeze()))
+                                    .with_current_leader(match p.current_leader {
+                                        Some((id, epoch)) if version >= 12 => {
+                                            LeaderIdAndEpoch::default()
+                                                .with_leader_id(BrokerId(id))
+                                                .with_leader_epoch(epoch)
+                                        }
+                                        _ => LeaderIdAndEpoch::default(),
+                                    })
                             })
                             .collect(),
                     )
             })
             .collect();
-        let resp = FetchResponse::default().with_responses(responses);
+        let nodes = if version >= 16 {
+            endpoints
+                .iter()
+                .map(|e| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(e.node_id))
+                        .with_host(StrBytes::from_string(e.host.clone()))
+                        .with_port(e.port)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let resp = FetchResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(nodes);
         let hv = FetchResponse::header_version(version);
         let header = ResponseHeader::default().with_correlation_id(corr);
         let size = header.compute_size(hv).unwrap() + resp.compute_size(version).unwrap();
@@ -232,6 +322,7 @@ mod tests {
         let topics = vec![
             TopicOut {
                 name: "alpha".into(),
+                topic_id: [1; 16],
                 partitions: vec![
                     PartitionOut {
                         index: 0,
@@ -254,6 +345,7 @@ mod tests {
             },
             TopicOut {
                 name: "b".into(),
+                topic_id: [2; 16],
                 partitions: vec![PartitionOut {
                     index: 1,
                     aborted_transactions: Some(vec![(5, 6)]),
@@ -262,9 +354,53 @@ mod tests {
                 }],
             },
         ];
-        for version in 4..=12 {
-            let ours: Vec<u8> = encode(version, 77, &topics).concat();
-            assert_eq!(ours, reference(version, 77, &topics), "version {version}");
+        for version in 4..=16 {
+            let ours: Vec<u8> = encode(version, 77, &topics, &[]).concat();
+            assert_eq!(
+                ours,
+                reference(version, 77, &topics, &[]),
+                "version {version}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_ids_and_leader_hints_match_the_codec_crate() {
+        let topics = [TopicOut {
+            name: "hinted".into(),
+            topic_id: [9; 16],
+            partitions: vec![
+                PartitionOut {
+                    index: 0,
+                    error_code: 6,
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    current_leader: Some((1025, 3)),
+                    ..Default::default()
+                },
+                PartitionOut {
+                    index: 1,
+                    high_watermark: 4,
+                    last_stable_offset: 4,
+                    records: vec![Bytes::from_static(b"batch")],
+                    ..Default::default()
+                },
+            ],
+        }];
+        let endpoints = [EndpointOut {
+            node_id: 1025,
+            host: "10.0.0.7".into(),
+            port: 9093,
+        }];
+        // Leader hints exist from v12 (the first flexible version), endpoints from v16.
+        for version in 12..=16 {
+            let ours: Vec<u8> = encode(version, 5, &topics, &endpoints).concat();
+            assert_eq!(
+                ours,
+                reference(version, 5, &topics, &endpoints),
+                "version {version}"
+            );
         }
     }
 }
