@@ -77,6 +77,8 @@ pub enum ErrorCode {
     UnknownLeaderEpoch = 75,
     /// A request names a topic by an id no topic has (Fetch v13+).
     UnknownTopicId = 100,
+    /// acks=all, but fewer replicas are in sync than the topic's `min.insync.replicas`.
+    NotEnoughReplicas = 19,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }

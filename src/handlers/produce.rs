@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::dispatch::context::RequestContext;
 use crate::dispatch::respond::Reply;
 use crate::error::{replica_error_code, ErrorCode};
+use crate::metadata::topic_config;
 use crate::replica::AppendResult;
 use crate::shard::state::ShardStats;
 
@@ -112,6 +113,9 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
                 match (ctx.partition(&name, index), records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
+                    (Ok(_), Some(_)) if acks == -1 && in_sync_short(ctx, &name) => {
+                        Err(ErrorCode::NotEnoughReplicas)
+                    }
                     (Ok(partition), Some(records)) => {
                         let bytes = records.len() as u64;
                         let stats = ctx.stats().clone();
@@ -184,6 +188,17 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
             .with_responses(responses)
             .with_node_endpoints(hints.endpoints),
     )
+}
+
+/// True when `topic` wants more replicas in sync for acks=all than it has. A partition
+/// of a single node has one replica, always in sync (issue 17 counts a replicated
+/// partition's in-sync voters).
+fn in_sync_short(ctx: &RequestContext<'_>, topic: &str) -> bool {
+    const IN_SYNC: usize = 1;
+    ctx.metadata()
+        .topics
+        .get(topic)
+        .is_some_and(|t| topic_config::min_insync_replicas(&t.configs) > IN_SYNC)
 }
 
 /// KIP-951: with NOT_LEADER_OR_FOLLOWER, Produce v10+ names the partition's leader and

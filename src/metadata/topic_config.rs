@@ -56,6 +56,12 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         doc: "Roll a segment after this long.",
     },
     ConfigKey {
+        name: "min.insync.replicas",
+        default: "1",
+        config_type: 3,
+        doc: "acks=all produces need this many replicas in sync, else NOT_ENOUGH_REPLICAS.",
+    },
+    ConfigKey {
         name: "message.timestamp.type",
         default: "CreateTime",
         config_type: 2,
@@ -79,6 +85,9 @@ pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
                 .parse::<i64>()
                 .is_ok_and(|n| (14..=i32::MAX as i64).contains(&n)),
             "segment.ms" => v.parse::<i64>().is_ok_and(|n| n >= 1),
+            "min.insync.replicas" => v
+                .parse::<i64>()
+                .is_ok_and(|n| (1..=i32::MAX as i64).contains(&n)),
             "retention.ms" | "retention.bytes" => v.parse::<i64>().is_ok_and(|n| n >= -1),
             _ => false,
         };
@@ -110,4 +119,13 @@ pub fn log_config(configs: &BTreeMap<String, String>, flush: FlushPolicy) -> Log
         flush,
         ..d
     }
+}
+
+/// The topic's `min.insync.replicas`: acks=all produces are refused while fewer
+/// replicas are in sync.
+pub fn min_insync_replicas(configs: &BTreeMap<String, String>) -> usize {
+    configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
 }

@@ -209,3 +209,42 @@ fn deleting_a_topic_removes_its_data_from_disk() {
         "other topics stay"
     );
 }
+
+#[test]
+fn min_insync_replicas_above_the_replicas_refuses_acks_all_but_not_acks_1() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let broker = TestBroker::start(1);
+    let mut c = Client::connect(broker.addr(0));
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("strict"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_static_str("2")))])]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let send = |c: &mut Client, acks: i16| {
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("strict"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(bytes::Bytes::from(batch(&[b"v"]))))])]);
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+        r.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(send(&mut c, -1), 19, "NOT_ENOUGH_REPLICAS");
+    assert_eq!(send(&mut c, 1), 0);
+    assert_eq!(
+        read_partition(&mut c, "strict", 0).len(),
+        1,
+        "nothing of the refused one"
+    );
+}

@@ -52,7 +52,7 @@ from caudal_harness import (
 
 KCAT = shutil.which("kcat")
 
-# Kafka's defaults for the topic configs caudal knows (DescribeConfigs answers all seven).
+# Kafka's defaults for the topic configs caudal knows (DescribeConfigs answers all eight).
 DEFAULTS = {
     "cleanup.policy": "delete",
     "max.message.bytes": "1048588",
@@ -60,6 +60,7 @@ DEFAULTS = {
     "retention.ms": "604800000",
     "segment.bytes": "1073741824",
     "segment.ms": "604800000",
+    "min.insync.replicas": "1",
     "message.timestamp.type": "CreateTime",
 }
 # DescribeConfigs config_source (v1+)
