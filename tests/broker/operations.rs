@@ -213,8 +213,7 @@ fn deleting_a_topic_removes_its_data_from_disk() {
 #[test]
 fn min_insync_replicas_above_the_replicas_refuses_acks_all_but_not_acks_1() {
     use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    use kafka_protocol::messages::ProduceResponse;
     let broker = TestBroker::start(1);
     let mut c = Client::connect(broker.addr(0));
     let req = CreateTopicsRequest::default()
@@ -229,14 +228,7 @@ fn min_insync_replicas_above_the_replicas_refuses_acks_all_but_not_acks_1() {
     let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
     let send = |c: &mut Client, acks: i16| {
-        let req = ProduceRequest::default()
-            .with_acks(acks)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name("strict"))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(bytes::Bytes::from(batch(&[b"v"]))))])]);
+        let req = produce_request("strict", 0, batch(&[b"v"]), acks);
         let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
         r.responses[0].partition_responses[0].error_code
     };

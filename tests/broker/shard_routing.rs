@@ -56,21 +56,13 @@ fn a_request_to_the_wrong_shard_gets_not_leader_or_follower() {
 
 #[test]
 fn produce_v10_names_the_leader_and_its_endpoint_with_not_leader_or_follower() {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    use kafka_protocol::messages::ProduceResponse;
     let broker = TestBroker::start(2);
     let mut c0 = Client::connect(broker.addr(0));
     create_topic(&mut c0, "hinted", 2);
     let leaders = leaders(&mut c0, "hinted");
     let p = leaders.iter().position(|&l| l == 1).unwrap() as i32;
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name("hinted"))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(bytes::Bytes::from(batch(&[b"v"]))))])]);
+    let req = produce_request("hinted", p, batch(&[b"v"]), -1);
     for version in [10, 11] {
         let r: ProduceResponse = c0.call(ApiKey::Produce, version, &req);
         let part = &r.responses[0].partition_responses[0];

@@ -153,15 +153,23 @@ pub fn produce(
     partition: i32,
     records: Vec<u8>,
 ) -> ProduceResponse {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
+    client.call(
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, partition, records, -1),
+    )
+}
+
+/// A Produce request of `records` to one partition with `acks`.
+pub fn produce_request(topic: &str, partition: i32, records: Vec<u8>, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
         .with_timeout_ms(5000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(name(topic))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
-                .with_records(Some(Bytes::from(records)))])]);
-    client.call(ApiKey::Produce, 9, &req)
+                .with_records(Some(Bytes::from(records)))])])
 }
 
 pub fn batch(values: &[&[u8]]) -> Vec<u8> {
