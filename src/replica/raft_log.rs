@@ -446,6 +446,22 @@ impl RaftLog {
         self.producers.borrow_mut().proposed(index, term, headers)
     }
 
+    /// Closes the group's log cleanly: saves `raft.state`, then closes the log with a
+    /// clean-shutdown marker holding the producer state as of its end, so the next open
+    /// skips the scan — when everything in the log is committed; otherwise the log is
+    /// only flushed, and the next open scans it (a marker's state counts as committed).
+    /// No job of the group may be under way.
+    pub async fn close(&self) -> Result<(), RaftLogError> {
+        self.meta.save().await?;
+        let snapshot = self.producer_snapshot(self.log.next_offset());
+        if snapshot.is_empty() {
+            self.log.flush().await?;
+            return Ok(());
+        }
+        self.log.close(snapshot).await?;
+        Ok(())
+    }
+
     /// The headers of the recent entries after the last applied and before `index`.
     fn unapplied_headers_before(&self, index: u64) -> Vec<Vec<BatchHeader>> {
         let applied = self.applied.get();
@@ -457,15 +473,11 @@ impl RaftLog {
             .collect()
     }
 
-    /// The producer state as of `end`, the log's end at a roll; empty when the commit
-    /// point is past it (the snapshot is then skipped, and a restart replays from the
-    /// one before).
+    /// The producer snapshot for the log's end `end` (a roll or a clean close): empty
+    /// unless everything up to `end` is committed (see `RaftProducers::snapshot_at`);
+    /// the log then saves none.
     fn producer_snapshot(&self, end: Offset) -> Vec<u8> {
-        let later = self.unapplied_headers_before(u64::MAX);
-        self.producers
-            .borrow()
-            .snapshot_at(end, later)
-            .unwrap_or_default()
+        self.producers.borrow().snapshot_at(end).unwrap_or_default()
     }
 
     fn trim_recent(&self) {

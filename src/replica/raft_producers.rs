@@ -59,6 +59,8 @@ impl RaftProducers {
     /// The state at a restart: the log's snapshot and producer batches after it, those
     /// ending before `commit_end` committed, all of them in `head`; the log ends at
     /// `log_end`.
+    /// (A snapshot holds only batches that were committed when it was written:
+    /// [`RaftProducers::snapshot_at`].)
     pub fn recover(recovered: &Recovered, commit_end: Offset, log_end: Offset) -> RaftProducers {
         let base = recovered
             .snapshot
@@ -67,6 +69,7 @@ impl RaftProducers {
             .unwrap_or_default();
         let mut committed = base.clone();
         let mut head = base;
+        let commit_end = commit_end.max(recovered.snapshot_offset);
         for h in &recovered.replay {
             if h.last_offset() < commit_end {
                 committed.record(h, h.base_offset);
@@ -75,7 +78,7 @@ impl RaftProducers {
         }
         RaftProducers {
             committed,
-            committed_end: commit_end.max(recovered.snapshot_offset),
+            committed_end: commit_end,
             head,
             proposed: VecDeque::new(),
             next_offset: log_end,
@@ -186,20 +189,14 @@ impl RaftProducers {
         self.committed_end = self.committed_end.max(end);
     }
 
-    /// The state as of `end`, for a producer snapshot at a roll: the committed state
-    /// and the batches of `later` (the entries after the commit point, in order) that
-    /// end before `end`. `None` when the commit point is past `end` (a follower may
-    /// learn of a commit before it holds the entries): the snapshot is optional, and a
-    /// restart replays from the one before.
-    pub fn snapshot_at(&self, end: Offset, later: Vec<Vec<BatchHeader>>) -> Option<Vec<u8>> {
-        if self.committed_end > end {
-            return None;
-        }
-        let mut state = self.committed.clone();
-        for h in later.iter().flatten().filter(|h| h.last_offset() < end) {
-            state.record(h, h.base_offset);
-        }
-        Some(state.to_bytes())
+    /// The committed state, for a producer snapshot at `end` (a roll, or a clean
+    /// close), when the commit point is exactly there; `None` otherwise. A snapshot may
+    /// hold only committed batches: a restart counts everything in it as committed, and
+    /// a batch that was not could be replaced later while its producer's retry would be
+    /// taken for a duplicate of it. Without one, a restart replays from the snapshot
+    /// before (or the log's start).
+    pub fn snapshot_at(&self, end: Offset) -> Option<Vec<u8>> {
+        (self.committed_end == end).then(|| self.committed.to_bytes())
     }
 
     /// Offset the next proposal will take.
@@ -293,7 +290,9 @@ mod tests {
         p.truncated(Vec::new(), 1);
         assert_eq!(p.admit(&[header(7, 1, 1)], false), Ok(Admission::Append));
         assert_eq!(p.next_offset(), 1);
-        assert_eq!(p.snapshot_at(1, Vec::new()), Some(p.committed.to_bytes()));
-        assert_eq!(p.snapshot_at(0, Vec::new()), None);
+        assert_eq!(p.snapshot_at(1), Some(p.committed.to_bytes()));
+        // Past the commit point the log holds batches that may yet be replaced.
+        p.staged(3, 1, &[b], Vec::new);
+        assert_eq!(p.snapshot_at(2), None);
     }
 }

@@ -232,6 +232,21 @@ impl RaftShard {
         Ok(())
     }
 
+    /// Closes every group's log cleanly (see `RaftLog::close`), between rounds; the
+    /// shard is not used after. Returns the first failure, having tried every group.
+    pub async fn close(&mut self) -> Result<(), RaftShardError> {
+        let mut first = None;
+        for g in self.groups.values() {
+            if let Err(e) = g.node.store().close().await {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
     /// The groups hosted here.
     pub fn group_ids(&self) -> Vec<GroupId> {
         self.groups.keys().copied().collect()

@@ -763,3 +763,114 @@ fn a_deposed_leaders_unacknowledged_batch_is_new_again_for_the_next_leader() {
         assert_eq!(log_of(c.node(1)).next_offset(), 4);
     });
 }
+
+#[test]
+fn a_clean_close_reopens_without_a_scan_and_keeps_the_idempotent_producers() {
+    run(|dir| async move {
+        let journal = Some(64 << 20);
+        let mut c = Cluster::start(&dir, 3, journal).await;
+        c.elect(1).await;
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 0, 0, 3), 1).await,
+            Ok(0)
+        );
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 3, 1, 3), 2).await,
+            Ok(3)
+        );
+        c.drive_n(5).await;
+        for slot in c.nodes.iter_mut() {
+            let Some(mut n) = slot.take() else {
+                continue;
+            };
+            n.shard.close().await.unwrap();
+            if let Some(j) = &n.journal {
+                j.close().await.unwrap();
+            }
+        }
+        for id in 1..=3u64 {
+            c.nodes[id as usize - 1] = Some(open_node(&dir, id, &[1, 2, 3], 1, journal).await);
+            assert!(
+                log_of(c.node(id)).opened_clean(),
+                "node {id} opened without a scan"
+            );
+            assert_eq!(log_of(c.node(id)).next_offset(), 6);
+        }
+        c.elect(1).await;
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 3, 1, 3), 3).await,
+            Ok(3)
+        );
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(7, 6, 2, 1), 4).await,
+            Ok(6)
+        );
+        assert!(c
+            .node_mut(1)
+            .shard
+            .propose(G, producer_batch(7, 9, 3, 1), Acks::All, 5)
+            .is_err());
+    });
+}
+
+#[test]
+fn a_clean_close_with_uncommitted_batches_saves_no_producer_state_that_could_lie() {
+    run(|dir| async move {
+        let journal = Some(64 << 20);
+        let mut c = Cluster::start(&dir, 3, journal).await;
+        c.elect(1).await;
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(5, 0, 0, 2), 1).await,
+            Ok(0)
+        );
+        // Node 1 is cut off, takes the producer's next batch (never committed) and is
+        // closed cleanly with it in its log.
+        c.isolate(1);
+        c.node_mut(1)
+            .shard
+            .propose(G, producer_batch(5, 2, 1, 2), Acks::All, 2)
+            .unwrap();
+        c.drive_n(3).await;
+        assert_eq!(log_of(c.node(1)).next_offset(), 4);
+        if let Some(mut n) = c.nodes[0].take() {
+            n.shard.close().await.unwrap();
+            if let Some(j) = &n.journal {
+                j.close().await.unwrap();
+            }
+        }
+        c.nodes[0] = Some(open_node(&dir, 1, &[1, 2, 3], 1, journal).await);
+        assert!(
+            !log_of(c.node(1)).opened_clean(),
+            "an uncommitted tail leaves no clean marker: the next open scans"
+        );
+        // The others elect a leader and take another producer's batch at offset 2.
+        c.node_mut(2).shard.node_mut(G).unwrap().campaign().unwrap();
+        c.drive_n(40).await;
+        let leader = c.leader_among(&[2, 3]).expect("a new leader");
+        assert_eq!(
+            c.propose_and_wait(leader, producer_batch(9, 0, 2, 1), 3)
+                .await,
+            Ok(2)
+        );
+        c.cut.clear();
+        c.drive_n(40).await;
+        assert_eq!(
+            log_of(c.node(1)).next_offset(),
+            3,
+            "node 1's stale batch replaced"
+        );
+        // Node 1 leads again: producer 5's retry is a new batch, not a duplicate of the
+        // batch that was replaced.
+        c.node_mut(leader)
+            .shard
+            .node_mut(G)
+            .unwrap()
+            .transfer_leader(1);
+        c.drive_n(40).await;
+        assert!(c.node(1).shard.is_leader(G));
+        assert_eq!(
+            c.propose_and_wait(1, producer_batch(5, 2, 1, 2), 4).await,
+            Ok(3)
+        );
+    });
+}
