@@ -83,8 +83,9 @@ pub fn peer_frame(data: &[u8]) {
         }
     } else {
         let mut beats = BeatCache::default();
+        let body = bytes::Bytes::copy_from_slice(rest);
         for _ in 0..2 {
-            if let Ok(messages) = decode_raft(1, 2, rest, &mut beats) {
+            if let Ok(messages) = decode_raft(1, 2, &body, &mut beats) {
                 for (_, m) in messages {
                     assert_eq!((m.from, m.to), (1, 2), "messages of this connection only");
                 }

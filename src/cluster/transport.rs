@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use raft::eraftpb::Message;
 use tracing::{debug, info, warn};
@@ -225,7 +226,7 @@ async fn bounded<T>(
 const MAX_HELLO: usize = 4096;
 
 /// Reads one frame's body, refusing one longer than `max` before reading it.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
+async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Bytes> {
     let mut header = [0u8; FRAME_HEADER];
     stream.read_exact(&mut header).await?;
     let (len, crc) = wire::frame_header(&header).map_err(std::io::Error::other)?;
@@ -237,7 +238,7 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Vec<u
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
     wire::check_body(&body, crc).map_err(std::io::Error::other)?;
-    Ok(body)
+    Ok(Bytes::from(body))
 }
 
 async fn accept_loop(listener: TcpListener, me: Identity, known: Vec<NodeId>, inbox: Rc<Inbox>) {

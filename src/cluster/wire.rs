@@ -12,7 +12,8 @@
 //! the life of the connection, so a reconnect starts from full beats again.
 //!
 //! Decoding is bounds-checked and never panics (fuzzed by the `peer_frame` target): bytes
-//! from a socket reach raft-rs only as messages this module rebuilt.
+//! from a socket reach raft-rs only as messages this module rebuilt. Entries' data are
+//! slices of the frame they came in, not copies.
 
 use std::collections::HashMap;
 
@@ -253,7 +254,7 @@ pub fn encode_raft(
 pub fn decode_raft(
     from: NodeId,
     to: NodeId,
-    body: &[u8],
+    body: &Bytes,
     received: &mut BeatCache,
 ) -> CodecResult<Vec<(GroupId, Message)>> {
     let mut r = Reader::new(body);
@@ -268,7 +269,8 @@ pub fn decode_raft(
         let group = GroupId(r.take_u64()?);
         let m = match tag {
             ITEM_MESSAGE => {
-                let m = raft_message::decode(r.take_bytes32()?)?;
+                // Entries' data stay slices of the frame: no copy on the way in.
+                let m = raft_message::decode_shared(&body.slice_ref(r.take_bytes32()?))?;
                 if m.from != from || m.to != to {
                     return Err(CodecError::Invalid("raft message between other nodes"));
                 }
@@ -332,13 +334,13 @@ mod tests {
         }
     }
 
-    fn body(frame: &[u8]) -> &[u8] {
+    fn body(frame: &[u8]) -> Bytes {
         let header: [u8; FRAME_HEADER] = frame[..FRAME_HEADER].try_into().unwrap();
         let (len, crc) = frame_header(&header).unwrap();
         let body = &frame[FRAME_HEADER..];
         assert_eq!(body.len(), len);
         check_body(body, crc).unwrap();
-        body
+        Bytes::copy_from_slice(body)
     }
 
     #[test]
@@ -350,7 +352,7 @@ mod tests {
             .collect();
         let first = encode_raft(1, 2, &round, &mut sent);
         assert_eq!(
-            decode_raft(1, 2, body(&first), &mut received).unwrap(),
+            decode_raft(1, 2, &body(&first), &mut received).unwrap(),
             round
         );
         let again = encode_raft(1, 2, &round, &mut sent);
@@ -358,7 +360,7 @@ mod tests {
         assert_eq!(again.len(), FRAME_HEADER + 1 + 4 + 100 * 9);
         assert!(first.len() > again.len() * 3);
         assert_eq!(
-            decode_raft(1, 2, body(&again), &mut received).unwrap(),
+            decode_raft(1, 2, &body(&again), &mut received).unwrap(),
             round
         );
         // One group moves on: only it is sent in full.
@@ -367,7 +369,7 @@ mod tests {
         let moved = encode_raft(1, 2, &next, &mut sent);
         assert_eq!(moved.len(), again.len() + 8 + 8 + 4);
         assert_eq!(
-            decode_raft(1, 2, body(&moved), &mut received).unwrap(),
+            decode_raft(1, 2, &body(&moved), &mut received).unwrap(),
             next
         );
     }
@@ -402,7 +404,13 @@ mod tests {
             (GroupId(1), beat(4, 8, false)),
         ];
         let f = encode_raft(1, 2, &round, &mut sent);
-        assert_eq!(decode_raft(1, 2, body(&f), &mut received).unwrap(), round);
+        let frame = body(&f);
+        let decoded = decode_raft(1, 2, &frame, &mut received).unwrap();
+        assert_eq!(decoded, round);
+        // The entry's data is a slice of the frame, not a copy.
+        let data = decoded[1].1.entries[0].data.as_ptr() as usize;
+        let start = frame.as_ptr() as usize;
+        assert!((start..start + frame.len()).contains(&data));
     }
 
     #[test]
@@ -411,7 +419,7 @@ mod tests {
         let round = vec![(GroupId(5), beat(2, 1, false))];
         encode_raft(1, 2, &round, &mut sent);
         let same = encode_raft(1, 2, &round, &mut sent);
-        let err = decode_raft(1, 2, body(&same), &mut BeatCache::default()).unwrap_err();
+        let err = decode_raft(1, 2, &body(&same), &mut BeatCache::default()).unwrap_err();
         assert!(err.to_string().contains("never beaten in full"), "{err}");
         let other = Message {
             msg_type: MessageType::MsgAppend,
@@ -421,7 +429,7 @@ mod tests {
             ..Message::default()
         };
         let f = encode_raft(1, 3, &[(GroupId(5), other)], &mut BeatCache::default());
-        assert!(decode_raft(1, 2, body(&f), &mut BeatCache::default()).is_err());
+        assert!(decode_raft(1, 2, &body(&f), &mut BeatCache::default()).is_err());
     }
 
     #[test]
@@ -434,12 +442,12 @@ mod tests {
             shard: 0,
             disk_id: [7; 16],
         };
-        assert_eq!(Hello::decode(body(&hello.encode())).unwrap(), hello);
+        assert_eq!(Hello::decode(&body(&hello.encode())).unwrap(), hello);
         for reply in [
             HelloReply::Accepted,
             HelloReply::Refused("wrong cluster".into()),
         ] {
-            assert_eq!(HelloReply::decode(body(&reply.encode())).unwrap(), reply);
+            assert_eq!(HelloReply::decode(&body(&reply.encode())).unwrap(), reply);
         }
         // A Kafka client speaking to the peer port.
         assert!(Hello::decode(b"\x00\x12\x00\x03\x00\x00\x00\x07").is_err());

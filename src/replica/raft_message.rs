@@ -129,6 +129,16 @@ pub fn encode(m: &Message) -> Vec<u8> {
 
 /// Decodes a message written by [`encode`]; refuses anything else with an error.
 pub fn decode(data: &[u8]) -> CodecResult<Message> {
+    decode_with(data, Bytes::copy_from_slice)
+}
+
+/// [`decode`], with the entries' data as slices of `data` instead of copies (a frame
+/// read off a socket is kept whole while raft holds the entries).
+pub fn decode_shared(data: &Bytes) -> CodecResult<Message> {
+    decode_with(data, |part| data.slice_ref(part))
+}
+
+fn decode_with(data: &[u8], share: impl Fn(&[u8]) -> Bytes) -> CodecResult<Message> {
     let mut r = Reader::new(data);
     if r.take_u8()? != VERSION {
         return Err(CodecError::Invalid("raft message version"));
@@ -161,7 +171,7 @@ pub fn decode(data: &[u8]) -> CodecResult<Message> {
                 .ok_or(CodecError::Invalid("raft entry type"))?,
             term: r.take_u64()?,
             index: r.take_u64()?,
-            data: Bytes::copy_from_slice(r.take_bytes32()?),
+            data: share(r.take_bytes32()?),
             context: Bytes::copy_from_slice(r.take_bytes32()?),
             sync_log: take_bool(&mut r)?,
             ..Entry::default()
@@ -170,7 +180,7 @@ pub fn decode(data: &[u8]) -> CodecResult<Message> {
     m.entries = entries.into();
     if take_bool(&mut r)? {
         let mut s = Snapshot {
-            data: Bytes::copy_from_slice(r.take_bytes32()?),
+            data: share(r.take_bytes32()?),
             ..Snapshot::default()
         };
         if take_bool(&mut r)? {
