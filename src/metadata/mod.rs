@@ -96,6 +96,9 @@ pub struct ClusterMetadata {
     pub version: u64,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Topic names by id (Fetch v13+ names topics by id on every request), kept by
+    /// `MetaRecord::apply`, the one place topics change.
+    pub(crate) ids: BTreeMap<Uuid, String>,
 }
 
 impl ClusterMetadata {
@@ -117,7 +120,7 @@ impl ClusterMetadata {
 
     /// Finds a topic by id.
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
-        self.topics.values().find(|t| &t.id == id)
+        self.ids.get(id).and_then(|name| self.topics.get(name))
     }
 }
 

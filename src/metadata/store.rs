@@ -112,10 +112,15 @@ impl MetaRecord {
     pub fn apply(&self, meta: &mut ClusterMetadata) {
         match self {
             MetaRecord::PutTopic(t) => {
-                meta.topics.insert(t.name.clone(), t.clone());
+                if let Some(old) = meta.topics.insert(t.name.clone(), t.clone()) {
+                    meta.ids.remove(&old.id);
+                }
+                meta.ids.insert(t.id, t.name.clone());
             }
             MetaRecord::DeleteTopic(name) => {
-                meta.topics.remove(name);
+                if let Some(old) = meta.topics.remove(name) {
+                    meta.ids.remove(&old.id);
+                }
             }
         }
         meta.version += 1;
@@ -356,6 +361,27 @@ mod tests {
                 .collect(),
             configs: [("retention.ms".to_string(), "1000".to_string())].into(),
         }
+    }
+
+    #[test]
+    fn topics_are_found_by_id_through_recreation_and_deletion() {
+        let mut meta = ClusterMetadata::default();
+        let first = topic("t", &[0]);
+        MetaRecord::PutTopic(first.clone()).apply(&mut meta);
+        assert_eq!(
+            meta.topic_by_id(&first.id).map(|t| &t.name),
+            Some(&first.name)
+        );
+        // Deleted and created again under the same name: a new id, the old one unknown.
+        let again = topic("t", &[1]);
+        MetaRecord::PutTopic(again.clone()).apply(&mut meta);
+        assert!(meta.topic_by_id(&first.id).is_none());
+        assert_eq!(
+            meta.topic_by_id(&again.id).map(|t| t.partitions.len()),
+            Some(1)
+        );
+        MetaRecord::DeleteTopic("t".into()).apply(&mut meta);
+        assert!(meta.topic_by_id(&again.id).is_none());
     }
 
     #[test]
