@@ -85,42 +85,67 @@ impl NodeIdentity {
 
     /// The identity of `meta_dir` for node `node` of `cluster_id`: read, and checked to
     /// be this node's; or made (a new disk id) and saved when the directory has none.
-    pub async fn load_or_create(
+    /// Read once at start, before the shards (as the metadata log is).
+    pub fn load_or_create(
         meta_dir: &Path,
         node: u64,
         cluster_id: &str,
     ) -> Result<NodeIdentity, IdentityError> {
+        std::fs::create_dir_all(meta_dir)?;
         let path = meta_dir.join(FILE);
-        if let Some(bytes) = crate::io::small_file::read_all(&path).await? {
-            let found = NodeIdentity::decode(&bytes).map_err(|source| IdentityError::Damaged {
-                file: path.display().to_string(),
-                source,
-            })?;
-            if found.node != node || found.cluster_id != cluster_id {
-                return Err(IdentityError::Foreign {
-                    dir: meta_dir.display().to_string(),
-                    found_node: found.node,
-                    found_cluster: found.cluster_id,
-                    node,
-                    cluster: cluster_id.to_string(),
-                });
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let found =
+                    NodeIdentity::decode(&bytes).map_err(|source| IdentityError::Damaged {
+                        file: path.display().to_string(),
+                        source,
+                    })?;
+                if found.node != node || found.cluster_id != cluster_id {
+                    return Err(IdentityError::Foreign {
+                        dir: meta_dir.display().to_string(),
+                        found_node: found.node,
+                        found_cluster: found.cluster_id,
+                        node,
+                        cluster: cluster_id.to_string(),
+                    });
+                }
+                Ok(found)
             }
-            return Ok(found);
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let made = NodeIdentity {
+                    node,
+                    cluster_id: cluster_id.to_string(),
+                    disk_id: *Uuid::new_v4().as_bytes(),
+                };
+                super::store::replace_durably(&path, &made.encode())?;
+                Ok(made)
+            }
+            Err(e) => Err(e.into()),
         }
-        let made = NodeIdentity {
-            node,
-            cluster_id: cluster_id.to_string(),
-            disk_id: *Uuid::new_v4().as_bytes(),
-        };
-        crate::io::small_file::write_durably(&path, &made.encode()).await?;
-        crate::io::small_file::sync_dir(meta_dir).await?;
-        Ok(made)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_made_one_nodes_and_refused_to_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = NodeIdentity::load_or_create(dir.path(), 2, "prod").unwrap();
+        let again = NodeIdentity::load_or_create(dir.path(), 2, "prod").unwrap();
+        assert_eq!(made, again, "the disk id is kept");
+        let other_node = NodeIdentity::load_or_create(dir.path(), 3, "prod").unwrap_err();
+        assert!(
+            other_node.to_string().contains("belongs to node 2"),
+            "{other_node}"
+        );
+        let other_cluster = NodeIdentity::load_or_create(dir.path(), 2, "test").unwrap_err();
+        assert!(
+            other_cluster.to_string().contains("cluster \"prod\""),
+            "{other_cluster}"
+        );
+    }
 
     #[test]
     fn identity_round_trips_and_damage_is_caught() {

@@ -233,7 +233,7 @@ fn snapshot(meta: &ClusterMetadata) -> Vec<u8> {
 
 /// Replaces `path` by `data` so that a crash leaves the old file or the new one: a temp
 /// file, synced, renamed over it, the directory synced.
-fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(super) fn replace_durably(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("log.tmp");
     {
         let mut f = File::create(&tmp)?;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::executor::{Builder, Executor};
 use crate::log::{FlushPolicy, Journal, JournalOptions};
+use crate::metadata::node_identity::NodeIdentity;
 use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
 use crate::metadata::ShardId;
@@ -176,8 +177,24 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    if !config.peers.is_empty() {
+        // The settings are parsed and checked, the parts are built (src/cluster/), but a
+        // node does not yet join them into a cluster: better refused than ignored.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--peers: running as a node of a cluster is not available in this build yet (issue 17); start without --peers for a single node",
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)?;
     let (store, meta) = MetaStore::open(&config.data_dir.join("meta"), config.node_id)?;
+    // A data directory belongs to one node of one cluster (Kafka's meta.properties).
+    let identity = NodeIdentity::load_or_create(
+        &config.data_dir.join("meta"),
+        u64::try_from(config.node_id).unwrap_or(0),
+        &config.cluster_id,
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    info!(node = identity.node, cluster = %identity.cluster_id, "data directory identity");
     set_aside_stray_partitions(&config.data_dir, &meta);
     let meta = Arc::new(meta);
     let config = Arc::new(config);

@@ -114,3 +114,33 @@ fn a_port_another_broker_listens_on_is_refused_not_shared() {
     let mut c = Client::connect(broker.addr(0));
     create_topic(&mut c, "still-mine", 1);
 }
+
+#[test]
+fn a_data_directory_of_another_node_or_cluster_is_refused() {
+    let mut broker = TestBroker::start(1);
+    if let Some(h) = broker.handle.take() {
+        h.shutdown();
+    }
+    let mut config = broker.config.clone();
+    config.node_id = 4;
+    let err = runtime::start(config.clone()).err().expect("refused");
+    assert!(err.to_string().contains("belongs to node 0"), "{err}");
+    config.node_id = 0;
+    config.cluster_id = "elsewhere".into();
+    let err = runtime::start(config).err().expect("refused");
+    assert!(err.to_string().contains("cluster \"caudal\""), "{err}");
+    // Its own node starts on it as before.
+    broker.restart();
+    let mut c = Client::connect(broker.addr(0));
+    create_topic(&mut c, "still-mine", 1);
+}
+
+#[test]
+fn peers_are_refused_until_a_node_can_join_a_cluster() {
+    let mut config = caudal::config::Config::default();
+    config.data_dir = TestBroker::temp_dir().path().to_path_buf();
+    config.node_id = 1;
+    config.peers = caudal::config::peers::parse_peers("1@127.0.0.1:1,2@127.0.0.1:2").unwrap();
+    let err = runtime::start(config).err().expect("refused");
+    assert!(err.to_string().contains("--peers"), "{err}");
+}
