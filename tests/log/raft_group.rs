@@ -613,6 +613,16 @@ fn producer_batch(pid: i64, seq: i32, i: u32, records: usize) -> Vec<u8> {
 }
 
 impl Cluster {
+    /// Stops node `id` as a clean shutdown does: its groups' logs, then its journal.
+    async fn close_cleanly(&mut self, id: u64) {
+        if let Some(mut n) = self.nodes[id as usize - 1].take() {
+            n.shard.close().await.unwrap();
+            if let Some(j) = &n.journal {
+                j.close().await.unwrap();
+            }
+        }
+    }
+
     /// Proposes `batch` to `leader` under `token` and drives until its outcome is known.
     async fn propose_and_wait(
         &mut self,
@@ -779,14 +789,8 @@ fn a_clean_close_reopens_without_a_scan_and_keeps_the_idempotent_producers() {
             Ok(3)
         );
         c.drive_n(5).await;
-        for slot in c.nodes.iter_mut() {
-            let Some(mut n) = slot.take() else {
-                continue;
-            };
-            n.shard.close().await.unwrap();
-            if let Some(j) = &n.journal {
-                j.close().await.unwrap();
-            }
+        for id in 1..=3 {
+            c.close_cleanly(id).await;
         }
         for id in 1..=3u64 {
             c.nodes[id as usize - 1] = Some(open_node(&dir, id, &[1, 2, 3], 1, journal).await);
@@ -832,12 +836,7 @@ fn a_clean_close_with_uncommitted_batches_saves_no_producer_state_that_could_lie
             .unwrap();
         c.drive_n(3).await;
         assert_eq!(log_of(c.node(1)).next_offset(), 4);
-        if let Some(mut n) = c.nodes[0].take() {
-            n.shard.close().await.unwrap();
-            if let Some(j) = &n.journal {
-                j.close().await.unwrap();
-            }
-        }
+        c.close_cleanly(1).await;
         c.nodes[0] = Some(open_node(&dir, 1, &[1, 2, 3], 1, journal).await);
         assert!(
             !log_of(c.node(1)).opened_clean(),
