@@ -161,6 +161,11 @@ impl Writer {
         Writer::default()
     }
 
+    /// A writer that appends to `buf` (what [`Writer::finish`] then returns).
+    pub fn appending(buf: Vec<u8>) -> Writer {
+        Writer { buf }
+    }
+
     /// A buffer that starts with a file header.
     pub fn with_header(header: FileHeader) -> Writer {
         let mut w = Writer::new();
@@ -230,6 +235,16 @@ impl Writer {
         let b = &b[..b.len().min(u32::MAX as usize)];
         self.put_u32(b.len() as u32);
         self.buf.extend_from_slice(b);
+    }
+
+    /// Appends a `bytes32` whose content `f` writes in place (no buffer of its own to
+    /// copy from). Content past `u32::MAX` bytes is not cut: the caller keeps it smaller.
+    pub fn put_bytes32_with(&mut self, f: impl FnOnce(&mut Writer)) {
+        let at = self.buf.len();
+        self.put_u32(0);
+        f(self);
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
     /// Appends bytes as they are, with no length.

@@ -416,12 +416,7 @@ async fn pump(me: &Identity, link: &Link, mut stream: TcpStream) -> std::io::Res
         }
         let mut out = Vec::new();
         for (messages, bytes) in rounds {
-            out.extend(wire::encode_raft(
-                me.node,
-                link.peer.node,
-                &messages,
-                &mut beats,
-            ));
+            out = wire::encode_raft_into(out, me.node, link.peer.node, &messages, &mut beats);
             link.queued_bytes
                 .set(link.queued_bytes.get().saturating_sub(bytes));
         }

@@ -73,7 +73,7 @@ pub enum HelloReply {
 impl Hello {
     /// The hello as a frame.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let (at, mut w) = start_frame(Vec::new());
         w.put_raw(&magic::PEER_HELLO);
         w.put_u16(self.version);
         w.put_str16(&self.cluster_id);
@@ -81,7 +81,7 @@ impl Hello {
         w.put_u64(self.to_node);
         w.put_u16(self.shard);
         w.put_raw(&self.disk_id);
-        frame(w.finish())
+        end_frame(w, at)
     }
 
     /// Decodes a hello frame's body. Any version is read (the layout above the version
@@ -110,7 +110,7 @@ impl Hello {
 impl HelloReply {
     /// The reply as a frame.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let (at, mut w) = start_frame(Vec::new());
         match self {
             HelloReply::Accepted => w.put_u8(0),
             HelloReply::Refused(why) => {
@@ -118,7 +118,7 @@ impl HelloReply {
                 w.put_str16(why);
             }
         }
-        frame(w.finish())
+        end_frame(w, at)
     }
 
     /// Decodes a reply frame's body.
@@ -134,12 +134,24 @@ impl HelloReply {
     }
 }
 
-/// Wraps a body as a frame: length, checksum, body.
-fn frame(body: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_HEADER + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+/// Starts a frame at the end of `buf`: room for its header, then its body's writer
+/// (the body is written in place, never copied into a frame afterwards).
+fn start_frame(buf: Vec<u8>) -> (usize, Writer) {
+    let at = buf.len();
+    let mut w = Writer::appending(buf);
+    w.put_u32(0);
+    w.put_u32(0);
+    (at, w)
+}
+
+/// Ends the frame started at `at`: its body's length and checksum go in its header.
+fn end_frame(w: Writer, at: usize) -> Vec<u8> {
+    let mut out = w.finish();
+    let body = at + FRAME_HEADER;
+    let len = (out.len() - body) as u32;
+    let crc = crc32c::crc32c(&out[body..]);
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    out[at + 4..body].copy_from_slice(&crc.to_be_bytes());
     out
 }
 
@@ -216,7 +228,19 @@ pub fn encode_raft(
     messages: &[(GroupId, Message)],
     sent: &mut BeatCache,
 ) -> Vec<u8> {
-    let mut w = Writer::new();
+    encode_raft_into(Vec::new(), from, to, messages, sent)
+}
+
+/// [`encode_raft`], appending the frame to `out` (a sender writes several rounds in one
+/// buffer; entries' data are copied once, into it).
+pub fn encode_raft_into(
+    out: Vec<u8>,
+    from: NodeId,
+    to: NodeId,
+    messages: &[(GroupId, Message)],
+    sent: &mut BeatCache,
+) -> Vec<u8> {
+    let (at, mut w) = start_frame(out);
     w.put_u8(KIND_RAFT);
     w.put_u32(messages.len() as u32);
     for (group, m) in messages {
@@ -241,11 +265,11 @@ pub fn encode_raft(
             None => {
                 w.put_u8(ITEM_MESSAGE);
                 w.put_u64(group.0);
-                w.put_bytes32(&raft_message::encode(m));
+                w.put_bytes32_with(|w| raft_message::encode_into(w, m));
             }
         }
     }
-    frame(w.finish())
+    end_frame(w, at)
 }
 
 /// Decodes a raft frame's body from node `from` to node `to`, expanding coalesced beats

@@ -65,8 +65,8 @@ async fn read_all(
             }
         } else {
             let name = topic.topic.0.to_string();
-            let id = meta.topics.get(&name).map_or(uuid::Uuid::nil(), |t| t.id);
-            (name, id)
+            // The answer carries the id only from v13, where the request names it.
+            (name, uuid::Uuid::nil())
         };
         for p in &topic.partitions {
             let found = if name.is_empty() && !id.is_nil() {

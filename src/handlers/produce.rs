@@ -105,6 +105,7 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
     let mut pending = Vec::new();
     for (topic_name, partitions) in plan.topics {
         let name = topic_name.0.to_string();
+        let short = acks == -1 && in_sync_short(ctx, &name);
         let mut parts = Vec::new();
         for (index, records) in partitions {
             let outcome = if !acks_valid {
@@ -113,9 +114,7 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
                 match (ctx.partition(&name, index), records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
-                    (Ok(_), Some(_)) if acks == -1 && in_sync_short(ctx, &name) => {
-                        Err(ErrorCode::NotEnoughReplicas)
-                    }
+                    (Ok(_), Some(_)) if short => Err(ErrorCode::NotEnoughReplicas),
                     (Ok(partition), Some(records)) => {
                         let bytes = records.len() as u64;
                         let stats = ctx.stats().clone();

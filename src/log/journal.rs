@@ -308,14 +308,7 @@ pub fn records_blocking(dir: &Path) -> io::Result<Vec<(String, JournalOp)>> {
     let (_, records) = read_dir_blocking(dir)?;
     Ok(records
         .into_iter()
-        .flat_map(|r| {
-            let key = r.key.clone();
-            group(vec![r])
-                .remove(&key)
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |op| (key.clone(), op))
-        })
+        .filter_map(|r| Some((r.key.clone(), op_of(r.kind, r.payload)?)))
         .collect())
 }
 
@@ -324,22 +317,27 @@ fn group(records: Vec<Record>) -> HashMap<String, Vec<JournalOp>> {
     let mut by_key: HashMap<String, Vec<JournalOp>> = HashMap::new();
     for r in records {
         let ops = by_key.entry(r.key).or_default();
-        match r.kind {
-            KIND_BATCHES => ops.push(JournalOp::Batches(r.payload)),
-            KIND_TRUNCATE => {
-                if let Some(b) = r.payload.get(..8) {
-                    let mut o = [0u8; 8];
-                    o.copy_from_slice(b);
-                    ops.push(JournalOp::Truncate(i64::from_be_bytes(o)));
-                }
-            }
-            KIND_RESET => ops.clear(),
-            KIND_RAFT => ops.push(JournalOp::Raft(r.payload)),
-            _ => {}
+        if r.kind == KIND_RESET {
+            ops.clear();
+        } else if let Some(op) = op_of(r.kind, r.payload) {
+            ops.push(op);
         }
     }
     by_key.retain(|_, ops| !ops.is_empty());
     by_key
+}
+
+/// What a record of `kind` says (`None` for a reset or an unknown kind).
+fn op_of(kind: u8, payload: Bytes) -> Option<JournalOp> {
+    match kind {
+        KIND_BATCHES => Some(JournalOp::Batches(payload)),
+        KIND_TRUNCATE => {
+            let b: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+            Some(JournalOp::Truncate(i64::from_be_bytes(b)))
+        }
+        KIND_RAFT => Some(JournalOp::Raft(payload)),
+        _ => None,
+    }
 }
 
 impl Journal {

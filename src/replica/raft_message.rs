@@ -77,6 +77,13 @@ fn take_ids(r: &mut Reader<'_>) -> CodecResult<Vec<u64>> {
 /// Encodes `m`.
 pub fn encode(m: &Message) -> Vec<u8> {
     let mut w = Writer::new();
+    encode_into(&mut w, m);
+    w.finish()
+}
+
+/// Appends `m`, as [`encode`] writes it, to `w` (a frame of many messages is written
+/// once, entries' data copied straight into it).
+pub fn encode_into(w: &mut Writer, m: &Message) {
     w.put_u8(VERSION);
     w.put_u8(m.msg_type as u8);
     for v in [
@@ -92,7 +99,7 @@ pub fn encode(m: &Message) -> Vec<u8> {
     ] {
         w.put_u64(v);
     }
-    put_bool(&mut w, m.reject);
+    put_bool(w, m.reject);
     w.put_i64(m.priority);
     w.put_bytes32(&m.context);
     w.put_u32(m.entries.len() as u32);
@@ -102,29 +109,28 @@ pub fn encode(m: &Message) -> Vec<u8> {
         w.put_u64(e.index);
         w.put_bytes32(&e.data);
         w.put_bytes32(&e.context);
-        put_bool(&mut w, e.sync_log);
+        put_bool(w, e.sync_log);
     }
-    put_bool(&mut w, m.has_snapshot());
+    put_bool(w, m.has_snapshot());
     if m.has_snapshot() {
         let s = m.get_snapshot();
         w.put_bytes32(&s.data);
-        put_bool(&mut w, s.has_metadata());
+        put_bool(w, s.has_metadata());
         if s.has_metadata() {
             let md = s.get_metadata();
             w.put_u64(md.index);
             w.put_u64(md.term);
-            put_bool(&mut w, md.has_conf_state());
+            put_bool(w, md.has_conf_state());
             if md.has_conf_state() {
                 let cs = md.get_conf_state();
-                put_ids(&mut w, &cs.voters);
-                put_ids(&mut w, &cs.learners);
-                put_ids(&mut w, &cs.voters_outgoing);
-                put_ids(&mut w, &cs.learners_next);
-                put_bool(&mut w, cs.auto_leave);
+                put_ids(w, &cs.voters);
+                put_ids(w, &cs.learners);
+                put_ids(w, &cs.voters_outgoing);
+                put_ids(w, &cs.learners_next);
+                put_bool(w, cs.auto_leave);
             }
         }
     }
-    w.finish()
 }
 
 /// Decodes a message written by [`encode`]; refuses anything else with an error.
