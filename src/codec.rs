@@ -54,9 +54,13 @@ pub mod magic {
     /// `meta/node.identity`: the node and cluster a data directory belongs to, and its
     /// disk identity (`metadata::node_identity`).
     pub const NODE_IDENTITY: [u8; 4] = *b"CDNI";
+    /// `meta/peer.disks`: the disk identity of each peer when first heard from
+    /// (`metadata::peer_disks`).
+    pub const PEER_DISKS: [u8; 4] = *b"CDPD";
 
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 13] = [
+    pub const ALL: [[u8; 4]; 14] = [
+        PEER_DISKS,
         PEER_HELLO,
         NODE_IDENTITY,
         JOURNAL,

@@ -3,6 +3,8 @@
 use crate::log::LogError;
 use crate::protocol::record_batch::BatchError;
 use crate::replica::producer_state::ProducerError;
+use crate::replica::raft_producers::AdmitError;
+use crate::replica::raft_shard::ProposeError;
 use crate::replica::ReplicaError;
 
 /// Kafka protocol error codes used by this broker.
@@ -17,8 +19,12 @@ pub enum ErrorCode {
     CorruptMessage = 2,
     /// The topic or partition does not exist on this broker.
     UnknownTopicOrPartition = 3,
+    /// The partition has no leader right now (an election is under way).
+    LeaderNotAvailable = 5,
     /// The request was for a partition this broker (shard) does not lead.
     NotLeaderOrFollower = 6,
+    /// The outcome is not known in time (a replicated append whose leader changed).
+    RequestTimedOut = 7,
     /// A batch is larger than the topic allows.
     MessageTooLarge = 10,
     /// acks is not one of 0, 1, -1.
@@ -35,6 +41,8 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 38,
     /// Bad replica assignment.
     InvalidReplicaAssignment = 39,
+    /// This node does not decide topic changes; the controller named in Metadata does.
+    NotController = 41,
     /// A config value or key is invalid.
     InvalidConfig = 40,
     /// The request is malformed.
@@ -125,6 +133,27 @@ pub fn replica_error_code(e: &ReplicaError) -> ErrorCode {
         }
         ReplicaError::Producer(ProducerError::OutOfOrder { .. }) => {
             ErrorCode::OutOfOrderSequenceNumber
+        }
+        ReplicaError::Raft(e) => propose_error_code(e),
+    }
+}
+
+/// What a client is told when its append did not go through raft. An outcome that is
+/// unknown (the leader changed before the entry was decided) is a timeout, never a
+/// success: the client retries, and an idempotent producer's retry is deduplicated.
+pub fn propose_error_code(e: &ProposeError) -> ErrorCode {
+    match e {
+        ProposeError::NotLeader | ProposeError::Dropped => ErrorCode::NotLeaderOrFollower,
+        ProposeError::Unknown => ErrorCode::RequestTimedOut,
+        ProposeError::Storage(_) => ErrorCode::KafkaStorageError,
+        ProposeError::Rejected(AdmitError::Producer(ProducerError::InvalidEpoch { .. })) => {
+            ErrorCode::InvalidProducerEpoch
+        }
+        ProposeError::Rejected(AdmitError::Producer(ProducerError::OutOfOrder { .. })) => {
+            ErrorCode::OutOfOrderSequenceNumber
+        }
+        ProposeError::Rejected(AdmitError::MixedRetry | AdmitError::Invalid(_)) => {
+            ErrorCode::InvalidRecord
         }
     }
 }

@@ -28,25 +28,7 @@ use super::transport::Transport;
 /// nodes sharing two cores under load, short enough for a failover clients ride out.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// What the rest of the shard knows of a group, as of the last round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupView {
-    /// The leader this replica knows of, if any.
-    pub leader: Option<NodeId>,
-    /// The current term (the partition's leader epoch).
-    pub term: u64,
-    /// True when this replica leads.
-    pub is_leader: bool,
-    /// Offset after the last committed record this replica holds durably.
-    pub high_watermark: Offset,
-    /// Offset after this replica's last record.
-    pub log_end: Offset,
-    /// The group's voters.
-    pub voters: Vec<NodeId>,
-    /// The voters the leader has seen caught up within the lag bound (on the leader;
-    /// elsewhere the voters themselves are reported).
-    pub in_sync: Vec<NodeId>,
-}
+pub use crate::replica::replication::GroupView;
 
 type Reply<T> = local_channel::LocalSender<T>;
 
@@ -59,6 +41,10 @@ enum Command {
         reply: Reply<Result<(), String>>,
     },
     Campaign(GroupId),
+    /// Stop hosting a group (its partition was deleted), closing its log.
+    CloseGroup(GroupId, Reply<Result<(), String>>),
+    /// Close every group's log and stop the loop (shutdown).
+    Close(Reply<Result<(), String>>),
 }
 
 struct Proposal {
@@ -78,6 +64,8 @@ struct Shared {
     wake: Notify,
     /// Woken after every round that changed some view (fetches wait on it).
     changed: Notify,
+    /// Groups whose view changed since [`RaftDriver::take_changed`] last ran.
+    dirty: RefCell<BTreeSet<GroupId>>,
     /// How long a voter may lag and stay in sync (Kafka's `replica.lag.time.max.ms`).
     lag_max: Duration,
 }
@@ -90,7 +78,7 @@ pub struct RaftDriver {
 
 impl RaftDriver {
     /// Starts the loop over `shard` and `transport`.
-    pub fn start(shard: RaftShard, transport: Transport, lag_max: Duration) -> RaftDriver {
+    pub fn start(shard: RaftShard, transport: Rc<Transport>, lag_max: Duration) -> RaftDriver {
         let shared = Rc::new(Shared {
             commands: RefCell::new(Vec::new()),
             proposals: RefCell::new(Vec::new()),
@@ -99,6 +87,7 @@ impl RaftDriver {
             views: RefCell::new(BTreeMap::new()),
             wake: Notify::default(),
             changed: Notify::default(),
+            dirty: RefCell::new(BTreeSet::new()),
             lag_max,
         });
         let tasks = TaskSet::new(format!("raft loop of node {}", shard.node_id()));
@@ -169,6 +158,39 @@ impl RaftDriver {
         self.shared.views.borrow().get(&group).cloned()
     }
 
+    /// The groups whose view changed since the last call, with their views (`None`:
+    /// the group is no longer hosted).
+    pub fn take_changed(&self) -> Vec<(GroupId, Option<GroupView>)> {
+        let dirty = std::mem::take(&mut *self.shared.dirty.borrow_mut());
+        let views = self.shared.views.borrow();
+        dirty
+            .into_iter()
+            .map(|g| (g, views.get(&g).cloned()))
+            .collect()
+    }
+
+    /// Stops hosting `group` and closes its log (its partition was deleted).
+    pub async fn close_group(&self, group: GroupId) -> Result<(), String> {
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.command(Command::CloseGroup(group, reply));
+        rx.recv()
+            .await
+            .unwrap_or_else(|| Err("the raft loop stopped".into()))
+    }
+
+    /// Closes every group's log cleanly and stops the loop (shutdown); waiting
+    /// proposals end with an unknown outcome.
+    pub async fn close(&self) -> Result<(), String> {
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.command(Command::Close(reply));
+        let result = rx
+            .recv()
+            .await
+            .unwrap_or_else(|| Err("the raft loop stopped".into()));
+        self.stop();
+        result
+    }
+
     /// Resolves after the next round that changed some group's view.
     pub async fn changed(&self) {
         let generation = self.shared.changed.generation();
@@ -182,13 +204,31 @@ impl RaftDriver {
     }
 }
 
+/// One group of a driver, as its partition's replica proposes to it and reads its view.
+pub struct GroupHandle {
+    /// The shard's raft loop.
+    pub driver: Rc<RaftDriver>,
+    /// The group.
+    pub group: GroupId,
+}
+
+impl crate::replica::replication::ReplicationGroup for GroupHandle {
+    fn propose(&self, batches: Vec<u8>, acks: Acks) -> crate::replica::replication::Proposed<'_> {
+        Box::pin(self.driver.propose(self.group, batches, acks))
+    }
+
+    fn view(&self) -> Option<GroupView> {
+        self.driver.view(self.group)
+    }
+}
+
 impl Drop for RaftDriver {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
+async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>) {
     let mut next_tick = Instant::now() + TICK;
     // When each voter was last seen caught up, per group (on its leader).
     let mut caught_up: HashMap<(GroupId, NodeId), Instant> = HashMap::new();
@@ -242,6 +282,30 @@ async fn run(mut shard: RaftShard, transport: Transport, shared: Rc<Shared>) {
                             warn!(group = group.0, error = %e, "campaign refused");
                         }
                     }
+                }
+                Command::CloseGroup(group, reply) => {
+                    let result = match shard.close_group(group).await {
+                        Ok(unknown) => {
+                            for c in unknown {
+                                if let Some(w) = shared.waiters.borrow_mut().remove(&c.token) {
+                                    let _ = w.try_send(c.result);
+                                }
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    shared.views.borrow_mut().remove(&group);
+                    shared.dirty.borrow_mut().insert(group);
+                    shared.changed.notify();
+                    let _ = reply.try_send(result);
+                }
+                Command::Close(reply) => {
+                    let result = shard.close().await.map_err(|e| e.to_string());
+                    transport.stop();
+                    let _ = reply.try_send(result);
+                    // The groups' logs are closed: nothing may run a round over them.
+                    std::future::pending::<()>().await;
                 }
             }
         }
@@ -327,12 +391,17 @@ fn refresh_views(
                 .iter()
                 .copied()
                 .filter(|&v| {
-                    let matched = if v == raft.id {
-                        raft.raft_log.persisted
+                    // A follower counts only while it answers (raft's `recent_active`,
+                    // cleared at every check-quorum round): one cut off right after
+                    // catching up must not stay in sync while nothing new is written.
+                    let (matched, active) = if v == raft.id {
+                        (raft.raft_log.persisted, true)
                     } else {
-                        raft.prs().get(v).map_or(0, |p| p.matched)
+                        raft.prs()
+                            .get(v)
+                            .map_or((0, false), |p| (p.matched, p.recent_active))
                     };
-                    if matched >= last {
+                    if matched >= last && active {
                         caught_up.insert((g, v), now);
                     }
                     caught_up
@@ -354,6 +423,7 @@ fn refresh_views(
         };
         if views.get(&g) != Some(&view) {
             views.insert(g, view);
+            shared.dirty.borrow_mut().insert(g);
             changed = true;
         }
     }

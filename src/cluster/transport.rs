@@ -23,8 +23,10 @@ use crate::notify::Notify;
 use crate::replica::raft_shard::{GroupId, NodeId};
 use crate::task::TaskSet;
 
-use super::wire::{self, BeatCache, Hello, HelloReply, FRAME_HEADER};
+use super::wire::{self, BeatCache, Control, Frame, Hello, HelloReply, FRAME_HEADER};
 use crate::config::Peer;
+use crate::metadata::peer_disks::PeerDisks;
+use std::sync::Arc;
 
 /// Bytes of rounds a sender holds for a peer before it drops new ones.
 pub const MAX_QUEUED: usize = 32 << 20;
@@ -59,6 +61,10 @@ pub struct Inbox {
     pub arrived: Notify,
     /// Woken when the raft loop takes what waited.
     taken: Notify,
+    /// Control messages received, with their sender, until taken.
+    control: RefCell<Vec<(NodeId, Control)>>,
+    /// Woken when a control message arrives.
+    pub control_arrived: Notify,
 }
 
 impl Inbox {
@@ -67,6 +73,21 @@ impl Inbox {
         self.bytes.set(0);
         self.taken.notify();
         std::mem::take(&mut *self.messages.borrow_mut())
+    }
+
+    /// Takes the control messages received so far, in arrival order.
+    pub fn take_control(&self) -> Vec<(NodeId, Control)> {
+        std::mem::take(&mut *self.control.borrow_mut())
+    }
+
+    fn push_control(&self, from: NodeId, c: Control) {
+        let mut waiting = self.control.borrow_mut();
+        // Control messages are resent periodically: a backlog is never worth keeping.
+        if waiting.len() >= MAX_CONTROL_WAITING {
+            waiting.remove(0);
+        }
+        waiting.push((from, c));
+        self.control_arrived.notify();
     }
 
     /// Adds one frame's messages, then waits while too much waits to be taken.
@@ -84,8 +105,19 @@ impl Inbox {
     }
 }
 
-/// One round's messages for a peer, and the bytes they are counted as.
-type QueuedRound = (Vec<(GroupId, Message)>, usize);
+/// Control messages kept for the shard before older ones are dropped.
+const MAX_CONTROL_WAITING: usize = 64;
+
+/// Something queued for a peer.
+enum Outgoing {
+    /// One round's raft messages.
+    Raft(Vec<(GroupId, Message)>),
+    /// A control message.
+    Control(Control),
+}
+
+/// What is queued for a peer, and the bytes it is counted as.
+type QueuedRound = (Outgoing, usize);
 
 /// A peer's sending side.
 struct Link {
@@ -115,6 +147,7 @@ impl Transport {
         me: Identity,
         listener: TcpListener,
         peers: &[Peer],
+        disks: Option<Arc<PeerDisks>>,
     ) -> std::io::Result<Transport> {
         let local_addr = listener.local_addr()?;
         let tasks = TaskSet::new(format!("peer transport of shard {}", me.shard));
@@ -123,7 +156,7 @@ impl Transport {
         let known: Vec<NodeId> = peers.iter().map(|p| p.node).collect();
         tasks.spawn(
             "peer listener",
-            accept_loop(listener, me.clone(), known, inbox.clone()),
+            accept_loop(listener, me.clone(), known, inbox.clone(), disks),
         );
         let mut links = BTreeMap::new();
         for peer in peers.iter().filter(|p| p.node != me.node) {
@@ -176,8 +209,36 @@ impl Transport {
             return;
         }
         link.queued_bytes.set(link.queued_bytes.get() + bytes);
-        link.queue.borrow_mut().push_back((messages, bytes));
+        link.queue
+            .borrow_mut()
+            .push_back((Outgoing::Raft(messages), bytes));
         link.wake.notify();
+    }
+
+    /// Queues a control message for node `to` (dropped as raft rounds are; senders of
+    /// control messages repeat them until they see their effect).
+    pub fn send_control(&self, to: NodeId, c: Control) {
+        let Some(link) = self.links.get(&to) else {
+            return;
+        };
+        let bytes = match &c {
+            Control::Metadata(b) => b.len() + 64,
+            _ => 256,
+        };
+        if link.queued_bytes.get() + bytes > MAX_QUEUED {
+            link.dropped.set(link.dropped.get() + 1);
+            return;
+        }
+        link.queued_bytes.set(link.queued_bytes.get() + bytes);
+        link.queue
+            .borrow_mut()
+            .push_back((Outgoing::Control(c), bytes));
+        link.wake.notify();
+    }
+
+    /// The nodes this shard sends to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.links.keys().copied().collect()
     }
 
     /// Peers found unreachable since the last call (for raft's `report_unreachable`).
@@ -241,7 +302,13 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Bytes
     Ok(Bytes::from(body))
 }
 
-async fn accept_loop(listener: TcpListener, me: Identity, known: Vec<NodeId>, inbox: Rc<Inbox>) {
+async fn accept_loop(
+    listener: TcpListener,
+    me: Identity,
+    known: Vec<NodeId>,
+    inbox: Rc<Inbox>,
+    disks: Option<Arc<PeerDisks>>,
+) {
     let connections = TaskSet::new(format!("peer connections of shard {}", me.shard));
     loop {
         let stream = match listener.accept().await {
@@ -255,13 +322,25 @@ async fn accept_loop(listener: TcpListener, me: Identity, known: Vec<NodeId>, in
         let _ = stream.set_nodelay(true);
         connections.spawn(
             "peer connection",
-            receive(stream, me.clone(), known.clone(), inbox.clone()),
+            receive(
+                stream,
+                me.clone(),
+                known.clone(),
+                inbox.clone(),
+                disks.clone(),
+            ),
         );
     }
 }
 
 /// Serves one inbound connection: checks the hello, then takes frames until it closes.
-async fn receive(mut stream: TcpStream, me: Identity, known: Vec<NodeId>, inbox: Rc<Inbox>) {
+async fn receive(
+    mut stream: TcpStream,
+    me: Identity,
+    known: Vec<NodeId>,
+    inbox: Rc<Inbox>,
+    disks: Option<Arc<PeerDisks>>,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -300,6 +379,13 @@ async fn receive(mut stream: TcpStream, me: Identity, known: Vec<NodeId>, inbox:
             "node {} is not a peer of this node",
             hello.from_node
         ))
+    } else if let Some(disks) = &disks {
+        // A peer back on an empty disk under its old id must not vote (KIP-903).
+        disks
+            .admit(hello.from_node, hello.disk_id)
+            .await
+            .err()
+            .map(|e| e.to_string())
     } else {
         None
     };
@@ -328,8 +414,9 @@ async fn receive(mut stream: TcpStream, me: Identity, known: Vec<NodeId>, inbox:
                 return;
             }
         };
-        match wire::decode_raft(from, me.node, &body, &mut beats) {
-            Ok(msgs) => inbox.push(msgs, body.len()).await,
+        match wire::decode_frame(from, me.node, &body, &mut beats) {
+            Ok(Frame::Raft(msgs)) => inbox.push(msgs, body.len()).await,
+            Ok(Frame::Control(c)) => inbox.push_control(from, c),
             Err(e) => {
                 // The stream is out of step (a bug, or not our protocol): start over.
                 warn!(node = from, error = %e, "bad frame from a peer; connection closed");
@@ -415,8 +502,13 @@ async fn pump(me: &Identity, link: &Link, mut stream: TcpStream) -> std::io::Res
             continue;
         }
         let mut out = Vec::new();
-        for (messages, bytes) in rounds {
-            out = wire::encode_raft_into(out, me.node, link.peer.node, &messages, &mut beats);
+        for (item, bytes) in rounds {
+            out = match item {
+                Outgoing::Raft(messages) => {
+                    wire::encode_raft_into(out, me.node, link.peer.node, &messages, &mut beats)
+                }
+                Outgoing::Control(c) => wire::encode_control_into(out, &c),
+            };
             link.queued_bytes
                 .set(link.queued_bytes.get().saturating_sub(bytes));
         }

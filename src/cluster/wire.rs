@@ -35,6 +35,12 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub const FRAME_HEADER: usize = 8;
 
 const KIND_RAFT: u8 = 1;
+const KIND_CONTROL: u8 = 2;
+
+/// Tags of control messages.
+const CONTROL_REGISTER: u8 = 1;
+const CONTROL_METADATA: u8 = 2;
+const CONTROL_CREATE_TOPICS: u8 = 3;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -218,6 +224,103 @@ fn as_beat(m: &Message, from: NodeId, to: NodeId) -> Option<(bool, Beat)> {
 #[derive(Debug, Default)]
 pub struct BeatCache {
     last: HashMap<(GroupId, bool), Beat>,
+}
+
+/// What nodes tell each other beside raft, on shard 0's connections. In this part the
+/// metadata is decided by one node (the controller node, the lowest id of `--peers`)
+/// and pushed to the others; part 3 puts it in a raft group of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A node's Kafka listeners, sent to the controller node until its metadata has them.
+    Register {
+        /// Host the node advertises to clients.
+        host: String,
+        /// Port of its shard 0's Kafka listener.
+        port: u16,
+        /// Its shard count.
+        shards: u16,
+    },
+    /// The whole metadata as the controller node holds it (`metadata::store::snapshot`).
+    Metadata(Bytes),
+    /// Topics a client asked another node to auto-create: (name, partitions, replicas).
+    CreateTopics(Vec<(String, i32, i16)>),
+}
+
+/// A frame's contents.
+#[derive(Debug)]
+pub enum Frame {
+    /// One round's raft messages.
+    Raft(Vec<(GroupId, Message)>),
+    /// A control message.
+    Control(Control),
+}
+
+/// Encodes a control message as a frame, appended to `out`.
+pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
+    let (at, mut w) = start_frame(out);
+    w.put_u8(KIND_CONTROL);
+    match c {
+        Control::Register { host, port, shards } => {
+            w.put_u8(CONTROL_REGISTER);
+            w.put_str16(host);
+            w.put_u16(*port);
+            w.put_u16(*shards);
+        }
+        Control::Metadata(snapshot) => {
+            w.put_u8(CONTROL_METADATA);
+            w.put_bytes32(snapshot);
+        }
+        Control::CreateTopics(topics) => {
+            w.put_u8(CONTROL_CREATE_TOPICS);
+            w.put_u32(topics.len() as u32);
+            for (name, partitions, replicas) in topics {
+                w.put_str16(name);
+                w.put_i32(*partitions);
+                w.put_u16(*replicas as u16);
+            }
+        }
+    }
+    end_frame(w, at)
+}
+
+fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
+    let c = match r.take_u8()? {
+        CONTROL_REGISTER => Control::Register {
+            host: r.take_str16()?,
+            port: r.take_u16()?,
+            shards: r.take_u16()?,
+        },
+        CONTROL_METADATA => Control::Metadata(body.slice_ref(r.take_bytes32()?)),
+        CONTROL_CREATE_TOPICS => {
+            // The smallest topic: an empty name, a count and a factor.
+            let n = r.take_count(2 + 4 + 2)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                topics.push((r.take_str16()?, r.take_i32()?, r.take_u16()? as i16));
+            }
+            Control::CreateTopics(topics)
+        }
+        _ => return Err(CodecError::Invalid("control message kind")),
+    };
+    r.finish()?;
+    Ok(c)
+}
+
+/// Decodes any frame's body from node `from` to node `to` (see [`decode_raft`]).
+pub fn decode_frame(
+    from: NodeId,
+    to: NodeId,
+    body: &Bytes,
+    received: &mut BeatCache,
+) -> CodecResult<Frame> {
+    match body.first() {
+        Some(&KIND_CONTROL) => {
+            let mut r = Reader::new(body);
+            r.take_u8()?;
+            decode_control(&mut r, body).map(Frame::Control)
+        }
+        _ => decode_raft(from, to, body, received).map(Frame::Raft),
+    }
 }
 
 /// Encodes one round's messages from node `from` to node `to` as a raft frame, coalescing

@@ -254,6 +254,12 @@ settings! {
     default_replication_factor: i16 = 1
         => default_replication_factor: i16 = default_replication_factor;
 
+    /// How long a replica may lag its partition's leader and still count as in sync
+    /// (replica.lag.time.max.ms), in milliseconds.
+    replica_lag_time_max_ms: u64 = 30_000
+        => /// Kafka's `replica.lag.time.max.ms`.
+           replica_lag_time_max_ms: u64 = replica_lag_time_max_ms;
+
     /// Partitions of auto-created topics (and of CreateTopics with -1).
     default_partitions: i32 = 1
         => default_partitions: i32 = default_partitions;

@@ -14,6 +14,7 @@ use crate::group::coordinator::Coordinator;
 use crate::metadata::{ClusterMetadata, PartitionId, ShardId};
 use crate::notify::Notify;
 use crate::replica::Partition;
+use crate::shard::cluster::PartitionLeader;
 use crate::shard::controller_client::Controller;
 use crate::shard::producer_ids::ProducerIds;
 use crate::shard::state::{PartitionHandle, Shard, ShardStats};
@@ -66,6 +67,52 @@ impl<'a> RequestContext<'a> {
     /// Broker id of shard `k` of this node.
     pub fn broker_id(&self, shard: ShardId) -> i32 {
         self.shard.broker_id(shard)
+    }
+
+    /// Every broker clients may use, as (broker id, host, port).
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        self.shard.brokers()
+    }
+
+    /// Where clients reach broker `id`, when known.
+    pub fn endpoint(&self, id: i32) -> Option<(String, i32)> {
+        self.shard.endpoint(id)
+    }
+
+    /// The broker clients are told is the controller.
+    pub fn controller_broker(&self) -> i32 {
+        self.shard.controller_broker()
+    }
+
+    /// The broker that coordinates `group`.
+    pub fn coordinator_broker(&self, group: &str) -> i32 {
+        self.shard.coordinator_broker(group)
+    }
+
+    /// The cluster id clients are told.
+    pub fn cluster_id(&self) -> String {
+        if self.shard.in_cluster() {
+            self.shard.config.cluster_id.clone()
+        } else {
+            crate::handlers::metadata::CLUSTER_ID.to_string()
+        }
+    }
+
+    /// Leader, epoch, replicas and in-sync replicas of partition `index` of `topic`.
+    pub fn partition_leader(&self, topic: &str, index: PartitionId) -> Option<PartitionLeader> {
+        let meta = self.shard.meta();
+        let t = meta.topics.get(topic)?;
+        self.shard.partition_leader(t, index)
+    }
+
+    /// Asks the cluster's controller node to create topics a client auto-created here
+    /// (name, partitions, replicas); false on a node that decides itself.
+    pub fn forward_creation(&self, topics: Vec<(String, i32, i16)>) -> bool {
+        if self.shard.in_cluster() && self.shard.controller_node() != self.shard.config.node_id {
+            crate::shard::cluster::forward_creation(self.shard, topics);
+            return true;
+        }
+        false
     }
 
     /// The log of a partition this shard leads, or the error code to answer with.

@@ -39,6 +39,11 @@ pub async fn handle(
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
+        let nodes = ctx.config().peers.len().max(1);
+        let replicas = match t.replication_factor {
+            -1 => ctx.config().default_replication_factor,
+            rf => rf,
+        };
         let refusal = if let Err(e) = validate_topic_name(&name) {
             Some((ErrorCode::InvalidTopicException, e))
         } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
@@ -46,11 +51,13 @@ pub async fn handle(
                 ErrorCode::InvalidPartitions,
                 format!("partitions must be 1..={MAX_PARTITIONS}"),
             ))
-        } else if t.replication_factor != -1 && t.replication_factor != 1 {
+        } else if t.replication_factor != -1
+            && (t.replication_factor < 1 || t.replication_factor as usize > nodes)
+        {
             Some((
                 ErrorCode::InvalidReplicationFactor,
                 format!(
-                    "replication factor {} is larger than the 1 available broker node",
+                    "replication factor {} is not 1..={nodes} (the cluster's nodes)",
                     t.replication_factor
                 ),
             ))
@@ -67,7 +74,7 @@ pub async fn handle(
         let result = CreatableTopicResult::default()
             .with_name(t.name.clone())
             .with_num_partitions(if version >= 5 { partitions } else { -1 })
-            .with_replication_factor(if version >= 5 { 1 } else { -1 });
+            .with_replication_factor(if version >= 5 { replicas } else { -1 });
         if let Some((code, _)) = &refusal {
             ctx.stats().error(*code);
         }
@@ -86,6 +93,7 @@ pub async fn handle(
                     name,
                     partitions,
                     configs,
+                    replication_factor: t.replication_factor,
                 });
             }
         }

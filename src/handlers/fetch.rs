@@ -114,11 +114,9 @@ async fn read_all(
                 ctx.stats().error(code);
                 out.error_code = code.code();
                 if code == ErrorCode::NotLeaderOrFollower {
-                    out.current_leader = meta
-                        .topics
-                        .get(&name)
-                        .and_then(|t| t.partition(index))
-                        .map(|a| (a.leader.broker_id(), a.leader_epoch));
+                    out.current_leader = ctx
+                        .partition_leader(&name, index)
+                        .and_then(|l| l.leader.map(|id| (id, l.epoch)));
                 }
             }
             Ok((partition, task)) => {
@@ -170,11 +168,9 @@ async fn read_all(
     (topics, total, errors)
 }
 
-/// The endpoints of the leaders the partitions' hints name (KIP-951). Every shard is on
-/// this node until nodes join (issue 17): this node's host and the shard's port.
+/// The endpoints of the leaders the partitions' hints name (KIP-951).
 fn leader_endpoints(ctx: &RequestContext<'_>, topics: &[TopicOut]) -> Vec<EndpointOut> {
     let mut out: Vec<EndpointOut> = Vec::new();
-    let shards = ctx.config().shards;
     for (leader, _) in topics
         .iter()
         .flat_map(|t| &t.partitions)
@@ -183,11 +179,11 @@ fn leader_endpoints(ctx: &RequestContext<'_>, topics: &[TopicOut]) -> Vec<Endpoi
         if out.iter().any(|e| e.node_id == leader) {
             continue;
         }
-        if let Some(shard) = (0..shards).find(|&k| ctx.broker_id(k) == leader) {
+        if let Some((host, port)) = ctx.endpoint(leader) {
             out.push(EndpointOut {
                 node_id: leader,
-                host: ctx.config().advertised_host.clone(),
-                port: i32::from(ctx.config().shard_port(shard)),
+                host,
+                port,
             });
         }
     }

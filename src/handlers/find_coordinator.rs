@@ -1,4 +1,5 @@
-//! FindCoordinator: the group's coordinator is the ctx its id hashes to.
+//! FindCoordinator: the group's coordinator is the shard its id hashes to, on this node
+//! alone or on a cluster's controller node (group state is replicated in part 3).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -6,7 +7,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::dispatch::context::RequestContext;
 use crate::error::ErrorCode;
-use crate::group::coordinator_shard;
 
 const GROUP: i8 = 0;
 
@@ -25,12 +25,15 @@ pub async fn handle(
         if key.is_empty() {
             return Err((ErrorCode::InvalidGroupId, "empty group id"));
         }
-        let s = coordinator_shard(key, ctx.config().shards);
-        Ok((
-            ctx.broker_id(s),
-            StrBytes::from_string(ctx.config().advertised_host.clone()),
-            i32::from(ctx.config().shard_port(s)),
-        ))
+        let id = ctx.coordinator_broker(key);
+        match ctx.endpoint(id) {
+            Some((host, port)) => Ok((id, StrBytes::from_string(host), port)),
+            // The controller node has not registered its listeners yet.
+            None => Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "the coordinator's node is not known yet",
+            )),
+        }
     };
     if ctx.header.request_api_version >= 4 {
         let coordinators = request

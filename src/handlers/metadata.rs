@@ -64,19 +64,30 @@ pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> Metad
                 name: n.clone(),
                 partitions: ctx.config().default_partitions,
                 configs: Default::default(),
+                replication_factor: -1,
             })
             .collect();
         if !missing.is_empty() {
-            ctx.controller().create_topics(missing, false).await;
+            let forward: Vec<(String, i32, i16)> = missing
+                .iter()
+                .map(|t| (t.name.clone(), t.partitions, t.replication_factor))
+                .collect();
+            // On a node that does not decide, the controller node creates them and
+            // sends the metadata back; the client asks again meanwhile.
+            if !ctx.forward_creation(forward) {
+                ctx.controller().create_topics(missing, false).await;
+            }
         }
     }
     let meta = ctx.metadata();
-    let brokers = (0..ctx.config().shards)
-        .map(|k| {
+    let brokers = ctx
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(ctx.broker_id(k)))
-                .with_host(StrBytes::from_string(ctx.config().advertised_host.clone()))
-                .with_port(i32::from(ctx.config().shard_port(k)))
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
         })
         .collect();
     let names: Vec<String> = match requested {
@@ -91,17 +102,24 @@ pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> Metad
                     .partitions
                     .iter()
                     .enumerate()
-                    .map(|(p, a)| {
-                        let replicas: Vec<BrokerId> =
-                            a.replicas.iter().map(|r| BrokerId(r.broker_id())).collect();
-                        MetadataResponsePartition::default()
-                            .with_partition_index(p as i32)
-                            .with_leader_id(BrokerId(a.leader.broker_id()))
-                            .with_leader_epoch(a.leader_epoch)
-                            // With one replica each there is no follower to fall behind:
-                            // every replica is in sync.
-                            .with_isr_nodes(replicas.clone())
-                            .with_replica_nodes(replicas)
+                    .map(|(p, _)| {
+                        let out =
+                            MetadataResponsePartition::default().with_partition_index(p as i32);
+                        let Some(l) = ctx.partition_leader(name, p as i32) else {
+                            return out.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
+                        };
+                        let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+                        let out = out
+                            .with_leader_epoch(l.epoch)
+                            .with_isr_nodes(ids(l.in_sync))
+                            .with_replica_nodes(ids(l.replicas));
+                        match l.leader {
+                            Some(id) => out.with_leader_id(BrokerId(id)),
+                            // An election is under way: clients ask again.
+                            None => out
+                                .with_leader_id(BrokerId(-1))
+                                .with_error_code(ErrorCode::LeaderNotAvailable.code()),
+                        }
                     })
                     .collect();
                 let topic = MetadataResponseTopic::default()
@@ -133,7 +151,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> Metad
     };
     response
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(ctx.broker_id(0)))
+        .with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id())))
+        .with_controller_id(BrokerId(ctx.controller_broker()))
         .with_topics(topics)
 }

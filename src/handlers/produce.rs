@@ -105,7 +105,11 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
     let mut pending = Vec::new();
     for (topic_name, partitions) in plan.topics {
         let name = topic_name.0.to_string();
-        let short = acks == -1 && in_sync_short(ctx, &name);
+        let min_insync = if acks == -1 {
+            min_insync_replicas(ctx, &name)
+        } else {
+            1
+        };
         let mut parts = Vec::new();
         for (index, records) in partitions {
             let outcome = if !acks_valid {
@@ -114,13 +118,15 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
                 match (ctx.partition(&name, index), records) {
                     (Err(code), _) => Err(code),
                     (Ok(_), None) => Err(ErrorCode::CorruptMessage),
-                    (Ok(_), Some(_)) if short => Err(ErrorCode::NotEnoughReplicas),
+                    (Ok(p), Some(_)) if p.replica.in_sync_replicas() < min_insync => {
+                        Err(ErrorCode::NotEnoughReplicas)
+                    }
                     (Ok(partition), Some(records)) => {
                         let bytes = records.len() as u64;
                         let stats = ctx.stats().clone();
                         Ok(crate::task::spawn(async move {
                             let metrics = &partition.metrics;
-                            let r = partition.replica.append(records).await;
+                            let r = partition.replica.append_with_acks(records, acks).await;
                             if let Ok(a) = &r {
                                 if !a.duplicate {
                                     ShardStats::add(&stats.produce_bytes, bytes);
@@ -189,15 +195,14 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
     )
 }
 
-/// True when `topic` wants more replicas in sync for acks=all than it has. A partition
-/// of a single node has one replica, always in sync (issue 17 counts a replicated
-/// partition's in-sync voters).
-fn in_sync_short(ctx: &RequestContext<'_>, topic: &str) -> bool {
-    const IN_SYNC: usize = 1;
+/// How many replicas `topic` wants in sync for acks=all (`min.insync.replicas`). A
+/// partition of a single replica has that one, always in sync; a replicated one counts
+/// the voters its leader has seen caught up.
+fn min_insync_replicas(ctx: &RequestContext<'_>, topic: &str) -> usize {
     ctx.metadata()
         .topics
         .get(topic)
-        .is_some_and(|t| topic_config::min_insync_replicas(&t.configs) > IN_SYNC)
+        .map_or(1, |t| topic_config::min_insync_replicas(&t.configs))
 }
 
 /// KIP-951: with NOT_LEADER_OR_FOLLOWER, Produce v10+ names the partition's leader and
@@ -208,27 +213,31 @@ struct LeaderHints {
 }
 
 impl LeaderHints {
-    /// The leader of `topic`/`index` as the metadata has it (its endpoint joins the
-    /// response's list), or "unknown" (-1). Every shard is on this node until nodes
-    /// join (issue 17), so the endpoint is this node's host and the shard's port.
+    /// The leader of `topic`/`index` as this node knows it (its endpoint joins the
+    /// response's list), or "unknown" (-1).
     fn leader_of(&mut self, ctx: &RequestContext<'_>, topic: &str, index: i32) -> LeaderIdAndEpoch {
-        let meta = ctx.metadata();
-        let Some(a) = meta.topics.get(topic).and_then(|t| t.partition(index)) else {
-            return LeaderIdAndEpoch::default()
-                .with_leader_id(BrokerId(-1))
-                .with_leader_epoch(-1);
+        let unknown = LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(-1))
+            .with_leader_epoch(-1);
+        let Some(l) = ctx.partition_leader(topic, index) else {
+            return unknown;
         };
-        let id = a.leader.broker_id();
+        let Some(id) = l.leader else {
+            return unknown;
+        };
+        let Some((host, port)) = ctx.endpoint(id) else {
+            return unknown;
+        };
         if !self.endpoints.iter().any(|e| e.node_id.0 == id) {
             self.endpoints.push(
                 NodeEndpoint::default()
                     .with_node_id(BrokerId(id))
-                    .with_host(StrBytes::from_string(ctx.config().advertised_host.clone()))
-                    .with_port(i32::from(ctx.config().shard_port(a.leader.shard))),
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
             );
         }
         LeaderIdAndEpoch::default()
             .with_leader_id(BrokerId(id))
-            .with_leader_epoch(a.leader_epoch)
+            .with_leader_epoch(l.epoch)
     }
 }

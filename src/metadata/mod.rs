@@ -5,6 +5,7 @@
 //! the cross-shard mesh.
 
 pub mod node_identity;
+pub mod peer_disks;
 pub mod store;
 pub mod topic_config;
 
@@ -67,6 +68,39 @@ impl PartitionAssignment {
     pub fn has_replica(&self, replica: ShardAddr) -> bool {
         self.replicas.contains(&replica)
     }
+
+    /// True when the partition has more than one replica: a raft group keeps them.
+    pub fn is_replicated(&self) -> bool {
+        self.replicas.len() > 1
+    }
+}
+
+/// The raft group of partition `partition` of the topic with id `topic`: the same on
+/// every node, derived rather than stored. A topic id is random (v4), so its first 8
+/// bytes tell topics apart and the partition number tells a topic's partitions apart.
+pub fn raft_group(topic: &Uuid, partition: PartitionId) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&topic.as_bytes()[..8]);
+    u64::from_be_bytes(head) ^ u64::from(partition as u32)
+}
+
+/// Where clients reach a node's Kafka listeners: shard k at `port + k`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    /// The host the node advertises.
+    pub host: String,
+    /// Port of its shard 0.
+    pub port: u16,
+    /// Its number of shards.
+    pub shards: u16,
+}
+
+impl BrokerEndpoint {
+    /// Port of shard `shard`.
+    pub fn shard_port(&self, shard: ShardId) -> u16 {
+        self.port
+            .saturating_add(u16::try_from(shard).unwrap_or(u16::MAX))
+    }
 }
 
 /// One topic.
@@ -99,15 +133,19 @@ pub struct ClusterMetadata {
     /// Topic names by id (Fetch v13+ names topics by id on every request), kept by
     /// `MetaRecord::apply`, the one place topics change.
     pub(crate) ids: BTreeMap<Uuid, String>,
+    /// The Kafka listeners of every node of a cluster, by node (empty on a single node:
+    /// its own listeners come from its settings).
+    pub brokers: BTreeMap<NodeId, BrokerEndpoint>,
 }
 
 impl ClusterMetadata {
-    /// Number of partition replicas each shard of `node` holds, for placement.
-    pub fn replicas_per_shard(&self, node: NodeId, shards: usize) -> Vec<usize> {
+    /// Number of partition replicas each shard index holds on `nodes` together, for
+    /// placement.
+    pub fn replicas_per_shard(&self, nodes: &[NodeId], shards: usize) -> Vec<usize> {
         let mut counts = vec![0; shards];
         for t in self.topics.values() {
             for r in t.partitions.iter().flat_map(|a| &a.replicas) {
-                if r.node != node {
+                if !nodes.contains(&r.node) {
                     continue;
                 }
                 if let Some(c) = counts.get_mut(r.shard) {
@@ -116,6 +154,11 @@ impl ClusterMetadata {
             }
         }
         counts
+    }
+
+    /// True when both hold the same topics and brokers (whatever their versions).
+    pub fn same_content(&self, other: &ClusterMetadata) -> bool {
+        self.topics == other.topics && self.brokers == other.brokers
     }
 
     /// Finds a topic by id.

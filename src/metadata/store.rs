@@ -1,6 +1,6 @@
 //! The persistent metadata log under `<data>/meta/metadata.log`, written by shard 0.
 //!
-//! Format, version 2 (through [`crate::codec`]; big-endian): a file header (magic `CDMT`,
+//! Format, version 3 (through [`crate::codec`]; big-endian): a file header (magic `CDMT`,
 //! version u16) and then checked records `{ length: u32, crc32c: u32 (of payload),
 //! payload }`. Payload: `{ kind: u8, body }` with
 //! - kind 1, put topic: `{ name: str16, id: uuid, partitions: u32, partition *
@@ -8,7 +8,13 @@
 //!   `partition = { leader_epoch: i32, leader: replica, replicas: u16, replica *
 //!   replicas }` and `replica = { node: i32, shard: u32 }`; the leader is one of the
 //!   replicas;
-//! - kind 2, delete topic: `{ name: str16 }`.
+//! - kind 2, delete topic: `{ name: str16 }`;
+//! - kind 3, put broker: `{ node: i32, host: str16, port: u16, shards: u16 }`, the Kafka
+//!   listeners of a node of a cluster.
+//!
+//! Version 2 is version 3 without kind 3; opening a version 2 log rewrites it as version
+//! 3 (the same way as below), so an older build refuses it rather than misreading a kind
+//! it does not know.
 //!
 //! Version 1 (every release up to 617d542) has no header, and its put-topic body holds
 //! `partitions: u32, shard: u32 * partitions` in place of the partitions above: the
@@ -30,14 +36,15 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::{ClusterMetadata, NodeId, PartitionAssignment, ShardAddr, TopicMeta};
+use super::{BrokerEndpoint, ClusterMetadata, NodeId, PartitionAssignment, ShardAddr, TopicMeta};
 use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 
 const PUT_TOPIC: u8 = 1;
 const DELETE_TOPIC: u8 = 2;
+const PUT_BROKER: u8 = 3;
 
 /// The version this build writes.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The header of the files this build writes.
 pub const HEADER: FileHeader = FileHeader::new(magic::METADATA_LOG, VERSION);
 /// File name of the log within its directory.
@@ -82,6 +89,8 @@ pub enum MetaRecord {
     PutTopic(TopicMeta),
     /// Delete a topic.
     DeleteTopic(String),
+    /// Record (or change) where a node of the cluster takes Kafka clients.
+    PutBroker(NodeId, BrokerEndpoint),
 }
 
 fn put_replica(w: &mut Writer, r: ShardAddr) {
@@ -122,6 +131,9 @@ impl MetaRecord {
                     meta.ids.remove(&old.id);
                 }
             }
+            MetaRecord::PutBroker(node, endpoint) => {
+                meta.brokers.insert(*node, endpoint.clone());
+            }
         }
         meta.version += 1;
     }
@@ -152,6 +164,13 @@ impl MetaRecord {
             MetaRecord::DeleteTopic(name) => {
                 w.put_u8(DELETE_TOPIC);
                 w.put_str16(name);
+            }
+            MetaRecord::PutBroker(node, b) => {
+                w.put_u8(PUT_BROKER);
+                w.put_i32(*node);
+                w.put_str16(&b.host);
+                w.put_u16(b.port);
+                w.put_u16(b.shards);
             }
         }
         w.finish()
@@ -196,6 +215,14 @@ impl MetaRecord {
                 })
             }
             DELETE_TOPIC => MetaRecord::DeleteTopic(r.take_str16()?),
+            PUT_BROKER => MetaRecord::PutBroker(
+                r.take_i32()?,
+                BrokerEndpoint {
+                    host: r.take_str16()?,
+                    port: r.take_u16()?,
+                    shards: r.take_u16()?,
+                },
+            ),
             _ => return Err(CodecError::Invalid("record kind")),
         };
         r.finish()?;
@@ -222,13 +249,31 @@ fn replay(
     }
 }
 
-/// A version 2 log holding `meta` as one put-topic record per topic.
-fn snapshot(meta: &ClusterMetadata) -> Vec<u8> {
+/// A log of the current version holding `meta`: one put-broker record per broker and
+/// one put-topic record per topic. Also what a cluster's controller node sends the
+/// others (`cluster::wire`'s metadata message).
+pub fn snapshot(meta: &ClusterMetadata) -> Vec<u8> {
     let mut w = Writer::with_header(HEADER);
+    for (&node, b) in &meta.brokers {
+        w.put_checked(&MetaRecord::PutBroker(node, b.clone()).encode());
+    }
     for t in meta.topics.values() {
         w.put_checked(&MetaRecord::PutTopic(t.clone()).encode());
     }
     w.finish()
+}
+
+/// Reads a [`snapshot`] received from another node: all of it, or an error (never a
+/// prefix, which would look like deleted topics).
+pub fn decode_snapshot(data: &[u8]) -> CodecResult<ClusterMetadata> {
+    let mut r = Reader::new(data);
+    r.take_header(magic::METADATA_LOG, VERSION..=VERSION)?;
+    let mut meta = ClusterMetadata::default();
+    while !r.is_empty() {
+        let rec = r.take_checked().and_then(MetaRecord::decode)?;
+        rec.apply(&mut meta);
+    }
+    Ok(meta)
 }
 
 /// Replaces `path` by `data` so that a crash leaves the old file or the new one: a temp
@@ -277,9 +322,16 @@ impl MetaStore {
         }
         let meta = if FileHeader::has_magic(&data, magic::METADATA_LOG) {
             let mut r = Reader::new(&data);
-            r.take_header(magic::METADATA_LOG, VERSION..=VERSION)
+            let version = r
+                .take_header(magic::METADATA_LOG, 2..=VERSION)
                 .map_err(|e| invalid_data(&path, e))?;
             let (meta, pos) = replay(r, MetaRecord::decode);
+            if version < VERSION {
+                // Same records, newer header: a build that knows only version 2 must not
+                // read kinds it does not know, so it is told by the version.
+                replace_durably(&path, &snapshot(&meta))?;
+                info!(file = %path.display(), "upgraded metadata log from version {version} to {VERSION}");
+            }
             if pos < data.len() {
                 warn!(
                     file = %path.display(),
@@ -338,6 +390,14 @@ impl MetaStore {
         w.put_checked(&rec.encode());
         self.file.write_all(&w.finish())?;
         self.file.sync_data()
+    }
+
+    /// Replaces the whole log by `meta` (a snapshot the cluster's controller node sent),
+    /// so that a crash leaves the old log or the new one.
+    pub fn replace(&mut self, meta: &ClusterMetadata) -> io::Result<()> {
+        replace_durably(&self.path, &snapshot(meta))?;
+        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.seek_end()
     }
 
     /// Path of the log file.
@@ -432,7 +492,7 @@ mod tests {
         let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
         assert_eq!(meta.topics["t"], t);
         let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        assert!(data.starts_with(b"CDMT\x00\x02"));
+        assert!(data.starts_with(b"CDMT\x00\x03"));
     }
 
     /// A version 1 log as releases up to 617d542 wrote it.
@@ -460,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_log_is_converted_and_rewritten_as_version_2() {
+    fn a_version_1_log_is_converted_and_rewritten_as_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -489,7 +549,7 @@ mod tests {
         assert_eq!(meta.topics["a"].id, a);
         assert_eq!(meta.topics["a"].configs["retention.ms"], "-1");
         let data = std::fs::read(&path).unwrap();
-        assert!(data.starts_with(b"CDMT\x00\x02"));
+        assert!(data.starts_with(b"CDMT\x00\x03"));
         assert!(!dir.path().join("metadata.log.tmp").exists());
 
         // Appends go after the upgraded records, and a restart reads both.
@@ -507,23 +567,66 @@ mod tests {
         let (_, meta) = MetaStore::open(dir.path(), 0).unwrap();
         assert!(meta.topics.is_empty());
         let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        assert_eq!(data, b"CDMT\x00\x02");
+        assert_eq!(data, b"CDMT\x00\x03");
         let fresh = tempfile::tempdir().unwrap();
         MetaStore::open(fresh.path(), 0).unwrap();
         let data = std::fs::read(fresh.path().join(FILE_NAME)).unwrap();
-        assert_eq!(data, b"CDMT\x00\x02");
+        assert_eq!(data, b"CDMT\x00\x03");
     }
 
     #[test]
     fn a_log_of_a_newer_version_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let newer = b"CDMT\x00\x03whatever comes next".to_vec();
+        let newer = b"CDMT\x00\x04whatever comes next".to_vec();
         std::fs::write(&path, &newer).unwrap();
         let err = MetaStore::open(dir.path(), 0).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("version 3"), "{err}");
+        assert!(err.to_string().contains("version 4"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), newer);
+    }
+
+    #[test]
+    fn a_version_2_log_is_rewritten_as_version_3_with_the_same_topics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let t = topic("t", &[0, 1]);
+        let mut w = Writer::with_header(FileHeader::new(magic::METADATA_LOG, 2));
+        w.put_checked(&MetaRecord::PutTopic(t.clone()).encode());
+        std::fs::write(&path, w.finish()).unwrap();
+        let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
+        assert_eq!(meta.topics["t"], t);
+        assert!(std::fs::read(&path).unwrap().starts_with(b"CDMT\x00\x03"));
+    }
+
+    #[test]
+    fn a_snapshot_carries_brokers_and_topics_and_refuses_a_damaged_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = ClusterMetadata::default();
+        let b = BrokerEndpoint {
+            host: "10.0.0.2".into(),
+            port: 9092,
+            shards: 2,
+        };
+        MetaRecord::PutBroker(2, b.clone()).apply(&mut meta);
+        MetaRecord::PutTopic(topic("t", &[1])).apply(&mut meta);
+        let bytes = snapshot(&meta);
+        let back = decode_snapshot(&bytes).unwrap();
+        assert!(back.same_content(&meta));
+        assert_eq!(back.brokers[&2], b);
+        assert!(back.topic_by_id(&meta.topics["t"].id).is_some());
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(decode_snapshot(&damaged).is_err());
+        assert!(decode_snapshot(&bytes[..bytes.len() - 2]).is_err());
+        // A node keeps what it was sent, and a restart reads it back.
+        let (mut store, _) = MetaStore::open(dir.path(), 2).unwrap();
+        store.replace(&meta).unwrap();
+        store.append(&MetaRecord::DeleteTopic("t".into())).unwrap();
+        let (_, again) = MetaStore::open(dir.path(), 2).unwrap();
+        assert_eq!(again.brokers[&2], b);
+        assert!(again.topics.is_empty());
     }
 
     #[test]

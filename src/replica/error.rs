@@ -14,6 +14,10 @@ pub enum ReplicaError {
     /// An idempotent producer's batch is out of sequence or from a fenced epoch.
     #[error("{0}")]
     Producer(#[from] ProducerError),
+    /// The partition's raft group did not take the append (not the leader, outcome
+    /// unknown after a leader change, refused batches).
+    #[error(transparent)]
+    Raft(#[from] super::raft_shard::ProposeError),
 }
 
 impl From<crate::protocol::record_batch::BatchError> for ReplicaError {

@@ -1,6 +1,11 @@
 //! One partition as its replica serves it: leader appends with group commit, reads up to
 //! the high watermark, lookups by timestamp, retention, truncation, close.
 //!
+//! A replicated partition (one with a [`ReplicationGroup`]) leaves all of that to its
+//! raft group: appends are proposals, acknowledged as the request's acks ask; the high
+//! watermark is the group's commit index; the leader epoch is the group's term; the
+//! idempotent producers' state is the group's (`raft_producers`), kept in the log.
+//!
 //! Durability contract: `append` resolves according to the [`FlushPolicy`]. Under
 //! `Durable`, the batch and every batch before it are on disk and synced when it
 //! resolves. The *high watermark* is the end of what readers may see: under `Durable` it
@@ -29,6 +34,8 @@ use crate::protocol::record_batch::{
 
 use super::error::ReplicaResult;
 use super::producer_state::{ProducerStateTable, SequenceCheck};
+use super::raft_shard::Acks;
+use super::replication::{GroupView, ReplicationGroup};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +65,8 @@ pub struct Partition {
     /// Woken whenever the high watermark moves (the shard's long-polling fetches wait
     /// on it).
     readers: Rc<Notify>,
+    /// The raft group of a replicated partition (`None`: the only replica).
+    raft: Option<Rc<dyn ReplicationGroup>>,
 }
 
 /// Rebuilds the producer state from what the log recovered.
@@ -95,7 +104,53 @@ impl Partition {
             }),
             log,
             readers,
+            raft: None,
         }))
+    }
+
+    /// A replicated partition over `log`, whose raft group `group` already opened it.
+    pub fn replicated(
+        log: Rc<Log>,
+        group: Rc<dyn ReplicationGroup>,
+        readers: Rc<Notify>,
+    ) -> Rc<Partition> {
+        Rc::new(Partition {
+            state: RefCell::new(ReplicaState {
+                leader_epoch: 0,
+                high_watermark: 0,
+                producers: ProducerStateTable::default(),
+            }),
+            log,
+            readers,
+            raft: Some(group),
+        })
+    }
+
+    /// True when a raft group keeps this partition's replicas.
+    pub fn is_replicated(&self) -> bool {
+        self.raft.is_some()
+    }
+
+    /// The raft group's state, for a replicated partition that has had a round.
+    pub fn view(&self) -> Option<GroupView> {
+        self.raft.as_ref().and_then(|g| g.view())
+    }
+
+    /// True when this replica takes appends: always for the only replica, and for a
+    /// replicated partition when its raft group has it lead.
+    pub fn is_leader(&self) -> bool {
+        match &self.raft {
+            None => true,
+            Some(g) => g.view().is_some_and(|v| v.is_leader),
+        }
+    }
+
+    /// Replicas in sync with the leader, as `min.insync.replicas` counts them.
+    pub fn in_sync_replicas(&self) -> usize {
+        match &self.raft {
+            None => 1,
+            Some(g) => g.view().map_or(0, |v| v.in_sync.len()),
+        }
     }
 
     /// The storage under this replica.
@@ -123,14 +178,18 @@ impl Partition {
         self.log.set_config(config);
     }
 
-    /// Sets the leader epoch stamped into appended batches.
+    /// Sets the leader epoch stamped into appended batches (a replicated partition's is
+    /// its raft term, set by no one else).
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.state.borrow_mut().leader_epoch = epoch;
     }
 
     /// The leader epoch stamped into appended batches.
     pub fn leader_epoch(&self) -> i32 {
-        self.state.borrow().leader_epoch
+        match &self.raft {
+            None => self.state.borrow().leader_epoch,
+            Some(g) => g.view().map_or(0, |v| v.leader_epoch()),
+        }
     }
 
     /// First offset still in the log.
@@ -145,7 +204,10 @@ impl Partition {
 
     /// End of what readers may see.
     pub fn high_watermark(&self) -> Offset {
-        self.state.borrow().high_watermark
+        match &self.raft {
+            None => self.state.borrow().high_watermark,
+            Some(g) => g.view().map_or(0, |v| v.high_watermark),
+        }
     }
 
     /// Number of segments.
@@ -190,10 +252,38 @@ impl Partition {
         st.high_watermark = st.high_watermark.min(next);
     }
 
+    /// Appends `records` as a Produce request with `acks` asks: for a replicated
+    /// partition, proposed to its raft group and acknowledged once the leader (acks=1)
+    /// or a majority (acks=all) holds it durably; otherwise as [`Partition::append`].
+    pub async fn append_with_acks(
+        &self,
+        records: BytesMut,
+        acks: i16,
+    ) -> ReplicaResult<AppendResult> {
+        let Some(group) = &self.raft else {
+            return self.append_local(records).await;
+        };
+        let headers = self.validate(&records)?;
+        let offsets: i64 = headers.iter().map(BatchHeader::offset_count).sum();
+        let acks = if acks == -1 { Acks::All } else { Acks::Leader };
+        let base_offset = group.propose(records.to_vec(), acks).await?;
+        Ok(AppendResult {
+            base_offset,
+            last_offset: base_offset + offsets - 1,
+            log_start_offset: self.log.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
     /// Validates `records` (one or more v2 batches, as in a Produce request), assigns
     /// them offsets and the leader epoch and appends them. Resolves per the flush
-    /// policy. On a validation error nothing is written.
-    pub async fn append(&self, mut records: BytesMut) -> ReplicaResult<AppendResult> {
+    /// policy. On a validation error nothing is written. (A replicated partition's
+    /// append is an acks=all proposal.)
+    pub async fn append(&self, records: BytesMut) -> ReplicaResult<AppendResult> {
+        self.append_with_acks(records, -1).await
+    }
+
+    async fn append_local(&self, mut records: BytesMut) -> ReplicaResult<AppendResult> {
         let headers = self.validate(&records)?;
         let total = records.len() as u64;
         let offsets: i64 = headers.iter().map(BatchHeader::offset_count).sum();
@@ -306,8 +396,13 @@ impl Partition {
             .await
     }
 
-    /// Deletes segments past retention (see `Log::apply_retention`).
+    /// Deletes segments past retention (see `Log::apply_retention`). Not for a
+    /// replicated partition yet: raft's first index must move with the log's start, so
+    /// that a follower is never asked for entries the leader deleted (issue 18).
     pub async fn apply_retention(&self, now_ms: i64) -> LogResult<usize> {
+        if self.raft.is_some() {
+            return Ok(0);
+        }
         self.log.apply_retention(now_ms, || self.snapshot()).await
     }
 
@@ -333,8 +428,12 @@ impl Partition {
         self.log.flush().await
     }
 
-    /// Closes the log cleanly, saving the producer state with it.
+    /// Closes the log cleanly, saving the producer state with it. A replicated
+    /// partition's log is closed by its raft group.
     pub async fn close(&self) -> LogResult<()> {
+        if self.raft.is_some() {
+            return Ok(());
+        }
         self.log.close(self.snapshot()).await
     }
 }

@@ -247,6 +247,26 @@ impl RaftShard {
         }
     }
 
+    /// Closes group `id`'s log cleanly and stops hosting it (its partition was
+    /// deleted); proposals still waiting end with an unknown outcome.
+    pub async fn close_group(&mut self, id: GroupId) -> Result<Vec<Completion>, RaftShardError> {
+        let Some(g) = self.groups.remove(&id) else {
+            return Ok(Vec::new());
+        };
+        let unknown = g
+            .waiting
+            .iter()
+            .map(|w| w.token)
+            .chain(g.retries.iter().map(|r| r.token))
+            .map(|token| Completion {
+                token,
+                result: Err(ProposeError::Unknown),
+            })
+            .collect();
+        g.node.store().close().await?;
+        Ok(unknown)
+    }
+
     /// The groups hosted here.
     pub fn group_ids(&self) -> Vec<GroupId> {
         self.groups.keys().copied().collect()

@@ -1,7 +1,9 @@
 //! The controller service: it owns the cluster metadata and its log, decides every topic
-//! change and publishes the result to every shard. One node today, so it is a service on
-//! shard 0; the replication work makes it a raft group. Handlers reach it through
-//! `controller_client::Controller`; it knows nothing of shards beyond [`Publish`].
+//! change and publishes the result to every shard. It is a service on shard 0 of every
+//! node; in a cluster only the controller node's decides (the lowest id of `--peers`),
+//! and the others adopt what it sends them (`shard::cluster`); part 3 makes it a raft
+//! group. Handlers reach it through `controller_client::Controller`; it knows nothing of
+//! shards beyond [`Publish`].
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -13,7 +15,8 @@ use uuid::Uuid;
 
 use crate::error::ErrorCode;
 use crate::metadata::store::{MetaRecord, MetaStore};
-use crate::metadata::{ClusterMetadata, NodeId, ShardId, TopicMeta};
+use crate::metadata::{BrokerEndpoint, ClusterMetadata, NodeId, ShardId, TopicMeta};
+use crate::notify::Notify;
 use crate::task::Semaphore;
 
 use super::placement::place;
@@ -40,30 +43,152 @@ pub struct ControllerService {
     lock: Semaphore,
     node: NodeId,
     shards: usize,
+    /// Every node of the cluster, in order (this one alone on a single node).
+    nodes: Vec<NodeId>,
+    /// The node whose service decides.
+    decider: NodeId,
+    /// Replicas of a topic created with replication factor -1.
+    default_replication_factor: i16,
+    /// Woken whenever the metadata changes (a cluster's controller node then sends it).
+    pub changed: Notify,
+}
+
+/// Where the controller service sits in its cluster.
+#[derive(Debug, Clone)]
+pub struct ControllerPlace {
+    /// This node.
+    pub node: NodeId,
+    /// Its shard count (every node of a cluster runs the same).
+    pub shards: usize,
+    /// Every node of the cluster, in order (this one alone on a single node).
+    pub nodes: Vec<NodeId>,
+    /// Replicas of a topic created with replication factor -1.
+    pub default_replication_factor: i16,
 }
 
 impl ControllerService {
-    /// The service over the metadata log `store`, whose replay gave `meta`, for a node
-    /// `node` of `shards` shards.
+    /// The service over the metadata log `store`, whose replay gave `meta`, for the
+    /// node and cluster `place` describes.
     pub fn new(
         store: MetaStore,
         meta: ClusterMetadata,
-        node: NodeId,
-        shards: usize,
+        place: ControllerPlace,
     ) -> ControllerService {
+        let decider = place.nodes.iter().copied().min().unwrap_or(place.node);
         ControllerService {
             store: Arc::new(Mutex::new(store)),
             meta: RefCell::new(meta),
             lock: Semaphore::new(1),
-            node,
-            shards,
+            node: place.node,
+            shards: place.shards,
+            nodes: if place.nodes.is_empty() {
+                vec![place.node]
+            } else {
+                place.nodes
+            },
+            decider,
+            default_replication_factor: place.default_replication_factor,
+            changed: Notify::default(),
         }
+    }
+
+    /// True when this node's service decides changes (always on a single node).
+    pub fn decides(&self) -> bool {
+        self.node == self.decider
+    }
+
+    /// The metadata as of the log's end.
+    pub fn metadata(&self) -> ClusterMetadata {
+        self.meta.borrow().clone()
     }
 
     /// Records an applied change as the new authoritative metadata and publishes it.
     async fn adopt(&self, meta: ClusterMetadata, publish: &dyn Publish) {
         *self.meta.borrow_mut() = meta.clone();
         publish.publish(Arc::new(meta)).await;
+        self.changed.notify();
+    }
+
+    /// Adopts the metadata the controller node sent (on any other node): kept in this
+    /// node's log, so that it restarts with it, and applied on every shard. Nothing
+    /// happens when nothing changed.
+    pub async fn adopt_sent(
+        &self,
+        sent: ClusterMetadata,
+        publish: &dyn Publish,
+    ) -> std::io::Result<()> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return Ok(());
+        };
+        if self.decides() || self.meta.borrow().same_content(&sent) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let kept = sent.clone();
+        crate::task::blocking(move || {
+            let mut store = store
+                .lock()
+                .map_err(|_| std::io::Error::other("metadata log lock poisoned"))?;
+            store.replace(&kept)
+        })
+        .await?;
+        let mut meta = sent;
+        // Versions are this node's own: shards take a snapshot only when it is newer.
+        meta.version = self.meta.borrow().version + 1;
+        info!(
+            topics = meta.topics.len(),
+            brokers = meta.brokers.len(),
+            "adopted the controller node's metadata"
+        );
+        self.adopt(meta, publish).await;
+        Ok(())
+    }
+
+    /// Records where node `node` takes Kafka clients (on the controller node).
+    pub async fn register_broker(
+        &self,
+        node: NodeId,
+        endpoint: BrokerEndpoint,
+        publish: &dyn Publish,
+    ) -> std::io::Result<()> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return Ok(());
+        };
+        if !self.decides() || self.meta.borrow().brokers.get(&node) == Some(&endpoint) {
+            return Ok(());
+        }
+        if usize::from(endpoint.shards) != self.shards {
+            tracing::warn!(node, shards = endpoint.shards, expected = self.shards, "a node runs another shard count than the controller node: partitions are placed on the shards every node has");
+        }
+        let rec = MetaRecord::PutBroker(node, endpoint);
+        self.persist(&rec).await?;
+        info!(node, "registered a node's Kafka listeners");
+        let mut meta = self.meta.borrow().clone();
+        rec.apply(&mut meta);
+        self.adopt(meta, publish).await;
+        Ok(())
+    }
+
+    /// The refusal of a change asked of a node that does not decide.
+    fn not_controller(&self) -> (ErrorCode, String) {
+        (
+            ErrorCode::NotController,
+            format!(
+                "node {} does not decide topic changes; node {} does (the controller in Metadata)",
+                self.node, self.decider
+            ),
+        )
+    }
+
+    /// Shard indexes placement may use: those every registered node has.
+    fn placement_shards(&self, meta: &ClusterMetadata) -> usize {
+        meta.brokers
+            .values()
+            .map(|b| usize::from(b.shards))
+            .chain(std::iter::once(self.shards))
+            .min()
+            .unwrap_or(self.shards)
+            .max(1)
     }
 
     /// Appends a change to the metadata log durably, off the shard's thread.
@@ -93,11 +218,28 @@ impl ControllerService {
                 "controller closed".into(),
             ))];
         };
+        if !self.decides() {
+            return topics.iter().map(|_| Err(self.not_controller())).collect();
+        }
         let mut meta = self.meta.borrow().clone();
-        let mut counts = meta.replicas_per_shard(self.node, self.shards);
+        let mut counts = meta.replicas_per_shard(&self.nodes, self.placement_shards(&meta));
         let mut out = Vec::with_capacity(topics.len());
         let mut changed = false;
         for spec in topics {
+            let rf = match spec.replication_factor {
+                -1 => self.default_replication_factor,
+                rf => rf,
+            };
+            if rf < 1 || usize::try_from(rf).unwrap_or(usize::MAX) > self.nodes.len() {
+                out.push(Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {rf}: the cluster has {} node(s)",
+                        self.nodes.len()
+                    ),
+                )));
+                continue;
+            }
             if meta.topics.contains_key(&spec.name) {
                 out.push(Err((
                     ErrorCode::TopicAlreadyExists,
@@ -113,12 +255,14 @@ impl ControllerService {
             let topic = TopicMeta {
                 name: spec.name.clone(),
                 id,
+                // Each topic starts its preferred leaders one node further, so that
+                // topics of one partition spread too.
                 partitions: place(
                     &mut counts,
                     spec.partitions.max(0) as usize,
-                    &[self.node],
-                    1,
-                    0,
+                    &self.nodes,
+                    rf as usize,
+                    meta.topics.len(),
                 ),
                 configs: spec.configs,
             };
@@ -130,7 +274,7 @@ impl ControllerService {
                 )));
                 continue;
             }
-            info!(topic = %spec.name, partitions = spec.partitions, "created topic");
+            info!(topic = %spec.name, partitions = spec.partitions, replicas = rf, "created topic");
             rec.apply(&mut meta);
             changed = true;
             out.push(Ok(id));
@@ -146,6 +290,9 @@ impl ControllerService {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return vec![ErrorCode::UnknownServerError; names.len()];
         };
+        if !self.decides() {
+            return vec![ErrorCode::NotController; names.len()];
+        }
         let mut meta = self.meta.borrow().clone();
         let mut out = Vec::with_capacity(names.len());
         let mut changed = false;
@@ -182,6 +329,9 @@ impl ControllerService {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return Err((ErrorCode::UnknownServerError, "controller closed".into()));
         };
+        if !self.decides() {
+            return Err(self.not_controller());
+        }
         let mut meta = self.meta.borrow().clone();
         let Some(mut topic) = meta.topics.get(&name).cloned() else {
             return Err((
@@ -199,13 +349,15 @@ impl ControllerService {
                         format!("topic '{name}' has {current} partitions; the new count must be larger, got {count}"),
                     ));
                 }
-                let mut counts = meta.replicas_per_shard(self.node, self.shards);
+                let mut counts = meta.replicas_per_shard(&self.nodes, self.placement_shards(&meta));
+                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                let start = topic.partitions.len();
                 topic.partitions.extend(place(
                     &mut counts,
                     (count - current) as usize,
-                    &[self.node],
-                    1,
-                    0,
+                    &self.nodes,
+                    rf.min(self.nodes.len()),
+                    start,
                 ));
             }
         }

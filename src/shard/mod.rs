@@ -1,5 +1,6 @@
 //! Shards: one executor per core, each owning its partitions; the mesh between them.
 
+pub mod cluster;
 pub mod controller;
 pub mod controller_client;
 pub mod mesh;

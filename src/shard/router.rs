@@ -27,6 +27,8 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Config overrides (already validated).
     pub configs: std::collections::BTreeMap<String, String>,
+    /// Replicas of each partition (-1: the node's default).
+    pub replication_factor: i16,
 }
 
 /// Result of creating one topic: its id, or an error code and message.
@@ -95,6 +97,14 @@ pub enum ApplyError {
         dir: std::path::PathBuf,
         /// What the log said.
         source: LogError,
+    },
+    /// A replicated partition's raft group could not be opened.
+    #[error("opening the raft group of {dir}: {reason}")]
+    Raft {
+        /// The partition's directory.
+        dir: std::path::PathBuf,
+        /// What the raft loop said.
+        reason: String,
     },
     /// The shard is shutting down.
     #[error("the shard is shutting down")]

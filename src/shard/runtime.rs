@@ -14,17 +14,23 @@ use crate::config::Config;
 use crate::executor::{Builder, Executor};
 use crate::log::{FlushPolicy, Journal, JournalOptions};
 use crate::metadata::node_identity::NodeIdentity;
+use crate::metadata::peer_disks::PeerDisks;
 use crate::metadata::store::MetaStore;
 use crate::metadata::ClusterMetadata;
 use crate::metadata::ShardId;
 use crate::task::StopSignal;
 
-use super::controller::{ControllerService, CONTROLLER_SHARD};
+use super::cluster::{self, ShardRaft};
+use super::controller::{ControllerPlace, ControllerService, CONTROLLER_SHARD};
 use super::mesh;
 use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
+use crate::cluster::leaders::LeaderTable;
+use crate::cluster::raft_driver::RaftDriver;
+use crate::cluster::transport::{Identity, Transport};
 use crate::group::coordinator::Coordinator;
+use crate::replica::raft_shard::{GroupSettings, RaftShard};
 
 /// Pause after a failed accept (a full file table): the next accept is likely to fail too.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -177,14 +183,6 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    if !config.peers.is_empty() {
-        // The settings are parsed and checked, the parts are built (src/cluster/), but a
-        // node does not yet join them into a cluster: better refused than ignored.
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "--peers: running as a node of a cluster is not available in this build yet (issue 17); start without --peers for a single node",
-        ));
-    }
     std::fs::create_dir_all(&config.data_dir)?;
     let (store, meta) = MetaStore::open(&config.data_dir.join("meta"), config.node_id)?;
     // A data directory belongs to one node of one cluster (Kafka's meta.properties).
@@ -198,6 +196,8 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     set_aside_stray_partitions(&config.data_dir, &meta);
     let meta = Arc::new(meta);
     let config = Arc::new(config);
+    let leaders = Arc::new(LeaderTable::default());
+    let peer_disks = PeerDisks::load(&config.data_dir.join("meta"))?;
     let n = config.shards;
     let cpus = if config.cpus.is_empty() {
         affinity_cpus()
@@ -248,6 +248,9 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             stats: shard_stats,
             stop: stop.clone(),
             ready: ready_tx.clone(),
+            disk_id: identity.disk_id,
+            leaders: leaders.clone(),
+            peer_disks: peer_disks.clone(),
         };
         let handle = Builder::new(&format!("shard-{k}"))
             .pin(cpu)
@@ -315,6 +318,60 @@ struct ShardArgs {
     stats: Arc<ShardStats>,
     stop: Arc<StopSignal>,
     ready: mpsc::Sender<Result<SocketAddr, String>>,
+    /// The data directory's identity, told to peers.
+    disk_id: [u8; 16],
+    /// Leadership of the node's raft groups, shared by its shards.
+    leaders: Arc<LeaderTable>,
+    /// The peers' disk identities, shared by its shards.
+    peer_disks: Arc<PeerDisks>,
+}
+
+/// Starts shard `id`'s peer listener, connections and raft loop (a node of a cluster).
+fn start_raft(
+    config: &Config,
+    id: ShardId,
+    disk_id: [u8; 16],
+    leaders: Arc<LeaderTable>,
+    disks: Arc<PeerDisks>,
+) -> std::io::Result<ShardRaft> {
+    let node = u64::try_from(config.node_id).unwrap_or(0);
+    let me = config
+        .peers
+        .iter()
+        .find(|p| p.node == node)
+        .ok_or_else(|| std::io::Error::other("--peers does not name this node"))?;
+    let port = u16::try_from(usize::from(me.port) + id)
+        .map_err(|_| std::io::Error::other("peer port + shard exceeds 65535"))?;
+    let addr = SocketAddr::new(config.listen_host, port);
+    let listener = crate::net::listener::bind(addr).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot take peer connections on {addr}: {e}"),
+        )
+    })?;
+    let identity = Identity {
+        cluster_id: config.cluster_id.clone(),
+        node,
+        shard: u16::try_from(id).unwrap_or(u16::MAX),
+        disk_id,
+    };
+    let transport = Rc::new(Transport::start(
+        identity,
+        listener,
+        &config.peers,
+        Some(disks),
+    )?);
+    let driver = Rc::new(RaftDriver::start(
+        RaftShard::new(node, GroupSettings::default()),
+        transport.clone(),
+        Duration::from_millis(config.replica_lag_time_max_ms),
+    ));
+    info!(shard = id, %addr, "taking peer connections");
+    Ok(ShardRaft {
+        driver,
+        transport,
+        leaders,
+    })
 }
 
 async fn shard_main(args: ShardArgs) {
@@ -352,21 +409,56 @@ async fn shard_main(args: ShardArgs) {
             return;
         }
     };
+    let raft = if args.config.peers.is_empty() {
+        None
+    } else {
+        match start_raft(
+            &args.config,
+            id,
+            args.disk_id,
+            args.leaders.clone(),
+            args.peer_disks.clone(),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let _ = args.ready.send(Err(format!("shard {id}: {e}")));
+                return;
+            }
+        }
+    };
+    let place = ControllerPlace {
+        node: args.config.node_id,
+        shards: args.config.shards,
+        nodes: args
+            .config
+            .peers
+            .iter()
+            .map(|p| i32::try_from(p.node).unwrap_or(i32::MAX))
+            .collect(),
+        default_replication_factor: args.config.default_replication_factor,
+    };
     let shard = Rc::new(Shard::new(
         id,
         args.config.clone(),
         args.stats,
         router.clone(),
-        args.store.map(|store| {
-            ControllerService::new(
-                store,
-                (*args.meta).clone(),
-                args.config.node_id,
-                args.config.shards,
-            )
-        }),
+        args.store
+            .map(|store| ControllerService::new(store, (*args.meta).clone(), place)),
+        raft,
         journal.clone(),
     ));
+    if shard.raft.is_some() {
+        shard.tasks.spawn(
+            "raft: publish leadership",
+            cluster::publish_leadership(shard.clone()),
+        );
+        if shard.controller.is_some() {
+            shard.tasks.spawn(
+                "cluster: exchange metadata",
+                cluster::exchange_metadata(shard.clone()),
+            );
+        }
+    }
     for (from, rx) in connected_receivers {
         let server = shard.clone();
         let router = router.clone();

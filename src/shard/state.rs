@@ -11,15 +11,18 @@ use crate::task::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cluster::raft_driver::GroupHandle;
 use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::io::dma_writer::IoStats;
 use crate::log::tail_cache::CacheBudget;
-use crate::log::{Journal, LogEnv};
-use crate::metadata::{topic_config, ClusterMetadata, PartitionId, ShardAddr, ShardId};
+use crate::log::{Journal, Log, LogEnv};
+use crate::metadata::{raft_group, topic_config, ClusterMetadata, PartitionId, ShardAddr, ShardId};
 use crate::metrics::{Histogram, PartitionMetrics, Registry};
+use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
+use super::cluster::ShardRaft;
 use super::controller::ControllerService;
 use super::producer_ids::ProducerIds;
 use super::router::{ApplyError, Transport};
@@ -145,6 +148,8 @@ pub struct LocalPartition {
     pub log: Rc<Partition>,
     /// Its metrics, registered once when it opened.
     pub metrics: Arc<PartitionMetrics>,
+    /// Its raft group, when it is replicated.
+    pub group: Option<GroupId>,
 }
 
 /// A partition this shard leads, as a handler uses it: its replica and its metrics
@@ -182,6 +187,8 @@ pub struct Shard {
     pub mesh: Rc<dyn Transport>,
     /// The controller, on the shard that hosts it (shard 0 of this node today).
     pub controller: Option<ControllerService>,
+    /// The shard's raft groups and peer connections, on a node of a cluster.
+    pub raft: Option<ShardRaft>,
     /// Serialises snapshot application.
     apply_lock: Semaphore,
     /// Fired when a partition's high watermark moves, for long-polling fetches.
@@ -210,6 +217,7 @@ impl Shard {
         stats: Arc<ShardStats>,
         mesh: Rc<dyn Transport>,
         controller: Option<ControllerService>,
+        raft: Option<ShardRaft>,
         journal: Option<Rc<Journal>>,
     ) -> Shard {
         let env = LogEnv {
@@ -229,6 +237,7 @@ impl Shard {
             stats,
             mesh,
             controller,
+            raft,
             apply_lock: Semaphore::new(1),
             data_arrived: Rc::new(Notify::default()),
             request_budget: Rc::new(Semaphore::new(budget)),
@@ -279,6 +288,20 @@ impl Shard {
         let Some(assignment) = t.partition(partition) else {
             return Err(ErrorCode::UnknownTopicOrPartition);
         };
+        if assignment.is_replicated() {
+            // Raft, not the metadata, says who leads.
+            let local = self.partitions.borrow();
+            return match local.get(&(topic.to_string(), partition)) {
+                Some(p) if p.log.is_leader() => Ok(PartitionHandle {
+                    replica: p.log.clone(),
+                    metrics: p.metrics.clone(),
+                }),
+                _ => {
+                    ShardStats::add(&self.stats.not_leader, 1);
+                    Err(ErrorCode::NotLeaderOrFollower)
+                }
+            };
+        }
         if assignment.leader != self.addr() {
             ShardStats::add(&self.stats.not_leader, 1);
             return Err(ErrorCode::NotLeaderOrFollower);
@@ -342,6 +365,12 @@ impl Shard {
             let removed = self.partitions.borrow_mut().remove(&key);
             if let Some(p) = removed {
                 let _ = p.log.close().await;
+                if let (Some(group), Some(raft)) = (p.group, self.raft.as_ref()) {
+                    if let Err(e) = raft.driver.close_group(group).await {
+                        warn!(topic = %key.0, partition = key.1, error = %e, "closing a deleted partition's raft group failed; keeping its directory");
+                        continue;
+                    }
+                }
                 // Before the directory goes: a topic recreated under this name must never
                 // be given the old one's journaled batches.
                 if let Err(e) = p.log.log().forget().await {
@@ -375,17 +404,57 @@ impl Shard {
                     continue;
                 }
                 let dir = self.partition_dir(&t.name, p as PartitionId);
-                let log = Partition::open(
-                    &dir,
-                    log_config.clone(),
-                    self.env.clone(),
-                    self.data_arrived.clone(),
-                )
-                .await
-                .map_err(|source| ApplyError::Open {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                let (log, group) = if assignment.is_replicated() {
+                    let Some(raft) = self.raft.as_ref() else {
+                        warn!(topic = %t.name, partition = p, "a replicated partition on a node started without --peers is not served");
+                        continue;
+                    };
+                    let (log, recovered) = Log::open(&dir, log_config.clone(), self.env.clone())
+                        .await
+                        .map_err(|source| ApplyError::Open {
+                            dir: dir.clone(),
+                            source,
+                        })?;
+                    let group = GroupId(raft_group(&t.id, p as PartitionId));
+                    let voters = assignment
+                        .replicas
+                        .iter()
+                        .map(|r| u64::try_from(r.node).unwrap_or(0))
+                        .collect();
+                    raft.driver
+                        .open_group(group, log.clone(), recovered, voters)
+                        .await
+                        .map_err(|reason| ApplyError::Raft {
+                            dir: dir.clone(),
+                            reason,
+                        })?;
+                    // The preferred leader stands first; with pre-vote, a campaign
+                    // while a leader is heard from changes nothing.
+                    if assignment.leader == self.addr() {
+                        raft.driver.campaign(group);
+                    }
+                    let handle = Rc::new(GroupHandle {
+                        driver: raft.driver.clone(),
+                        group,
+                    });
+                    (
+                        Partition::replicated(log, handle, self.data_arrived.clone()),
+                        Some(group),
+                    )
+                } else {
+                    let log = Partition::open(
+                        &dir,
+                        log_config.clone(),
+                        self.env.clone(),
+                        self.data_arrived.clone(),
+                    )
+                    .await
+                    .map_err(|source| ApplyError::Open {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+                    (log, None)
+                };
                 adopt_epoch(&log, assignment.leader_epoch);
                 let metrics = self.stats.partition(&t.name, p as PartitionId);
                 publish(&metrics, &log);
@@ -400,6 +469,7 @@ impl Shard {
                         topic_id: t.id,
                         log,
                         metrics,
+                        group,
                     },
                 );
             }
@@ -422,7 +492,9 @@ impl Shard {
     /// The group coordinator if `group` hashes to this shard and it is loaded, else the
     /// error to answer with.
     pub fn coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
-        if crate::group::coordinator_shard(group, self.config.shards) != self.id {
+        if crate::group::coordinator_shard(group, self.config.shards) != self.id
+            || self.config.node_id != self.controller_node()
+        {
             return Err(ErrorCode::NotCoordinator);
         }
         self.coordinator
@@ -491,6 +563,12 @@ impl Shard {
             if let Err(e) = log.close().await {
                 clean = false;
                 warn!(dir = %log.dir().display(), error = %e, "closing partition failed");
+            }
+        }
+        if let Some(raft) = self.raft.as_ref() {
+            if let Err(e) = raft.driver.close().await {
+                clean = false;
+                warn!(error = %e, "closing the raft groups failed");
             }
         }
         // Only when every log is synced may the journal let go of its records; otherwise

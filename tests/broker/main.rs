@@ -2,6 +2,7 @@
 //! suites live in tests/clients). One module per behaviour, one test binary.
 
 mod bad_input;
+mod cluster;
 mod disk_full;
 mod groups;
 mod idempotent_produce;

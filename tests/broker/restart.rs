@@ -134,13 +134,3 @@ fn a_data_directory_of_another_node_or_cluster_is_refused() {
     let mut c = Client::connect(broker.addr(0));
     create_topic(&mut c, "still-mine", 1);
 }
-
-#[test]
-fn peers_are_refused_until_a_node_can_join_a_cluster() {
-    let mut config = caudal::config::Config::default();
-    config.data_dir = TestBroker::temp_dir().path().to_path_buf();
-    config.node_id = 1;
-    config.peers = caudal::config::peers::parse_peers("1@127.0.0.1:1,2@127.0.0.1:2").unwrap();
-    let err = runtime::start(config).err().expect("refused");
-    assert!(err.to_string().contains("--peers"), "{err}");
-}

@@ -56,9 +56,9 @@ async fn start_node(
         shard: 0,
         disk_id: [id as u8; 16],
     };
-    let transport = Transport::start(me, listener, peers).unwrap();
+    let transport = Transport::start(me, listener, peers, None).unwrap();
     let shard = RaftShard::new(id, GroupSettings::default());
-    let driver = RaftDriver::start(shard, transport, Duration::from_secs(10));
+    let driver = RaftDriver::start(shard, std::rc::Rc::new(transport), Duration::from_secs(10));
     driver
         .open_group(
             G,

@@ -1,0 +1,62 @@
+//! Who leads each replicated partition, as this node's shards last saw it: any shard
+//! answers Metadata and leader hints for partitions another shard of the node hosts.
+//! Each shard publishes its groups' changes after its raft rounds; readers take a copy.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::replica::raft_shard::NodeId;
+use crate::replica::replication::GroupView;
+
+/// A group's leadership as its hosting replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader, when one is known.
+    pub leader: Option<NodeId>,
+    /// The current term (the partition's leader epoch).
+    pub term: u64,
+    /// The in-sync voters (on the leader; its voters elsewhere).
+    pub in_sync: Vec<NodeId>,
+}
+
+/// Leadership of every group hosted on this node, by raft group id.
+#[derive(Debug, Default)]
+pub struct LeaderTable {
+    groups: Mutex<HashMap<u64, Leadership>>,
+}
+
+impl LeaderTable {
+    /// Records the views a shard's raft loop reports changed (`None`: closed).
+    pub fn update(&self, changed: &[(u64, Option<GroupView>)]) {
+        let mut groups = match self.groups.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (group, view) in changed {
+            match view {
+                Some(v) => {
+                    groups.insert(
+                        *group,
+                        Leadership {
+                            leader: v.leader,
+                            term: v.term,
+                            in_sync: v.in_sync.clone(),
+                        },
+                    );
+                }
+                None => {
+                    groups.remove(group);
+                }
+            }
+        }
+    }
+
+    /// The leadership of `group`, when a shard of this node hosts it.
+    pub fn get(&self, group: u64) -> Option<Leadership> {
+        let groups = match self.groups.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        groups.get(&group).cloned()
+    }
+}

@@ -1,0 +1,186 @@
+//! Three nodes in this process on loopback (the process-per-node tests in network
+//! namespaces are tests/clients/test_cluster.py): the metadata is decided on node 1 and
+//! reaches the others, a replicated partition takes produces on its raft leader only,
+//! and another node takes over when the leader's node stops.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use caudal::config::{peers::parse_peers, Config};
+use caudal::executor::deadline::Deadline;
+use caudal::shard::runtime::{self, BrokerHandle};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    ProduceResponse,
+};
+
+use super::*;
+
+struct Node {
+    config: Config,
+    handle: Option<BrokerHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.base_port))
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.addr())
+    }
+}
+
+/// Three one-shard nodes on free loopback ports.
+fn start_cluster() -> Vec<Node> {
+    let kafka: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
+    let peer: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
+    let peers = parse_peers(
+        &(0..3)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, peer[i]))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .unwrap();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            let dir = TestBroker::temp_dir();
+            let config = Config {
+                data_dir: dir.path().to_path_buf(),
+                base_port: kafka[i],
+                node_id: i as i32 + 1,
+                peers: peers.clone(),
+                default_replication_factor: 3,
+                shards: 1,
+                cpus: vec![0],
+                tail_cache_bytes: 16 << 20,
+                replica_lag_time_max_ms: 1000,
+                ..Config::default()
+            };
+            let handle = runtime::start(config.clone()).expect("node starts");
+            Node {
+                config,
+                handle: Some(handle),
+                _dir: dir,
+            }
+        })
+        .collect();
+    for n in &nodes {
+        wait_until("every node lists the three nodes", || {
+            metadata(&mut n.client(), None).brokers.len() == 3
+        });
+    }
+    nodes
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn metadata(c: &mut Client, topic: Option<&str>) -> MetadataResponse {
+    let req = MetadataRequest::default().with_topics(topic.map(|t| {
+        vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(name(t)))]
+    }));
+    c.call(ApiKey::Metadata, 12, &req)
+}
+
+/// The partition's leader as broker id, once one is known.
+fn leader(c: &mut Client, topic: &str) -> Option<i32> {
+    let m = metadata(c, Some(topic));
+    let p = m.topics.first()?.partitions.first()?;
+    (p.error_code == 0 && p.leader_id.0 >= 0).then_some(p.leader_id.0)
+}
+
+fn create(c: &mut Client, topic: &str, rf: i16) -> CreateTopicsResponse {
+    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(1)
+        .with_replication_factor(rf)]);
+    c.call(ApiKey::CreateTopics, 7, &req)
+}
+
+fn produce_one(c: &mut Client, topic: &str, value: &[u8]) -> (i16, i64) {
+    let r: ProduceResponse = c.call(
+        ApiKey::Produce,
+        10,
+        &produce_request(topic, 0, batch(&[value]), -1),
+    );
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
+    let _bound = Deadline::start("three-node cluster test", Duration::from_secs(120));
+    let mut nodes = start_cluster();
+    // Only the controller node (the lowest id) decides; the others say who does.
+    let refused = create(&mut nodes[1].client(), "t", 3);
+    assert_eq!(refused.topics[0].error_code, 41, "NOT_CONTROLLER");
+    let m = metadata(&mut nodes[1].client(), None);
+    assert_eq!(m.controller_id.0, 1024);
+    let too_many = create(&mut nodes[0].client(), "t", 4);
+    assert_eq!(too_many.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR");
+    let created = create(&mut nodes[0].client(), "t", 3);
+    assert_eq!(created.topics[0].error_code, 0);
+    for n in &nodes {
+        wait_until("every node knows the partition's leader", || {
+            leader(&mut n.client(), "t").is_some()
+        });
+    }
+    let first = leader(&mut nodes[0].client(), "t").unwrap();
+    let at = (first / 1024 - 1) as usize;
+    for i in 0..10i64 {
+        assert_eq!(produce_one(&mut nodes[at].client(), "t", b"before"), (0, i));
+    }
+    // A follower refuses, naming the leader (KIP-951).
+    let follower = (at + 1) % 3;
+    let r: ProduceResponse = nodes[follower].client().call(
+        ApiKey::Produce,
+        10,
+        &produce_request("t", 0, batch(&[b"nope"]), -1),
+    );
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(p.current_leader.leader_id.0, first);
+    assert!(r.node_endpoints.iter().any(|e| e.node_id.0 == first));
+
+    // The leader's node stops: one of the other two takes over, with every record.
+    if let Some(h) = nodes[at].handle.take() {
+        h.shutdown();
+    }
+    let rest: Vec<usize> = (0..3).filter(|&i| i != at).collect();
+    let mut next = None;
+    wait_until("a new leader", || {
+        next = leader(&mut nodes[rest[0]].client(), "t").filter(|&l| l != first);
+        next.is_some()
+    });
+    let next = (next.unwrap() / 1024 - 1) as usize;
+    let mut c = nodes[next].client();
+    for i in 10..20i64 {
+        assert_eq!(produce_one(&mut c, "t", b"after"), (0, i));
+    }
+    let batches = read_partition(&mut c, "t", 0);
+    assert_eq!(batches.len(), 20, "every acknowledged record, once");
+
+    // The stopped node comes back with its data and catches up.
+    nodes[at].handle = Some(runtime::start(nodes[at].config.clone()).expect("restarts"));
+    wait_until("the returning node back in sync", || {
+        let m = metadata(&mut nodes[next].client(), Some("t"));
+        m.topics[0].partitions[0].isr_nodes.len() == 3
+    });
+    for n in &mut nodes {
+        if let Some(h) = n.handle.take() {
+            h.shutdown();
+        }
+    }
+}

@@ -1,0 +1,289 @@
+"""A Caudal cluster for the real-client tests: three nodes as separate processes, each
+in its own network namespace on one bridge, one shard each.
+
+    root namespace: bridge cdlbr<tag>, 10.<a>.<b>.254/24   (the clients run here)
+    namespace cdl<tag>-<n>: eth0 10.<a>.<b>.<n>/24, node n on :9092, peers on :9192
+
+Every node runs `caudal --node-id n --peers 1@10.a.b.1:9192,2@...,3@...`. The namespaces,
+bridge and veths are created per cluster and removed when it stops; the test skips
+(with the reason) where they cannot be made (not root, no `ip`). Every wait has a
+deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from caudal_harness import TMP_ROOT, session_bin
+
+KAFKA_PORT = 9092
+PEER_PORT = 9192
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+class ClusterUnavailable(RuntimeError):
+    """Network namespaces cannot be made here; the message says why."""
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if check and proc.returncode != 0:
+        raise ClusterUnavailable(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc
+
+
+def _remove_stale_namespaces() -> None:
+    """Namespaces and bridges of earlier runs whose process is gone (killed before it
+    cleaned up); each is named after its creator's pid."""
+    listed = _ip("netns", "list", check=False).stdout.split("\n")
+    for line in listed:
+        name = line.split(" ")[0]
+        if not name.startswith("cdl") or "-" not in name:
+            continue
+        pid = name[3:].split("x")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _ip("netns", "delete", name, check=False)
+    links = _ip("-o", "link", "show", "type", "bridge", check=False).stdout.split("\n")
+    for line in links:
+        parts = line.split(": ")
+        if len(parts) > 1 and parts[1].startswith("cdlbr"):
+            pid = parts[1][5:].split("x")[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                _ip("link", "delete", parts[1].split("@")[0], check=False)
+
+
+class Node:
+    """One caudal process in its namespace."""
+
+    def __init__(self, cluster: "Cluster", node_id: int):
+        self.cluster = cluster
+        self.id = node_id
+        self.netns = f"{cluster.tag}-{node_id}"
+        self.host = f"{cluster.subnet}.{node_id}"
+        self.data_dir = cluster.root / f"node{node_id}"
+        self.data_dir.mkdir()
+        self.log_path = cluster.root / f"node{node_id}.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.paused = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{KAFKA_PORT}"
+
+    @property
+    def broker_id(self) -> int:
+        """Broker id of its shard 0 (node * 1024 + shard)."""
+        return self.id * 1024
+
+    def command(self) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.netns,
+            str(self.cluster.binary),
+            "--node-id", str(self.id),
+            "--data-dir", str(self.data_dir),
+            "--listen", f"{self.host}:{KAFKA_PORT}",
+            "--shards", "1",
+            "--peers", self.cluster.peers,
+            "--cluster-id", self.cluster.tag,
+            *self.cluster.extra_args,
+        ]
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} starting: {' '.join(self.command())}\n".encode())
+            offset = log.tell()
+            env = dict(os.environ, RUST_BACKTRACE="1", NO_COLOR="1")
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        self.paused = False
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.id} exited with {self.proc.returncode} at start\n{self.tail()}")
+            if "ready" in self.log_text(offset) and self.accepts():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"node {self.id} not ready within {READY_TIMEOUT_S:.0f}s\n{self.tail()}")
+
+    def accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.host, KAFKA_PORT), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def log_text(self, offset: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL: a crash as far as its files are concerned."""
+        if self.proc and self.proc.poll() is None:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.paused = False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a bound."""
+        if self.proc and self.proc.poll() is None:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops answering but keeps its sockets (a long GC pause)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    """Three caudal nodes in network namespaces. Use as a context manager."""
+
+    def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = ()):
+        if os.geteuid() != 0:
+            raise ClusterUnavailable("network namespaces need root")
+        if shutil.which("ip") is None:
+            raise ClusterUnavailable("the `ip` command (iproute2) is missing")
+        self.binary = session_bin()
+        if not self.binary.is_file():
+            raise RuntimeError(f"caudal binary not found at {self.binary}")
+        _remove_stale_namespaces()
+        # pid and a random suffix: concurrent runs never share a name or a subnet.
+        self.tag = f"cdl{os.getpid()}x{random.randint(0, 999)}"
+        self.bridge = f"cdlbr{os.getpid()}x{random.randint(0, 99)}"[:15]
+        # RFC 2544 benchmarking addresses: never routed anywhere real.
+        self.subnet = f"198.{random.randint(18, 19)}.{random.randint(0, 255)}"
+        self.extra_args = tuple(extra_args)
+        TMP_ROOT.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
+        self.count = nodes
+        self.peers = ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in range(1, nodes + 1))
+        self.nodes: list[Node] = []
+        self._made_netns: list[str] = []
+        self._made_bridge = False
+
+    # -- network -----------------------------------------------------------------------
+
+    def _make_network(self) -> None:
+        _ip("link", "add", self.bridge, "type", "bridge")
+        self._made_bridge = True
+        _ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for n in range(1, self.count + 1):
+            ns = f"{self.tag}-{n}"
+            _ip("netns", "add", ns)
+            self._made_netns.append(ns)
+            veth = f"{self.bridge[:11]}v{n}"
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("link", "set", veth, "master", self.bridge)
+            _ip("link", "set", veth, "up")
+            _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.subnet}.{n}/24", "dev", "eth0")
+            _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+            _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def _remove_network(self) -> None:
+        for ns in self._made_netns:
+            _ip("netns", "delete", ns, check=False)
+        self._made_netns = []
+        if self._made_bridge:
+            _ip("link", "delete", self.bridge, check=False)
+            self._made_bridge = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> "Cluster":
+        try:
+            self._make_network()
+        except ClusterUnavailable:
+            self._remove_network()
+            raise
+        try:
+            self.nodes = [Node(self, n) for n in range(1, self.count + 1)]
+            for node in self.nodes:
+                node.proc = None
+            # All at once: each waits for the others only to replicate, not to start.
+            for node in self.nodes:
+                node.start()
+            self.wait_formed()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for node in self.nodes:
+            try:
+                node.kill() if exc and exc[0] is not None else node.stop()
+            except Exception:
+                node.kill()
+        self._remove_network()
+        if not exc or exc[0] is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def wait_formed(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until every node's Metadata lists every node (each has registered with the
+        controller node and received the metadata back)."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        pending = list(self.nodes)
+        while pending and time.monotonic() < deadline:
+            node = pending[0]
+            try:
+                md = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=2)
+                if len(md.brokers) == self.count and md.controller_id > 0:
+                    pending.pop(0)
+                    continue
+            except Exception:
+                pass
+            time.sleep(0.1)
+        if pending:
+            raise RuntimeError(f"node {pending[0].id} does not list the whole cluster after {timeout:.0f}s\n{self.logs()}")
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def node(self, node_id: int) -> Node:
+        return self.nodes[node_id - 1]
+
+    def node_of_broker(self, broker_id: int) -> Node:
+        return self.node(broker_id // 1024)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- node {n.id} ---\n{n.tail(60)}" for n in self.nodes)

@@ -1,0 +1,519 @@
+"""Three Caudal nodes in network namespaces (cluster_harness.py), RF=3 topics, and real
+clients through the loss of a node: librdkafka (confluent-kafka), kafka-python, kafkajs
+and the Java client (Kafka's VerifiableProducer) produce with acks=all, idempotent,
+while the leader's node is SIGKILLed, restarted with its data, and SIGSTOPped; two
+consumers read meanwhile. Afterwards every acknowledged message is read, in order per
+producer and partition, once.
+
+Skipped with the reason where network namespaces cannot be made. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from caudal_harness import REPO, unique_name
+from cluster_harness import Cluster, ClusterUnavailable
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+# Followers count as out of sync after 1.5 s without catching up (Kafka: 30 s), so the
+# tests see the ISR shrink and grow within their bounds.
+CLUSTER_ARGS = ("--replica-lag-time-max-ms", "1500", "--group-initial-rebalance-delay-ms", "0")
+
+
+@pytest.fixture
+def cluster():
+    try:
+        c = Cluster(extra_args=CLUSTER_ARGS)
+    except ClusterUnavailable as e:
+        pytest.skip(f"no cluster in network namespaces here: {e}")
+    try:
+        with c:
+            yield c
+    except ClusterUnavailable as e:
+        pytest.skip(f"no cluster in network namespaces here: {e}")
+
+
+def create_topic(c: Cluster, name: str, partitions: int, rf: int = 3, **configs) -> None:
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=rf, config=configs)
+    admin.create_topics([topic])[name].result(20)
+    wait_for(lambda: all(l is not None for l in leaders(c, name, partitions).values()), 20, f"{name}: a leader for every partition\n{c.logs()}")
+
+
+def partition_state(c: Cluster, topic: str, via=None) -> dict:
+    """{partition: (leader broker id or None, isr)} as the Metadata of the running nodes
+    (or of `via`) says."""
+    nodes = via or [n for n in c.nodes if n.is_running() and not n.paused]
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in nodes)})
+    md = admin.list_topics(topic=topic, timeout=5)
+    t = md.topics[topic]
+    return {p.id: (p.leader if p.leader >= 0 else None, sorted(p.isrs)) for p in t.partitions.values()}
+
+
+def isr(c: Cluster, topic: str, partition: int = 0, via=None) -> list:
+    """The in-sync replicas of a partition as its leader's node reports them (the other
+    nodes list the voters: only the leader sees who keeps up)."""
+    leader, _ = partition_state(c, topic, via)[partition]
+    if leader is None:
+        raise KeyError("no leader yet")
+    node = c.node_of_broker(leader)
+    return partition_state(c, topic, [node])[partition][1]
+
+
+def leaders(c: Cluster, topic: str, partitions: int) -> dict:
+    try:
+        state = partition_state(c, topic)
+    except KafkaException:
+        return {p: None for p in range(partitions)}
+    return {p: state.get(p, (None, []))[0] for p in range(partitions)}
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except (KafkaException, KeyError):
+            # A node that does not know the topic yet, or none answering.
+            got = None
+        if got:
+            return got
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for: {what}")
+
+
+# --------------------------------------------------------------------------------------
+# Producers: each records its acknowledged values in send order.
+# --------------------------------------------------------------------------------------
+
+
+class Acks:
+    """One producer's outcome: acknowledged values with (partition, offset), in send
+    order, and the values that failed (unknown outcome)."""
+
+    def __init__(self, name: str, idempotent: bool):
+        self.name = name
+        self.idempotent = idempotent
+        self.acked: dict[str, tuple[int, int]] = {}
+        self.order: list[str] = []  # acknowledged values in send order
+        self.failed: list[str] = []
+        self.lock = threading.Lock()
+
+    def ok(self, value: str, partition: int, offset: int) -> None:
+        with self.lock:
+            self.acked[value] = (partition, offset)
+
+    def sent(self, value: str) -> None:
+        with self.lock:
+            self.order.append(value)
+
+    def error(self, value: str) -> None:
+        with self.lock:
+            self.failed.append(value)
+
+
+def produce_confluent(c: Cluster, topic: str, partitions: int, seconds: float, acks: Acks) -> None:
+    p = Producer({
+        "bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
+        "linger.ms": 5, "message.timeout.ms": 120000,
+    })
+
+    def report(err, msg):
+        v = msg.value().decode()
+        if err:
+            acks.error(v)
+        else:
+            acks.ok(v, msg.partition(), msg.offset())
+
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        v = f"{acks.name}-{i}"
+        acks.sent(v)
+        p.produce(topic, value=v.encode(), partition=i % partitions, on_delivery=report)
+        p.poll(0)
+        i += 1
+        time.sleep(0.01)
+    left = p.flush(90)
+    assert left == 0, f"confluent-kafka: {left} messages without an outcome after 90 s"
+
+
+def produce_kafka_python(c: Cluster, topic: str, partitions: int, seconds: float, acks: Acks) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(
+        bootstrap_servers=c.bootstrap.split(","), acks="all", enable_idempotence=True,
+        retries=1000, linger_ms=5, request_timeout_ms=5000, delivery_timeout_ms=120000,
+        max_in_flight_requests_per_connection=1,
+    )
+    end = time.monotonic() + seconds
+    i = 0
+    futures = []
+    while time.monotonic() < end:
+        v = f"{acks.name}-{i}"
+        acks.sent(v)
+        futures.append((v, p.send(topic, value=v.encode(), partition=i % partitions)))
+        i += 1
+        time.sleep(0.01)
+    p.flush(timeout=90)
+    for v, f in futures:
+        try:
+            md = f.get(timeout=1)
+            acks.ok(v, md.partition, md.offset)
+        except Exception:
+            acks.error(v)
+    p.close(timeout=10)
+
+
+def start_kafkajs(c: Cluster, topic: str, partitions: int, seconds: float, prefix: str) -> subprocess.Popen:
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "kafkajs").is_dir():
+        pytest.fail("node or kafkajs missing (run `make client-deps`)")
+    env = dict(os.environ, CAUDAL_BROKERS=c.bootstrap, CAUDAL_TOPIC=topic, CAUDAL_PREFIX=prefix,
+               CAUDAL_PARTITIONS=str(partitions), CAUDAL_DURATION_MS=str(int(seconds * 1000)),
+               KAFKAJS_NO_PARTITIONER_WARNING="1")
+    return subprocess.Popen([node, "cluster_produce.js"], cwd=JS_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect_kafkajs(proc: subprocess.Popen, acks: Acks) -> None:
+    out, err = proc.communicate(timeout=150)
+    assert proc.returncode == 0 and "DONE" in out, f"kafkajs producer failed:\n{out[-2000:]}\n{err[-2000:]}"
+    for line in out.splitlines():
+        if line.startswith("ACK "):
+            r = json.loads(line[4:])
+            acks.sent(r["v"])
+            acks.ok(r["v"], r["p"], r["o"])
+        elif line.startswith("ERR "):
+            r = json.loads(line[4:])
+            acks.sent(r["v"])
+            acks.error(r["v"])
+
+
+def kafka_libs() -> Path:
+    """The Kafka jars (bench/kafka/kafka.sh builds the classpath once, then caches it)."""
+    out = subprocess.run(["bash", str(REPO / "bench" / "kafka" / "kafka.sh"), "libs"],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        pytest.fail(f"kafka.sh libs failed:\n{out.stderr[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def start_java(c: Cluster, topic: str, messages: int, rate: int, prefix: int, root: Path) -> subprocess.Popen:
+    libs = kafka_libs()
+    config = root / "java-producer.properties"
+    config.write_text("enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nrequest.timeout.ms=5000\n")
+    cmd = ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.VerifiableProducer",
+           "--bootstrap-server", c.bootstrap, "--topic", topic, "--max-messages", str(messages),
+           "--throughput", str(rate), "--acks", "-1", "--value-prefix", str(prefix),
+           "--producer.config", str(config)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect_java(proc: subprocess.Popen, acks: Acks) -> None:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, f"VerifiableProducer failed:\n{err[-3000:]}"
+    for line in out.splitlines():
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        if r.get("name") == "producer_send_success":
+            acks.sent(r["value"])
+            acks.ok(r["value"], r["partition"], r["offset"])
+        elif r.get("name") == "producer_send_error":
+            acks.sent(r["value"])
+            acks.error(r["value"])
+
+
+# --------------------------------------------------------------------------------------
+# Consumers
+# --------------------------------------------------------------------------------------
+
+
+def read_all(c: Cluster, topic: str, partitions: int, expected: set[str], timeout: float) -> dict:
+    """Every record of the topic from the start, until every expected value came back
+    (or the bound): {partition: [(offset, value)]} in offset order."""
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": unique_name("check"),
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    while time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            v = m.value().decode()
+            got[m.partition()].append((m.offset(), v))
+            seen.add(v)
+        if expected <= seen:
+            # A little longer, so duplicates after the last expected value show too.
+            quiet_until = quiet_until or time.monotonic() + 2.0
+            if time.monotonic() >= quiet_until:
+                break
+    cons.close()
+    return got
+
+
+class TailingConsumer(threading.Thread):
+    """Reads the topic from the start while the faults run (assign mode), recording
+    each partition's offsets, to check that a reader never skips or goes back."""
+
+    def __init__(self, c: Cluster, topic: str, partitions: int):
+        super().__init__(daemon=True)
+        self.c, self.topic, self.partitions = c, topic, partitions
+        self.offsets: dict[int, list[int]] = defaultdict(list)
+        self.stop_at: Optional[float] = None
+        self.error: Optional[str] = None
+
+    def run(self) -> None:
+        cons = Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": unique_name("tail"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        cons.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
+        try:
+            while self.stop_at is None or time.monotonic() < self.stop_at:
+                m = cons.poll(0.2)
+                if m is not None and not m.error():
+                    self.offsets[m.partition()].append(m.offset())
+        except Exception as e:  # reported by the test
+            self.error = repr(e)
+        finally:
+            cons.close()
+
+
+def check_delivery(producers: list[Acks], got: dict) -> None:
+    positions: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for partition, records in got.items():
+        offsets = [o for o, _ in records]
+        assert offsets == sorted(offsets), f"partition {partition} read out of order"
+        for o, v in records:
+            positions[v].append((partition, o))
+    for acks in producers:
+        assert acks.acked, f"{acks.name}: nothing was acknowledged"
+        lost = [v for v in acks.acked if v not in positions]
+        assert not lost, f"{acks.name}: {len(lost)} acknowledged messages lost, e.g. {lost[:5]}"
+        for v, (p, o) in acks.acked.items():
+            assert (p, o) in positions[v], f"{acks.name}: {v} acknowledged at {p}@{o}, read at {positions[v]}"
+        if acks.idempotent:
+            dups = [v for v in acks.order if len(positions.get(v, [])) > 1]
+            assert not dups, f"{acks.name}: idempotent producer's messages written twice: {dups[:5]}"
+        # In send order, each partition's acknowledged messages sit at rising offsets.
+        last: dict[int, int] = {}
+        for v in acks.order:
+            if v not in acks.acked:
+                continue
+            p, o = acks.acked[v]
+            assert o > last.get(p, -1), f"{acks.name}: {v} at {p}@{o} is not after the message sent before it"
+            last[p] = o
+
+
+# --------------------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(400)
+def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(cluster):
+    c = cluster
+    topic = unique_name("replicated")
+    partitions = 3
+    create_topic(c, topic, partitions, **{"min.insync.replicas": "2"})
+    seconds = 24.0
+    producers = {
+        "confluent": Acks("ck", True),
+        "kafka-python": Acks("kp", True),
+        "kafkajs": Acks("js", True),
+        "java": Acks("7", True),
+    }
+    js = start_kafkajs(c, topic, partitions, seconds, "js")
+    java = start_java(c, topic, messages=int(seconds * 80), rate=80, prefix=7, root=c.root)
+    threads = [
+        threading.Thread(target=produce_confluent, args=(c, topic, partitions, seconds, producers["confluent"])),
+        threading.Thread(target=produce_kafka_python, args=(c, topic, partitions, seconds, producers["kafka-python"])),
+    ]
+    errors: list[str] = []
+
+    def guarded(t):
+        target = t._target
+
+        def run(*a):
+            try:
+                target(*a)
+            except BaseException as e:  # reported below
+                errors.append(f"{target.__name__}: {e!r}")
+        t._target = run
+
+    for t in threads:
+        guarded(t)
+        t.start()
+    tail = TailingConsumer(c, topic, partitions)
+    tail.start()
+
+    # The faults, while everyone produces: kill the leader of partition 0, bring it back
+    # with its data, then pause the (new) leader and let it go.
+    time.sleep(4)
+    victim = c.node_of_broker(wait_for(lambda: leaders(c, topic, partitions)[0], 20, "a leader"))
+    victim.kill()
+    wait_for(lambda: (l := leaders(c, topic, partitions)[0]) is not None and l != victim.broker_id, 20,
+             f"a new leader after node {victim.id} was killed\n{c.logs()}")
+    time.sleep(3)
+    victim.start()
+    time.sleep(4)
+    paused = c.node_of_broker(wait_for(lambda: leaders(c, topic, partitions)[0], 20, "a leader"))
+    paused.pause()
+    wait_for(lambda: (l := leaders(c, topic, partitions)[0]) is not None and l != paused.broker_id, 20,
+             f"a new leader while node {paused.id} is paused\n{c.logs()}")
+    time.sleep(3)
+    paused.resume()
+
+    for t in threads:
+        t.join(timeout=150)
+        assert not t.is_alive(), "a producer did not finish within its bound"
+    collect_kafkajs(js, producers["kafkajs"])
+    collect_java(java, producers["java"])
+    assert not errors, errors
+    tail.stop_at = time.monotonic() + 10
+    expected = {v for a in producers.values() for v in a.acked}
+    got = read_all(c, topic, partitions, expected, timeout=90)
+    print("acknowledged:", {k: len(a.acked) for k, a in producers.items()},
+          "failed:", {k: len(a.failed) for k, a in producers.items()},
+          "killed node", victim.id, "paused node", paused.id)
+    check_delivery(list(producers.values()), got)
+    tail.join(timeout=30)
+    assert tail.error is None, tail.error
+    for p, offsets in tail.offsets.items():
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), (
+            f"partition {p}: the consumer reading during the faults skipped or went back"
+        )
+    assert sum(len(o) for o in tail.offsets.values()) > 0
+
+
+@pytest.mark.timeout(200)
+def test_committed_offsets_survive_the_loss_of_a_node_that_is_not_the_coordinator(cluster):
+    c = cluster
+    topic, group = unique_name("offsets"), unique_name("group")
+    create_topic(c, topic, 1)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(200):
+        p.produce(topic, value=f"m-{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    read = []
+    deadline = time.monotonic() + 60
+    while len(read) < 100 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            read.append(m.offset())
+    assert len(read) >= 100, f"read {len(read)} of 100"
+    cons.commit(offsets=[TopicPartition(topic, 0, 100)], asynchronous=False)
+    cons.close()
+    # Groups live on the controller node (node 1) until part 3 replicates them: lose
+    # another node, the partition's leader when it is one.
+    leader = c.node_of_broker(leaders(c, topic, 1)[0])
+    victim = leader if leader.id != 1 else c.node(2)
+    victim.kill()
+    for i in range(200, 300):
+        p.produce(topic, value=f"m-{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    offsets = []
+    deadline = time.monotonic() + 60
+    while len(offsets) < 200 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            offsets.append(m.offset())
+    cons.close()
+    assert offsets == list(range(100, 300)), f"resumed at {offsets[:3]}, read {len(offsets)}"
+
+
+@pytest.mark.timeout(200)
+def test_a_node_down_for_a_while_catches_up_and_is_in_sync_again(cluster):
+    c = cluster
+    topic = unique_name("rejoin")
+    create_topic(c, topic, 1)
+    leader = c.node_of_broker(leaders(c, topic, 1)[0])
+    away = next(n for n in c.nodes if n.id != leader.id)
+    away.kill()
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    for i in range(3000):
+        p.produce(topic, value=(f"r-{i}-" + "x" * 200).encode(), partition=0)
+        if i % 500 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    wait_for(lambda: away.broker_id not in isr(c, topic), 15,
+             f"node {away.id} out of the ISR while down")
+    away.start()
+    wait_for(lambda: away.broker_id in isr(c, topic), 30,
+             f"node {away.id} back in the ISR after catching up\n{c.logs()}")
+    # It is eligible again: with the leader gone, it and the third node elect one.
+    leader = c.node_of_broker(leaders(c, topic, 1)[0])
+    leader.kill()
+    wait_for(lambda: (l := leaders(c, topic, 1)[0]) is not None and l != leader.broker_id, 20,
+             f"a new leader after node {leader.id} was killed\n{c.logs()}")
+    expected = {f"r-{i}-" + "x" * 200 for i in range(3000)}
+    got = read_all(c, topic, 1, expected, timeout=60)
+    values = [v for _, v in got[0]]
+    assert set(values) == expected and len(values) == 3000
+
+
+@pytest.mark.timeout(200)
+def test_a_node_back_on_an_empty_disk_is_kept_out_of_its_groups(cluster):
+    c = cluster
+    topic = unique_name("newdisk")
+    create_topic(c, topic, 1)
+    leader = c.node_of_broker(leaders(c, topic, 1)[0])
+    wiped = next(n for n in c.nodes if n.id not in (leader.id, 1))
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce(topic, value=f"a-{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    wiped.stop()
+    shutil.rmtree(wiped.data_dir)
+    wiped.data_dir.mkdir()
+    wiped.start()
+    others = [n for n in c.nodes if n.id != wiped.id]
+    wait_for(lambda: any("came back with another data directory" in n.log_text() for n in others), 20,
+             f"the other nodes refusing node {wiped.id}'s new disk\n{c.logs()}")
+    wait_for(lambda: wiped.broker_id not in isr(c, topic, 0, others), 15,
+             f"node {wiped.id} out of the ISR")
+    # Still served by the two others, and the wiped node stays out.
+    for i in range(100, 200):
+        p.produce(topic, value=f"a-{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    time.sleep(3)
+    assert wiped.broker_id not in isr(c, topic, 0, others)
+    got = read_all(c, topic, 1, {f"a-{i}" for i in range(200)}, timeout=60)
+    assert sorted(v for _, v in got[0]) == sorted(f"a-{i}" for i in range(200))
+
+
+@pytest.mark.timeout(120)
+def test_topics_of_one_replica_spread_over_the_nodes_and_work(cluster):
+    c = cluster
+    topic = unique_name("single")
+    create_topic(c, topic, 3, rf=1)
+    state = partition_state(c, topic)
+    assert {l // 1024 for l, _ in state.values()} == {1, 2, 3}, state
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(300):
+        p.produce(topic, value=f"s-{i}".encode(), partition=i % 3)
+    assert p.flush(30) == 0
+    got = read_all(c, topic, 3, {f"s-{i}" for i in range(300)}, timeout=30)
+    assert sorted(v for recs in got.values() for _, v in recs) == sorted(f"s-{i}" for i in range(300))
