@@ -5,11 +5,15 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run build release test test-rust test-raft-sim test-clients test-java test-go client-deps lint audit fmt clean soak
+.PHONY: run run-cluster build release test test-rust test-raft-sim test-clients test-java test-go client-deps lint audit fmt clean soak
 
 run: release
 	mkdir -p $(DATA_DIR)
 	./target/release/caudal --data-dir $(DATA_DIR) --listen 127.0.0.1:9092
+
+# Three nodes on 127.0.0.1 (Kafka on 9192, 9292, 9392; data in ./data/N), RF 3 by default.
+run-cluster: release
+	DATA_DIR=$(DATA_DIR) bash tools/run-cluster.sh
 
 build:
 	$(CARGO) build --bins

@@ -21,8 +21,8 @@
 //!   version 1 of releases up to 617d542, or a versioned file of `caudal::codec`).
 //! - `raft_message`: one raft message in Caudal's framing.
 //! - `peer_frame`: byte 0 even: the rest is the body of a hello or a hello reply; odd:
-//!   the rest is the body of a raft frame, decoded twice on one connection (the second
-//!   time the beats the first remembered are in play).
+//!   the rest is the body of a raft or control frame, decoded twice on one connection
+//!   (the second time the beats the first remembered are in play).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -70,7 +70,9 @@ pub fn raft_message(data: &[u8]) {
 /// encodes back to the same body, and a raft frame's messages are between the nodes of
 /// the connection.
 pub fn peer_frame(data: &[u8]) {
-    use caudal::cluster::wire::{decode_raft, BeatCache, Hello, HelloReply, FRAME_HEADER};
+    use caudal::cluster::wire::{
+        decode_frame, encode_control_into, BeatCache, Frame, Hello, HelloReply, FRAME_HEADER,
+    };
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
@@ -85,10 +87,17 @@ pub fn peer_frame(data: &[u8]) {
         let mut beats = BeatCache::default();
         let body = bytes::Bytes::copy_from_slice(rest);
         for _ in 0..2 {
-            if let Ok(messages) = decode_raft(1, 2, &body, &mut beats) {
-                for (_, m) in messages {
-                    assert_eq!((m.from, m.to), (1, 2), "messages of this connection only");
+            match decode_frame(1, 2, &body, &mut beats) {
+                Ok(Frame::Raft(messages)) => {
+                    for (_, m) in messages {
+                        assert_eq!((m.from, m.to), (1, 2), "messages of this connection only");
+                    }
                 }
+                Ok(Frame::Control(c)) => {
+                    let again = encode_control_into(Vec::new(), &c);
+                    assert_eq!(&again[FRAME_HEADER..], rest, "a control message re-encodes");
+                }
+                Err(_) => {}
             }
         }
     }
@@ -424,11 +433,17 @@ fn metadata_log(data: &[u8]) {
     };
     drop(store);
     let kept = std::fs::read(&path).expect("read scratch metadata log");
-    if data.starts_with(&magic::METADATA_LOG) {
+    let header = caudal::metadata::store::HEADER;
+    let mut current = header.magic.to_vec();
+    current.extend_from_slice(&header.version.to_be_bytes());
+    if data.starts_with(&current) {
         assert!(
             data.starts_with(&kept),
             "recovery kept bytes that were not in the file"
         );
+    } else if data.starts_with(&magic::METADATA_LOG) {
+        // An older version is rewritten in the current one, records unchanged.
+        assert!(kept.starts_with(&current), "not upgraded");
     } else {
         assert!(kept.starts_with(&magic::METADATA_LOG), "not upgraded");
     }

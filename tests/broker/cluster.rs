@@ -88,8 +88,10 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 fn metadata(c: &mut Client, topic: Option<&str>) -> MetadataResponse {
     let req = MetadataRequest::default().with_topics(topic.map(|t| {
-        vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-            .with_name(Some(name(t)))]
+        vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(name(t))),
+        ]
     }));
     c.call(ApiKey::Metadata, 12, &req)
 }
@@ -129,7 +131,10 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
     let m = metadata(&mut nodes[1].client(), None);
     assert_eq!(m.controller_id.0, 1024);
     let too_many = create(&mut nodes[0].client(), "t", 4);
-    assert_eq!(too_many.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR");
+    assert_eq!(
+        too_many.topics[0].error_code, 38,
+        "INVALID_REPLICATION_FACTOR"
+    );
     let created = create(&mut nodes[0].client(), "t", 3);
     assert_eq!(created.topics[0].error_code, 0);
     for n in &nodes {

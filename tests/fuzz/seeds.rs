@@ -881,7 +881,10 @@ pub fn raft_seeds() -> Vec<Seed> {
 /// Seeds of the `peer_frame` target: a hello, both replies, and raft frames with full
 /// and coalesced beats and a whole message.
 pub fn peer_seeds() -> Vec<Seed> {
-    use caudal::cluster::wire::{encode_raft, BeatCache, Hello, HelloReply, FRAME_HEADER, VERSION};
+    use caudal::cluster::wire::{
+        encode_control_into, encode_raft, BeatCache, Control, Hello, HelloReply, FRAME_HEADER,
+        VERSION,
+    };
     use caudal::replica::raft_shard::GroupId;
     use raft::eraftpb::{Message, MessageType};
     let body = |mode: u8, frame: Vec<u8>| {
@@ -947,6 +950,43 @@ pub fn peer_seeds() -> Vec<Seed> {
         ),
         ("peer_frame", "beats-full".into(), body(1, full)),
         ("peer_frame", "beats-same".into(), body(1, same)),
+        (
+            "peer_frame",
+            "register".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::Register {
+                        host: "10.0.0.2".into(),
+                        port: 9092,
+                        shards: 2,
+                    },
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
+            "metadata".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::Metadata(b"CDMT\x00\x03".to_vec().into()),
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
+            "create-topics".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::CreateTopics(vec![("orders".into(), 3, -1)]),
+                ),
+            ),
+        ),
     ]
 }
 
