@@ -88,11 +88,18 @@ bench-build:
 # PEER=kafka: the same suite against Apache Kafka beside Caudal, both durabilities each
 # (bench/peer.sh), and the side-by-side report.
 PEER ?=
+# Then the `replicated` workloads: three Caudal nodes beside a three-node Kafka.
 bench: bench-build
 	$(if $(filter kafka,$(PEER)),bash bench/peer.sh full,bash bench/run.sh full)
+	bash bench/replicated.sh full
 
 bench-quick: bench-build
 	$(if $(filter kafka,$(PEER)),bash bench/peer.sh quick,bash bench/run.sh quick)
+	bash bench/replicated.sh quick
+
+# Only the replicated workloads (three nodes each of Caudal and Kafka).
+bench-replicated: bench-build
+	bash bench/replicated.sh full
 
 bench-report:
 	@test -e bench/results/latest || { echo "no results: run make bench-quick first" >&2; exit 1; }

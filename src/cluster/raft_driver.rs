@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use raft::StateRole;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::log::{Log, Offset, Recovered};
 use crate::notify::Notify;
@@ -421,7 +421,12 @@ fn refresh_views(
             voters,
             in_sync,
         };
-        if views.get(&g) != Some(&view) {
+        let old = views.get(&g);
+        if old.map(|o| (o.leader, o.term)) != Some((view.leader, view.term)) {
+            // Leadership changes are rare and what an operator looks for first.
+            info!(group = g.0, term = view.term, leader = ?view.leader, "raft group leadership");
+        }
+        if old != Some(&view) {
             views.insert(g, view);
             shared.dirty.borrow_mut().insert(g);
             changed = true;

@@ -697,13 +697,25 @@ impl RaftLog {
     /// Reads from disk the entries raft asked for and memory lacked; returns the
     /// contexts to hand to raft's `on_entries_fetched`, after which it reads them again
     /// (then call [`RaftLog::clear_fetched`]).
-    pub async fn fetch_missing(&self) -> Result<Vec<GetEntriesContext>, RaftLogError> {
-        let misses = std::mem::take(&mut *self.misses.borrow_mut());
+    /// Reads about `budget` bytes at most (one entry past it at worst; at least one
+    /// entry); what is left waits for the next call. Returns the bytes read too.
+    pub async fn fetch_missing(
+        &self,
+        budget: usize,
+    ) -> Result<(Vec<GetEntriesContext>, usize), RaftLogError> {
+        let mut misses: VecDeque<Miss> = std::mem::take(&mut *self.misses.borrow_mut()).into();
         let mut contexts = Vec::with_capacity(misses.len());
-        for miss in misses {
+        let mut total = 0usize;
+        while let Some(miss) = misses.pop_front() {
+            if total > 0 && total >= budget {
+                // Raft still waits for these: asked again next round.
+                misses.push_front(miss);
+                self.misses.borrow_mut().extend(misses);
+                break;
+            }
             let mut bytes = 0usize;
             for index in miss.low..miss.high {
-                if bytes >= FETCH_BYTES {
+                if bytes >= FETCH_BYTES || (bytes > 0 && total >= budget) {
                     break;
                 }
                 let located = self.meta.table.borrow().locate(index);
@@ -715,11 +727,12 @@ impl RaftLog {
                 }
                 let data = self.read_entry(first, last).await?;
                 bytes += data.len();
+                total += data.len();
                 self.fetched.borrow_mut().insert(index, data);
             }
             contexts.push(miss.context);
         }
-        Ok(contexts)
+        Ok((contexts, total))
     }
 
     /// Drops what [`RaftLog::fetch_missing`] read, once raft has taken it.

@@ -101,6 +101,8 @@ pub struct Round {
     pub failed: Vec<(GroupId, String)>,
     /// Groups that had something to do this round.
     pub active: Vec<GroupId>,
+    /// Bytes read from disk this round for lagging followers.
+    pub catch_up_bytes: usize,
 }
 
 impl Round {
@@ -122,6 +124,10 @@ pub struct GroupSettings {
     pub max_size_per_msg: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_msgs: usize,
+    /// Bytes a round reads from disk for lagging followers, all groups together: a
+    /// returning node catches up a round at a time without making the leaders' own
+    /// rounds (their clients' acknowledgements) wait behind gigabytes of reads.
+    pub catch_up_bytes_per_round: usize,
 }
 
 impl Default for GroupSettings {
@@ -131,6 +137,7 @@ impl Default for GroupSettings {
             heartbeat_tick: 2,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            catch_up_bytes_per_round: 4 << 20,
         }
     }
 }
@@ -173,6 +180,9 @@ pub struct RaftShard {
     node_id: NodeId,
     settings: GroupSettings,
     groups: BTreeMap<GroupId, Group>,
+    /// Where the next round's catch-up reads start, so that every lagging group gets
+    /// its turn under the budget.
+    fetch_cursor: Option<GroupId>,
     /// Outcomes known when they were proposed (a retry of batches already
     /// acknowledged), handed out by the next round.
     decided: Vec<(GroupId, Completion)>,
@@ -186,6 +196,7 @@ impl RaftShard {
             node_id,
             settings,
             groups: BTreeMap::new(),
+            fetch_cursor: None,
             decided: Vec::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
         }
@@ -486,14 +497,39 @@ impl RaftShard {
     }
 
     /// Reads from disk the entries raft could not find in memory (a lagging follower's
-    /// appends), and lets raft send them.
+    /// appends), up to the round's budget, and lets raft send them; groups left over
+    /// keep their reads for the next round, which starts with them.
     async fn fetch_missing(&mut self, out: &mut Round) {
-        for (&id, g) in self.groups.iter_mut() {
+        let budget = self.settings.catch_up_bytes_per_round;
+        let start = self.fetch_cursor.take();
+        let order: Vec<GroupId> = match start {
+            Some(s) => self
+                .groups
+                .range(s..)
+                .chain(self.groups.range(..s))
+                .map(|(&id, _)| id)
+                .collect(),
+            None => self.groups.keys().copied().collect(),
+        };
+        for id in order {
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
             if g.failed || !g.node.store().has_missing() {
                 continue;
             }
-            match g.node.store().fetch_missing().await {
-                Ok(contexts) => {
+            if out.catch_up_bytes >= budget {
+                self.fetch_cursor = Some(id);
+                break;
+            }
+            match g
+                .node
+                .store()
+                .fetch_missing(budget - out.catch_up_bytes)
+                .await
+            {
+                Ok((contexts, bytes)) => {
+                    out.catch_up_bytes += bytes;
                     for c in contexts {
                         g.node.on_entries_fetched(c);
                     }

@@ -24,6 +24,9 @@ struct Cluster {
     nodes: Vec<Option<SimNode>>,
     cut: Vec<(u64, u64)>,
     completions: BTreeMap<u64, Result<i64, ProposeError>>,
+    /// The most any one round read from disk for lagging followers, and the total.
+    catch_up_max: usize,
+    catch_up_total: usize,
 }
 
 impl Cluster {
@@ -37,6 +40,8 @@ impl Cluster {
             nodes,
             cut: Vec::new(),
             completions: BTreeMap::new(),
+            catch_up_max: 0,
+            catch_up_total: 0,
         }
     }
 
@@ -57,6 +62,8 @@ impl Cluster {
             node.shard.tick();
             let (msgs, r) = round(node).await;
             assert!(r.failed.is_empty(), "storage failed: {:?}", r.failed);
+            self.catch_up_max = self.catch_up_max.max(r.catch_up_bytes);
+            self.catch_up_total += r.catch_up_bytes;
             for (_, Completion { token, result }) in r.completions {
                 self.completions.insert(token, result);
             }
@@ -349,15 +356,16 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         let before = hard_state_of(c.node(3));
         let end_before = log_of(c.node(3)).next_offset();
         assert_eq!(end_before, 80);
-        // Node 3 crashes; the others go on past what the leader keeps in memory (8 MiB),
-        // so node 3's catch-up reads the leader's disk.
+        // Node 3 crashes; the others go on past what the leader keeps in memory (8 MiB
+        // of recent entries, 16 MiB of tail cache), so node 3's catch-up reads the
+        // leader's disk.
         if let Some(n) = c.nodes[2].take() {
             n.crash().await;
         }
-        c.propose_each(1, 20..220, 64, 1000).await;
+        c.propose_each(1, 20..520, 64, 1000).await;
         c.drive_n(5).await;
         let end = c.node(1).shard.high_watermark(G).unwrap();
-        assert_eq!(end, 80 + 200 * 64);
+        assert_eq!(end, 80 + 500 * 64);
         c.nodes[2] = Some(open_node(&dir, 3, &[1, 2, 3], 1, journal).await);
         let after = hard_state_of(c.node(3));
         assert_eq!((after.term, after.vote), (before.term, before.vote));
@@ -372,7 +380,7 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
             end_before,
             "its log came back"
         );
-        for _ in 0..400 {
+        for _ in 0..1000 {
             c.drive().await;
             if log_of(c.node(3)).next_offset() == end {
                 break;
@@ -380,6 +388,19 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         }
         c.drive_n(5).await;
         assert_eq!(log_of(c.node(3)).next_offset(), end, "node 3 caught up");
+        // From the leader's disk, a budget's worth a round at most (one entry past it at
+        // worst: each is 64 KB here).
+        let budget = caudal::replica::raft_shard::GroupSettings::default().catch_up_bytes_per_round;
+        assert!(
+            c.catch_up_total > 1 << 20,
+            "read {} bytes from disk",
+            c.catch_up_total
+        );
+        assert!(
+            c.catch_up_max <= budget + (100 << 10),
+            "a round read {} bytes for the follower (budget {budget})",
+            c.catch_up_max
+        );
         let reference = batches(&log_of(c.node(1)), end).await;
         assert_eq!(batches(&log_of(c.node(3)), end).await, reference);
     });
@@ -531,6 +552,8 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
             nodes: Vec::new(),
             cut: Vec::new(),
             completions: BTreeMap::new(),
+            catch_up_max: 0,
+            catch_up_total: 0,
         };
         for id in 1..=3 {
             c.nodes.push(Some(
