@@ -104,11 +104,44 @@ fn leader(c: &mut Client, topic: &str) -> Option<i32> {
 }
 
 fn create(c: &mut Client, topic: &str, rf: i16) -> CreateTopicsResponse {
+    create_with(c, topic, rf, &[])
+}
+
+fn create_with(
+    c: &mut Client,
+    topic: &str,
+    rf: i16,
+    configs: &[(&str, &str)],
+) -> CreateTopicsResponse {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    use kafka_protocol::protocol::StrBytes;
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
     let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
         .with_name(name(topic))
         .with_num_partitions(1)
-        .with_replication_factor(rf)]);
+        .with_replication_factor(rf)
+        .with_configs(configs)]);
     c.call(ApiKey::CreateTopics, 7, &req)
+}
+
+/// The partition's leader epoch as Metadata says.
+fn epoch(c: &mut Client, topic: &str) -> i32 {
+    metadata(c, Some(topic)).topics[0].partitions[0].leader_epoch
+}
+
+fn stop(nodes: &mut [Node]) {
+    for n in nodes {
+        if let Some(h) = n.handle.take() {
+            h.shutdown();
+        }
+    }
 }
 
 fn produce_one(c: &mut Client, topic: &str, value: &[u8]) -> (i16, i64) {
@@ -159,6 +192,7 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
     assert_eq!(p.current_leader.leader_id.0, first);
     assert!(r.node_endpoints.iter().any(|e| e.node_id.0 == first));
 
+    let first_epoch = epoch(&mut nodes[at].client(), "t");
     // The leader's node stops: one of the other two takes over, with every record.
     if let Some(h) = nodes[at].handle.take() {
         h.shutdown();
@@ -176,6 +210,19 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
     }
     let batches = read_partition(&mut c, "t", 0);
     assert_eq!(batches.len(), 20, "every acknowledged record, once");
+    // A client that read under the old leader validates its position (KIP-320): the old
+    // epoch ended where the new leader's records start, and the old epoch is fenced.
+    let now = epoch(&mut c, "t");
+    assert!(now > first_epoch, "epoch {now} after {first_epoch}");
+    assert_eq!(
+        super::leader_epochs::end_for(&mut c, "t", 0, now, first_epoch),
+        (0, first_epoch, 10)
+    );
+    assert_eq!(
+        super::leader_epochs::end_for(&mut c, "t", 0, first_epoch, first_epoch).0,
+        74,
+        "FENCED_LEADER_EPOCH"
+    );
 
     // The stopped node comes back with its data and catches up.
     nodes[at].handle = Some(runtime::start(nodes[at].config.clone()).expect("restarts"));
@@ -183,9 +230,46 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
         let m = metadata(&mut nodes[next].client(), Some("t"));
         m.topics[0].partitions[0].isr_nodes.len() == 3
     });
-    for n in &mut nodes {
-        if let Some(h) = n.handle.take() {
-            h.shutdown();
-        }
+    stop(&mut nodes);
+}
+
+#[test]
+fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
+    let _bound = Deadline::start("three-node min.insync test", Duration::from_secs(120));
+    let mut nodes = start_cluster();
+    let created = create_with(
+        &mut nodes[0].client(),
+        "strict",
+        3,
+        &[("min.insync.replicas", "3")],
+    );
+    assert_eq!(created.topics[0].error_code, 0);
+    wait_until("a leader", || {
+        leader(&mut nodes[0].client(), "strict").is_some()
+    });
+    let l = leader(&mut nodes[0].client(), "strict").unwrap();
+    let at = (l / 1024 - 1) as usize;
+    wait_until("all three in sync", || {
+        metadata(&mut nodes[at].client(), Some("strict")).topics[0].partitions[0]
+            .isr_nodes
+            .len()
+            == 3
+    });
+    assert_eq!(produce_one(&mut nodes[at].client(), "strict", b"ok").0, 0);
+    // A follower goes: once the leader sees it behind (1 s here), acks=all is refused
+    // before anything is written, and acks=1 still goes through.
+    let gone = (at + 1) % 3;
+    if let Some(h) = nodes[gone].handle.take() {
+        h.shutdown();
     }
+    wait_until("NOT_ENOUGH_REPLICAS for acks=all", || {
+        produce_one(&mut nodes[at].client(), "strict", b"refused").0 == 19
+    });
+    let r: ProduceResponse = nodes[at].client().call(
+        ApiKey::Produce,
+        10,
+        &produce_request("strict", 0, batch(&[b"acks=1"]), 1),
+    );
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    stop(&mut nodes);
 }

@@ -31,7 +31,7 @@ fn epoch_request(
 }
 
 /// (error code, leader epoch, end offset) of the one partition asked about.
-fn end_for(
+pub(crate) fn end_for(
     c: &mut Client,
     topic: &str,
     partition: i32,
