@@ -230,6 +230,19 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
         let m = metadata(&mut nodes[next].client(), Some("t"));
         m.topics[0].partitions[0].isr_nodes.len() == 3
     });
+    // Deleted on the controller node: every node closes its replica's raft group and
+    // removes the directory.
+    let req =
+        kafka_protocol::messages::DeleteTopicsRequest::default().with_topic_names(vec![name("t")]);
+    let deleted: kafka_protocol::messages::DeleteTopicsResponse =
+        nodes[0].client().call(ApiKey::DeleteTopics, 4, &req);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    for n in &nodes {
+        let dir = n.config.data_dir.join("t-0");
+        wait_until("the partition's directory gone on every node", || {
+            !dir.exists()
+        });
+    }
     stop(&mut nodes);
 }
 

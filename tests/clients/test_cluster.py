@@ -190,6 +190,26 @@ def start_kafkajs(c: Cluster, topic: str, partitions: int, seconds: float, prefi
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def start_kafkajs_consumer(c: Cluster, topic: str, seconds: float) -> subprocess.Popen:
+    env = dict(os.environ, CAUDAL_BROKERS=c.bootstrap, CAUDAL_TOPIC=topic,
+               CAUDAL_GROUP=unique_name("js-group"), CAUDAL_DURATION_MS=str(int(seconds * 1000)),
+               CAUDAL_DEADLINE_MS="150000", KAFKAJS_NO_PARTITIONER_WARNING="1")
+    return subprocess.Popen([shutil.which("node") or "node", "cluster_consume.js"], cwd=JS_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect_kafkajs_consumer(proc: subprocess.Popen) -> dict[str, list[tuple[int, int]]]:
+    """What the kafkajs group consumer read: {value: [(partition, offset)]}."""
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "DONE" in out, f"kafkajs consumer failed:\n{out[-2000:]}\n{err[-2000:]}"
+    read: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for line in out.splitlines():
+        if line.startswith("REC "):
+            r = json.loads(line[4:])
+            read[r["v"]].append((r["p"], r["o"]))
+    return read
+
+
 def collect_kafkajs(proc: subprocess.Popen, acks: Acks) -> None:
     out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0 and "DONE" in out, f"kafkajs producer failed:\n{out[-2000:]}\n{err[-2000:]}"
@@ -271,16 +291,21 @@ def read_all(c: Cluster, topic: str, partitions: int, expected: set[str], timeou
 
 class TailingConsumer(threading.Thread):
     """Reads the topic from the start while the faults run (assign mode), recording
-    each partition's offsets, to check that a reader never skips or goes back."""
+    each partition's offsets, to check that a reader never skips or goes back:
+    confluent-kafka, or kafka-python with `kafka_python`."""
 
-    def __init__(self, c: Cluster, topic: str, partitions: int):
+    def __init__(self, c: Cluster, topic: str, partitions: int, kafka_python: bool = False):
         super().__init__(daemon=True)
         self.c, self.topic, self.partitions = c, topic, partitions
+        self.kafka_python = kafka_python
         self.offsets: dict[int, list[int]] = defaultdict(list)
         self.stop_at: Optional[float] = None
         self.error: Optional[str] = None
 
     def run(self) -> None:
+        if self.kafka_python:
+            self.run_kafka_python()
+            return
         cons = Consumer({"bootstrap.servers": self.c.bootstrap, "group.id": unique_name("tail"),
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         cons.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
@@ -293,6 +318,32 @@ class TailingConsumer(threading.Thread):
             self.error = repr(e)
         finally:
             cons.close()
+
+    def run_kafka_python(self) -> None:
+        from kafka import KafkaConsumer
+        from kafka.structs import TopicPartition as KTopicPartition
+
+        try:
+            cons = KafkaConsumer(bootstrap_servers=self.c.bootstrap.split(","), enable_auto_commit=False,
+                                 request_timeout_ms=10000, consumer_timeout_ms=500)
+            tps = [KTopicPartition(self.topic, p) for p in range(self.partitions)]
+            cons.assign(tps)
+            cons.seek_to_beginning(*tps)
+            while self.stop_at is None or time.monotonic() < self.stop_at:
+                for tp, records in cons.poll(timeout_ms=200).items():
+                    for r in records:
+                        self.offsets[tp.partition].append(r.offset)
+            cons.close()
+        except Exception as e:  # reported by the test
+            self.error = repr(e)
+
+    def check(self, who: str) -> None:
+        assert self.error is None, f"{who}: {self.error}"
+        assert sum(len(o) for o in self.offsets.values()) > 0, f"{who} read nothing"
+        for p, offsets in self.offsets.items():
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), (
+                f"{who}, partition {p}: the consumer reading during the faults skipped or went back"
+            )
 
 
 def check_delivery(producers: list[Acks], got: dict) -> None:
@@ -360,8 +411,13 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     for t in threads:
         guarded(t)
         t.start()
-    tail = TailingConsumer(c, topic, partitions)
-    tail.start()
+    tails = {
+        "confluent-kafka": TailingConsumer(c, topic, partitions),
+        "kafka-python": TailingConsumer(c, topic, partitions, kafka_python=True),
+    }
+    for t in tails.values():
+        t.start()
+    js_reader = start_kafkajs_consumer(c, topic, seconds)
 
     # The faults, while everyone produces: kill the leader of partition 0, bring it back
     # with its data, then pause the (new) leader and let it go.
@@ -386,20 +442,25 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     collect_kafkajs(js, producers["kafkajs"])
     collect_java(java, producers["java"])
     assert not errors, errors
-    tail.stop_at = time.monotonic() + 10
+    for t in tails.values():
+        t.stop_at = time.monotonic() + 10
     expected = {v for a in producers.values() for v in a.acked}
     got = read_all(c, topic, partitions, expected, timeout=90)
     print("acknowledged:", {k: len(a.acked) for k, a in producers.items()},
           "failed:", {k: len(a.failed) for k, a in producers.items()},
           "killed node", victim.id, "paused node", paused.id)
     check_delivery(list(producers.values()), got)
-    tail.join(timeout=30)
-    assert tail.error is None, tail.error
-    for p, offsets in tail.offsets.items():
-        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), (
-            f"partition {p}: the consumer reading during the faults skipped or went back"
-        )
-    assert sum(len(o) for o in tail.offsets.values()) > 0
+    for who, t in tails.items():
+        t.join(timeout=30)
+        t.check(who)
+    # The kafkajs group consumer rode out the faults too: every acknowledged message
+    # (at least once: a group may read again from its last commit after a failover).
+    js_read = collect_kafkajs_consumer(js_reader)
+    missing = [v for v in expected if v not in js_read]
+    assert not missing, f"kafkajs group consumer missed {len(missing)} acknowledged messages, e.g. {missing[:5]}"
+    for a in producers.values():
+        for v, at in a.acked.items():
+            assert all(pos == at for pos in js_read[v]), f"kafkajs read {v} at {js_read[v]}, acknowledged at {at}"
 
 
 @pytest.mark.timeout(200)

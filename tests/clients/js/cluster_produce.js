@@ -41,5 +41,8 @@ const run = async () => {
 };
 
 run()
-  .then(() => { console.log('DONE'); process.exit(0); })
+  .then(() => {
+    // Writes to a pipe are asynchronous: exit once everything printed is out.
+    process.stdout.write('DONE\n', () => process.exit(0));
+  })
   .catch((e) => { console.error('FAILED', e); process.exit(1); });
