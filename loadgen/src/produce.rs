@@ -261,18 +261,22 @@ async fn lane_inner(
     // spread over its partitions.
     let parts = lane.partitions.len();
     let full = messages_per_batch(opts.message_size, opts.batch_bytes, 0.0, 0.0);
-    let m = if lane.rate > 0.0 {
-        let window = messages_per_batch(opts.message_size, usize::MAX, lane.rate, opts.linger_ms);
-        (window / parts).clamp(1, full)
-    } else {
-        full
+    let window = (lane.rate > 0.0)
+        .then(|| messages_per_batch(opts.message_size, usize::MAX, lane.rate, opts.linger_ms));
+    let m = match window {
+        Some(window) => (window / parts).clamp(1, full),
+        None => full,
     };
     let template = BatchTemplate::new(m, opts.message_size, opts.codec, lane.id);
     let t0 = shared.clock.now_millis();
     // The partitions go in groups of equal size, as many per request as fit in
     // `max_request_bytes`; the k-th request carries group k % groups.
     let batch_len = template.build(t0)?.len();
-    let fit = (opts.max_request_bytes / batch_len.max(1)).clamp(1, parts);
+    // With a rate, a request carries no more than one linger window's messages, as a
+    // client's would: at a low rate each message goes alone rather than waiting for one
+    // more per partition (which measured the loadgen's batching, not the broker).
+    let by_window = window.map_or(parts, |w| (w / m).max(1));
+    let fit = (opts.max_request_bytes / batch_len.max(1)).clamp(1, parts).min(by_window);
     let group = (1..=fit)
         .rev()
         .find(|g| parts.is_multiple_of(*g))

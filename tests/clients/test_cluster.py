@@ -244,6 +244,47 @@ def start_java(c: Cluster, topic: str, messages: int, rate: int, prefix: int, ro
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+class JavaConsumer:
+    """Kafka's VerifiableConsumer in a group, printing every record; its output is read
+    as it comes, so the test can wait until it has read what it should."""
+
+    def __init__(self, c: Cluster, topic: str):
+        libs = kafka_libs()
+        cmd = ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.VerifiableConsumer",
+               "--bootstrap-server", c.bootstrap, "--topic", topic, "--group-id", unique_name("java-group"),
+               "--reset-policy", "earliest", "--max-messages", "-1", "--verbose"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.read: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{") and '"record_data"' in line:
+                r = json.loads(line)
+                with self.lock:
+                    self.read[r["value"]].append((r["partition"], r["offset"]))
+
+    def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
+        """Waits until every expected value was read (or the bound), then stops it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if expected <= self.read.keys():
+                    break
+            time.sleep(0.2)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.thread.join(timeout=10)
+        with self.lock:
+            return dict(self.read)
+
+
 def collect_java(proc: subprocess.Popen, acks: Acks) -> None:
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, f"VerifiableProducer failed:\n{err[-3000:]}"
@@ -418,6 +459,7 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     for t in tails.values():
         t.start()
     js_reader = start_kafkajs_consumer(c, topic, seconds)
+    java_reader = JavaConsumer(c, topic)
 
     # The faults, while everyone produces: kill the leader of partition 0, bring it back
     # with its data, then pause the (new) leader and let it go.
@@ -453,14 +495,18 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     for who, t in tails.items():
         t.join(timeout=30)
         t.check(who)
-    # The kafkajs group consumer rode out the faults too: every acknowledged message
-    # (at least once: a group may read again from its last commit after a failover).
-    js_read = collect_kafkajs_consumer(js_reader)
-    missing = [v for v in expected if v not in js_read]
-    assert not missing, f"kafkajs group consumer missed {len(missing)} acknowledged messages, e.g. {missing[:5]}"
-    for a in producers.values():
-        for v, at in a.acked.items():
-            assert all(pos == at for pos in js_read[v]), f"kafkajs read {v} at {js_read[v]}, acknowledged at {at}"
+    # The group consumers rode out the faults too: every acknowledged message (at least
+    # once: a group may read again from its last commit after a failover), at its offset.
+    group_reads = {
+        "kafkajs": collect_kafkajs_consumer(js_reader),
+        "java": java_reader.finish(expected, timeout=60),
+    }
+    for who, read in group_reads.items():
+        missing = [v for v in expected if v not in read]
+        assert not missing, f"{who} group consumer missed {len(missing)} acknowledged messages, e.g. {missing[:5]}"
+        for a in producers.values():
+            for v, at in a.acked.items():
+                assert all(pos == at for pos in read[v]), f"{who} read {v} at {read[v]}, acknowledged at {at}"
 
 
 @pytest.mark.timeout(200)
