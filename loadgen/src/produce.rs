@@ -276,7 +276,9 @@ async fn lane_inner(
     // client's would: at a low rate each message goes alone rather than waiting for one
     // more per partition (which measured the loadgen's batching, not the broker).
     let by_window = window.map_or(parts, |w| (w / m).max(1));
-    let fit = (opts.max_request_bytes / batch_len.max(1)).clamp(1, parts).min(by_window);
+    let fit = (opts.max_request_bytes / batch_len.max(1))
+        .clamp(1, parts)
+        .min(by_window);
     let group = (1..=fit)
         .rev()
         .find(|g| parts.is_multiple_of(*g))
