@@ -246,6 +246,7 @@ const LAYERS: &[&[&str]] = &[
         "shard::controller_client",
         "shard::producer_ids",
         "shard::placement",
+        "shard::cluster_view",
     ],
     // What a handler sees of them, and the shape of its answer.
     &["dispatch::context", "dispatch::respond"],

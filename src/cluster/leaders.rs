@@ -60,3 +60,16 @@ impl LeaderTable {
         groups.get(&group).cloned()
     }
 }
+
+/// A partition's leader and replicas as clients are told, in broker ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    /// The leader (`None` while the partition has none: an election is under way).
+    pub leader: Option<i32>,
+    /// The leader epoch.
+    pub epoch: i32,
+    /// Every replica.
+    pub replicas: Vec<i32>,
+    /// The replicas in sync with the leader.
+    pub in_sync: Vec<i32>,
+}

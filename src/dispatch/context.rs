@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::RequestHeader;
 
+use crate::cluster::leaders::PartitionLeader;
 use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::group::coordinator::Coordinator;
 use crate::metadata::{ClusterMetadata, PartitionId, ShardId};
 use crate::notify::Notify;
 use crate::replica::Partition;
-use crate::shard::cluster::PartitionLeader;
 use crate::shard::controller_client::Controller;
 use crate::shard::producer_ids::ProducerIds;
 use crate::shard::state::{PartitionHandle, Shard, ShardStats};
@@ -91,11 +91,7 @@ impl<'a> RequestContext<'a> {
 
     /// The cluster id clients are told.
     pub fn cluster_id(&self) -> String {
-        if self.shard.in_cluster() {
-            self.shard.config.cluster_id.clone()
-        } else {
-            crate::handlers::metadata::CLUSTER_ID.to_string()
-        }
+        self.shard.cluster_id()
     }
 
     /// Leader, epoch, replicas and in-sync replicas of partition `index` of `topic`.
@@ -109,7 +105,7 @@ impl<'a> RequestContext<'a> {
     /// (name, partitions, replicas); false on a node that decides itself.
     pub fn forward_creation(&self, topics: Vec<(String, i32, i16)>) -> bool {
         if self.shard.in_cluster() && self.shard.controller_node() != self.shard.config.node_id {
-            crate::shard::cluster::forward_creation(self.shard, topics);
+            crate::shard::cluster_view::forward_creation(self.shard, topics);
             return true;
         }
         false

@@ -12,9 +12,6 @@ use crate::error::ErrorCode;
 use crate::metadata::validate_topic_name;
 use crate::shard::router::TopicSpec;
 
-/// Cluster id reported to clients.
-pub const CLUSTER_ID: &str = "caudal-single-node";
-
 /// Kafka's "not requested" value for authorized-operation fields.
 pub const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 

@@ -20,13 +20,14 @@ use crate::metadata::ClusterMetadata;
 use crate::metadata::ShardId;
 use crate::task::StopSignal;
 
-use super::cluster::{self, ShardRaft};
+use super::cluster_tasks;
 use super::controller::{ControllerPlace, ControllerService, CONTROLLER_SHARD};
 use super::mesh;
 use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
 use crate::cluster::leaders::LeaderTable;
+use crate::cluster::node::ShardRaft;
 use crate::cluster::raft_driver::RaftDriver;
 use crate::cluster::transport::{Identity, Transport};
 use crate::group::coordinator::Coordinator;
@@ -450,12 +451,12 @@ async fn shard_main(args: ShardArgs) {
     if shard.raft.is_some() {
         shard.tasks.spawn(
             "raft: publish leadership",
-            cluster::publish_leadership(shard.clone()),
+            cluster_tasks::publish_leadership(shard.clone()),
         );
         if shard.controller.is_some() {
             shard.tasks.spawn(
                 "cluster: exchange metadata",
-                cluster::exchange_metadata(shard.clone()),
+                cluster_tasks::exchange_metadata(shard.clone()),
             );
         }
     }

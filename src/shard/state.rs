@@ -22,10 +22,10 @@ use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
-use super::cluster::ShardRaft;
 use super::controller::ControllerService;
 use super::producer_ids::ProducerIds;
 use super::router::{ApplyError, Transport};
+use crate::cluster::node::ShardRaft;
 use crate::group::coordinator::Coordinator;
 use crate::notify::Notify;
 use crate::task::TaskSet;

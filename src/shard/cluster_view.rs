@@ -1,0 +1,157 @@
+//! What a shard knows of its cluster, for handlers: the controller node, every node's
+//! Kafka listeners, who leads each partition and where clients reach it (any shard
+//! answers for any partition), and the topics to hand the controller node. On a single
+//! node (no `--peers`) the answers are this node's own.
+
+use crate::cluster::leaders::PartitionLeader;
+use crate::cluster::wire::Control;
+use crate::metadata::{raft_group, BrokerEndpoint, NodeId, PartitionId, ShardId, TopicMeta};
+
+use super::state::Shard;
+
+/// Cluster id a single node (no `--peers`) reports to clients.
+pub const SINGLE_NODE_CLUSTER_ID: &str = "caudal-single-node";
+
+impl Shard {
+    /// The cluster id clients are told.
+    pub fn cluster_id(&self) -> String {
+        if self.in_cluster() {
+            self.config.cluster_id.clone()
+        } else {
+            SINGLE_NODE_CLUSTER_ID.to_string()
+        }
+    }
+
+    /// True when this node is one of several (`--peers`).
+    pub fn in_cluster(&self) -> bool {
+        !self.config.peers.is_empty()
+    }
+
+    /// The node that decides topic changes and coordinates groups: the lowest id of
+    /// `--peers`, or this node alone.
+    pub fn controller_node(&self) -> NodeId {
+        self.config
+            .peers
+            .iter()
+            .map(|p| i32::try_from(p.node).unwrap_or(i32::MAX))
+            .min()
+            .unwrap_or(self.config.node_id)
+    }
+
+    /// This node's Kafka listeners, as it registers them.
+    pub fn own_endpoint(&self) -> BrokerEndpoint {
+        BrokerEndpoint {
+            host: self.config.advertised_host.clone(),
+            port: self.config.base_port,
+            shards: u16::try_from(self.config.shards).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// Every broker clients may use: each shard of each node the metadata knows (this
+    /// node's own from its settings), as (broker id, host, port).
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        let meta = self.meta();
+        let me = self.config.node_id;
+        let mut nodes: Vec<(NodeId, BrokerEndpoint)> = meta
+            .brokers
+            .iter()
+            .filter(|(&n, _)| n != me)
+            .map(|(&n, b)| (n, b.clone()))
+            .collect();
+        nodes.push((me, self.own_endpoint()));
+        nodes.sort_by_key(|(n, _)| *n);
+        nodes
+            .into_iter()
+            .flat_map(|(node, b)| {
+                (0..usize::from(b.shards)).map(move |k| {
+                    (
+                        crate::config::broker_id(node, k),
+                        b.host.clone(),
+                        i32::from(b.shard_port(k)),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Where clients reach broker `id`, when the metadata knows its node.
+    pub fn endpoint(&self, id: i32) -> Option<(String, i32)> {
+        let per_node = crate::config::MAX_SHARDS as i32;
+        let (node, shard) = (id / per_node, (id % per_node) as ShardId);
+        if node == self.config.node_id {
+            return (shard < self.config.shards).then(|| {
+                (
+                    self.config.advertised_host.clone(),
+                    i32::from(self.config.shard_port(shard)),
+                )
+            });
+        }
+        let meta = self.meta();
+        let b = meta.brokers.get(&node)?;
+        (shard < usize::from(b.shards)).then(|| (b.host.clone(), i32::from(b.shard_port(shard))))
+    }
+
+    /// Broker id of the shard that hosts the controller service clients are told of;
+    /// -1 (none, as Kafka says while it has none) until this node knows where it is.
+    pub fn controller_broker(&self) -> i32 {
+        let id =
+            crate::config::broker_id(self.controller_node(), super::controller::CONTROLLER_SHARD);
+        if self.endpoint(id).is_some() {
+            id
+        } else {
+            -1
+        }
+    }
+
+    /// Broker id of the coordinator of `group`: a shard of the controller node in a
+    /// cluster (group state is not replicated before part 3, so it stays on one node).
+    pub fn coordinator_broker(&self, group: &str) -> i32 {
+        let shard = crate::group::coordinator_shard(group, self.config.shards);
+        crate::config::broker_id(self.controller_node(), shard)
+    }
+
+    /// The leader, epoch, replicas and in-sync replicas of partition `index` of `topic`
+    /// as this node knows them. A replicated partition's come from the raft group when
+    /// this node hosts a replica of it; otherwise from the metadata (its preferred
+    /// leader, which answers with the current leader's hint if it no longer leads).
+    pub fn partition_leader(
+        &self,
+        topic: &TopicMeta,
+        index: PartitionId,
+    ) -> Option<PartitionLeader> {
+        let a = topic.partition(index)?;
+        let replicas: Vec<i32> = a.replicas.iter().map(|r| r.broker_id()).collect();
+        let fallback = PartitionLeader {
+            leader: Some(a.leader.broker_id()),
+            epoch: a.leader_epoch,
+            replicas: replicas.clone(),
+            in_sync: replicas.clone(),
+        };
+        if !a.is_replicated() {
+            return Some(fallback);
+        }
+        let Some(raft) = self.raft.as_ref() else {
+            return Some(fallback);
+        };
+        let shard = a.leader.shard;
+        let Some(l) = raft.leaders.get(raft_group(&topic.id, index)) else {
+            return Some(fallback);
+        };
+        let broker = |n: u64| crate::config::broker_id(i32::try_from(n).unwrap_or(i32::MAX), shard);
+        Some(PartitionLeader {
+            leader: l.leader.map(broker),
+            epoch: i32::try_from(l.term).unwrap_or(i32::MAX),
+            replicas,
+            in_sync: l.in_sync.iter().copied().map(broker).collect(),
+        })
+    }
+}
+
+/// Asks the controller node to create topics a client of this node auto-created.
+pub fn forward_creation(shard: &Shard, topics: Vec<(String, i32, i16)>) {
+    if let Some(raft) = shard.raft.as_ref() {
+        let to = u64::try_from(shard.controller_node()).unwrap_or(0);
+        raft.transport
+            .send_control(to, Control::CreateTopics(topics));
+    }
+}
