@@ -129,6 +129,20 @@ struct Link {
     dropped: Cell<u64>,
 }
 
+impl Link {
+    /// Queues `item`, counted as `bytes`, for the sender; dropped when more than
+    /// [`MAX_QUEUED`] would wait.
+    fn enqueue(&self, item: Outgoing, bytes: usize) {
+        if self.queued_bytes.get() + bytes > MAX_QUEUED {
+            self.dropped.set(self.dropped.get() + 1);
+            return;
+        }
+        self.queued_bytes.set(self.queued_bytes.get() + bytes);
+        self.queue.borrow_mut().push_back((item, bytes));
+        self.wake.notify();
+    }
+}
+
 /// The shard's inter-node transport. See the module docs.
 pub struct Transport {
     me: Identity,
@@ -204,15 +218,7 @@ impl Transport {
             .iter()
             .map(|(_, m)| 64 + m.entries.iter().map(|e| e.data.len() + 32).sum::<usize>())
             .sum();
-        if link.queued_bytes.get() + bytes > MAX_QUEUED {
-            link.dropped.set(link.dropped.get() + 1);
-            return;
-        }
-        link.queued_bytes.set(link.queued_bytes.get() + bytes);
-        link.queue
-            .borrow_mut()
-            .push_back((Outgoing::Raft(messages), bytes));
-        link.wake.notify();
+        link.enqueue(Outgoing::Raft(messages), bytes);
     }
 
     /// Queues a control message for node `to` (dropped as raft rounds are; senders of
@@ -225,15 +231,7 @@ impl Transport {
             Control::Metadata(b) => b.len() + 64,
             _ => 256,
         };
-        if link.queued_bytes.get() + bytes > MAX_QUEUED {
-            link.dropped.set(link.dropped.get() + 1);
-            return;
-        }
-        link.queued_bytes.set(link.queued_bytes.get() + bytes);
-        link.queue
-            .borrow_mut()
-            .push_back((Outgoing::Control(c), bytes));
-        link.wake.notify();
+        link.enqueue(Outgoing::Control(c), bytes);
     }
 
     /// The nodes this shard sends to.

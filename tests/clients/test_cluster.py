@@ -509,6 +509,21 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
                 assert all(pos == at for pos in read[v]), f"{who} read {v} at {read[v]}, acknowledged at {at}"
 
 
+def read_in_group(c: Cluster, topic: str, group: str, count: int) -> tuple[Consumer, list[int]]:
+    """A consumer of `group` subscribed to `topic`, after it read `count` records (or
+    60 s passed), with their offsets; the caller commits and closes it."""
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    offsets: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(offsets) < count and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            offsets.append(m.offset())
+    return cons, offsets
+
+
 @pytest.mark.timeout(200)
 def test_committed_offsets_survive_the_loss_of_a_node_that_is_not_the_coordinator(cluster):
     c = cluster
@@ -518,15 +533,7 @@ def test_committed_offsets_survive_the_loss_of_a_node_that_is_not_the_coordinato
     for i in range(200):
         p.produce(topic, value=f"m-{i}".encode(), partition=0)
     assert p.flush(60) == 0
-    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
-                     "auto.offset.reset": "earliest"})
-    cons.subscribe([topic])
-    read = []
-    deadline = time.monotonic() + 60
-    while len(read) < 100 and time.monotonic() < deadline:
-        m = cons.poll(0.5)
-        if m is not None and not m.error():
-            read.append(m.offset())
+    cons, read = read_in_group(c, topic, group, 100)
     assert len(read) >= 100, f"read {len(read)} of 100"
     cons.commit(offsets=[TopicPartition(topic, 0, 100)], asynchronous=False)
     cons.close()
@@ -538,15 +545,7 @@ def test_committed_offsets_survive_the_loss_of_a_node_that_is_not_the_coordinato
     for i in range(200, 300):
         p.produce(topic, value=f"m-{i}".encode(), partition=0)
     assert p.flush(60) == 0
-    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
-                     "auto.offset.reset": "earliest"})
-    cons.subscribe([topic])
-    offsets = []
-    deadline = time.monotonic() + 60
-    while len(offsets) < 200 and time.monotonic() < deadline:
-        m = cons.poll(0.5)
-        if m is not None and not m.error():
-            offsets.append(m.offset())
+    cons, offsets = read_in_group(c, topic, group, 200)
     cons.close()
     assert offsets == list(range(100, 300)), f"resumed at {offsets[:3]}, read {len(offsets)}"
 
