@@ -82,6 +82,17 @@ def leaders(c: Cluster, topic: str, partitions: int) -> dict:
     return {p: state.get(p, (None, []))[0] for p in range(partitions)}
 
 
+def leader_node(c: Cluster, topic: str, partitions: int, partition: int = 0):
+    """The node leading `partition`, once one does."""
+    return c.node_of_broker(wait_for(lambda: leaders(c, topic, partitions)[partition], 20, "a leader"))
+
+
+def wait_leader_moved(c: Cluster, topic: str, partitions: int, old, why: str) -> None:
+    """Until partition 0 has a leader other than node `old`."""
+    wait_for(lambda: (l := leaders(c, topic, partitions)[0]) is not None and l != old.broker_id, 20,
+             f"a new leader after node {old.id} was {why}\n{c.logs()}")
+
+
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -464,17 +475,15 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     # The faults, while everyone produces: kill the leader of partition 0, bring it back
     # with its data, then pause the (new) leader and let it go.
     time.sleep(4)
-    victim = c.node_of_broker(wait_for(lambda: leaders(c, topic, partitions)[0], 20, "a leader"))
+    victim = leader_node(c, topic, partitions)
     victim.kill()
-    wait_for(lambda: (l := leaders(c, topic, partitions)[0]) is not None and l != victim.broker_id, 20,
-             f"a new leader after node {victim.id} was killed\n{c.logs()}")
+    wait_leader_moved(c, topic, partitions, victim, "killed")
     time.sleep(3)
     victim.start()
     time.sleep(4)
-    paused = c.node_of_broker(wait_for(lambda: leaders(c, topic, partitions)[0], 20, "a leader"))
+    paused = leader_node(c, topic, partitions)
     paused.pause()
-    wait_for(lambda: (l := leaders(c, topic, partitions)[0]) is not None and l != paused.broker_id, 20,
-             f"a new leader while node {paused.id} is paused\n{c.logs()}")
+    wait_leader_moved(c, topic, partitions, paused, "paused")
     time.sleep(3)
     paused.resume()
 
@@ -570,10 +579,9 @@ def test_a_node_down_for_a_while_catches_up_and_is_in_sync_again(cluster):
     wait_for(lambda: away.broker_id in isr(c, topic), 30,
              f"node {away.id} back in the ISR after catching up\n{c.logs()}")
     # It is eligible again: with the leader gone, it and the third node elect one.
-    leader = c.node_of_broker(leaders(c, topic, 1)[0])
+    leader = leader_node(c, topic, 1)
     leader.kill()
-    wait_for(lambda: (l := leaders(c, topic, 1)[0]) is not None and l != leader.broker_id, 20,
-             f"a new leader after node {leader.id} was killed\n{c.logs()}")
+    wait_leader_moved(c, topic, 1, leader, "killed")
     expected = {f"r-{i}-" + "x" * 200 for i in range(3000)}
     got = read_all(c, topic, 1, expected, timeout=60)
     values = [v for _, v in got[0]]
