@@ -67,6 +67,7 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
         }
     }
     let mut sent_version = None;
+    let mut refused = false;
     let mut next_resend = Instant::now();
     loop {
         let arrived = transport.inbox().control_arrived.generation();
@@ -83,8 +84,14 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                 Control::Metadata(bytes) if !decides && from == controller => {
                     match decode_snapshot(&bytes) {
                         Ok(meta) => {
-                            if let Err(e) = service.adopt_sent(meta, &publish).await {
-                                warn!(error = %e, "could not keep the controller node's metadata");
+                            match service.adopt_sent(meta, &publish).await {
+                                Ok(()) => refused = false,
+                                // Said once, not every resend.
+                                Err(e) if !refused => {
+                                    refused = true;
+                                    warn!(error = %e, "the controller node's metadata was not adopted");
+                                }
+                                Err(_) => {}
                             }
                         }
                         Err(e) => warn!(error = %e, "bad metadata from the controller node"),

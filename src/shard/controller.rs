@@ -123,6 +123,28 @@ impl ControllerService {
         if self.decides() || self.meta.borrow().same_content(&sent) {
             return Ok(());
         }
+        // A log with topics but no brokers is a single node's: its topics are not the
+        // cluster's, and adopting the cluster's metadata would delete them. Refused, so
+        // nothing is lost; the operator moves the data directory away (or keeps the
+        // node alone).
+        let own: Vec<String> = {
+            let meta = self.meta.borrow();
+            if meta.brokers.is_empty() {
+                meta.topics
+                    .keys()
+                    .filter(|t| !sent.topics.contains_key(*t))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        if !own.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "this node's data directory holds topics of a single node ({}) that the cluster does not have; it does not take the cluster's metadata, which would delete them: start it on an empty data directory to join, or without --peers to serve them",
+                own.join(", ")
+            )));
+        }
         let store = self.store.clone();
         let kept = sent.clone();
         crate::task::blocking(move || {

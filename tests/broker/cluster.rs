@@ -35,6 +35,16 @@ impl Node {
 
 /// Three one-shard nodes on free loopback ports.
 fn start_cluster() -> Vec<Node> {
+    start_cluster_on(vec![
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+    ])
+}
+
+/// Three one-shard nodes on free loopback ports, node i on `dirs[i]`, once every node
+/// lists the three (those whose metadata the cluster's replaces; see the test below).
+fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
     let kafka: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
     let peer: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
     let peers = parse_peers(
@@ -44,9 +54,10 @@ fn start_cluster() -> Vec<Node> {
             .join(","),
     )
     .unwrap();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            let dir = TestBroker::temp_dir();
+    let nodes: Vec<Node> = dirs
+        .into_iter()
+        .enumerate()
+        .map(|(i, dir)| {
             let config = Config {
                 data_dir: dir.path().to_path_buf(),
                 base_port: kafka[i],
@@ -285,4 +296,72 @@ fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
     );
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     stop(&mut nodes);
+}
+
+#[test]
+fn a_single_nodes_data_directory_keeps_its_topics_when_the_node_is_put_in_a_cluster() {
+    let _bound = Deadline::start("single node into a cluster", Duration::from_secs(120));
+    // Node 2 served a topic alone.
+    let dir = TestBroker::temp_dir();
+    let alone = Config {
+        data_dir: dir.path().to_path_buf(),
+        base_port: free_ports(1),
+        node_id: 2,
+        shards: 1,
+        cpus: vec![0],
+        tail_cache_bytes: 16 << 20,
+        ..Config::default()
+    };
+    let h = runtime::start(alone.clone()).expect("starts alone");
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], alone.base_port)));
+    assert_eq!(create(&mut c, "mine", 1).topics[0].error_code, 0);
+    assert_eq!(produce_one(&mut c, "mine", b"kept").0, 0);
+    drop(c);
+    h.shutdown();
+    // Then it is started as node 2 of a cluster: it refuses the cluster's metadata
+    // rather than delete its topic (the others form the cluster without it).
+    let handle = std::thread::spawn(move || {
+        let kafka: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
+        let peer: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
+        let peers = parse_peers(
+            &(0..3)
+                .map(|i| format!("{}@127.0.0.1:{}", i + 1, peer[i]))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .unwrap();
+        let dirs = [TestBroker::temp_dir(), dir, TestBroker::temp_dir()];
+        let configs: Vec<Config> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Config {
+                data_dir: d.path().to_path_buf(),
+                base_port: kafka[i],
+                node_id: i as i32 + 1,
+                peers: peers.clone(),
+                shards: 1,
+                cpus: vec![0],
+                tail_cache_bytes: 16 << 20,
+                ..Config::default()
+            })
+            .collect();
+        let handles: Vec<BrokerHandle> = configs
+            .iter()
+            .map(|c| runtime::start(c.clone()).expect("node starts"))
+            .collect();
+        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], configs[i].base_port));
+        wait_until("nodes 1 and 3 list the cluster", || {
+            metadata(&mut Client::connect(addr(2)), None).brokers.len() == 3
+        });
+        // Several resends of the metadata later, node 2 still has its topic and data.
+        std::thread::sleep(Duration::from_secs(3));
+        let mut c = Client::connect(addr(1));
+        assert_eq!(read_partition(&mut c, "mine", 0).len(), 1, "its topic kept");
+        assert!(dirs[1].path().join("mine-0").exists());
+        for h in handles {
+            h.shutdown();
+        }
+        drop(dirs);
+    });
+    handle.join().expect("the cluster part of the test");
 }
