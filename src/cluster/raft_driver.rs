@@ -235,9 +235,13 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>)
     loop {
         let inbox_generation = transport.inbox().arrived.generation();
         let wake_generation = shared.wake.generation();
+        // Messages that arrived while the last round was writing are waiting in the
+        // inbox already: their notification came before this generation was read, so
+        // only looking at the inbox keeps the loop from sleeping on them until a tick.
         let idle = !shard.has_ready()
             && shared.commands.borrow().is_empty()
-            && shared.proposals.borrow().is_empty();
+            && shared.proposals.borrow().is_empty()
+            && transport.inbox().is_empty();
         if idle {
             let wait = next_tick.saturating_duration_since(Instant::now());
             futures_lite::future::or(

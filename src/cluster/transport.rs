@@ -68,6 +68,11 @@ pub struct Inbox {
 }
 
 impl Inbox {
+    /// True when no received message waits to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.messages.borrow().is_empty()
+    }
+
     /// Takes everything received so far, in arrival order.
     pub fn take(&self) -> Vec<(GroupId, Message)> {
         self.bytes.set(0);
