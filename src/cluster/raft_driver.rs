@@ -79,6 +79,17 @@ pub struct RaftDriver {
 impl RaftDriver {
     /// Starts the loop over `shard` and `transport`.
     pub fn start(shard: RaftShard, transport: Rc<Transport>, lag_max: Duration) -> RaftDriver {
+        RaftDriver::start_ticking(shard, transport, lag_max, TICK)
+    }
+
+    /// [`RaftDriver::start`] with another tick (tests: a tick so long that anything
+    /// waiting for one shows).
+    pub fn start_ticking(
+        shard: RaftShard,
+        transport: Rc<Transport>,
+        lag_max: Duration,
+        tick: Duration,
+    ) -> RaftDriver {
         let shared = Rc::new(Shared {
             commands: RefCell::new(Vec::new()),
             proposals: RefCell::new(Vec::new()),
@@ -91,7 +102,7 @@ impl RaftDriver {
             lag_max,
         });
         let tasks = TaskSet::new(format!("raft loop of node {}", shard.node_id()));
-        tasks.spawn("raft loop", run(shard, transport, shared.clone()));
+        tasks.spawn("raft loop", run(shard, transport, shared.clone(), tick));
         RaftDriver { shared, tasks }
     }
 
@@ -228,8 +239,8 @@ impl Drop for RaftDriver {
     }
 }
 
-async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>) {
-    let mut next_tick = Instant::now() + TICK;
+async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>, tick: Duration) {
+    let mut next_tick = Instant::now() + tick;
     // When each voter was last seen caught up, per group (on its leader).
     let mut caught_up: HashMap<(GroupId, NodeId), Instant> = HashMap::new();
     loop {
@@ -260,7 +271,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>)
         let ticked = now >= next_tick;
         if ticked {
             shard.tick();
-            next_tick = now + TICK;
+            next_tick = now + tick;
         }
         let commands = std::mem::take(&mut *shared.commands.borrow_mut());
         for c in commands {
