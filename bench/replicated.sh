@@ -123,16 +123,19 @@ workload() { # mode name, workload name, loadgen args...
     fi
 }
 
-suite() { # mode
+# A fresh cluster per workload (as bench/run.sh does per broker): after the flat-out
+# run a follower may still be catching up gigabytes, which the latency runs would pay for.
+suite() { # mode, then the command that starts its cluster
     local m="$1"
-    workload "$m" throughput produce --producers 2 --max-in-flight 8
-    workload "$m" latency-light e2e --producers 2 --max-in-flight 16 --linger-ms 1 --rate "$light_rate"
-    workload "$m" latency e2e --producers 2 --max-in-flight 16 --linger-ms 1 --rate "$rate"
+    shift
+    "$@"; workload "$m" throughput produce --producers 2 --max-in-flight 8; stop_all
+    "$@"; workload "$m" latency-light e2e --producers 2 --max-in-flight 16 --linger-ms 1 --rate "$light_rate"; stop_all
+    "$@"; workload "$m" latency e2e --producers 2 --max-in-flight 16 --linger-ms 1 --rate "$rate"; stop_all
 }
 
-start_caudal; suite caudal; stop_all
-start_kafka; suite kafka; stop_all
-start_kafka log.flush.interval.messages=1; suite kafka-durable; stop_all
+suite caudal start_caudal
+suite kafka start_kafka
+suite kafka-durable start_kafka log.flush.interval.messages=1
 
 num() { # file, jq expression, scale: the value rounded to 2 places, or -
     jq -r "($2) as \$v | if \$v == null then \"-\" else (\$v * $3 * 100 | round / 100) end" "$1" 2>/dev/null || echo -
