@@ -30,6 +30,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 pub use crate::replica::replication::GroupView;
 
+/// How often a leader checks whether its group's preferred replica should lead again.
+pub const BALANCE_EVERY: Duration = Duration::from_secs(5);
+
 type Reply<T> = local_channel::LocalSender<T>;
 
 enum Command {
@@ -241,8 +244,11 @@ impl Drop for RaftDriver {
 
 async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>, tick: Duration) {
     let mut next_tick = Instant::now() + tick;
+    let mut next_balance = Instant::now() + BALANCE_EVERY;
     // When each voter was last seen caught up, per group (on its leader).
     let mut caught_up: HashMap<(GroupId, NodeId), Instant> = HashMap::new();
+    // Each group's preferred leader: the first replica placement named.
+    let mut preferred: HashMap<GroupId, NodeId> = HashMap::new();
     loop {
         let inbox_generation = transport.inbox().arrived.generation();
         let wake_generation = shared.wake.generation();
@@ -283,6 +289,9 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                     voters,
                     reply,
                 } => {
+                    if let Some(&first) = voters.first() {
+                        preferred.insert(group, first);
+                    }
                     let result = shard
                         .open_group(group, log, recovered, voters)
                         .await
@@ -299,6 +308,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                     }
                 }
                 Command::CloseGroup(group, reply) => {
+                    preferred.remove(&group);
                     let result = match shard.close_group(group).await {
                         Ok(unknown) => {
                             for c in unknown {
@@ -371,6 +381,10 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
             }
             touched.extend(round.active);
         }
+        if now >= next_balance {
+            next_balance = now + BALANCE_EVERY;
+            touched.extend(hand_back_leadership(&mut shard, &preferred));
+        }
         let groups = if ticked {
             shard.group_ids()
         } else {
@@ -381,6 +395,44 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         }
         crate::task::yield_if_needed().await;
     }
+}
+
+/// Kafka's preferred-leader balancing (`auto.leader.rebalance.enable`), per group: a
+/// leader that is not its group's preferred replica hands leadership to it once it is
+/// caught up and answering. Placement spreads preferred replicas over the nodes, so after
+/// a node comes back its share of leaders returns to it instead of staying piled on the
+/// others. Returns the groups asked to transfer.
+fn hand_back_leadership(
+    shard: &mut RaftShard,
+    preferred: &HashMap<GroupId, NodeId>,
+) -> Vec<GroupId> {
+    let mut moved = Vec::new();
+    for g in shard.group_ids() {
+        let Some(&to) = preferred.get(&g) else {
+            continue;
+        };
+        let Some(node) = shard.node_mut(g) else {
+            continue;
+        };
+        let raft = &node.raft;
+        if raft.state != StateRole::Leader || raft.id == to || raft.lead_transferee.is_some() {
+            continue;
+        }
+        let last = raft.raft_log.last_index();
+        let ready = raft
+            .prs()
+            .get(to)
+            .is_some_and(|p| p.matched >= last && p.recent_active);
+        if ready {
+            info!(
+                group = g.0,
+                to, "handing leadership back to the preferred replica"
+            );
+            node.transfer_leader(to);
+            moved.push(g);
+        }
+    }
+    moved
 }
 
 /// Recomputes the views of `groups`; true when any changed.

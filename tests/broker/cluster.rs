@@ -365,3 +365,35 @@ fn a_single_nodes_data_directory_keeps_its_topics_when_the_node_is_put_in_a_clus
     });
     handle.join().expect("the cluster part of the test");
 }
+
+#[test]
+fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
+    let _bound = Deadline::start("preferred leader test", Duration::from_secs(120));
+    let mut nodes = start_cluster();
+    assert_eq!(
+        create(&mut nodes[0].client(), "p", 3).topics[0].error_code,
+        0
+    );
+    let preferred =
+        |c: &mut Client| metadata(c, Some("p")).topics[0].partitions[0].replica_nodes[0].0;
+    let first = preferred(&mut nodes[0].client());
+    wait_until("the preferred replica leads", || {
+        leader(&mut nodes[0].client(), "p") == Some(first)
+    });
+    let at = (first / 1024 - 1) as usize;
+    if let Some(h) = nodes[at].handle.take() {
+        h.shutdown();
+    }
+    let other = (at + 1) % 3;
+    wait_until("another node leads", || {
+        leader(&mut nodes[other].client(), "p").is_some_and(|l| l != first)
+    });
+    nodes[at].handle = Some(runtime::start(nodes[at].config.clone()).expect("restarts"));
+    // Caught up and answering, it gets leadership back (checked every 5 s).
+    wait_until("the preferred replica leads again", || {
+        leader(&mut nodes[other].client(), "p") == Some(first)
+            && leader(&mut nodes[at].client(), "p") == Some(first)
+    });
+    assert_eq!(produce_one(&mut nodes[at].client(), "p", b"back").0, 0);
+    stop(&mut nodes);
+}
