@@ -278,6 +278,10 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         if ticked {
             shard.tick();
             next_tick = now + tick;
+            // A preferred replica that knows no leader (a new group, or all restarted)
+            // stands at once rather than after a random election timeout, so leadership
+            // starts where placement put it and need not be handed back later.
+            touched.extend(stand_if_leaderless(&mut shard, &preferred));
         }
         let commands = std::mem::take(&mut *shared.commands.borrow_mut());
         for c in commands {
@@ -433,6 +437,33 @@ fn hand_back_leadership(
         }
     }
     moved
+}
+
+/// Campaigns in the groups whose preferred replica this is and that know no leader;
+/// returns them. With pre-vote, a campaign where a leader is still heard from changes
+/// nothing.
+fn stand_if_leaderless(
+    shard: &mut RaftShard,
+    preferred: &HashMap<GroupId, NodeId>,
+) -> Vec<GroupId> {
+    let mut stood = Vec::new();
+    for g in shard.group_ids() {
+        let Some(node) = shard.node_mut(g) else {
+            continue;
+        };
+        let raft = &node.raft;
+        let mine = preferred.get(&g) == Some(&raft.id);
+        // A pre-candidate whose pre-vote went unanswered (the others had not opened the
+        // group yet) asks again; a candidate is not disturbed (that would bump the term).
+        let waiting = matches!(raft.state, StateRole::Follower | StateRole::PreCandidate);
+        if mine && raft.leader_id == raft::INVALID_ID && waiting {
+            if let Err(e) = node.campaign() {
+                debug!(group = g.0, error = %e, "campaign refused");
+            }
+            stood.push(g);
+        }
+    }
+    stood
 }
 
 /// Recomputes the views of `groups`; true when any changed.

@@ -201,26 +201,6 @@ def start_kafkajs(c: Cluster, topic: str, partitions: int, seconds: float, prefi
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start_kafkajs_consumer(c: Cluster, topic: str, seconds: float) -> subprocess.Popen:
-    env = dict(os.environ, CAUDAL_BROKERS=c.bootstrap, CAUDAL_TOPIC=topic,
-               CAUDAL_GROUP=unique_name("js-group"), CAUDAL_DURATION_MS=str(int(seconds * 1000)),
-               CAUDAL_DEADLINE_MS="150000", KAFKAJS_NO_PARTITIONER_WARNING="1")
-    return subprocess.Popen([shutil.which("node") or "node", "cluster_consume.js"], cwd=JS_DIR, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def collect_kafkajs_consumer(proc: subprocess.Popen) -> dict[str, list[tuple[int, int]]]:
-    """What the kafkajs group consumer read: {value: [(partition, offset)]}."""
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0 and "DONE" in out, f"kafkajs consumer failed:\n{out[-2000:]}\n{err[-2000:]}"
-    read: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for line in out.splitlines():
-        if line.startswith("REC "):
-            r = json.loads(line[4:])
-            read[r["v"]].append((r["p"], r["o"]))
-    return read
-
-
 def collect_kafkajs(proc: subprocess.Popen, acks: Acks) -> None:
     out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0 and "DONE" in out, f"kafkajs producer failed:\n{out[-2000:]}\n{err[-2000:]}"
@@ -255,16 +235,14 @@ def start_java(c: Cluster, topic: str, messages: int, rate: int, prefix: int, ro
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-class JavaConsumer:
-    """Kafka's VerifiableConsumer in a group, printing every record; its output is read
-    as it comes, so the test can wait until it has read what it should."""
+class GroupReader:
+    """A consumer in a group as a child process printing one line per record (kafkajs's
+    cluster_consume.js, Kafka's VerifiableConsumer); its output is read as it comes, so
+    the test can wait until it has read what it should, then stop it."""
 
-    def __init__(self, c: Cluster, topic: str):
-        libs = kafka_libs()
-        cmd = ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.VerifiableConsumer",
-               "--bootstrap-server", c.bootstrap, "--topic", topic, "--group-id", unique_name("java-group"),
-               "--reset-policy", "earliest", "--max-messages", "-1", "--verbose"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    def __init__(self, cmd: list[str], parse, **popen):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
+        self.parse = parse
         self.read: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -273,10 +251,10 @@ class JavaConsumer:
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if line.startswith("{") and '"record_data"' in line:
-                r = json.loads(line)
+            rec = self.parse(line)
+            if rec is not None:
                 with self.lock:
-                    self.read[r["value"]].append((r["partition"], r["offset"]))
+                    self.read[rec[0]].append((rec[1], rec[2]))
 
     def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
         """Waits until every expected value was read (or the bound), then stops it."""
@@ -294,6 +272,39 @@ class JavaConsumer:
         self.thread.join(timeout=10)
         with self.lock:
             return dict(self.read)
+
+
+def java_group_reader(c: Cluster, topic: str) -> GroupReader:
+    """Kafka's VerifiableConsumer in a group, printing every record."""
+    libs = kafka_libs()
+    cmd = ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.VerifiableConsumer",
+           "--bootstrap-server", c.bootstrap, "--topic", topic, "--group-id", unique_name("java-group"),
+           "--reset-policy", "earliest", "--max-messages", "-1", "--verbose"]
+
+    def parse(line: str):
+        if line.startswith("{") and '"record_data"' in line:
+            r = json.loads(line)
+            return r["value"], r["partition"], r["offset"]
+        return None
+
+    return GroupReader(cmd, parse)
+
+
+def kafkajs_group_reader(c: Cluster, topic: str) -> GroupReader:
+    """A kafkajs consumer in a group (js/cluster_consume.js), printing every record."""
+    if shutil.which("node") is None:
+        pytest.fail("node not found on PATH (run `make client-deps`)")
+    env = dict(os.environ, CAUDAL_BROKERS=c.bootstrap, CAUDAL_TOPIC=topic,
+               CAUDAL_GROUP=unique_name("js-group"), CAUDAL_DEADLINE_MS="170000",
+               KAFKAJS_NO_PARTITIONER_WARNING="1")
+
+    def parse(line: str):
+        if line.startswith("REC "):
+            r = json.loads(line[4:])
+            return r["v"], r["p"], r["o"]
+        return None
+
+    return GroupReader([shutil.which("node") or "node", "cluster_consume.js"], parse, cwd=JS_DIR, env=env)
 
 
 def collect_java(proc: subprocess.Popen, acks: Acks) -> None:
@@ -469,8 +480,7 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
     }
     for t in tails.values():
         t.start()
-    js_reader = start_kafkajs_consumer(c, topic, seconds)
-    java_reader = JavaConsumer(c, topic)
+    group_readers = {"kafkajs": kafkajs_group_reader(c, topic), "java": java_group_reader(c, topic)}
 
     # The faults, while everyone produces: kill the leader of partition 0, bring it back
     # with its data, then pause the (new) leader and let it go.
@@ -506,10 +516,7 @@ def test_four_clients_lose_nothing_through_kill_restart_and_pause_of_the_leader(
         t.check(who)
     # The group consumers rode out the faults too: every acknowledged message (at least
     # once: a group may read again from its last commit after a failover), at its offset.
-    group_reads = {
-        "kafkajs": collect_kafkajs_consumer(js_reader),
-        "java": java_reader.finish(expected, timeout=60),
-    }
+    group_reads = {who: r.finish(expected, timeout=60) for who, r in group_readers.items()}
     for who, read in group_reads.items():
         missing = [v for v in expected if v not in read]
         assert not missing, f"{who} group consumer missed {len(missing)} acknowledged messages, e.g. {missing[:5]}"
