@@ -313,6 +313,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                 }
                 Command::CloseGroup(group, reply) => {
                     preferred.remove(&group);
+                    caught_up.retain(|(g, _), _| *g != group);
                     let result = match shard.close_group(group).await {
                         Ok(unknown) => {
                             for c in unknown {

@@ -42,9 +42,8 @@ fn start_cluster() -> Vec<Node> {
     ])
 }
 
-/// Three one-shard nodes on free loopback ports, node i on `dirs[i]`, once every node
-/// lists the three (those whose metadata the cluster's replaces; see the test below).
-fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
+/// The settings of three one-shard nodes on free loopback ports, node i on `dirs[i]`.
+fn cluster_configs(dirs: &[&std::path::Path]) -> Vec<Config> {
     let kafka: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
     let peer: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
     let peers = parse_peers(
@@ -54,22 +53,30 @@ fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
             .join(","),
     )
     .unwrap();
+    dirs.iter()
+        .enumerate()
+        .map(|(i, dir)| Config {
+            data_dir: dir.to_path_buf(),
+            base_port: kafka[i],
+            node_id: i as i32 + 1,
+            peers: peers.clone(),
+            default_replication_factor: 3,
+            shards: 1,
+            cpus: vec![0],
+            tail_cache_bytes: 16 << 20,
+            replica_lag_time_max_ms: 1000,
+            ..Config::default()
+        })
+        .collect()
+}
+
+/// Three one-shard nodes on `dirs`, once every node lists the three.
+fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
+    let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
     let nodes: Vec<Node> = dirs
         .into_iter()
-        .enumerate()
-        .map(|(i, dir)| {
-            let config = Config {
-                data_dir: dir.path().to_path_buf(),
-                base_port: kafka[i],
-                node_id: i as i32 + 1,
-                peers: peers.clone(),
-                default_replication_factor: 3,
-                shards: 1,
-                cpus: vec![0],
-                tail_cache_bytes: 16 << 20,
-                replica_lag_time_max_ms: 1000,
-                ..Config::default()
-            };
+        .zip(configs)
+        .map(|(dir, config)| {
             let handle = runtime::start(config.clone()).expect("node starts");
             Node {
                 config,
@@ -321,30 +328,8 @@ fn a_single_nodes_data_directory_keeps_its_topics_when_the_node_is_put_in_a_clus
     // Then it is started as node 2 of a cluster: it refuses the cluster's metadata
     // rather than delete its topic (the others form the cluster without it).
     let handle = std::thread::spawn(move || {
-        let kafka: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
-        let peer: Vec<u16> = (0..3).map(|_| free_ports(1)).collect();
-        let peers = parse_peers(
-            &(0..3)
-                .map(|i| format!("{}@127.0.0.1:{}", i + 1, peer[i]))
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .unwrap();
         let dirs = [TestBroker::temp_dir(), dir, TestBroker::temp_dir()];
-        let configs: Vec<Config> = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| Config {
-                data_dir: d.path().to_path_buf(),
-                base_port: kafka[i],
-                node_id: i as i32 + 1,
-                peers: peers.clone(),
-                shards: 1,
-                cpus: vec![0],
-                tail_cache_bytes: 16 << 20,
-                ..Config::default()
-            })
-            .collect();
+        let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
         let handles: Vec<BrokerHandle> = configs
             .iter()
             .map(|c| runtime::start(c.clone()).expect("node starts"))

@@ -33,22 +33,6 @@ async fn start_node(
     id: u64,
     listener: caudal::io::TcpListener,
     peers: &[Peer],
-) -> TcpNode {
-    start_node_ticking(
-        root,
-        id,
-        listener,
-        peers,
-        caudal::cluster::raft_driver::TICK,
-    )
-    .await
-}
-
-async fn start_node_ticking(
-    root: &std::path::Path,
-    id: u64,
-    listener: caudal::io::TcpListener,
-    peers: &[Peer],
     tick: Duration,
 ) -> TcpNode {
     let dir = node_dir(root, id);
@@ -131,28 +115,12 @@ async fn values(log: &Log, end: i64) -> Vec<Vec<u8>> {
 #[test]
 fn raft_over_tcp_elects_replicates_acks_all_and_fails_over() {
     run(|dir| async move {
-        let listeners: Vec<caudal::io::TcpListener> = (0..3)
-            .map(|_| caudal::net::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap())
+        let mut nodes: Vec<Option<TcpNode>> = three_nodes(&dir, caudal::cluster::raft_driver::TICK)
+            .await
+            .into_iter()
+            .map(Some)
             .collect();
-        let peers: Vec<Peer> = listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Peer {
-                node: i as u64 + 1,
-                host: "127.0.0.1".into(),
-                port: l.local_addr().unwrap().port(),
-            })
-            .collect();
-        let mut nodes = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate() {
-            nodes.push(Some(start_node(&dir, i as u64 + 1, l, &peers).await));
-        }
-        nodes[0].as_ref().unwrap().driver.campaign(G);
         let n1 = nodes[0].as_ref().unwrap();
-        eventually("node 1 leads", Duration::from_secs(20), || {
-            n1.driver.view(G).is_some_and(|v| v.is_leader)
-        })
-        .await;
         for i in 0..50u32 {
             let offset = n1.driver.propose(G, value(i), Acks::All).await.unwrap();
             assert_eq!(offset, i64::from(i), "acks=all offsets are contiguous");
@@ -228,7 +196,7 @@ async fn three_nodes(dir: &std::path::Path, tick: Duration) -> Vec<TcpNode> {
         .collect();
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        nodes.push(start_node_ticking(dir, i as u64 + 1, l, &peers, tick).await);
+        nodes.push(start_node(dir, i as u64 + 1, l, &peers, tick).await);
     }
     nodes[0].driver.campaign(G);
     let n1 = &nodes[0];
