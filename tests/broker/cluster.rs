@@ -93,8 +93,12 @@ fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
     nodes
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_within(what, Duration::from_secs(20), check)
+}
+
+fn wait_within(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
         if check() {
             return;
@@ -362,7 +366,9 @@ fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let preferred =
         |c: &mut Client| metadata(c, Some("p")).topics[0].partitions[0].replica_nodes[0].0;
     let first = preferred(&mut nodes[0].client());
-    wait_until("the preferred replica leads", || {
+    // The whole broker suite runs side by side: balancing (every 5 s) gets a wide bound.
+    let long = Duration::from_secs(60);
+    wait_within("the preferred replica leads", long, || {
         leader(&mut nodes[0].client(), "p") == Some(first)
     });
     let at = (first / 1024 - 1) as usize;
@@ -375,7 +381,7 @@ fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     });
     nodes[at].handle = Some(runtime::start(nodes[at].config.clone()).expect("restarts"));
     // Caught up and answering, it gets leadership back (checked every 5 s).
-    wait_until("the preferred replica leads again", || {
+    wait_within("the preferred replica leads again", long, || {
         leader(&mut nodes[other].client(), "p") == Some(first)
             && leader(&mut nodes[at].client(), "p") == Some(first)
     });
