@@ -52,6 +52,10 @@ impl Default for GroupSettings {
     }
 }
 
+/// Controller voters when `--controller-voters` is not given: three keep the metadata
+/// through the loss of any one node, as Kafka's usual three controllers do.
+pub const DEFAULT_CONTROLLER_VOTERS: usize = 3;
+
 /// Largest broker id a shard may add to `node_id * 1024`.
 pub const MAX_SHARDS: usize = 1024;
 
@@ -108,6 +112,15 @@ impl Config {
                     self.node_id
                 )));
             }
+            if let Some(v) = self
+                .controller_voters_set
+                .iter()
+                .find(|v| !self.peers.iter().any(|p| p.node == **v))
+            {
+                return Err(ConfigError(format!(
+                    "--controller-voters names node {v}, which --peers does not"
+                )));
+            }
             if self
                 .peers
                 .iter()
@@ -131,6 +144,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The nodes keeping the controller log: `--controller-voters`, or the first three
+    /// nodes of `--peers` (all of them when fewer). Empty on a single node.
+    pub fn controller_voters(&self) -> Vec<u64> {
+        if !self.controller_voters_set.is_empty() {
+            let mut v = self.controller_voters_set.clone();
+            v.sort_unstable();
+            v.dedup();
+            return v;
+        }
+        self.peers
+            .iter()
+            .take(DEFAULT_CONTROLLER_VOTERS)
+            .map(|p| p.node)
+            .collect()
     }
 
     /// Port of shard `k`.

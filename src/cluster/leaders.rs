@@ -51,6 +51,21 @@ impl LeaderTable {
         }
     }
 
+    /// Records `leader` as the leader of `group`, which no shard of this node hosts (the
+    /// controller group, on a node outside its quorum: the node that sent its metadata).
+    pub fn set_leader(&self, group: u64, leader: Option<NodeId>) {
+        let mut groups = match self.groups.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = groups.entry(group).or_insert(Leadership {
+            leader: None,
+            term: 0,
+            in_sync: Vec::new(),
+        });
+        entry.leader = leader;
+    }
+
     /// The leadership of `group`, when a shard of this node hosts it.
     pub fn get(&self, group: u64) -> Option<Leadership> {
         let groups = match self.groups.lock() {

@@ -245,6 +245,14 @@ settings! {
     peers: PeerList
         => peers: Vec<Peer> = peers.map(|p| p.0).unwrap_or_default();
 
+    /// Nodes that keep the controller log (its raft voters), comma-separated ids of
+    /// `--peers`; every other node follows the metadata they decide.
+    #[arg(value_delimiter = ',')]
+    #[shown("the first three nodes of --peers (all of them when fewer)")]
+    controller_voters: Vec<u64> = Vec::new()
+        => /// As set; `Config::controller_voters` applies the default.
+           controller_voters_set: Vec<u64> = controller_voters;
+
     /// Name of the cluster: a node refuses connections from peers of another.
     cluster_id: String = String::from("caudal")
         => cluster_id: String = cluster_id;

@@ -101,10 +101,12 @@ impl<'a> RequestContext<'a> {
         self.shard.partition_leader(t, index)
     }
 
-    /// Asks the cluster's controller node to create topics a client auto-created here
+    /// Asks the cluster's controller leader to create topics a client auto-created here
     /// (name, partitions, replicas); false on a node that decides itself.
     pub fn forward_creation(&self, topics: Vec<(String, i32, i16)>) -> bool {
-        if self.shard.in_cluster() && self.shard.controller_node() != self.shard.config.node_id {
+        if self.shard.in_cluster()
+            && self.shard.controller_node() != Some(self.shard.config.node_id)
+        {
             crate::shard::cluster_view::forward_creation(self.shard, topics);
             return true;
         }

@@ -4,6 +4,7 @@
 //! serves requests from an immutable snapshot (`Arc<ClusterMetadata>`) it received over
 //! the cross-shard mesh.
 
+pub mod controller_log;
 pub mod node_identity;
 pub mod peer_disks;
 pub mod store;
@@ -126,8 +127,12 @@ impl TopicMeta {
 /// A snapshot of the cluster's metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterMetadata {
-    /// Increases with every change.
+    /// Increases with every change this node applies (its shards take a snapshot only
+    /// when it is newer than theirs); local to the node.
     pub version: u64,
+    /// In a cluster, the controller log's offset after the last record this metadata
+    /// applied: the same on every node for the same state. 0 on a single node.
+    pub revision: u64,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
     /// Topic names by id (Fetch v13+ names topics by id on every request), kept by
@@ -159,6 +164,11 @@ impl ClusterMetadata {
     /// True when both hold the same topics and brokers (whatever their versions).
     pub fn same_content(&self, other: &ClusterMetadata) -> bool {
         self.topics == other.topics && self.brokers == other.brokers
+    }
+
+    /// True when it holds nothing: no topic and no broker.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty() && self.brokers.is_empty()
     }
 
     /// Finds a topic by id.

@@ -1,6 +1,6 @@
 //! The persistent metadata log under `<data>/meta/metadata.log`, written by shard 0.
 //!
-//! Format, version 3 (through [`crate::codec`]; big-endian): a file header (magic `CDMT`,
+//! Format, version 4 (through [`crate::codec`]; big-endian): a file header (magic `CDMT`,
 //! version u16) and then checked records `{ length: u32, crc32c: u32 (of payload),
 //! payload }`. Payload: `{ kind: u8, body }` with
 //! - kind 1, put topic: `{ name: str16, id: uuid, partitions: u32, partition *
@@ -10,11 +10,17 @@
 //!   replicas;
 //! - kind 2, delete topic: `{ name: str16 }`;
 //! - kind 3, put broker: `{ node: i32, host: str16, port: u16, shards: u16 }`, the Kafka
-//!   listeners of a node of a cluster.
+//!   listeners of a node of a cluster;
+//! - kind 4, revision: `{ revision: u64 }`, the controller log's offset the metadata so
+//!   far is the state at (a cluster's node keeps its copy of the controller's state
+//!   here, `shard::controller`).
 //!
-//! Version 2 is version 3 without kind 3; opening a version 2 log rewrites it as version
-//! 3 (the same way as below), so an older build refuses it rather than misreading a kind
-//! it does not know.
+//! The same records also travel inside the controller log's record batches (one record
+//! value each, `metadata::controller_log`).
+//!
+//! Versions 2 and 3 are version 4 without kinds 3 and 4 (2) or kind 4 (3); opening one
+//! rewrites it as version 4 (the same way as below), so an older build refuses it rather
+//! than misreading a kind it does not know.
 //!
 //! Version 1 (every release up to 617d542) has no header, and its put-topic body holds
 //! `partitions: u32, shard: u32 * partitions` in place of the partitions above: the
@@ -42,9 +48,10 @@ use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 const PUT_TOPIC: u8 = 1;
 const DELETE_TOPIC: u8 = 2;
 const PUT_BROKER: u8 = 3;
+const REVISION: u8 = 4;
 
 /// The version this build writes.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The header of the files this build writes.
 pub const HEADER: FileHeader = FileHeader::new(magic::METADATA_LOG, VERSION);
 /// File name of the log within its directory.
@@ -91,6 +98,8 @@ pub enum MetaRecord {
     DeleteTopic(String),
     /// Record (or change) where a node of the cluster takes Kafka clients.
     PutBroker(NodeId, BrokerEndpoint),
+    /// The metadata so far is the controller log's state at this offset.
+    Revision(u64),
 }
 
 fn put_replica(w: &mut Writer, r: ShardAddr) {
@@ -134,12 +143,13 @@ impl MetaRecord {
             MetaRecord::PutBroker(node, endpoint) => {
                 meta.brokers.insert(*node, endpoint.clone());
             }
+            MetaRecord::Revision(revision) => meta.revision = *revision,
         }
         meta.version += 1;
     }
 
     /// The record's payload in the current version.
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
             MetaRecord::PutTopic(t) => {
@@ -172,12 +182,16 @@ impl MetaRecord {
                 w.put_u16(b.port);
                 w.put_u16(b.shards);
             }
+            MetaRecord::Revision(revision) => {
+                w.put_u8(REVISION);
+                w.put_u64(*revision);
+            }
         }
         w.finish()
     }
 
-    /// Decodes a version 2 payload.
-    fn decode(b: &[u8]) -> CodecResult<MetaRecord> {
+    /// Decodes a payload of version 2 or later.
+    pub fn decode(b: &[u8]) -> CodecResult<MetaRecord> {
         Self::decode_with(b, take_partitions)
     }
 
@@ -223,6 +237,7 @@ impl MetaRecord {
                     shards: r.take_u16()?,
                 },
             ),
+            REVISION => MetaRecord::Revision(r.take_u64()?),
             _ => return Err(CodecError::Invalid("record kind")),
         };
         r.finish()?;
@@ -249,16 +264,32 @@ fn replay(
     }
 }
 
-/// A log of the current version holding `meta`: one put-broker record per broker and
-/// one put-topic record per topic. Also what a cluster's controller node sends the
-/// others (`cluster::wire`'s metadata message).
+/// The records that rebuild `meta` from nothing: one put-broker record per broker, one
+/// put-topic record per topic, and its revision when it has one.
+pub fn records_of(meta: &ClusterMetadata) -> Vec<MetaRecord> {
+    let mut out: Vec<MetaRecord> = meta
+        .brokers
+        .iter()
+        .map(|(&node, b)| MetaRecord::PutBroker(node, b.clone()))
+        .chain(
+            meta.topics
+                .values()
+                .map(|t| MetaRecord::PutTopic(t.clone())),
+        )
+        .collect();
+    if meta.revision > 0 {
+        out.push(MetaRecord::Revision(meta.revision));
+    }
+    out
+}
+
+/// A log of the current version holding `meta` ([`records_of`]). Also what a cluster's
+/// controller leader sends the nodes outside the controller quorum
+/// (`cluster::wire`'s metadata message).
 pub fn snapshot(meta: &ClusterMetadata) -> Vec<u8> {
     let mut w = Writer::with_header(HEADER);
-    for (&node, b) in &meta.brokers {
-        w.put_checked(&MetaRecord::PutBroker(node, b.clone()).encode());
-    }
-    for t in meta.topics.values() {
-        w.put_checked(&MetaRecord::PutTopic(t.clone()).encode());
+    for rec in records_of(meta) {
+        w.put_checked(&rec.encode());
     }
     w.finish()
 }
@@ -492,7 +523,7 @@ mod tests {
         let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
         assert_eq!(meta.topics["t"], t);
         let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        assert!(data.starts_with(b"CDMT\x00\x03"));
+        assert!(data.starts_with(b"CDMT\x00\x04"));
     }
 
     /// A version 1 log as releases up to 617d542 wrote it.
@@ -549,7 +580,7 @@ mod tests {
         assert_eq!(meta.topics["a"].id, a);
         assert_eq!(meta.topics["a"].configs["retention.ms"], "-1");
         let data = std::fs::read(&path).unwrap();
-        assert!(data.starts_with(b"CDMT\x00\x03"));
+        assert!(data.starts_with(b"CDMT\x00\x04"));
         assert!(!dir.path().join("metadata.log.tmp").exists());
 
         // Appends go after the upgraded records, and a restart reads both.
@@ -567,27 +598,27 @@ mod tests {
         let (_, meta) = MetaStore::open(dir.path(), 0).unwrap();
         assert!(meta.topics.is_empty());
         let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
-        assert_eq!(data, b"CDMT\x00\x03");
+        assert_eq!(data, b"CDMT\x00\x04");
         let fresh = tempfile::tempdir().unwrap();
         MetaStore::open(fresh.path(), 0).unwrap();
         let data = std::fs::read(fresh.path().join(FILE_NAME)).unwrap();
-        assert_eq!(data, b"CDMT\x00\x03");
+        assert_eq!(data, b"CDMT\x00\x04");
     }
 
     #[test]
     fn a_log_of_a_newer_version_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let newer = b"CDMT\x00\x04whatever comes next".to_vec();
+        let newer = b"CDMT\x00\x05whatever comes next".to_vec();
         std::fs::write(&path, &newer).unwrap();
         let err = MetaStore::open(dir.path(), 0).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("version 4"), "{err}");
+        assert!(err.to_string().contains("version 5"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), newer);
     }
 
     #[test]
-    fn a_version_2_log_is_rewritten_as_version_3_with_the_same_topics() {
+    fn a_version_2_log_is_rewritten_as_version_4_with_the_same_topics() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let t = topic("t", &[0, 1]);
@@ -596,7 +627,22 @@ mod tests {
         std::fs::write(&path, w.finish()).unwrap();
         let (_, meta) = MetaStore::open(dir.path(), 3).unwrap();
         assert_eq!(meta.topics["t"], t);
-        assert!(std::fs::read(&path).unwrap().starts_with(b"CDMT\x00\x03"));
+        assert!(std::fs::read(&path).unwrap().starts_with(b"CDMT\x00\x04"));
+    }
+
+    #[test]
+    fn a_copy_of_the_controllers_state_keeps_its_revision_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = MetaStore::open(dir.path(), 2).unwrap();
+        let mut meta = ClusterMetadata::default();
+        MetaRecord::PutTopic(topic("t", &[0])).apply(&mut meta);
+        meta.revision = 42;
+        store.replace(&meta).unwrap();
+        drop(store);
+        let (_, reopened) = MetaStore::open(dir.path(), 2).unwrap();
+        assert_eq!(reopened.revision, 42);
+        assert!(reopened.same_content(&meta));
+        assert_eq!(decode_snapshot(&snapshot(&meta)).unwrap().revision, 42);
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! The two background tasks of a node of a cluster:
+//! The background tasks of a node of a cluster:
 //!
 //! - every shard publishes its raft groups' changes to the node's `LeaderTable` and
 //!   wakes its long-polling fetches;
-//! - shard 0 exchanges the metadata: the controller node (the lowest id of `--peers`)
-//!   records every node's Kafka listeners as they register and sends the whole metadata
-//!   to the others whenever it changes and every few seconds (so a node that was down
-//!   catches up); the other nodes register until the metadata names them, adopt what the
-//!   controller node sends, and hand it the topics their clients auto-create.
+//! - shard 0 of a controller voter applies the controller log as it commits;
+//! - shard 0 exchanges the metadata: every node registers its Kafka listeners with the
+//!   controller leader until the metadata has them and hands it the topics its clients
+//!   auto-create; the leader sends its metadata to the nodes outside the quorum whenever
+//!   it changes and every few seconds (so a node that was down catches up), and those
+//!   adopt it.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::cluster::wire::Control;
+use crate::metadata::controller_log::CONTROLLER_GROUP;
 use crate::metadata::store::{decode_snapshot, snapshot};
 use crate::metadata::BrokerEndpoint;
 
@@ -22,9 +24,11 @@ use super::mesh::Everywhere;
 use super::router::TopicSpec;
 use super::state::Shard;
 
-/// How often the controller node resends the metadata, and other nodes their listeners
-/// until the metadata has them.
+/// How often the controller leader resends the metadata, and other nodes their
+/// listeners until the metadata has them.
 const RESEND: Duration = Duration::from_secs(2);
+/// Wait before applying the controller log again after failing to.
+const APPLY_RETRY: Duration = Duration::from_secs(1);
 
 /// Every shard of a node: publishes its raft groups' changes to the node's leader table
 /// and wakes the shard's long-polling fetches. Runs until the shard stops.
@@ -47,6 +51,26 @@ pub async fn publish_leadership(shard: Rc<Shard>) {
     }
 }
 
+/// Shard 0 of a controller voter: applies the controller log's committed records as
+/// they come, publishing each new state to every shard. Runs until the shard stops.
+pub async fn apply_controller_log(shard: Rc<Shard>) {
+    let (Some(raft), Some(service)) = (shard.raft.as_ref(), shard.controller.as_ref()) else {
+        return;
+    };
+    let publish = Everywhere(&shard);
+    loop {
+        let changed = raft.driver.changed();
+        match service.apply_committed(&publish).await {
+            Ok(true) => continue,
+            Ok(false) => changed.await,
+            Err(e) => {
+                warn!(error = %e, "could not apply the controller log; retrying");
+                crate::task::sleep(APPLY_RETRY).await;
+            }
+        }
+    }
+}
+
 /// Shard 0 of a node of a cluster: exchanges the metadata with the other nodes (see the
 /// module docs). Runs until the shard stops.
 pub async fn exchange_metadata(shard: Rc<Shard>) {
@@ -55,46 +79,40 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
     };
     let transport = raft.transport.clone();
     let me = shard.config.node_id;
-    let controller = shard.controller_node();
-    let decides = service.decides();
+    let voters = shard.config.controller_voters();
     let publish = Everywhere(&shard);
-    if decides {
-        if let Err(e) = service
-            .register_broker(me, shard.own_endpoint(), &publish)
-            .await
-        {
-            warn!(error = %e, "could not record this node's listeners in the metadata log");
-        }
-    }
-    let mut sent_version = None;
+    let mut sent_revision = None;
     let mut refused = false;
     let mut next_resend = Instant::now();
     loop {
         let arrived = transport.inbox().control_arrived.generation();
         let changed = service.changed.generation();
+        let decides = service.decides();
         for (from, c) in transport.inbox().take_control() {
-            let from = i32::try_from(from).unwrap_or(i32::MAX);
+            let node = i32::try_from(from).unwrap_or(i32::MAX);
             match c {
                 Control::Register { host, port, shards } if decides => {
                     let endpoint = BrokerEndpoint { host, port, shards };
-                    if let Err(e) = service.register_broker(from, endpoint, &publish).await {
-                        warn!(node = from, error = %e, "could not record a node's listeners");
+                    if let Err((_, e)) = service.register_broker(node, endpoint, &publish).await {
+                        warn!(node, error = %e, "could not record a node's listeners");
                     }
                 }
-                Control::Metadata(bytes) if !decides && from == controller => {
+                Control::Metadata(bytes) if !voters.contains(&u64::try_from(me).unwrap_or(0)) => {
                     match decode_snapshot(&bytes) {
                         Ok(meta) => {
+                            // The sender leads the controller (or did): clients are told so.
+                            raft.leaders.set_leader(CONTROLLER_GROUP, Some(from));
                             match service.adopt_sent(meta, &publish).await {
                                 Ok(()) => refused = false,
                                 // Said once, not every resend.
                                 Err(e) if !refused => {
                                     refused = true;
-                                    warn!(error = %e, "the controller node's metadata was not adopted");
+                                    warn!(error = %e, "the controller's metadata was not adopted");
                                 }
                                 Err(_) => {}
                             }
                         }
-                        Err(e) => warn!(error = %e, "bad metadata from the controller node"),
+                        Err(e) => warn!(node, error = %e, "bad metadata from the controller"),
                     }
                 }
                 Control::CreateTopics(topics) if decides => {
@@ -109,7 +127,7 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                         .collect();
                     service.create_topics(specs, false, &publish).await;
                 }
-                other => debug!(node = from, message = ?other, "control message not for this node"),
+                other => debug!(node, message = ?other, "control message not for this node"),
             }
         }
         let now = Instant::now();
@@ -117,32 +135,54 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
         if resend {
             next_resend = now + RESEND;
         }
+        let registered = shard.meta().brokers.get(&me) == Some(&shard.own_endpoint());
         if decides {
+            if !registered {
+                if let Err((_, e)) = service
+                    .register_broker(me, shard.own_endpoint(), &publish)
+                    .await
+                {
+                    debug!(error = %e, "could not record this node's listeners yet");
+                }
+            }
             let meta = service.metadata();
-            if resend || sent_version != Some(meta.version) {
-                sent_version = Some(meta.version);
+            if resend || sent_revision != Some(meta.revision) {
+                sent_revision = Some(meta.revision);
                 let bytes = Bytes::from(snapshot(&meta));
-                for peer in transport.peers() {
+                for peer in transport
+                    .peers()
+                    .into_iter()
+                    .filter(|p| !voters.contains(p))
+                {
                     transport.send_control(peer, Control::Metadata(bytes.clone()));
                 }
             }
-        } else if resend && shard.meta().brokers.get(&me) != Some(&shard.own_endpoint()) {
-            let e = shard.own_endpoint();
-            transport.send_control(
-                u64::try_from(controller).unwrap_or(0),
-                Control::Register {
-                    host: e.host,
-                    port: e.port,
-                    shards: e.shards,
-                },
-            );
+        } else {
+            sent_revision = None;
+            if resend && !registered {
+                let e = shard.own_endpoint();
+                for to in shard.controller_targets() {
+                    transport.send_control(
+                        to,
+                        Control::Register {
+                            host: e.host.clone(),
+                            port: e.port,
+                            shards: e.shards,
+                        },
+                    );
+                }
+            }
         }
         let wait = next_resend.saturating_duration_since(Instant::now());
         futures_lite::future::or(
             crate::task::sleep(wait),
             futures_lite::future::or(
                 transport.inbox().control_arrived.changed_since(arrived),
-                service.changed.changed_since(changed),
+                futures_lite::future::or(
+                    service.changed.changed_since(changed),
+                    // Leadership of the controller group shows in a raft round.
+                    raft.driver.changed(),
+                ),
             ),
         )
         .await;

@@ -1,10 +1,11 @@
-//! What a shard knows of its cluster, for handlers: the controller node, every node's
+//! What a shard knows of its cluster, for handlers: the controller leader, every node's
 //! Kafka listeners, who leads each partition and where clients reach it (any shard
-//! answers for any partition), and the topics to hand the controller node. On a single
+//! answers for any partition), and the topics to hand the controller leader. On a single
 //! node (no `--peers`) the answers are this node's own.
 
 use crate::cluster::leaders::PartitionLeader;
 use crate::cluster::wire::Control;
+use crate::metadata::controller_log::CONTROLLER_GROUP;
 use crate::metadata::{raft_group, BrokerEndpoint, NodeId, PartitionId, ShardId, TopicMeta};
 
 use super::state::Shard;
@@ -27,9 +28,31 @@ impl Shard {
         !self.config.peers.is_empty()
     }
 
-    /// The node that decides topic changes and coordinates groups: the lowest id of
-    /// `--peers`, or this node alone.
-    pub fn controller_node(&self) -> NodeId {
+    /// The node leading the controller, as this node last heard (this node on a single
+    /// node; `None` while a cluster's controller election is under way).
+    pub fn controller_node(&self) -> Option<NodeId> {
+        if !self.in_cluster() {
+            return Some(self.config.node_id);
+        }
+        let raft = self.raft.as_ref()?;
+        raft.leaders
+            .get(CONTROLLER_GROUP)
+            .and_then(|l| l.leader)
+            .and_then(|n| i32::try_from(n).ok())
+    }
+
+    /// Where to send what the controller leader must decide: the leader when known,
+    /// otherwise every voter (only the leader acts on it).
+    pub fn controller_targets(&self) -> Vec<u64> {
+        match self.controller_node() {
+            Some(n) if self.in_cluster() => vec![u64::try_from(n).unwrap_or(0)],
+            _ => self.config.controller_voters(),
+        }
+    }
+
+    /// The node that coordinates consumer groups: the lowest id of `--peers`, or this
+    /// node alone (group state is kept on one node until it is replicated).
+    pub fn coordinator_node(&self) -> NodeId {
         self.config
             .peers
             .iter()
@@ -94,8 +117,10 @@ impl Shard {
     /// Broker id of the shard that hosts the controller service clients are told of;
     /// -1 (none, as Kafka says while it has none) until this node knows where it is.
     pub fn controller_broker(&self) -> i32 {
-        let id =
-            crate::config::broker_id(self.controller_node(), super::controller::CONTROLLER_SHARD);
+        let Some(node) = self.controller_node() else {
+            return -1;
+        };
+        let id = crate::config::broker_id(node, super::controller::CONTROLLER_SHARD);
         if self.endpoint(id).is_some() {
             id
         } else {
@@ -103,11 +128,10 @@ impl Shard {
         }
     }
 
-    /// Broker id of the coordinator of `group`: a shard of the controller node in a
-    /// cluster (group state is not replicated before part 3, so it stays on one node).
+    /// Broker id of the coordinator of `group`: a shard of the coordinating node.
     pub fn coordinator_broker(&self, group: &str) -> i32 {
         let shard = crate::group::coordinator_shard(group, self.config.shards);
-        crate::config::broker_id(self.controller_node(), shard)
+        crate::config::broker_id(self.coordinator_node(), shard)
     }
 
     /// The leader, epoch, replicas and in-sync replicas of partition `index` of `topic`
@@ -147,11 +171,12 @@ impl Shard {
     }
 }
 
-/// Asks the controller node to create topics a client of this node auto-created.
+/// Asks the controller leader to create topics a client of this node auto-created.
 pub fn forward_creation(shard: &Shard, topics: Vec<(String, i32, i16)>) {
     if let Some(raft) = shard.raft.as_ref() {
-        let to = u64::try_from(shard.controller_node()).unwrap_or(0);
-        raft.transport
-            .send_control(to, Control::CreateTopics(topics));
+        for to in shard.controller_targets() {
+            raft.transport
+                .send_control(to, Control::CreateTopics(topics.clone()));
+        }
     }
 }

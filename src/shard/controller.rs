@@ -1,26 +1,51 @@
-//! The controller service: it owns the cluster metadata and its log, decides every topic
-//! change and publishes the result to every shard. It is a service on shard 0 of every
-//! node; in a cluster only the controller node's decides (the lowest id of `--peers`),
-//! and the others adopt what it sends them (`shard::cluster`); part 3 makes it a raft
-//! group. Handlers reach it through `controller_client::Controller`; it knows nothing of
+//! The controller service: it owns the cluster metadata, decides every topic change and
+//! publishes the result to every shard. It is a service on shard 0 of every node.
+//!
+//! - On a single node the metadata log (`metadata::store`) is the record of every
+//!   change: a change is appended there, applied and published.
+//! - In a cluster the record is the controller log (`metadata::controller_log`), raft
+//!   group 0 on the controller voters. Its leader decides: it checks a change against the
+//!   metadata as of everything committed, proposes the change's records as one batch and
+//!   answers once it is committed and applied here. Every voter applies the committed
+//!   records in order ([`ControllerService::apply_committed`]) and keeps the result, with
+//!   its revision, in its metadata log, which is then a copy it restarts from. Nodes
+//!   outside the quorum adopt the copy the leader sends them
+//!   ([`ControllerService::adopt_sent`]), newer revisions only.
+//!
+//! Handlers reach the service through `controller_client::Controller`; it knows nothing of
 //! shards beyond [`Publish`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::error::ErrorCode;
-use crate::metadata::store::{MetaRecord, MetaStore};
+use crate::log::Log;
+use crate::metadata::controller_log::{decode_batch, encode_batch};
+use crate::metadata::store::{records_of, MetaRecord, MetaStore};
 use crate::metadata::{BrokerEndpoint, ClusterMetadata, NodeId, ShardId, TopicMeta};
 use crate::notify::Notify;
+use crate::replica::raft_shard::{Acks, ProposeError};
+use crate::replica::replication::ReplicationGroup;
 use crate::task::Semaphore;
 
 use super::placement::place;
 use super::router::{CreateOutcome, TopicChange, TopicSpec};
+
+/// How long a change waits to be committed and applied before the client is told the
+/// request timed out (its outcome is then unknown, as Kafka's controller says too).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a new controller leader may take to apply what its predecessors committed
+/// before it decides anything.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of the controller log read per step while applying it.
+const APPLY_READ_BYTES: usize = 1 << 20;
 
 /// The shard of each node that hosts the controller service.
 pub const CONTROLLER_SHARD: ShardId = 0;
@@ -32,25 +57,43 @@ pub trait Publish {
     fn publish(&self, meta: Arc<ClusterMetadata>) -> Pin<Box<dyn Future<Output = ()> + '_>>;
 }
 
-/// The controller service: the authoritative metadata, its log, and the lock that
+/// The controller service: the authoritative metadata, its record, and the lock that
 /// serialises changes.
 pub struct ControllerService {
-    /// Behind a mutex only so that appends can run on a helper thread: the log is
-    /// written with blocking calls, which must not stall the shard.
+    /// Behind a mutex only so that writes can run on a helper thread: the log is written
+    /// with blocking calls, which must not stall the shard.
     store: Arc<Mutex<MetaStore>>,
-    /// The metadata as of the log's end.
+    /// The metadata as of the last change applied here.
     meta: RefCell<ClusterMetadata>,
     lock: Semaphore,
+    /// Serialises applying the controller log (and adopting copies).
+    apply_lock: Semaphore,
     node: NodeId,
     shards: usize,
     /// Every node of the cluster, in order (this one alone on a single node).
     nodes: Vec<NodeId>,
-    /// The node whose service decides.
-    decider: NodeId,
+    /// True on a node of a cluster: changes go through the controller log.
+    cluster: bool,
+    /// The controller log and its raft group, once opened (voters of a cluster only).
+    log: RefCell<Option<ControllerLog>>,
+    /// Revision every shard has applied (a change answers once it is reached).
+    published: Cell<u64>,
+    /// True once this leader seeded an empty controller log with its own copy.
+    seeded: Cell<bool>,
     /// Replicas of a topic created with replication factor -1.
     default_replication_factor: i16,
-    /// Woken whenever the metadata changes (a cluster's controller node then sends it).
+    /// Woken whenever the metadata changes (the controller leader then sends it).
     pub changed: Notify,
+}
+
+/// The controller log as a voter holds it: the log to read committed records from and
+/// the raft group to propose to.
+#[derive(Clone)]
+pub struct ControllerLog {
+    /// The log (`__cluster_metadata-0`).
+    pub log: Rc<Log>,
+    /// Its raft group.
+    pub group: Rc<dyn ReplicationGroup>,
 }
 
 /// Where the controller service sits in its cluster.
@@ -74,11 +117,13 @@ impl ControllerService {
         meta: ClusterMetadata,
         place: ControllerPlace,
     ) -> ControllerService {
-        let decider = place.nodes.iter().copied().min().unwrap_or(place.node);
+        let cluster = !place.nodes.is_empty();
+        let published = meta.revision;
         ControllerService {
             store: Arc::new(Mutex::new(store)),
             meta: RefCell::new(meta),
             lock: Semaphore::new(1),
+            apply_lock: Semaphore::new(1),
             node: place.node,
             shards: place.shards,
             nodes: if place.nodes.is_empty() {
@@ -86,118 +131,292 @@ impl ControllerService {
             } else {
                 place.nodes
             },
-            decider,
+            cluster,
+            log: RefCell::new(None),
+            published: Cell::new(published),
+            seeded: Cell::new(false),
             default_replication_factor: place.default_replication_factor,
             changed: Notify::default(),
         }
     }
 
-    /// True when this node's service decides changes (always on a single node).
-    pub fn decides(&self) -> bool {
-        self.node == self.decider
+    /// Hands the service the controller log once its raft group is open (a voter).
+    pub fn attach_log(&self, log: ControllerLog) {
+        *self.log.borrow_mut() = Some(log);
+        self.changed.notify();
     }
 
-    /// The metadata as of the log's end.
+    /// True when this node's service decides changes: always on a single node; in a
+    /// cluster, while it leads the controller group.
+    pub fn decides(&self) -> bool {
+        if !self.cluster {
+            return true;
+        }
+        self.log
+            .borrow()
+            .as_ref()
+            .and_then(|l| l.group.view())
+            .is_some_and(|v| v.is_leader)
+    }
+
+    /// The controller leader as this node knows it (a voter: from the raft group).
+    pub fn leader(&self) -> Option<NodeId> {
+        let view = self.log.borrow().as_ref().and_then(|l| l.group.view())?;
+        view.leader.and_then(|n| i32::try_from(n).ok())
+    }
+
+    /// The metadata as of the last change applied here.
     pub fn metadata(&self) -> ClusterMetadata {
         self.meta.borrow().clone()
     }
 
-    /// Records an applied change as the new authoritative metadata and publishes it.
+    /// Records an applied change as the new metadata, publishes it to every shard, and
+    /// then counts its revision as published.
     async fn adopt(&self, meta: ClusterMetadata, publish: &dyn Publish) {
+        let revision = meta.revision;
         *self.meta.borrow_mut() = meta.clone();
         publish.publish(Arc::new(meta)).await;
+        self.published.set(self.published.get().max(revision));
         self.changed.notify();
     }
 
-    /// Adopts the metadata the controller node sent (on any other node): kept in this
-    /// node's log, so that it restarts with it, and applied on every shard. Nothing
-    /// happens when nothing changed.
-    pub async fn adopt_sent(
-        &self,
-        sent: ClusterMetadata,
-        publish: &dyn Publish,
-    ) -> std::io::Result<()> {
-        let Ok(_permit) = self.lock.acquire_permit(1).await else {
-            return Ok(());
-        };
-        if self.decides() || self.meta.borrow().same_content(&sent) {
-            return Ok(());
-        }
-        // A log with topics but no brokers is a single node's: its topics are not the
-        // cluster's, and adopting the cluster's metadata would delete them. Refused, so
-        // nothing is lost; the operator moves the data directory away (or keeps the
-        // node alone).
-        let own: Vec<String> = {
-            let meta = self.meta.borrow();
-            if meta.brokers.is_empty() {
-                meta.topics
-                    .keys()
-                    .filter(|t| !sent.topics.contains_key(*t))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        };
-        if !own.is_empty() {
-            return Err(std::io::Error::other(format!(
-                "this node's data directory holds topics of a single node ({}) that the cluster does not have; it does not take the cluster's metadata, which would delete them: start it on an empty data directory to join, or without --peers to serve them",
-                own.join(", ")
-            )));
-        }
+    /// Keeps `meta` in this node's metadata log, replacing what it held, off the shard's
+    /// thread.
+    async fn keep(&self, meta: &ClusterMetadata) -> std::io::Result<()> {
         let store = self.store.clone();
-        let kept = sent.clone();
+        let kept = meta.clone();
         crate::task::blocking(move || {
             let mut store = store
                 .lock()
                 .map_err(|_| std::io::Error::other("metadata log lock poisoned"))?;
             store.replace(&kept)
         })
-        .await?;
+        .await
+    }
+
+    /// Adopts the metadata the controller leader sent (on a node outside the quorum):
+    /// kept in this node's log, so that it restarts with it, and applied on every shard.
+    /// Nothing happens unless its revision is newer than this node's.
+    pub async fn adopt_sent(
+        &self,
+        sent: ClusterMetadata,
+        publish: &dyn Publish,
+    ) -> std::io::Result<()> {
+        let Ok(_permit) = self.apply_lock.acquire_permit(1).await else {
+            return Ok(());
+        };
+        if sent.revision <= self.meta.borrow().revision {
+            return Ok(());
+        }
+        self.keep(&sent).await?;
         let mut meta = sent;
         // Versions are this node's own: shards take a snapshot only when it is newer.
         meta.version = self.meta.borrow().version + 1;
         info!(
+            revision = meta.revision,
             topics = meta.topics.len(),
             brokers = meta.brokers.len(),
-            "adopted the controller node's metadata"
+            "adopted the controller's metadata"
         );
         self.adopt(meta, publish).await;
         Ok(())
     }
 
-    /// Records where node `node` takes Kafka clients (on the controller node).
+    /// Applies what the controller log committed since the last call (a voter), keeps
+    /// the result and publishes it; true when anything was applied. A leader whose log
+    /// is empty first seeds it with its own copy (a cluster upgraded from a build
+    /// without the controller log).
+    pub async fn apply_committed(&self, publish: &dyn Publish) -> Result<bool, String> {
+        let Ok(_permit) = self.apply_lock.acquire_permit(1).await else {
+            return Ok(false);
+        };
+        let Some(cl) = self.log.borrow().clone() else {
+            return Ok(false);
+        };
+        let Some(view) = cl.group.view() else {
+            return Ok(false);
+        };
+        let from = self.meta.borrow().revision;
+        if view.is_leader && view.log_end == 0 && !self.seeded.get() {
+            self.seeded.set(true);
+            let own = self.meta.borrow().clone();
+            if from == 0 && !own.brokers.is_empty() {
+                info!(
+                    topics = own.topics.len(),
+                    "seeding the empty controller log with this node's metadata"
+                );
+                let batch = encode_batch(&records_of(&own), crate::clock::now_ms());
+                if let Err(e) = cl.group.propose(batch, Acks::All).await {
+                    warn!(error = %e, "could not seed the controller log");
+                    self.seeded.set(false);
+                }
+                return Ok(false);
+            }
+        }
+        let end = view.high_watermark;
+        if end <= i64::try_from(from).unwrap_or(i64::MAX) {
+            return Ok(false);
+        }
+        let mut meta = self.meta.borrow().clone();
+        let mut at = i64::try_from(from).unwrap_or(i64::MAX);
+        while at < end {
+            let read = cl
+                .log
+                .read(at, APPLY_READ_BYTES, end)
+                .await
+                .map_err(|e| format!("reading the controller log at {at}: {e}"))?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for batch in &read.batches {
+                let records = decode_batch(batch).map_err(|e| format!("{e} (at offset {at})"))?;
+                for (offset, rec) in records {
+                    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                    if offset < at || offset >= end {
+                        continue;
+                    }
+                    log_change(&rec, offset);
+                    rec.apply(&mut meta);
+                    at = offset + 1;
+                }
+            }
+        }
+        meta.revision = u64::try_from(at).unwrap_or(0);
+        self.keep(&meta)
+            .await
+            .map_err(|e| format!("keeping the metadata at revision {at}: {e}"))?;
+        self.adopt(meta, publish).await;
+        Ok(true)
+    }
+
+    /// Waits until this leader has applied everything committed before its term, so it
+    /// decides on the latest metadata; `NOT_CONTROLLER` when it does not lead.
+    async fn ready_to_decide(&self) -> Result<(), (ErrorCode, String)> {
+        if !self.cluster {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let generation = self.changed.generation();
+            let view = self.log.borrow().as_ref().and_then(|l| l.group.view());
+            let Some(view) = view.filter(|v| v.is_leader) else {
+                return Err(self.not_controller());
+            };
+            // The leader's own entry of its term is committed once the high watermark
+            // reaches its log's end: everything before it is then known and applied.
+            let applied = self.published.get();
+            if view.high_watermark == view.log_end
+                && u64::try_from(view.high_watermark).unwrap_or(0) <= applied
+            {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(self.not_controller());
+            }
+            futures_lite::future::or(
+                crate::task::sleep(left.min(Duration::from_millis(50))),
+                self.changed.changed_since(generation),
+            )
+            .await;
+        }
+    }
+
+    /// Makes `records` one committed change: on a single node appended to the metadata
+    /// log; in a cluster proposed as one batch to the controller log. Returns once every
+    /// shard of this node applied it.
+    async fn commit(
+        &self,
+        records: Vec<MetaRecord>,
+        publish: &dyn Publish,
+    ) -> Result<(), (ErrorCode, String)> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if !self.cluster {
+            let mut meta = self.meta.borrow().clone();
+            for rec in &records {
+                self.persist(rec)
+                    .await
+                    .map_err(|e| (ErrorCode::KafkaStorageError, format!("metadata log: {e}")))?;
+                log_change(rec, 0);
+                rec.apply(&mut meta);
+            }
+            self.adopt(meta, publish).await;
+            return Ok(());
+        }
+        let Some(cl) = self.log.borrow().clone() else {
+            return Err(self.not_controller());
+        };
+        let batch = encode_batch(&records, crate::clock::now_ms());
+        let first = match cl.group.propose(batch, Acks::All).await {
+            Ok(offset) => offset,
+            Err(ProposeError::NotLeader) => return Err(self.not_controller()),
+            Err(ProposeError::Unknown) => {
+                return Err((
+                    ErrorCode::RequestTimedOut,
+                    "the controller changed before the change was decided; it may or may not have been made".into(),
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    ErrorCode::UnknownServerError,
+                    format!("controller log: {e}"),
+                ))
+            }
+        };
+        let want = u64::try_from(first).unwrap_or(0) + records.len() as u64;
+        let deadline = std::time::Instant::now() + COMMIT_TIMEOUT;
+        while self.published.get() < want {
+            let generation = self.changed.generation();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err((
+                    ErrorCode::RequestTimedOut,
+                    "the change was not applied in time; it may or may not have been made".into(),
+                ));
+            }
+            futures_lite::future::or(
+                crate::task::sleep(left),
+                self.changed.changed_since(generation),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Records where node `node` takes Kafka clients (on the controller leader).
     pub async fn register_broker(
         &self,
         node: NodeId,
         endpoint: BrokerEndpoint,
         publish: &dyn Publish,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), (ErrorCode, String)> {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return Ok(());
         };
-        if !self.decides() || self.meta.borrow().brokers.get(&node) == Some(&endpoint) {
+        self.ready_to_decide().await?;
+        if self.meta.borrow().brokers.get(&node) == Some(&endpoint) {
             return Ok(());
         }
         if usize::from(endpoint.shards) != self.shards {
-            tracing::warn!(node, shards = endpoint.shards, expected = self.shards, "a node runs another shard count than the controller node: partitions are placed on the shards every node has");
+            warn!(node, shards = endpoint.shards, expected = self.shards, "a node runs another shard count than the controller: partitions are placed on the shards every node has");
         }
-        let rec = MetaRecord::PutBroker(node, endpoint);
-        self.persist(&rec).await?;
-        info!(node, "registered a node's Kafka listeners");
-        let mut meta = self.meta.borrow().clone();
-        rec.apply(&mut meta);
-        self.adopt(meta, publish).await;
-        Ok(())
+        self.commit(vec![MetaRecord::PutBroker(node, endpoint)], publish)
+            .await
     }
 
     /// The refusal of a change asked of a node that does not decide.
     fn not_controller(&self) -> (ErrorCode, String) {
+        let leader = self.leader().map_or_else(
+            || "none is known yet".to_string(),
+            |n| format!("node {n} does"),
+        );
         (
             ErrorCode::NotController,
             format!(
-                "node {} does not decide topic changes; node {} does (the controller in Metadata)",
-                self.node, self.decider
+                "node {} does not lead the controller; {leader} (the controller in Metadata)",
+                self.node
             ),
         )
     }
@@ -226,8 +445,8 @@ impl ControllerService {
         .await
     }
 
-    /// Creates topics: places partitions, persists, then has every shard apply the new
-    /// snapshot before answering, so the topic is usable everywhere on return.
+    /// Creates topics: places partitions, commits them as one change, then has every
+    /// shard apply it before answering, so the topics are usable everywhere on return.
     pub async fn create_topics(
         &self,
         topics: Vec<TopicSpec>,
@@ -240,13 +459,13 @@ impl ControllerService {
                 "controller closed".into(),
             ))];
         };
-        if !self.decides() {
-            return topics.iter().map(|_| Err(self.not_controller())).collect();
+        if let Err(e) = self.ready_to_decide().await {
+            return topics.iter().map(|_| Err(e.clone())).collect();
         }
         let mut meta = self.meta.borrow().clone();
         let mut counts = meta.replicas_per_shard(&self.nodes, self.placement_shards(&meta));
         let mut out = Vec::with_capacity(topics.len());
-        let mut changed = false;
+        let mut records = Vec::new();
         for spec in topics {
             let rf = match spec.replication_factor {
                 -1 => self.default_replication_factor,
@@ -289,20 +508,16 @@ impl ControllerService {
                 configs: spec.configs,
             };
             let rec = MetaRecord::PutTopic(topic);
-            if let Err(e) = self.persist(&rec).await {
-                out.push(Err((
-                    ErrorCode::KafkaStorageError,
-                    format!("metadata log: {e}"),
-                )));
-                continue;
-            }
-            info!(topic = %spec.name, partitions = spec.partitions, replicas = rf, "created topic");
+            // Applied to the copy too, so that a name given twice in one request is
+            // refused the second time and placement counts the first.
             rec.apply(&mut meta);
-            changed = true;
+            records.push(rec);
             out.push(Ok(id));
         }
-        if changed {
-            self.adopt(meta, publish).await;
+        if let Err(e) = self.commit(records, publish).await {
+            for o in out.iter_mut().filter(|o| o.is_ok()) {
+                *o = Err(e.clone());
+            }
         }
         out
     }
@@ -312,29 +527,26 @@ impl ControllerService {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return vec![ErrorCode::UnknownServerError; names.len()];
         };
-        if !self.decides() {
-            return vec![ErrorCode::NotController; names.len()];
+        if let Err((code, _)) = self.ready_to_decide().await {
+            return vec![code; names.len()];
         }
         let mut meta = self.meta.borrow().clone();
         let mut out = Vec::with_capacity(names.len());
-        let mut changed = false;
+        let mut records = Vec::new();
         for name in names {
             if !meta.topics.contains_key(&name) {
                 out.push(ErrorCode::UnknownTopicOrPartition);
                 continue;
             }
-            let rec = MetaRecord::DeleteTopic(name.clone());
-            if self.persist(&rec).await.is_err() {
-                out.push(ErrorCode::KafkaStorageError);
-                continue;
-            }
-            info!(topic = %name, "deleted topic");
+            let rec = MetaRecord::DeleteTopic(name);
             rec.apply(&mut meta);
-            changed = true;
+            records.push(rec);
             out.push(ErrorCode::None);
         }
-        if changed {
-            self.adopt(meta, publish).await;
+        if let Err((code, _)) = self.commit(records, publish).await {
+            for o in out.iter_mut().filter(|o| **o == ErrorCode::None) {
+                *o = code;
+            }
         }
         out
     }
@@ -351,10 +563,8 @@ impl ControllerService {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return Err((ErrorCode::UnknownServerError, "controller closed".into()));
         };
-        if !self.decides() {
-            return Err(self.not_controller());
-        }
-        let mut meta = self.meta.borrow().clone();
+        self.ready_to_decide().await?;
+        let meta = self.meta.borrow().clone();
         let Some(mut topic) = meta.topics.get(&name).cloned() else {
             return Err((
                 ErrorCode::UnknownTopicOrPartition,
@@ -386,13 +596,22 @@ impl ControllerService {
         if validate_only {
             return Ok(());
         }
-        let rec = MetaRecord::PutTopic(topic);
-        self.persist(&rec)
+        self.commit(vec![MetaRecord::PutTopic(topic)], publish)
             .await
-            .map_err(|e| (ErrorCode::KafkaStorageError, format!("metadata log: {e}")))?;
-        info!(topic = %name, "updated topic");
-        rec.apply(&mut meta);
-        self.adopt(meta, publish).await;
-        Ok(())
+    }
+}
+
+/// Says what a change does, as it is applied (`offset`: its place in the controller log,
+/// 0 on a single node).
+fn log_change(rec: &MetaRecord, offset: i64) {
+    match rec {
+        MetaRecord::PutTopic(t) => {
+            info!(topic = %t.name, partitions = t.partitions.len(), replicas = t.partitions.first().map_or(0, |p| p.replicas.len()), offset, "topic created or changed")
+        }
+        MetaRecord::DeleteTopic(name) => info!(topic = %name, offset, "topic deleted"),
+        MetaRecord::PutBroker(node, b) => {
+            info!(node, host = %b.host, port = b.port, offset, "node's Kafka listeners recorded")
+        }
+        MetaRecord::Revision(_) => {}
     }
 }

@@ -12,7 +12,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::executor::{Builder, Executor};
-use crate::log::{FlushPolicy, Journal, JournalOptions};
+use crate::log::{FlushPolicy, Journal, JournalOptions, Log};
+use crate::metadata::controller_log;
 use crate::metadata::node_identity::NodeIdentity;
 use crate::metadata::peer_disks::PeerDisks;
 use crate::metadata::store::MetaStore;
@@ -21,17 +22,17 @@ use crate::metadata::ShardId;
 use crate::task::StopSignal;
 
 use super::cluster_tasks;
-use super::controller::{ControllerPlace, ControllerService, CONTROLLER_SHARD};
+use super::controller::{ControllerLog, ControllerPlace, ControllerService, CONTROLLER_SHARD};
 use super::mesh;
 use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
 use crate::cluster::leaders::LeaderTable;
 use crate::cluster::node::ShardRaft;
-use crate::cluster::raft_driver::RaftDriver;
+use crate::cluster::raft_driver::{GroupHandle, RaftDriver};
 use crate::cluster::transport::{Identity, Transport};
 use crate::group::coordinator::Coordinator;
-use crate::replica::raft_shard::{GroupSettings, RaftShard};
+use crate::replica::raft_shard::{GroupId, GroupSettings, RaftShard};
 
 /// Pause after a failed accept (a full file table): the next accept is likely to fail too.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -186,6 +187,18 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)?;
     let (store, meta) = MetaStore::open(&config.data_dir.join("meta"), config.node_id)?;
+    if !config.peers.is_empty() && meta.brokers.is_empty() && !meta.topics.is_empty() {
+        // A log with topics but no brokers is a single node's: its topics are not the
+        // cluster's, and joining would lose track of them.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} holds the topics of a single node ({}); a node joins a cluster on an empty data directory (or keep serving them without --peers)",
+                config.data_dir.display(),
+                meta.topics.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     // A data directory belongs to one node of one cluster (Kafka's meta.properties).
     let identity = NodeIdentity::load_or_create(
         &config.data_dir.join("meta"),
@@ -375,6 +388,39 @@ fn start_raft(
     })
 }
 
+/// On shard 0 of a controller voter: opens the controller log as raft group 0, hands it
+/// to the controller service and starts applying it.
+async fn open_controller_log(shard: &Rc<Shard>) -> Result<(), String> {
+    let (Some(raft), Some(service)) = (shard.raft.as_ref(), shard.controller.as_ref()) else {
+        return Ok(());
+    };
+    let voters = shard.config.controller_voters();
+    if !voters.contains(&u64::try_from(shard.config.node_id).unwrap_or(0)) {
+        return Ok(());
+    }
+    let dir = shard.config.data_dir.join(controller_log::LOG_DIR);
+    let config = crate::metadata::topic_config::log_config(&Default::default(), shard.config.flush);
+    let (log, recovered) = Log::open(&dir, config, shard.env.clone())
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let group = GroupId(controller_log::CONTROLLER_GROUP);
+    raft.driver
+        .open_group(group, log.clone(), recovered, voters)
+        .await?;
+    service.attach_log(ControllerLog {
+        log,
+        group: Rc::new(GroupHandle {
+            driver: raft.driver.clone(),
+            group,
+        }),
+    });
+    shard.tasks.spawn(
+        "controller: apply the controller log",
+        cluster_tasks::apply_controller_log(shard.clone()),
+    );
+    Ok(())
+}
+
 async fn shard_main(args: ShardArgs) {
     let id = args.id;
     // Each end of a channel waits for the other to connect, so connect all at once.
@@ -477,6 +523,13 @@ async fn shard_main(args: ShardArgs) {
     }
     if let Err(e) = shard.apply_metadata(args.meta).await {
         let _ = args.ready.send(Err(format!("shard {id}: {e}")));
+        return;
+    }
+    // Before the journal's recovery ends: the controller log takes back its records too.
+    if let Err(e) = open_controller_log(&shard).await {
+        let _ = args
+            .ready
+            .send(Err(format!("shard {id}: opening the controller log: {e}")));
         return;
     }
     let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));

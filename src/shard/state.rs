@@ -493,7 +493,7 @@ impl Shard {
     /// error to answer with.
     pub fn coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
         if crate::group::coordinator_shard(group, self.config.shards) != self.id
-            || self.config.node_id != self.controller_node()
+            || self.config.node_id != self.coordinator_node()
         {
             return Err(ErrorCode::NotCoordinator);
         }

@@ -1,6 +1,6 @@
 //! Three nodes in this process on loopback (the process-per-node tests in network
-//! namespaces are tests/clients/test_cluster.py): the metadata is decided on node 1 and
-//! reaches the others, a replicated partition takes produces on its raft leader only,
+//! namespaces are tests/clients/test_cluster.py): the metadata is decided by the
+//! controller quorum's leader and reaches the others, a replicated partition takes produces on its raft leader only,
 //! and another node takes over when the leader's node stops.
 
 use std::net::SocketAddr;
@@ -180,17 +180,18 @@ fn produce_one(c: &mut Client, topic: &str, value: &[u8]) -> (i16, i64) {
 fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
     let _bound = Deadline::start("three-node cluster test", Duration::from_secs(120));
     let mut nodes = start_cluster();
-    // Only the controller node (the lowest id) decides; the others say who does.
-    let refused = create(&mut nodes[1].client(), "t", 3);
+    // Only the controller leader decides; the others say who does.
+    let ctl = controller(&nodes);
+    let refused = create(&mut nodes[(ctl + 1) % 3].client(), "t", 3);
     assert_eq!(refused.topics[0].error_code, 41, "NOT_CONTROLLER");
-    let m = metadata(&mut nodes[1].client(), None);
-    assert_eq!(m.controller_id.0, 1024);
-    let too_many = create(&mut nodes[0].client(), "t", 4);
+    let m = metadata(&mut nodes[(ctl + 1) % 3].client(), None);
+    assert_eq!(m.controller_id.0, (ctl as i32 + 1) * 1024);
+    let too_many = create(&mut nodes[ctl].client(), "t", 4);
     assert_eq!(
         too_many.topics[0].error_code, 38,
         "INVALID_REPLICATION_FACTOR"
     );
-    let created = create(&mut nodes[0].client(), "t", 3);
+    let created = create(&mut nodes[ctl].client(), "t", 3);
     assert_eq!(created.topics[0].error_code, 0);
     for n in &nodes {
         wait_until("every node knows the partition's leader", || {
@@ -252,13 +253,10 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
         let m = metadata(&mut nodes[next].client(), Some("t"));
         m.topics[0].partitions[0].isr_nodes.len() == 3
     });
-    // Deleted on the controller node: every node closes its replica's raft group and
-    // removes the directory.
-    let req =
-        kafka_protocol::messages::DeleteTopicsRequest::default().with_topic_names(vec![name("t")]);
-    let deleted: kafka_protocol::messages::DeleteTopicsResponse =
-        nodes[0].client().call(ApiKey::DeleteTopics, 4, &req);
-    assert_eq!(deleted.responses[0].error_code, 0);
+    // Deleted through the controller leader: every node closes its replica's raft group
+    // and removes the directory.
+    let ctl = controller(&nodes);
+    assert_eq!(delete_topic(&mut nodes[ctl].client(), "t"), 0);
     for n in &nodes {
         let dir = n.config.data_dir.join("t-0");
         wait_until("the partition's directory gone on every node", || {
@@ -272,8 +270,9 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
 fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
     let _bound = Deadline::start("three-node min.insync test", Duration::from_secs(120));
     let mut nodes = start_cluster();
+    let ctl = controller(&nodes);
     let created = create_with(
-        &mut nodes[0].client(),
+        &mut nodes[ctl].client(),
         "strict",
         3,
         &[("min.insync.replicas", "3")],
@@ -310,7 +309,7 @@ fn acks_all_is_refused_while_fewer_replicas_than_min_insync_are_in_sync() {
 }
 
 #[test]
-fn a_single_nodes_data_directory_keeps_its_topics_when_the_node_is_put_in_a_cluster() {
+fn a_single_nodes_data_directory_is_refused_by_a_cluster_and_keeps_its_topics() {
     let _bound = Deadline::start("single node into a cluster", Duration::from_secs(120));
     // Node 2 served a topic alone.
     let dir = TestBroker::temp_dir();
@@ -329,38 +328,29 @@ fn a_single_nodes_data_directory_keeps_its_topics_when_the_node_is_put_in_a_clus
     assert_eq!(produce_one(&mut c, "mine", b"kept").0, 0);
     drop(c);
     h.shutdown();
-    // Then it is started as node 2 of a cluster: it refuses the cluster's metadata
-    // rather than delete its topic (the others form the cluster without it).
-    let handle = std::thread::spawn(move || {
-        let dirs = [TestBroker::temp_dir(), dir, TestBroker::temp_dir()];
-        let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
-        let handles: Vec<BrokerHandle> = configs
-            .iter()
-            .map(|c| runtime::start(c.clone()).expect("node starts"))
-            .collect();
-        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], configs[i].base_port));
-        wait_until("nodes 1 and 3 list the cluster", || {
-            metadata(&mut Client::connect(addr(2)), None).brokers.len() == 3
-        });
-        // Several resends of the metadata later, node 2 still has its topic and data.
-        std::thread::sleep(Duration::from_secs(3));
-        let mut c = Client::connect(addr(1));
-        assert_eq!(read_partition(&mut c, "mine", 0).len(), 1, "its topic kept");
-        assert!(dirs[1].path().join("mine-0").exists());
-        for h in handles {
-            h.shutdown();
-        }
-        drop(dirs);
-    });
-    handle.join().expect("the cluster part of the test");
+    // Then it is started as node 2 of a cluster: it refuses to start, naming the topic,
+    // rather than lose track of it; started alone again it still serves it.
+    let dirs = [TestBroker::temp_dir(), TestBroker::temp_dir()];
+    let configs = cluster_configs(&[dirs[0].path(), dir.path(), dirs[1].path()]);
+    let err = runtime::start(configs[1].clone())
+        .err()
+        .expect("a single node's data directory does not join a cluster");
+    assert!(err.to_string().contains("mine"), "{err}");
+    assert!(dir.path().join("mine-0").exists());
+    let h = runtime::start(alone.clone()).expect("starts alone again");
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], alone.base_port)));
+    assert_eq!(read_partition(&mut c, "mine", 0).len(), 1, "its topic kept");
+    drop(c);
+    h.shutdown();
 }
 
 #[test]
 fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     let _bound = Deadline::start("preferred leader test", Duration::from_secs(120));
     let mut nodes = start_cluster();
+    let ctl = controller(&nodes);
     assert_eq!(
-        create(&mut nodes[0].client(), "p", 3).topics[0].error_code,
+        create(&mut nodes[ctl].client(), "p", 3).topics[0].error_code,
         0
     );
     let preferred =
@@ -386,5 +376,93 @@ fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
             && leader(&mut nodes[at].client(), "p") == Some(first)
     });
     assert_eq!(produce_one(&mut nodes[at].client(), "p", b"back").0, 0);
+    stop(&mut nodes);
+}
+
+/// Node (index into `nodes`) that leads the controller, once the running nodes know.
+fn controller(nodes: &[Node]) -> usize {
+    let mut found = None;
+    wait_until("the nodes know the controller leader", || {
+        found = (0..nodes.len())
+            .filter(|&i| nodes[i].handle.is_some())
+            .find_map(|i| controller_at(nodes, i));
+        found.is_some()
+    });
+    found.unwrap_or(0)
+}
+
+/// Node (index into `nodes`) that leads the controller, as node `ask` says.
+fn controller_at(nodes: &[Node], ask: usize) -> Option<usize> {
+    let id = metadata(&mut nodes[ask].client(), None).controller_id.0;
+    (id >= 0).then(|| (id / 1024 - 1) as usize)
+}
+
+fn topic_names(c: &mut Client) -> Vec<String> {
+    let mut names: Vec<String> = metadata(c, None)
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    names
+}
+
+fn delete_topic(c: &mut Client, topic: &str) -> i16 {
+    use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+    let req = DeleteTopicsRequest::default().with_topic_names(vec![name(topic)]);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 4, &req);
+    r.responses[0].error_code
+}
+
+#[test]
+fn topic_changes_are_kept_by_the_controller_quorum_through_the_loss_of_its_leader() {
+    let _bound = Deadline::start("controller failover test", Duration::from_secs(150));
+    let mut nodes = start_cluster();
+    let mut lead = None;
+    wait_until("a controller is elected", || {
+        lead = controller_at(&nodes, 0);
+        lead.is_some()
+    });
+    let lead = lead.unwrap_or(0);
+    let other = (lead + 1) % 3;
+    // Only the leader decides; the others say NOT_CONTROLLER, which clients retry.
+    assert_eq!(
+        create(&mut nodes[other].client(), "x", 3).topics[0].error_code,
+        41
+    );
+    for t in ["a1", "a2", "a3"] {
+        assert_eq!(
+            create(&mut nodes[lead].client(), t, 3).topics[0].error_code,
+            0
+        );
+    }
+    for n in &nodes {
+        assert_eq!(topic_names(&mut n.client()), ["a1", "a2", "a3"]);
+    }
+    if let Some(h) = nodes[lead].handle.take() {
+        h.shutdown();
+    }
+    let mut next = None;
+    wait_until("another node leads the controller", || {
+        next = controller_at(&nodes, other).filter(|&n| n != lead);
+        next.is_some()
+    });
+    let next = next.unwrap_or(other);
+    assert_eq!(delete_topic(&mut nodes[next].client(), "a1"), 0);
+    assert_eq!(
+        create(&mut nodes[next].client(), "b1", 3).topics[0].error_code,
+        0
+    );
+    // The old leader comes back and learns what was decided while it was away.
+    nodes[lead].handle = Some(runtime::start(nodes[lead].config.clone()).expect("restarts"));
+    for n in &nodes {
+        wait_until("every node has the same topics", || {
+            topic_names(&mut n.client()) == ["a2", "a3", "b1"]
+        });
+    }
+    assert!(!nodes[lead].config.data_dir.join("a1-0").exists());
+    wait_until("the restarted node hosts the new topic", || {
+        nodes[lead].config.data_dir.join("b1-0").exists()
+    });
     stop(&mut nodes);
 }

@@ -638,3 +638,76 @@ def test_topics_of_one_replica_spread_over_the_nodes_and_work(cluster):
     assert p.flush(30) == 0
     got = read_all(c, topic, 3, {f"s-{i}" for i in range(300)}, timeout=30)
     assert sorted(v for recs in got.values() for _, v in recs) == sorted(f"s-{i}" for i in range(300))
+
+
+def controller_node(c: Cluster):
+    """The node leading the controller, once the running nodes name one."""
+    running = [n for n in c.nodes if n.is_running() and not n.paused]
+    admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in running)})
+    return c.node_of_broker(wait_for(lambda: (cid := admin.list_topics(timeout=5).controller_id) > 0 and cid, 30,
+                                     f"a controller leader\n{c.logs()}"))
+
+
+def hosted_topics(node, prefix: str) -> set:
+    """Topics whose partition directories `node` holds (every node holds a replica of
+    every partition of a topic of three replicas on three nodes)."""
+    return {d.name.rsplit("-", 1)[0] for d in node.data_dir.iterdir() if d.is_dir() and d.name.startswith(prefix)}
+
+
+@pytest.mark.timeout(240)
+def test_topic_changes_acknowledged_while_the_controller_leader_is_killed_are_on_every_node(cluster):
+    c = cluster
+    prefix = unique_name("burst")
+    # librdkafka learns of a new controller from its periodic metadata refresh.
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "topic.metadata.refresh.interval.ms": 1000})
+    leader = controller_node(c)
+    created, deleted, attempted_delete, errors = [], set(), set(), []
+    i, killed = 0, False
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and i < 60:
+        name = f"{prefix}-{i}"
+        i += 1
+        try:
+            admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=3)],
+                                request_timeout=10)[name].result(20)
+            created.append(name)
+        except Exception as e:  # refused or unknown: it may or may not exist
+            errors.append(f"{time.strftime('%H:%M:%S')} create {name}: {e}")
+        if i % 3 == 0:
+            victim = next((t for t in created if t not in attempted_delete), None)
+            if victim:
+                attempted_delete.add(victim)
+                try:
+                    admin.delete_topics([victim], request_timeout=10)[victim].result(20)
+                    deleted.add(victim)
+                except Exception as e:
+                    errors.append(f"{time.strftime('%H:%M:%S')} delete {victim}: {e}")
+        if not killed and len(created) >= 5:
+            leader.kill()
+            killed = True
+    assert killed, f"only {len(created)} topics created before the deadline\n{c.logs()}"
+    assert len(created) > 8, f"only {len(created)} creates acknowledged around the kill\n{errors}\n{c.logs()}"
+    assert controller_node(c).id != leader.id
+    leader.start()
+    must_exist = set(created) - attempted_delete
+    # Every node ends up with the same topics: every acknowledged create, no acknowledged
+    # delete, and whatever else was decided (an unknown outcome) on all of them alike.
+    def agreed():
+        views = [hosted_topics(n, prefix) for n in c.nodes]
+        return views[0] if all(v == views[0] for v in views) and must_exist <= views[0] else None
+    final = wait_for(agreed, 60, f"every node hosting the same topics, {sorted(must_exist)} among them\n"
+                     f"{[sorted(hosted_topics(n, prefix)) for n in c.nodes]}\n{c.logs()}")
+    assert not final & deleted, f"deleted topics still hosted: {sorted(final & deleted)}"
+    md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10)
+    listed = {t for t in md.topics if t.startswith(prefix)}
+    assert listed == final, f"Metadata lists {sorted(listed)}, the nodes host {sorted(final)}"
+    # Nothing half-created: every topic has both partitions, each with a leader and all
+    # three replicas, and takes a write.
+    for t in sorted(final):
+        wait_for(lambda: all(l is not None for l in leaders(c, t, 2).values()), 30, f"{t}: leaders\n{c.logs()}")
+        parts = md.topics[t].partitions
+        assert sorted(parts) == [0, 1] and all(len(p.replicas) == 3 for p in parts.values()), (t, parts)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for t in sorted(final):
+        p.produce(t, value=b"after the burst", partition=0)
+    assert p.flush(60) == 0
