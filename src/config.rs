@@ -92,6 +92,11 @@ impl Config {
                 self.node_id
             )));
         }
+        if self.offsets_topic_num_partitions < 1 || self.offsets_topic_replication_factor < 1 {
+            return Err(ConfigError(
+                "offsets topic partitions and replication factor must be at least 1".into(),
+            ));
+        }
         if self.default_partitions < 1 {
             return Err(ConfigError("default partitions must be at least 1".into()));
         }

@@ -51,7 +51,10 @@ pub enum ErrorCode {
     KafkaStorageError = 56,
     /// A record is invalid.
     InvalidRecord = 87,
-    /// The coordinator is loading or not available.
+    /// The coordinator is loading its groups' offsets (it just took over).
+    CoordinatorLoadInProgress = 14,
+    /// The coordinator is not available (in a cluster: its offsets partition has no
+    /// leader yet).
     CoordinatorNotAvailable = 15,
     /// This shard is not the coordinator of the group.
     NotCoordinator = 16,

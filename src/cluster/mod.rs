@@ -3,6 +3,7 @@
 //! shard's raft groups over them (docs/architecture.md, "Between nodes").
 
 pub mod leaders;
+pub mod liveness;
 pub mod node;
 pub mod raft_driver;
 pub mod transport;

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::leaders::LeaderTable;
+use super::liveness::PeerLiveness;
 use super::raft_driver::RaftDriver;
 use super::transport::Transport;
 
@@ -16,4 +17,6 @@ pub struct ShardRaft {
     pub transport: Rc<Transport>,
     /// Leadership of every group hosted on this node, shared by its shards.
     pub leaders: Arc<LeaderTable>,
+    /// Which peers are up, shared by the node's shards.
+    pub liveness: Arc<PeerLiveness>,
 }

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +65,8 @@ pub struct Inbox {
     control: RefCell<Vec<(NodeId, Control)>>,
     /// Woken when a control message arrives.
     pub control_arrived: Notify,
+    /// When each peer last sent a frame here.
+    heard: RefCell<BTreeMap<NodeId, Instant>>,
 }
 
 impl Inbox {
@@ -83,6 +85,15 @@ impl Inbox {
     /// Takes the control messages received so far, in arrival order.
     pub fn take_control(&self) -> Vec<(NodeId, Control)> {
         std::mem::take(&mut *self.control.borrow_mut())
+    }
+
+    /// When each peer last sent a frame to this shard.
+    pub fn last_heard(&self) -> BTreeMap<NodeId, Instant> {
+        self.heard.borrow().clone()
+    }
+
+    fn heard_from(&self, from: NodeId) {
+        self.heard.borrow_mut().insert(from, Instant::now());
     }
 
     fn push_control(&self, from: NodeId, c: Control) {
@@ -417,6 +428,7 @@ async fn receive(
                 return;
             }
         };
+        inbox.heard_from(from);
         match wire::decode_frame(from, me.node, &body, &mut beats) {
             Ok(Frame::Raft(msgs)) => inbox.push(msgs, body.len()).await,
             Ok(Frame::Control(c)) => inbox.push_control(from, c),

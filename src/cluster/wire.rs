@@ -41,6 +41,7 @@ const KIND_CONTROL: u8 = 2;
 const CONTROL_REGISTER: u8 = 1;
 const CONTROL_METADATA: u8 = 2;
 const CONTROL_CREATE_TOPICS: u8 = 3;
+const CONTROL_ALIVE: u8 = 4;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -244,6 +245,9 @@ pub enum Control {
     Metadata(Bytes),
     /// Topics a client asked another node to auto-create: (name, partitions, replicas).
     CreateTopics(Vec<(String, i32, i16)>),
+    /// Sent to every peer every second: the sender is up (brokers of nodes not heard
+    /// from lately are left out of Metadata, as Kafka fences them).
+    Alive,
 }
 
 /// A frame's contents.
@@ -270,6 +274,7 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_u8(CONTROL_METADATA);
             w.put_bytes32(snapshot);
         }
+        Control::Alive => w.put_u8(CONTROL_ALIVE),
         Control::CreateTopics(topics) => {
             w.put_u8(CONTROL_CREATE_TOPICS);
             w.put_u32(topics.len() as u32);
@@ -300,6 +305,7 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             }
             Control::CreateTopics(topics)
         }
+        CONTROL_ALIVE => Control::Alive,
         _ => return Err(CodecError::Invalid("control message kind")),
     };
     r.finish()?;

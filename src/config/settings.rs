@@ -268,6 +268,17 @@ settings! {
         => /// Kafka's `replica.lag.time.max.ms`.
            replica_lag_time_max_ms: u64 = replica_lag_time_max_ms;
 
+    /// Partitions of the cluster's internal topic of committed offsets,
+    /// `__consumer_offsets` (offsets.topic.num.partitions); read when the controller
+    /// creates it.
+    offsets_topic_num_partitions: i32 = 50
+        => offsets_topic_num_partitions: i32 = offsets_topic_num_partitions;
+
+    /// Replicas of each `__consumer_offsets` partition (offsets.topic.replication.factor),
+    /// at most the cluster's node count.
+    offsets_topic_replication_factor: i16 = 3
+        => offsets_topic_replication_factor: i16 = offsets_topic_replication_factor;
+
     /// Partitions of auto-created topics (and of CreateTopics with -1).
     default_partitions: i32 = 1
         => default_partitions: i32 = default_partitions;

@@ -85,8 +85,33 @@ impl<'a> RequestContext<'a> {
     }
 
     /// The broker that coordinates `group`.
-    pub fn coordinator_broker(&self, group: &str) -> i32 {
+    pub fn coordinator_broker(&self, group: &str) -> Option<i32> {
         self.shard.coordinator_broker(group)
+    }
+
+    /// In a cluster whose offsets topic does not exist yet, has the controller create it
+    /// (as Kafka does at the first FindCoordinator); true when it was missing.
+    pub async fn ensure_offsets_topic(&self) -> bool {
+        if !self.shard.in_cluster()
+            || self
+                .shard
+                .meta()
+                .topics
+                .contains_key(crate::group::OFFSETS_TOPIC)
+        {
+            return false;
+        }
+        let (name, partitions, replication_factor) = self.shard.offsets_topic_spec();
+        if !self.forward_creation(vec![(name.clone(), partitions, replication_factor)]) {
+            let spec = crate::shard::router::TopicSpec {
+                name,
+                partitions,
+                configs: Default::default(),
+                replication_factor,
+            };
+            self.controller().create_topics(vec![spec], false).await;
+        }
+        true
     }
 
     /// The cluster id clients are told.

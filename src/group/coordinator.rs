@@ -109,7 +109,8 @@ fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
 }
 
 impl Coordinator {
-    /// Opens the offsets log in `dir` and starts the session-expiry task.
+    /// Opens the offsets log in `dir` (a single node's shard) and starts the
+    /// session-expiry task.
     pub async fn open(
         dir: &Path,
         env: LogEnv,
@@ -117,6 +118,33 @@ impl Coordinator {
         metrics: CommittedOffsets,
     ) -> LogResult<Rc<Coordinator>> {
         let offsets = OffsetStore::open(dir, env).await?;
+        Ok(Coordinator::start(offsets, settings, metrics))
+    }
+
+    /// The coordinator of the groups of a partition of the replicated offsets topic,
+    /// which this replica leads: their offsets replayed from it, commits proposed to it.
+    pub async fn over(
+        partition: Rc<crate::replica::Partition>,
+        settings: GroupSettings,
+        metrics: CommittedOffsets,
+    ) -> LogResult<Rc<Coordinator>> {
+        let offsets = OffsetStore::over(partition).await?;
+        Ok(Coordinator::start(offsets, settings, metrics))
+    }
+
+    /// Stops coordinating (its offsets partition's leadership moved away): timers stop,
+    /// and members waiting in a rebalance are let go (they find the new coordinator).
+    pub fn resign(&self) {
+        self.tasks.stop_all();
+        self.groups.borrow_mut().clear();
+    }
+
+    /// Starts the session-expiry task over `offsets`.
+    fn start(
+        offsets: OffsetStore,
+        settings: GroupSettings,
+        metrics: CommittedOffsets,
+    ) -> Rc<Coordinator> {
         let c = Rc::new_cyclic(|me| Coordinator {
             me: me.clone(),
             groups: RefCell::new(HashMap::new()),
@@ -142,7 +170,7 @@ impl Coordinator {
                 }
             }
         });
-        Ok(c)
+        c
     }
 
     /// Handles JoinGroup; resolves when the rebalance completes (or at once on error).

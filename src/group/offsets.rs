@@ -1,5 +1,7 @@
 //! Committed offsets of the groups a shard coordinates, kept in memory and made durable
-//! in an internal partition log on that shard (`<data>/__offsets-shard-<k>/`).
+//! in an internal partition log: on a single node one on that shard
+//! (`<data>/__offsets-shard-<k>/`), in a cluster a partition of the replicated
+//! `__consumer_offsets` topic, where a commit is acknowledged once a majority holds it.
 //!
 //! Each commit is one uncompressed batch appended with the `Durable` policy, so a commit
 //! is acknowledged only once it is on disk, and concurrent commits share fsyncs. Record
@@ -303,6 +305,28 @@ impl OffsetStore {
             log,
             offsets: RefCell::new(map),
         })
+    }
+
+    /// The offsets kept in a partition of the cluster's replicated offsets topic, which
+    /// this replica leads: everything committed in it, replayed (no compaction: the log
+    /// is the raft group's).
+    pub async fn over(log: Rc<Partition>) -> LogResult<OffsetStore> {
+        let (map, _, corrupt) = replay(&log).await?;
+        if corrupt {
+            return Err(LogError::Io(std::io::Error::other(format!(
+                "{}: the offsets log is corrupt",
+                log.dir().display()
+            ))));
+        }
+        Ok(OffsetStore {
+            log,
+            offsets: RefCell::new(map),
+        })
+    }
+
+    /// True when the offsets live in a replicated partition.
+    pub fn is_replicated(&self) -> bool {
+        self.log.is_replicated()
     }
 
     async fn append(&self, records: &[OffsetRecord]) -> LogResult<()> {

@@ -1,5 +1,6 @@
-//! FindCoordinator: the group's coordinator is the shard its id hashes to, on this node
-//! alone or on a cluster's controller node (group state is replicated in part 3).
+//! FindCoordinator: the group's coordinator is the shard its id hashes to on a single
+//! node, and the leader of its partition of `__consumer_offsets` in a cluster (created at
+//! the first FindCoordinator, as Kafka does).
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -15,6 +16,7 @@ pub async fn handle(
     ctx: &RequestContext<'_>,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    let creating = request.key_type == GROUP && ctx.ensure_offsets_topic().await;
     let locate = |key: &str| -> Result<(i32, StrBytes, i32), (ErrorCode, &'static str)> {
         if request.key_type != GROUP {
             return Err((
@@ -25,10 +27,21 @@ pub async fn handle(
         if key.is_empty() {
             return Err((ErrorCode::InvalidGroupId, "empty group id"));
         }
-        let id = ctx.coordinator_broker(key);
+        if creating {
+            return Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "the offsets topic is being created",
+            ));
+        }
+        let Some(id) = ctx.coordinator_broker(key) else {
+            return Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "the group's offsets partition has no leader yet",
+            ));
+        };
         match ctx.endpoint(id) {
             Some((host, port)) => Ok((id, StrBytes::from_string(host), port)),
-            // The controller node has not registered its listeners yet.
+            // The coordinator's node has not registered its listeners yet.
             None => Err((
                 ErrorCode::CoordinatorNotAvailable,
                 "the coordinator's node is not known yet",

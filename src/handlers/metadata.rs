@@ -122,6 +122,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> Metad
                 let topic = MetadataResponseTopic::default()
                     .with_name(Some(topic_name(name)))
                     .with_topic_id(t.id)
+                    .with_is_internal(name == crate::group::OFFSETS_TOPIC)
                     .with_partitions(partitions);
                 if version >= 8 && request.include_topic_authorized_operations {
                     topic.with_topic_authorized_operations(TOPIC_OPERATIONS)

@@ -44,6 +44,9 @@ pub async fn handle(
                     .collect();
                 match c.commit(&group, offsets).await {
                     Ok(()) => ErrorCode::None,
+                    // A replicated commit fails when leadership of its offsets partition
+                    // moved: the client finds the new coordinator and commits again.
+                    Err(_) if c.offsets.is_replicated() => ErrorCode::NotCoordinator,
                     Err(_) => ErrorCode::KafkaStorageError,
                 }
             } else {

@@ -114,6 +114,9 @@ async fn run(ctx: &RequestContext<'_>, plan: Plan) -> Reply<ProduceResponse> {
         for (index, records) in partitions {
             let outcome = if !acks_valid {
                 Err(ErrorCode::InvalidRequiredAcks)
+            } else if name == crate::group::OFFSETS_TOPIC {
+                // Kafka's rule: only the coordinators write the offsets topic.
+                Err(ErrorCode::InvalidTopicException)
             } else {
                 match (ctx.partition(&name, index), records) {
                     (Err(code), _) => Err(code),

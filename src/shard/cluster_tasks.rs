@@ -27,6 +27,8 @@ use super::state::Shard;
 /// How often the controller leader resends the metadata, and other nodes their
 /// listeners until the metadata has them.
 const RESEND: Duration = Duration::from_secs(2);
+/// How often a node tells every peer it is up.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
 /// Wait before applying the controller log again after failing to.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
 
@@ -84,6 +86,7 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
     let mut sent_revision = None;
     let mut refused = false;
     let mut next_resend = Instant::now();
+    let mut next_alive = Instant::now();
     loop {
         let arrived = transport.inbox().control_arrived.generation();
         let changed = service.changed.generation();
@@ -127,10 +130,19 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                         .collect();
                     service.create_topics(specs, false, &publish).await;
                 }
+                // Its arrival was the point (recorded below).
+                Control::Alive => {}
                 other => debug!(node, message = ?other, "control message not for this node"),
             }
         }
         let now = Instant::now();
+        if now >= next_alive {
+            next_alive = now + ALIVE_EVERY;
+            for peer in transport.peers() {
+                transport.send_control(peer, Control::Alive);
+            }
+            raft.liveness.record(&transport.inbox().last_heard());
+        }
         let resend = now >= next_resend;
         if resend {
             next_resend = now + RESEND;
@@ -173,7 +185,9 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                 }
             }
         }
-        let wait = next_resend.saturating_duration_since(Instant::now());
+        let wait = next_resend
+            .min(next_alive)
+            .saturating_duration_since(Instant::now());
         futures_lite::future::or(
             crate::task::sleep(wait),
             futures_lite::future::or(

@@ -5,6 +5,7 @@
 
 use crate::cluster::leaders::PartitionLeader;
 use crate::cluster::wire::Control;
+use crate::group::{offsets_partition, OFFSETS_TOPIC};
 use crate::metadata::controller_log::CONTROLLER_GROUP;
 use crate::metadata::{raft_group, BrokerEndpoint, NodeId, PartitionId, ShardId, TopicMeta};
 
@@ -50,17 +51,6 @@ impl Shard {
         }
     }
 
-    /// The node that coordinates consumer groups: the lowest id of `--peers`, or this
-    /// node alone (group state is kept on one node until it is replicated).
-    pub fn coordinator_node(&self) -> NodeId {
-        self.config
-            .peers
-            .iter()
-            .map(|p| i32::try_from(p.node).unwrap_or(i32::MAX))
-            .min()
-            .unwrap_or(self.config.node_id)
-    }
-
     /// This node's Kafka listeners, as it registers them.
     pub fn own_endpoint(&self) -> BrokerEndpoint {
         BrokerEndpoint {
@@ -70,15 +60,21 @@ impl Shard {
         }
     }
 
-    /// Every broker clients may use: each shard of each node the metadata knows (this
-    /// node's own from its settings), as (broker id, host, port).
+    /// Every broker clients may use: each shard of each node the metadata knows and this
+    /// node heard from lately (this node's own from its settings), as (broker id, host,
+    /// port).
     pub fn brokers(&self) -> Vec<(i32, String, i32)> {
         let meta = self.meta();
         let me = self.config.node_id;
+        let up = |n: NodeId| {
+            self.raft
+                .as_ref()
+                .is_none_or(|r| r.liveness.is_up(u64::try_from(n).unwrap_or(0)))
+        };
         let mut nodes: Vec<(NodeId, BrokerEndpoint)> = meta
             .brokers
             .iter()
-            .filter(|(&n, _)| n != me)
+            .filter(|(&n, _)| n != me && up(n))
             .map(|(&n, b)| (n, b.clone()))
             .collect();
         nodes.push((me, self.own_endpoint()));
@@ -128,10 +124,29 @@ impl Shard {
         }
     }
 
-    /// Broker id of the coordinator of `group`: a shard of the coordinating node.
-    pub fn coordinator_broker(&self, group: &str) -> i32 {
-        let shard = crate::group::coordinator_shard(group, self.config.shards);
-        crate::config::broker_id(self.coordinator_node(), shard)
+    /// Broker id of the coordinator of `group`: on a single node the shard its id hashes
+    /// to; in a cluster the leader of its partition of the offsets topic (`None` until
+    /// the topic exists and the partition has a leader).
+    pub fn coordinator_broker(&self, group: &str) -> Option<i32> {
+        if !self.in_cluster() {
+            let shard = crate::group::coordinator_shard(group, self.config.shards);
+            return Some(crate::config::broker_id(self.config.node_id, shard));
+        }
+        let meta = self.meta();
+        let t = meta.topics.get(OFFSETS_TOPIC)?;
+        let p = offsets_partition(group, t.partitions.len());
+        self.partition_leader(t, p)?.leader
+    }
+
+    /// The offsets topic as the controller creates it: `--offsets-topic-*`, with no more
+    /// replicas than nodes.
+    pub fn offsets_topic_spec(&self) -> (String, i32, i16) {
+        let nodes = i16::try_from(self.config.peers.len().max(1)).unwrap_or(i16::MAX);
+        (
+            OFFSETS_TOPIC.to_string(),
+            self.config.offsets_topic_num_partitions,
+            self.config.offsets_topic_replication_factor.min(nodes),
+        )
     }
 
     /// The leader, epoch, replicas and in-sync replicas of partition `index` of `topic`

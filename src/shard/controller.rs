@@ -538,6 +538,11 @@ impl ControllerService {
                 out.push(ErrorCode::UnknownTopicOrPartition);
                 continue;
             }
+            if name == crate::group::OFFSETS_TOPIC {
+                // Every group's committed offsets are in it.
+                out.push(ErrorCode::InvalidTopicException);
+                continue;
+            }
             let rec = MetaRecord::DeleteTopic(name);
             rec.apply(&mut meta);
             records.push(rec);

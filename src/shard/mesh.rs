@@ -67,8 +67,11 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             shard
                 .coordinator
                 .get()
-                .map(|c| c.list())
-                .unwrap_or_default(),
+                .into_iter()
+                .cloned()
+                .chain(shard.group_coordinators.all())
+                .flat_map(|c| c.list())
+                .collect(),
         ),
         ShardRequest::ApplyMetadata(meta) => match shard.apply_metadata(meta).await {
             Ok(()) => ShardResponse::Applied,

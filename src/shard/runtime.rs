@@ -28,6 +28,7 @@ use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
 use super::state::{Shard, ShardStats};
 use crate::cluster::leaders::LeaderTable;
+use crate::cluster::liveness::PeerLiveness;
 use crate::cluster::node::ShardRaft;
 use crate::cluster::raft_driver::{GroupHandle, RaftDriver};
 use crate::cluster::transport::{Identity, Transport};
@@ -211,6 +212,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let meta = Arc::new(meta);
     let config = Arc::new(config);
     let leaders = Arc::new(LeaderTable::default());
+    let liveness = Arc::new(PeerLiveness::default());
     let peer_disks = PeerDisks::load(&config.data_dir.join("meta"))?;
     let n = config.shards;
     let cpus = if config.cpus.is_empty() {
@@ -264,6 +266,7 @@ pub fn start(config: Config) -> std::io::Result<BrokerHandle> {
             ready: ready_tx.clone(),
             disk_id: identity.disk_id,
             leaders: leaders.clone(),
+            liveness: liveness.clone(),
             peer_disks: peer_disks.clone(),
         };
         let handle = Builder::new(&format!("shard-{k}"))
@@ -336,6 +339,8 @@ struct ShardArgs {
     disk_id: [u8; 16],
     /// Leadership of the node's raft groups, shared by its shards.
     leaders: Arc<LeaderTable>,
+    /// Which peers are up, shared by its shards.
+    liveness: Arc<PeerLiveness>,
     /// The peers' disk identities, shared by its shards.
     peer_disks: Arc<PeerDisks>,
 }
@@ -346,6 +351,7 @@ fn start_raft(
     id: ShardId,
     disk_id: [u8; 16],
     leaders: Arc<LeaderTable>,
+    liveness: Arc<PeerLiveness>,
     disks: Arc<PeerDisks>,
 ) -> std::io::Result<ShardRaft> {
     let node = u64::try_from(config.node_id).unwrap_or(0);
@@ -385,6 +391,7 @@ fn start_raft(
         driver,
         transport,
         leaders,
+        liveness,
     })
 }
 
@@ -464,6 +471,7 @@ async fn shard_main(args: ShardArgs) {
             id,
             args.disk_id,
             args.leaders.clone(),
+            args.liveness.clone(),
             args.peer_disks.clone(),
         ) {
             Ok(r) => Some(r),
@@ -499,6 +507,10 @@ async fn shard_main(args: ShardArgs) {
             "raft: publish leadership",
             cluster_tasks::publish_leadership(shard.clone()),
         );
+        shard.tasks.spawn(
+            "groups: follow offsets partition leadership",
+            super::group_coordinators::follow_offsets_leadership(shard.clone()),
+        );
         if shard.controller.is_some() {
             shard.tasks.spawn(
                 "cluster: exchange metadata",
@@ -532,24 +544,28 @@ async fn shard_main(args: ShardArgs) {
             .send(Err(format!("shard {id}: opening the controller log: {e}")));
         return;
     }
-    let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));
-    let opened = Coordinator::open(
-        &offsets_dir,
-        shard.env.clone(),
-        args.config.group.clone(),
-        shard.stats.registry.committed.clone(),
-    )
-    .await;
-    match opened {
-        Ok(c) => {
-            let _ = shard.coordinator.set(c);
-        }
-        Err(e) => {
-            let _ = args.ready.send(Err(format!(
-                "shard {id}: opening {}: {e}",
-                offsets_dir.display()
-            )));
-            return;
+    // A single node's groups hash to its shards; a cluster's live in `__consumer_offsets`
+    // (`group_coordinators`).
+    if args.config.peers.is_empty() {
+        let offsets_dir = args.config.data_dir.join(format!("__offsets-shard-{id}"));
+        let opened = Coordinator::open(
+            &offsets_dir,
+            shard.env.clone(),
+            args.config.group.clone(),
+            shard.stats.registry.committed.clone(),
+        )
+        .await;
+        match opened {
+            Ok(c) => {
+                let _ = shard.coordinator.set(c);
+            }
+            Err(e) => {
+                let _ = args.ready.send(Err(format!(
+                    "shard {id}: opening {}: {e}",
+                    offsets_dir.display()
+                )));
+                return;
+            }
         }
     }
     // Every log of the shard has now taken back what the journal held for it.

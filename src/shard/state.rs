@@ -23,6 +23,7 @@ use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
 use super::controller::ControllerService;
+use super::group_coordinators::GroupCoordinators;
 use super::producer_ids::ProducerIds;
 use super::router::{ApplyError, Transport};
 use crate::cluster::node::ShardRaft;
@@ -195,8 +196,11 @@ pub struct Shard {
     pub data_arrived: Rc<Notify>,
     /// Bytes of requests this shard may hold in memory at once.
     pub request_budget: Rc<Semaphore>,
-    /// Coordinator of the groups that hash to this shard; set once its offsets are loaded.
+    /// Coordinator of the groups that hash to this shard (a single node); set once its
+    /// offsets are loaded.
     pub coordinator: OnceCell<Rc<Coordinator>>,
+    /// Coordinators of the offsets partitions this shard leads (a node of a cluster).
+    pub group_coordinators: GroupCoordinators,
     /// Producer ids handed out by this shard; set at start.
     pub producer_ids: OnceCell<ProducerIds>,
     /// Fired once when the shard starts shutting down.
@@ -242,6 +246,7 @@ impl Shard {
             data_arrived: Rc::new(Notify::default()),
             request_budget: Rc::new(Semaphore::new(budget)),
             coordinator: OnceCell::new(),
+            group_coordinators: GroupCoordinators::default(),
             producer_ids: OnceCell::new(),
             shutdown: Notify::default(),
             tasks: TaskSet::new(format!("shard {id}")),
@@ -492,9 +497,10 @@ impl Shard {
     /// The group coordinator if `group` hashes to this shard and it is loaded, else the
     /// error to answer with.
     pub fn coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
-        if crate::group::coordinator_shard(group, self.config.shards) != self.id
-            || self.config.node_id != self.coordinator_node()
-        {
+        if self.in_cluster() {
+            return self.cluster_coordinator_for(group);
+        }
+        if crate::group::coordinator_shard(group, self.config.shards) != self.id {
             return Err(ErrorCode::NotCoordinator);
         }
         self.coordinator
@@ -553,6 +559,7 @@ impl Shard {
     /// Syncs and closes every local partition.
     pub async fn close_all(&self) {
         let mut clean = true;
+        self.group_coordinators.resign_all();
         if let Some(c) = self.coordinator.get() {
             if let Err(e) = c.close().await {
                 clean = false;

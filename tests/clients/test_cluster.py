@@ -256,14 +256,23 @@ class GroupReader:
                 with self.lock:
                     self.read[rec[0]].append((rec[1], rec[2]))
 
-    def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
-        """Waits until every expected value was read (or the bound), then stops it."""
+    def wait_for(self, expected: set[str], timeout: float) -> bool:
+        """Waits until every expected value was read (or the bound); true if they were."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 if expected <= self.read.keys():
-                    break
+                    return True
             time.sleep(0.2)
+        return False
+
+    def values(self) -> set[str]:
+        with self.lock:
+            return set(self.read)
+
+    def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
+        """Waits until every expected value was read (or the bound), then stops it."""
+        self.wait_for(expected, timeout)
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -274,11 +283,12 @@ class GroupReader:
             return dict(self.read)
 
 
-def java_group_reader(c: Cluster, topic: str) -> GroupReader:
-    """Kafka's VerifiableConsumer in a group, printing every record."""
+def java_group_reader(c: Cluster, topic: str, group: Optional[str] = None) -> GroupReader:
+    """Kafka's VerifiableConsumer in a group, printing every record (it commits after
+    every poll)."""
     libs = kafka_libs()
     cmd = ["java", "-Xmx256m", "-cp", f"{libs}/*", "org.apache.kafka.tools.VerifiableConsumer",
-           "--bootstrap-server", c.bootstrap, "--topic", topic, "--group-id", unique_name("java-group"),
+           "--bootstrap-server", c.bootstrap, "--topic", topic, "--group-id", group or unique_name("java-group"),
            "--reset-policy", "earliest", "--max-messages", "-1", "--verbose"]
 
     def parse(line: str):
@@ -290,12 +300,13 @@ def java_group_reader(c: Cluster, topic: str) -> GroupReader:
     return GroupReader(cmd, parse)
 
 
-def kafkajs_group_reader(c: Cluster, topic: str) -> GroupReader:
-    """A kafkajs consumer in a group (js/cluster_consume.js), printing every record."""
+def kafkajs_group_reader(c: Cluster, topic: str, group: Optional[str] = None) -> GroupReader:
+    """A kafkajs consumer in a group (js/cluster_consume.js), printing every record (it
+    commits after every batch, and when it stops)."""
     if shutil.which("node") is None:
         pytest.fail("node not found on PATH (run `make client-deps`)")
     env = dict(os.environ, CAUDAL_BROKERS=c.bootstrap, CAUDAL_TOPIC=topic,
-               CAUDAL_GROUP=unique_name("js-group"), CAUDAL_DEADLINE_MS="170000",
+               CAUDAL_GROUP=group or unique_name("js-group"), CAUDAL_DEADLINE_MS="170000",
                KAFKAJS_NO_PARTITIONER_WARNING="1")
 
     def parse(line: str):
@@ -540,30 +551,127 @@ def read_in_group(c: Cluster, topic: str, group: str, count: int) -> tuple[Consu
     return cons, offsets
 
 
-@pytest.mark.timeout(200)
-def test_committed_offsets_survive_the_loss_of_a_node_that_is_not_the_coordinator(cluster):
-    c = cluster
-    topic, group = unique_name("offsets"), unique_name("group")
-    create_topic(c, topic, 1)
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def groups_of_one_offsets_partition(count: int, partitions: int = 50) -> list[str]:
+    """`count` new group ids kept by the same partition of __consumer_offsets (the broker
+    picks crc32c(id) % partitions), so one coordinator serves them all."""
+    first = unique_name("group")
+    want = crc32c(first.encode()) % partitions
+    out = [first]
+    while len(out) < count:
+        g = unique_name("group")
+        if crc32c(g.encode()) % partitions == want:
+            out.append(g)
+    return out
+
+
+class ConfluentGroupReader:
+    """A confluent-kafka consumer in a group, on a thread, committing synchronously after
+    every record it reads; the same interface as GroupReader."""
+
+    def __init__(self, c: Cluster, topic: str, group: str):
+        self.cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
+                              "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
+        self.cons.subscribe([topic])
+        self.read: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            m = self.cons.poll(0.2)
+            if m is None or m.error():
+                continue
+            with self.lock:
+                self.read[m.value().decode()].append((m.partition(), m.offset()))
+            try:
+                self.cons.commit(message=m, asynchronous=False)
+            except KafkaException:
+                pass  # the coordinator moved: the next commit goes to the new one
+        self.cons.close()
+
+    def wait_for(self, expected: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if expected <= self.read.keys():
+                    return True
+            time.sleep(0.2)
+        return False
+
+    def values(self) -> set[str]:
+        with self.lock:
+            return set(self.read)
+
+    def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
+        self.wait_for(expected, timeout)
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        with self.lock:
+            return dict(self.read)
+
+
+def produce_values(c: Cluster, topic: str, values: list[str], partitions: int) -> None:
     p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True})
-    for i in range(200):
-        p.produce(topic, value=f"m-{i}".encode(), partition=0)
-    assert p.flush(60) == 0
-    cons, read = read_in_group(c, topic, group, 100)
-    assert len(read) >= 100, f"read {len(read)} of 100"
-    cons.commit(offsets=[TopicPartition(topic, 0, 100)], asynchronous=False)
-    cons.close()
-    # Groups live on the controller node (node 1) until part 3 replicates them: lose
-    # another node, the partition's leader when it is one.
-    leader = c.node_of_broker(leaders(c, topic, 1)[0])
-    victim = leader if leader.id != 1 else c.node(2)
-    victim.kill()
-    for i in range(200, 300):
-        p.produce(topic, value=f"m-{i}".encode(), partition=0)
-    assert p.flush(60) == 0
-    cons, offsets = read_in_group(c, topic, group, 200)
-    cons.close()
-    assert offsets == list(range(100, 300)), f"resumed at {offsets[:3]}, read {len(offsets)}"
+    for i, v in enumerate(values):
+        p.produce(topic, value=v.encode(), partition=i % partitions)
+    assert p.flush(60) == 0, "some records not acknowledged"
+
+
+@pytest.mark.timeout(300)
+def test_groups_resume_at_their_committed_offsets_after_their_coordinator_is_killed(cluster):
+    c = cluster
+    topic = unique_name("coord")
+    create_topic(c, topic, 2)
+    g_confluent, g_js, g_java = groups_of_one_offsets_partition(3)
+    first = [f"a-{i}" for i in range(400)]
+    produce_values(c, topic, first, 2)
+    readers = {
+        "confluent-kafka": ConfluentGroupReader(c, topic, g_confluent),
+        "kafkajs": kafkajs_group_reader(c, topic, g_js),
+        "java": java_group_reader(c, topic, g_java),
+    }
+    for name, r in readers.items():
+        assert r.wait_for(set(first), 90), f"{name} read {len(r.values() & set(first))} of {len(first)}\n{c.logs()}"
+    # The three groups share one offsets partition: its leader coordinates them all.
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    described = admin.describe_consumer_groups([g_confluent])[g_confluent].result(20)
+    coordinator = c.node_of_broker(described.coordinator.id)
+    time.sleep(2)  # the last commits of the first stretch land
+    coordinator.kill()
+    # The members keep reading through the move, committing to the new coordinator.
+    second = [f"b-{i}" for i in range(200)]
+    produce_values(c, topic, second, 2)
+    for name, r in readers.items():
+        assert r.wait_for(set(second), 90), f"{name} read {len(r.values() & set(second))} of {len(second)} after node {coordinator.id} (the coordinator) was killed\n{c.logs()}"
+    time.sleep(2)
+    for r in readers.values():
+        r.finish(set(), 0)
+    coordinator.start()
+    # New members of the same groups start at the committed offsets: they read only what
+    # came after, nothing of the first two stretches.
+    third = [f"c-{i}" for i in range(100)]
+    produce_values(c, topic, third, 2)
+    again = {
+        "confluent-kafka": ConfluentGroupReader(c, topic, g_confluent),
+        "kafkajs": kafkajs_group_reader(c, topic, g_js),
+        "java": java_group_reader(c, topic, g_java),
+    }
+    for name, r in again.items():
+        got = r.finish(set(third), 90)
+        assert set(third) <= got.keys(), f"{name} resumed and read {len(set(third) & got.keys())} of {len(third)}\n{c.logs()}"
+        reread = sorted(v for v in got if not v.startswith("c-"))
+        assert not reread, f"{name} read {len(reread)} records again that its group had committed: {reread[:5]}"
 
 
 @pytest.mark.timeout(200)

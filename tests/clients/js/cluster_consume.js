@@ -17,7 +17,9 @@ const consumer = kafka.consumer({
   groupId: process.env.CAUDAL_GROUP,
   sessionTimeout: 30000,
   heartbeatInterval: 1000,
-  retry: { retries: 50 },
+  // kafkajs keeps asking a dead coordinator until its retries run out, then restarts the
+  // consumer, which finds the new one: few retries make that take seconds, not a minute.
+  retry: { retries: 8 },
 });
 const deadlineMs = Number(process.env.CAUDAL_DEADLINE_MS || 150000);
 
