@@ -90,6 +90,10 @@ pub enum ErrorCode {
     UnknownTopicId = 100,
     /// acks=all, but fewer replicas are in sync than the topic's `min.insync.replicas`.
     NotEnoughReplicas = 19,
+    /// A preferred-leader election found the preferred replica unable to lead (down).
+    PreferredLeaderNotAvailable = 80,
+    /// A leader election was asked where the wanted leader already leads.
+    ElectionNotNeeded = 84,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }

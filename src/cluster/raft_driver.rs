@@ -44,6 +44,9 @@ enum Command {
         reply: Reply<Result<(), String>>,
     },
     Campaign(GroupId),
+    /// Hand leadership of these groups to their preferred replicas now, where this
+    /// replica leads and the preferred one is caught up (ElectLeaders).
+    HandBack(Vec<GroupId>),
     /// Stop hosting a group (its partition was deleted), closing its log.
     CloseGroup(GroupId, Reply<Result<(), String>>),
     /// Close every group's log and stop the loop (shutdown).
@@ -135,6 +138,12 @@ impl RaftDriver {
     /// leader's election).
     pub fn campaign(&self, group: GroupId) {
         self.command(Command::Campaign(group));
+    }
+
+    /// Hands leadership of the groups of `groups` this replica leads to their preferred
+    /// replicas, where those are caught up (a preferred-leader election).
+    pub fn hand_back(&self, groups: Vec<GroupId>) {
+        self.command(Command::HandBack(groups));
     }
 
     fn command(&self, c: Command) {
@@ -311,6 +320,9 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                         }
                     }
                 }
+                Command::HandBack(groups) => {
+                    touched.extend(hand_back_leadership(&mut shard, &preferred, Some(&groups)));
+                }
                 Command::CloseGroup(group, reply) => {
                     preferred.remove(&group);
                     caught_up.retain(|(g, _), _| *g != group);
@@ -388,7 +400,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         }
         if now >= next_balance {
             next_balance = now + BALANCE_EVERY;
-            touched.extend(hand_back_leadership(&mut shard, &preferred));
+            touched.extend(hand_back_leadership(&mut shard, &preferred, None));
         }
         let groups = if ticked {
             shard.group_ids()
@@ -406,13 +418,19 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
 /// leader that is not its group's preferred replica hands leadership to it once it is
 /// caught up and answering. Placement spreads preferred replicas over the nodes, so after
 /// a node comes back its share of leaders returns to it instead of staying piled on the
-/// others. Returns the groups asked to transfer.
+/// others. `only` limits it to some groups (ElectLeaders). Returns the groups asked to
+/// transfer.
 fn hand_back_leadership(
     shard: &mut RaftShard,
     preferred: &HashMap<GroupId, NodeId>,
+    only: Option<&[GroupId]>,
 ) -> Vec<GroupId> {
     let mut moved = Vec::new();
-    for g in shard.group_ids() {
+    let groups = match only {
+        Some(g) => g.to_vec(),
+        None => shard.group_ids(),
+    };
+    for g in groups {
         let Some(&to) = preferred.get(&g) else {
             continue;
         };
@@ -511,6 +529,22 @@ fn refresh_views(
         } else {
             voters.clone()
         };
+        let progress = if is_leader {
+            let table = node.store().table();
+            voters
+                .iter()
+                .map(|&v| {
+                    let matched = if v == raft.id {
+                        raft.raft_log.persisted
+                    } else {
+                        raft.prs().get(v).map_or(0, |p| p.matched)
+                    };
+                    (v, table.end_offset_at(matched))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let view = GroupView {
             leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
             term: raft.term,
@@ -519,6 +553,7 @@ fn refresh_views(
             log_end: node.store().log().next_offset(),
             voters,
             in_sync,
+            progress,
         };
         let old = views.get(&g);
         if old.map(|o| (o.leader, o.term)) != Some((view.leader, view.term)) {

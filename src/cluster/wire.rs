@@ -42,6 +42,7 @@ const CONTROL_REGISTER: u8 = 1;
 const CONTROL_METADATA: u8 = 2;
 const CONTROL_CREATE_TOPICS: u8 = 3;
 const CONTROL_ALIVE: u8 = 4;
+const CONTROL_ELECT_PREFERRED: u8 = 5;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -248,6 +249,9 @@ pub enum Control {
     /// Sent to every peer every second: the sender is up (brokers of nodes not heard
     /// from lately are left out of Metadata, as Kafka fences them).
     Alive,
+    /// A preferred-leader election (ElectLeaders): every node hands leadership of these
+    /// raft groups, where it leads them, to their preferred replicas.
+    ElectPreferred(Vec<u64>),
 }
 
 /// A frame's contents.
@@ -275,6 +279,13 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_bytes32(snapshot);
         }
         Control::Alive => w.put_u8(CONTROL_ALIVE),
+        Control::ElectPreferred(groups) => {
+            w.put_u8(CONTROL_ELECT_PREFERRED);
+            w.put_u32(u32::try_from(groups.len()).unwrap_or(u32::MAX));
+            for g in groups {
+                w.put_u64(*g);
+            }
+        }
         Control::CreateTopics(topics) => {
             w.put_u8(CONTROL_CREATE_TOPICS);
             w.put_u32(topics.len() as u32);
@@ -306,6 +317,14 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             Control::CreateTopics(topics)
         }
         CONTROL_ALIVE => Control::Alive,
+        CONTROL_ELECT_PREFERRED => {
+            let n = r.take_count(8)?;
+            let mut groups = Vec::with_capacity(n);
+            for _ in 0..n {
+                groups.push(r.take_u64()?);
+            }
+            Control::ElectPreferred(groups)
+        }
         _ => return Err(CodecError::Invalid("control message kind")),
     };
     r.finish()?;

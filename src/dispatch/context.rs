@@ -84,6 +84,16 @@ impl<'a> RequestContext<'a> {
         self.shard.controller_broker()
     }
 
+    /// True when node `node` is up as far as this node knows (always on a single node).
+    pub fn node_is_up(&self, node: i32) -> bool {
+        node == self.shard.config.node_id
+            || self
+                .shard
+                .raft
+                .as_ref()
+                .is_none_or(|r| r.liveness.is_up(u64::try_from(node).unwrap_or(0)))
+    }
+
     /// The broker that coordinates `group`.
     pub fn coordinator_broker(&self, group: &str) -> Option<i32> {
         self.shard.coordinator_broker(group)

@@ -132,6 +132,18 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                 }
                 // Its arrival was the point (recorded below).
                 Control::Alive => {}
+                Control::ElectPreferred(groups) => {
+                    super::mesh::elect_preferred(&shard, groups.clone(), false).await;
+                    for k in (1..shard.config.shards).filter(|&k| k != shard.id) {
+                        let request = super::router::ShardRequest::ElectPreferred {
+                            groups: groups.clone(),
+                            everywhere: false,
+                        };
+                        if let Err(e) = super::mesh::call(&shard, shard.addr_of(k), request).await {
+                            warn!(shard = k, error = %e, "could not pass on a preferred-leader election");
+                        }
+                    }
+                }
                 other => debug!(node, message = ?other, "control message not for this node"),
             }
         }

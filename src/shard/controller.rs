@@ -86,6 +86,19 @@ pub struct ControllerService {
     pub changed: Notify,
 }
 
+/// The controller quorum as this node sees it (DescribeQuorum).
+#[derive(Debug, Clone, Default)]
+pub struct QuorumState {
+    /// The leader, when known.
+    pub leader: Option<NodeId>,
+    /// Its term (the quorum's epoch); 0 when unknown.
+    pub term: u64,
+    /// Offset after the last committed record; -1 when this node does not keep the log.
+    pub high_watermark: i64,
+    /// Each voter with the offset after what it holds, when this node leads (else -1).
+    pub voters: Vec<(NodeId, i64)>,
+}
+
 /// The controller log as a voter holds it: the log to read committed records from and
 /// the raft group to propose to.
 #[derive(Clone)]
@@ -163,6 +176,38 @@ impl ControllerService {
     pub fn leader(&self) -> Option<NodeId> {
         let view = self.log.borrow().as_ref().and_then(|l| l.group.view())?;
         view.leader.and_then(|n| i32::try_from(n).ok())
+    }
+
+    /// The controller quorum as this node sees it; `voters` are the configured ones
+    /// (this node's view of the raft group is used when it keeps the log).
+    pub fn quorum_state(&self, voters: &[u64]) -> QuorumState {
+        let view = self.log.borrow().as_ref().and_then(|l| l.group.view());
+        let node = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        let Some(view) = view else {
+            return QuorumState {
+                leader: None,
+                term: 0,
+                high_watermark: -1,
+                voters: voters.iter().map(|&v| (node(v), -1)).collect(),
+            };
+        };
+        QuorumState {
+            leader: view.leader.map(node),
+            term: view.term,
+            high_watermark: view.high_watermark,
+            voters: view
+                .voters
+                .iter()
+                .map(|&v| {
+                    let end = view
+                        .progress
+                        .iter()
+                        .find(|(n, _)| *n == v)
+                        .map_or(-1, |(_, o)| *o);
+                    (node(v), end)
+                })
+                .collect(),
+        }
     }
 
     /// The metadata as of the last change applied here.

@@ -9,7 +9,7 @@ use tracing::warn;
 use crate::error::ErrorCode;
 use crate::metadata::ShardAddr;
 
-use super::controller::CONTROLLER_SHARD;
+use super::controller::{QuorumState, CONTROLLER_SHARD};
 use super::mesh::{self, Everywhere};
 use super::router::{
     CreateOutcome, MeshError, ShardRequest, ShardResponse, TopicChange, TopicSpec,
@@ -85,6 +85,26 @@ impl<'a> Controller<'a> {
         };
         match mesh::call(self.shard, self.addr(), request).await {
             Ok(ShardResponse::Updated(r)) => r,
+            other => Err(unreachable_controller(self.addr(), other)),
+        }
+    }
+
+    /// Starts a preferred-leader election of these raft groups on every node (the
+    /// leaders hand leadership back where the preferred replica is caught up).
+    pub async fn elect_preferred(&self, groups: Vec<u64>) {
+        let request = ShardRequest::ElectPreferred {
+            groups,
+            everywhere: true,
+        };
+        if let Err(e) = mesh::call(self.shard, self.addr(), request).await {
+            warn!(error = %e, "could not start a preferred-leader election");
+        }
+    }
+
+    /// The controller quorum as this node sees it.
+    pub async fn quorum(&self) -> Result<QuorumState, (ErrorCode, String)> {
+        match mesh::call(self.shard, self.addr(), ShardRequest::DescribeQuorum).await {
+            Ok(ShardResponse::Quorum(q)) => Ok(q),
             other => Err(unreachable_controller(self.addr(), other)),
         }
     }

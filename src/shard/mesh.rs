@@ -73,6 +73,21 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
                 .flat_map(|c| c.list())
                 .collect(),
         ),
+        ShardRequest::DescribeQuorum => match controller {
+            Some(c) => {
+                let mut q = c.quorum_state(&shard.config.controller_voters());
+                if q.leader.is_none() {
+                    // A node outside the quorum knows the leader from its metadata.
+                    q.leader = shard.controller_node().filter(|_| shard.in_cluster());
+                }
+                ShardResponse::Quorum(q)
+            }
+            None => not_controller(),
+        },
+        ShardRequest::ElectPreferred { groups, everywhere } => {
+            elect_preferred(&shard, groups, everywhere).await;
+            ShardResponse::Done
+        }
         ShardRequest::ApplyMetadata(meta) => match shard.apply_metadata(meta).await {
             Ok(()) => ShardResponse::Applied,
             Err(source) => {
@@ -117,4 +132,36 @@ async fn broadcast(shard: &Rc<Shard>, meta: Arc<ClusterMetadata>) {
             Err(e) => warn!(%to, error = %e, "shard did not apply metadata"),
         }
     }
+}
+
+/// Serves [`ShardRequest::ElectPreferred`]: asks this shard's raft loop to hand the
+/// groups back; with `everywhere` (on shard 0) first tells every other node and every
+/// other shard of this one.
+pub async fn elect_preferred(shard: &Rc<Shard>, groups: Vec<u64>, everywhere: bool) {
+    let Some(raft) = shard.raft.as_ref() else {
+        return;
+    };
+    if everywhere {
+        for peer in raft.transport.peers() {
+            raft.transport.send_control(
+                peer,
+                crate::cluster::wire::Control::ElectPreferred(groups.clone()),
+            );
+        }
+        for k in (0..shard.config.shards).filter(|&k| k != shard.id) {
+            let request = ShardRequest::ElectPreferred {
+                groups: groups.clone(),
+                everywhere: false,
+            };
+            if let Err(e) = call(shard, shard.addr_of(k), request).await {
+                warn!(shard = k, error = %e, "could not pass on a preferred-leader election");
+            }
+        }
+    }
+    raft.driver.hand_back(
+        groups
+            .into_iter()
+            .map(crate::replica::raft_shard::GroupId)
+            .collect(),
+    );
 }

@@ -59,6 +59,16 @@ pub enum ShardRequest {
         /// Check only.
         validate_only: bool,
     },
+    /// To shard 0: the controller quorum as this node sees it.
+    DescribeQuorum,
+    /// To a shard: hand leadership of these raft groups to their preferred replicas
+    /// where it leads them; to shard 0 with `everywhere`, to every shard of every node.
+    ElectPreferred {
+        /// Raft groups of the partitions.
+        groups: Vec<u64>,
+        /// Spread it to the other nodes and to this node's other shards.
+        everywhere: bool,
+    },
 }
 
 /// A change to an existing topic.
@@ -83,6 +93,10 @@ pub enum ShardResponse {
     Groups(Vec<(String, String, String)>),
     /// Outcome of a topic update.
     Updated(Result<(), (ErrorCode, String)>),
+    /// The request was passed on.
+    Done,
+    /// The controller quorum.
+    Quorum(super::controller::QuorumState),
     /// The target shard could not be reached, or failed.
     Failed(MeshError),
 }

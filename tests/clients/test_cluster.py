@@ -819,3 +819,79 @@ def test_topic_changes_acknowledged_while_the_controller_leader_is_killed_are_on
     for t in sorted(final):
         p.produce(t, value=b"after the burst", partition=0)
     assert p.flush(60) == 0
+
+
+def kafka_tool(main_class: str, *args: str, timeout: float = 120) -> str:
+    """Runs one of Kafka's command-line tools (its main class in kafka-tools) and returns
+    what it printed; fails the test on a non-zero exit."""
+    libs = kafka_libs()
+    log4j = libs.parent / "log4j2-tools.properties"
+    cmd = ["java", "-Xmx256m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*",
+           f"org.apache.kafka.tools.{main_class}", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{main_class} {' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def preferred_leaders_lead(c: Cluster, topic: str) -> bool:
+    md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=5)
+    return all(p.leader == p.replicas[0] for p in md.topics[topic].partitions.values())
+
+
+@pytest.mark.timeout(400)
+def test_kafkas_admin_tools_manage_topics_groups_leaders_and_show_the_quorum(cluster):
+    c = cluster
+    topic, group = unique_name("tools"), unique_name("tools-group")
+    bootstrap = ["--bootstrap-server", c.bootstrap]
+    kafka_tool("TopicCommand", *bootstrap, "--create", "--topic", topic, "--partitions", "3",
+               "--replication-factor", "3")
+    assert topic in kafka_tool("TopicCommand", *bootstrap, "--list").split()
+    wait_for(lambda: all(l is not None for l in leaders(c, topic, 3).values()), 30, f"{topic}: leaders")
+    described = kafka_tool("TopicCommand", *bootstrap, "--describe", "--topic", topic)
+    assert "ReplicationFactor: 3" in described and described.count("Leader:") == 3, described
+
+    # The quorum: three voters, one leader, as kafka-metadata-quorum shows it.
+    status = kafka_tool("MetadataQuorumCommand", *bootstrap, "describe", "--status")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert int(fields["LeaderId"].strip()) in (1024, 2048, 3072), status
+    voters = fields["CurrentVoters"]
+    assert all(str(n * 1024) in voters for n in (1, 2, 3)), status
+
+    # A group's committed offsets, as kafka-consumer-groups describes them.
+    produce_values(c, topic, [f"t-{i}" for i in range(90)], 3)
+    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    seen = 0
+    deadline = time.monotonic() + 60
+    while seen < 90 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            seen += 1
+    cons.commit(asynchronous=False)
+    cons.close()
+    assert seen == 90
+    assert group in kafka_tool("consumer.group.ConsumerGroupCommand", *bootstrap, "--list").split()
+    groups = kafka_tool("consumer.group.ConsumerGroupCommand", *bootstrap, "--describe", "--group", group)
+    rows = [l.split() for l in groups.splitlines() if l.startswith(group)]
+    assert len(rows) == 3 and sum(int(r[3]) for r in rows) == 90, groups
+
+    # Leadership after a restart: the restarted node's partition moved away; a preferred
+    # election (or the automatic one) gives it back, so each node leads its one partition.
+    wait_for(lambda: preferred_leaders_lead(c, topic), 30, "preferred leaders at first")
+    victim = c.node(2)
+    victim.stop()
+    wait_for(lambda: all(l is not None and l // 1024 != 2 for l in leaders(c, topic, 3).values()), 30,
+             "node 2's leadership moved away")
+    victim.start()
+    wait_for(lambda: victim.broker_id in isr(c, topic, [p for p in range(3) if leaders(c, topic, 3)[p] is not None][0]),
+             30, "node 2 back in sync")
+    out = kafka_tool("LeaderElectionCommand", *bootstrap, "--election-type", "PREFERRED", "--all-topic-partitions")
+    assert "Successfully completed leader election" in out or "Valid replica already elected" in out, out
+    wait_for(lambda: preferred_leaders_lead(c, topic), 30, f"each partition led by its preferred replica\n{c.logs()}")
+    state = partition_state(c, topic)
+    assert sorted(l // 1024 for l, _ in state.values()) == [1, 2, 3], state
+
+    kafka_tool("TopicCommand", *bootstrap, "--delete", "--topic", topic)
+    wait_for(lambda: topic not in AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=5).topics,
+             30, f"{topic} deleted")

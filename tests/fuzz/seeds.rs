@@ -367,6 +367,32 @@ fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
                 v,
             )
         }
+        ApiKey::ElectLeaders => {
+            use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+            encode(
+                &kafka_protocol::messages::ElectLeadersRequest::default().with_topic_partitions(
+                    Some(vec![TopicPartitions::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![0, 1])]),
+                ),
+                v,
+            )
+        }
+        ApiKey::DescribeQuorum => {
+            use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+            encode(
+                &kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+                    TopicData::default()
+                        .with_topic_name(kafka_protocol::messages::TopicName(
+                            kafka_protocol::protocol::StrBytes::from_static_str(
+                                "__cluster_metadata",
+                            ),
+                        ))
+                        .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+                ]),
+                v,
+            )
+        }
         _ => None,
     }
 }
@@ -972,7 +998,7 @@ pub fn peer_seeds() -> Vec<Seed> {
                 1,
                 encode_control_into(
                     Vec::new(),
-                    &Control::Metadata(b"CDMT\x00\x03".to_vec().into()),
+                    &Control::Metadata(b"CDMT\x00\x04".to_vec().into()),
                 ),
             ),
         ),
@@ -985,6 +1011,19 @@ pub fn peer_seeds() -> Vec<Seed> {
                     Vec::new(),
                     &Control::CreateTopics(vec![("orders".into(), 3, -1)]),
                 ),
+            ),
+        ),
+        (
+            "peer_frame",
+            "alive".into(),
+            body(1, encode_control_into(Vec::new(), &Control::Alive)),
+        ),
+        (
+            "peer_frame",
+            "elect-preferred".into(),
+            body(
+                1,
+                encode_control_into(Vec::new(), &Control::ElectPreferred(vec![7, u64::MAX])),
             ),
         ),
     ]
