@@ -43,6 +43,8 @@ const CONTROL_METADATA: u8 = 2;
 const CONTROL_CREATE_TOPICS: u8 = 3;
 const CONTROL_ALIVE: u8 = 4;
 const CONTROL_ELECT_PREFERRED: u8 = 5;
+const CONTROL_ALLOCATE_PRODUCER_IDS: u8 = 6;
+const CONTROL_PRODUCER_ID_BLOCK: u8 = 7;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -252,6 +254,18 @@ pub enum Control {
     /// A preferred-leader election (ElectLeaders): every node hands leadership of these
     /// raft groups, where it leads them, to their preferred replicas.
     ElectPreferred(Vec<u64>),
+    /// To the controller leader: a block of producer ids, please.
+    AllocateProducerIds {
+        /// Matches the answer to the question.
+        request: u64,
+    },
+    /// The controller leader's answer: the block starts at `start` (0: refused).
+    ProducerIdBlock {
+        /// The question's `request`.
+        request: u64,
+        /// First id of the block.
+        start: u64,
+    },
 }
 
 /// A frame's contents.
@@ -279,6 +293,15 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_bytes32(snapshot);
         }
         Control::Alive => w.put_u8(CONTROL_ALIVE),
+        Control::AllocateProducerIds { request } => {
+            w.put_u8(CONTROL_ALLOCATE_PRODUCER_IDS);
+            w.put_u64(*request);
+        }
+        Control::ProducerIdBlock { request, start } => {
+            w.put_u8(CONTROL_PRODUCER_ID_BLOCK);
+            w.put_u64(*request);
+            w.put_u64(*start);
+        }
         Control::ElectPreferred(groups) => {
             w.put_u8(CONTROL_ELECT_PREFERRED);
             w.put_u32(u32::try_from(groups.len()).unwrap_or(u32::MAX));
@@ -317,6 +340,13 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             Control::CreateTopics(topics)
         }
         CONTROL_ALIVE => Control::Alive,
+        CONTROL_ALLOCATE_PRODUCER_IDS => Control::AllocateProducerIds {
+            request: r.take_u64()?,
+        },
+        CONTROL_PRODUCER_ID_BLOCK => Control::ProducerIdBlock {
+            request: r.take_u64()?,
+            start: r.take_u64()?,
+        },
         CONTROL_ELECT_PREFERRED => {
             let n = r.take_count(8)?;
             let mut groups = Vec::with_capacity(n);

@@ -182,6 +182,20 @@ impl<'a> RequestContext<'a> {
         self.shard.producer_ids.get()
     }
 
+    /// A producer id no other producer has: this shard's own on a single node, from the
+    /// controller's blocks in a cluster.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ErrorCode> {
+        if self.shard.in_cluster() {
+            return self.shard.cluster_producer_id().await;
+        }
+        let Some(ids) = self.producer_ids() else {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        };
+        ids.allocate()
+            .await
+            .map_err(|_| ErrorCode::KafkaStorageError)
+    }
+
     /// The controller: topic changes and node-wide questions.
     pub fn controller(&self) -> Controller<'a> {
         Controller::new(self.shard)

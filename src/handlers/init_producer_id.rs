@@ -33,13 +33,10 @@ pub async fn handle(
             .with_producer_id(request.producer_id)
             .with_producer_epoch(request.producer_epoch + 1);
     }
-    let Some(ids) = ctx.producer_ids() else {
-        return refuse(ErrorCode::CoordinatorNotAvailable);
-    };
-    match ids.allocate().await {
+    match ctx.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
-        Err(_) => refuse(ErrorCode::KafkaStorageError),
+        Err(code) => refuse(code),
     }
 }

@@ -141,6 +141,9 @@ pub struct ClusterMetadata {
     /// The Kafka listeners of every node of a cluster, by node (empty on a single node:
     /// its own listeners come from its settings).
     pub brokers: BTreeMap<NodeId, BrokerEndpoint>,
+    /// In a cluster, the first producer id the controller has not handed out (0: none
+    /// handed out yet).
+    pub next_producer_id: u64,
 }
 
 impl ClusterMetadata {
@@ -161,9 +164,12 @@ impl ClusterMetadata {
         counts
     }
 
-    /// True when both hold the same topics and brokers (whatever their versions).
+    /// True when both hold the same topics, brokers and producer ids (whatever their
+    /// versions).
     pub fn same_content(&self, other: &ClusterMetadata) -> bool {
-        self.topics == other.topics && self.brokers == other.brokers
+        self.topics == other.topics
+            && self.brokers == other.brokers
+            && self.next_producer_id == other.next_producer_id
     }
 
     /// True when it holds nothing: no topic and no broker.

@@ -13,12 +13,14 @@
 //!   listeners of a node of a cluster;
 //! - kind 4, revision: `{ revision: u64 }`, the controller log's offset the metadata so
 //!   far is the state at (a cluster's node keeps its copy of the controller's state
-//!   here, `shard::controller`).
+//!   here, `shard::controller`);
+//! - kind 5, producer ids: `{ next: u64 }`, the first producer id a cluster's controller
+//!   has not handed out.
 //!
 //! The same records also travel inside the controller log's record batches (one record
 //! value each, `metadata::controller_log`).
 //!
-//! Versions 2 and 3 are version 4 without kinds 3 and 4 (2) or kind 4 (3); opening one
+//! Versions 2 and 3 are version 4 without kinds 3 to 5 (2) or kinds 4 and 5 (3); opening one
 //! rewrites it as version 4 (the same way as below), so an older build refuses it rather
 //! than misreading a kind it does not know.
 //!
@@ -49,6 +51,7 @@ const PUT_TOPIC: u8 = 1;
 const DELETE_TOPIC: u8 = 2;
 const PUT_BROKER: u8 = 3;
 const REVISION: u8 = 4;
+const PRODUCER_IDS: u8 = 5;
 
 /// The version this build writes.
 pub const VERSION: u16 = 4;
@@ -100,6 +103,8 @@ pub enum MetaRecord {
     PutBroker(NodeId, BrokerEndpoint),
     /// The metadata so far is the controller log's state at this offset.
     Revision(u64),
+    /// Producer ids below this one have been handed out.
+    ProducerIds(u64),
 }
 
 fn put_replica(w: &mut Writer, r: ShardAddr) {
@@ -144,6 +149,9 @@ impl MetaRecord {
                 meta.brokers.insert(*node, endpoint.clone());
             }
             MetaRecord::Revision(revision) => meta.revision = *revision,
+            MetaRecord::ProducerIds(next) => {
+                meta.next_producer_id = meta.next_producer_id.max(*next);
+            }
         }
         meta.version += 1;
     }
@@ -185,6 +193,10 @@ impl MetaRecord {
             MetaRecord::Revision(revision) => {
                 w.put_u8(REVISION);
                 w.put_u64(*revision);
+            }
+            MetaRecord::ProducerIds(next) => {
+                w.put_u8(PRODUCER_IDS);
+                w.put_u64(*next);
             }
         }
         w.finish()
@@ -238,6 +250,7 @@ impl MetaRecord {
                 },
             ),
             REVISION => MetaRecord::Revision(r.take_u64()?),
+            PRODUCER_IDS => MetaRecord::ProducerIds(r.take_u64()?),
             _ => return Err(CodecError::Invalid("record kind")),
         };
         r.finish()?;
@@ -277,6 +290,9 @@ pub fn records_of(meta: &ClusterMetadata) -> Vec<MetaRecord> {
                 .map(|t| MetaRecord::PutTopic(t.clone())),
         )
         .collect();
+    if meta.next_producer_id > 0 {
+        out.push(MetaRecord::ProducerIds(meta.next_producer_id));
+    }
     if meta.revision > 0 {
         out.push(MetaRecord::Revision(meta.revision));
     }
@@ -637,10 +653,12 @@ mod tests {
         let mut meta = ClusterMetadata::default();
         MetaRecord::PutTopic(topic("t", &[0])).apply(&mut meta);
         meta.revision = 42;
+        meta.next_producer_id = 7 << 48;
         store.replace(&meta).unwrap();
         drop(store);
         let (_, reopened) = MetaStore::open(dir.path(), 2).unwrap();
         assert_eq!(reopened.revision, 42);
+        assert_eq!(reopened.next_producer_id, 7 << 48);
         assert!(reopened.same_content(&meta));
         assert_eq!(decode_snapshot(&snapshot(&meta)).unwrap().revision, 42);
     }

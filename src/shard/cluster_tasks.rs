@@ -132,6 +132,16 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                 }
                 // Its arrival was the point (recorded below).
                 Control::Alive => {}
+                Control::AllocateProducerIds { request } if decides => {
+                    let start = service
+                        .allocate_producer_ids(super::cluster_producer_ids::BLOCK, &publish)
+                        .await
+                        .unwrap_or(0);
+                    transport.send_control(from, Control::ProducerIdBlock { request, start });
+                }
+                Control::ProducerIdBlock { request, start } => {
+                    shard.producer_id_requests.answered(request, start);
+                }
                 Control::ElectPreferred(groups) => {
                     super::mesh::elect_preferred(&shard, groups.clone(), false).await;
                     for k in (1..shard.config.shards).filter(|&k| k != shard.id) {

@@ -38,6 +38,10 @@ use crate::task::Semaphore;
 use super::placement::place;
 use super::router::{CreateOutcome, TopicChange, TopicSpec};
 
+/// The first producer id a cluster's controller hands out: above every id a node's shard
+/// could have made itself (`counter << 20 | node << 10 | shard`) in any plausible life.
+pub const FIRST_PRODUCER_ID: u64 = 1 << 48;
+
 /// How long a change waits to be committed and applied before the client is told the
 /// request timed out (its outcome is then unknown, as Kafka's controller says too).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -451,6 +455,24 @@ impl ControllerService {
             .await
     }
 
+    /// Hands out `count` producer ids no other node ever gets (on the controller
+    /// leader): the first of them. Ids start at [`FIRST_PRODUCER_ID`], above any a node
+    /// handed out itself before the controller did.
+    pub async fn allocate_producer_ids(
+        &self,
+        count: u64,
+        publish: &dyn Publish,
+    ) -> Result<u64, (ErrorCode, String)> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return Err((ErrorCode::UnknownServerError, "controller closed".into()));
+        };
+        self.ready_to_decide().await?;
+        let start = self.meta.borrow().next_producer_id.max(FIRST_PRODUCER_ID);
+        self.commit(vec![MetaRecord::ProducerIds(start + count)], publish)
+            .await?;
+        Ok(start)
+    }
+
     /// The refusal of a change asked of a node that does not decide.
     fn not_controller(&self) -> (ErrorCode, String) {
         let leader = self.leader().map_or_else(
@@ -663,5 +685,6 @@ fn log_change(rec: &MetaRecord, offset: i64) {
             info!(node, host = %b.host, port = b.port, offset, "node's Kafka listeners recorded")
         }
         MetaRecord::Revision(_) => {}
+        MetaRecord::ProducerIds(next) => info!(next, offset, "producer ids handed out"),
     }
 }

@@ -84,6 +84,9 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             }
             None => not_controller(),
         },
+        ShardRequest::ProducerIdBlock => ShardResponse::ProducerIdBlock(
+            super::cluster_producer_ids::block_from_controller(&shard).await,
+        ),
         ShardRequest::ElectPreferred { groups, everywhere } => {
             elect_preferred(&shard, groups, everywhere).await;
             ShardResponse::Done

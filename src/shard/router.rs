@@ -61,6 +61,8 @@ pub enum ShardRequest {
     },
     /// To shard 0: the controller quorum as this node sees it.
     DescribeQuorum,
+    /// To shard 0: a block of producer ids from the controller.
+    ProducerIdBlock,
     /// To a shard: hand leadership of these raft groups to their preferred replicas
     /// where it leads them; to shard 0 with `everywhere`, to every shard of every node.
     ElectPreferred {
@@ -97,6 +99,8 @@ pub enum ShardResponse {
     Done,
     /// The controller quorum.
     Quorum(super::controller::QuorumState),
+    /// The first id of a block of producer ids, or why there is none.
+    ProducerIdBlock(Result<u64, ErrorCode>),
     /// The target shard could not be reached, or failed.
     Failed(MeshError),
 }

@@ -22,6 +22,7 @@ use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
+use super::cluster_producer_ids::{BlockRequests, ClusterProducerIds};
 use super::controller::ControllerService;
 use super::group_coordinators::GroupCoordinators;
 use super::producer_ids::ProducerIds;
@@ -201,8 +202,12 @@ pub struct Shard {
     pub coordinator: OnceCell<Rc<Coordinator>>,
     /// Coordinators of the offsets partitions this shard leads (a node of a cluster).
     pub group_coordinators: GroupCoordinators,
-    /// Producer ids handed out by this shard; set at start.
+    /// Producer ids handed out by this shard (a single node); set at start.
     pub producer_ids: OnceCell<ProducerIds>,
+    /// Producer ids handed out by this shard from the controller's blocks (a cluster).
+    pub cluster_producer_ids: ClusterProducerIds,
+    /// Shard 0's requests for producer id blocks waiting for the controller leader.
+    pub producer_id_requests: BlockRequests,
     /// Fired once when the shard starts shutting down.
     pub shutdown: Notify,
     /// The shard's long-lived tasks (mesh servers, retention, connections), stopped at
@@ -248,6 +253,8 @@ impl Shard {
             coordinator: OnceCell::new(),
             group_coordinators: GroupCoordinators::default(),
             producer_ids: OnceCell::new(),
+            cluster_producer_ids: ClusterProducerIds::default(),
+            producer_id_requests: BlockRequests::default(),
             shutdown: Notify::default(),
             tasks: TaskSet::new(format!("shard {id}")),
             stopping: Cell::new(false),

@@ -466,3 +466,49 @@ fn topic_changes_are_kept_by_the_controller_quorum_through_the_loss_of_its_leade
     });
     stop(&mut nodes);
 }
+
+fn new_producer_id(c: &mut Client) -> (i16, i64) {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let req = InitProducerIdRequest::default()
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
+    (r.error_code, r.producer_id.0)
+}
+
+#[test]
+fn producer_ids_come_from_the_controller_and_are_never_handed_out_twice() {
+    let _bound = Deadline::start("cluster producer id test", Duration::from_secs(120));
+    let mut nodes = start_cluster();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut take = |n: &Node| {
+        let mut got = None;
+        wait_until("a producer id", || {
+            let (code, id) = new_producer_id(&mut n.client());
+            got = (code == 0).then_some(id);
+            got.is_some()
+        });
+        let id = got.unwrap_or(-1);
+        assert!(id >= 1 << 48, "{id} is not from the controller's range");
+        assert!(seen.insert(id), "producer id {id} handed out twice");
+    };
+    for n in &nodes {
+        take(n);
+        take(n);
+    }
+    // A restarted node takes a new block: its ids are new too, whoever leads the
+    // controller meanwhile.
+    let ctl = controller(&nodes);
+    if let Some(h) = nodes[ctl].handle.take() {
+        h.shutdown();
+    }
+    let other = (ctl + 1) % 3;
+    take(&nodes[other]);
+    nodes[ctl].handle = Some(runtime::start(nodes[ctl].config.clone()).expect("restarts"));
+    for n in &nodes {
+        take(n);
+    }
+    assert_eq!(seen.len(), 10);
+    stop(&mut nodes);
+}

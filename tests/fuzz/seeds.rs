@@ -1020,6 +1020,28 @@ pub fn peer_seeds() -> Vec<Seed> {
         ),
         (
             "peer_frame",
+            "allocate-producer-ids".into(),
+            body(
+                1,
+                encode_control_into(Vec::new(), &Control::AllocateProducerIds { request: 3 }),
+            ),
+        ),
+        (
+            "peer_frame",
+            "producer-id-block".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::ProducerIdBlock {
+                        request: 3,
+                        start: 1 << 48,
+                    },
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
             "elect-preferred".into(),
             body(
                 1,

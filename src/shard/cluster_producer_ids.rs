@@ -1,0 +1,128 @@
+//! Producer ids in a cluster: the controller hands them out in blocks (a controller-log
+//! record moves its counter past each block), so no two producers anywhere get the same
+//! id — not even from a node that lost its disk and started over, whose own counter
+//! would begin again at zero. Each shard takes a block at a time through shard 0, which
+//! asks the controller leader (itself, or over the wire) and waits for the answer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::cluster::wire::Control;
+use crate::error::ErrorCode;
+use crate::task::{local_channel, Semaphore};
+
+use super::mesh::{self, Everywhere};
+use super::router::{ShardRequest, ShardResponse};
+use super::state::Shard;
+
+/// Producer ids a shard takes from the controller at a time.
+pub const BLOCK: u64 = 1000;
+/// How long shard 0 waits for the controller leader to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The block of ids a shard hands out from.
+pub struct ClusterProducerIds {
+    next: Cell<u64>,
+    end: Cell<u64>,
+    lock: Semaphore,
+}
+
+impl Default for ClusterProducerIds {
+    fn default() -> Self {
+        ClusterProducerIds {
+            next: Cell::new(0),
+            end: Cell::new(0),
+            lock: Semaphore::new(1),
+        }
+    }
+}
+
+/// Shard 0's requests to the controller leader waiting for their answer.
+#[derive(Default)]
+pub struct BlockRequests {
+    next: Cell<u64>,
+    waiting: RefCell<HashMap<u64, local_channel::LocalSender<u64>>>,
+}
+
+impl BlockRequests {
+    /// Hands the answer to request `request` to whoever waits for it.
+    pub fn answered(&self, request: u64, start: u64) {
+        if let Some(tx) = self.waiting.borrow_mut().remove(&request) {
+            let _ = tx.try_send(start);
+        }
+    }
+}
+
+impl Shard {
+    /// A producer id no other producer of the cluster has, or the error InitProducerId
+    /// answers (retriable while the controller is being elected).
+    pub async fn cluster_producer_id(self: &Rc<Self>) -> Result<i64, ErrorCode> {
+        let ids = &self.cluster_producer_ids;
+        let _permit = ids
+            .lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ErrorCode::UnknownServerError)?;
+        if ids.next.get() >= ids.end.get() {
+            let start = match &self.controller {
+                Some(_) => block_from_controller(self).await?,
+                None => {
+                    match mesh::call(self, self.addr_of(0), ShardRequest::ProducerIdBlock).await {
+                        Ok(ShardResponse::ProducerIdBlock(r)) => r?,
+                        _ => return Err(ErrorCode::CoordinatorNotAvailable),
+                    }
+                }
+            };
+            ids.next.set(start);
+            ids.end.set(start + BLOCK);
+        }
+        let id = ids.next.get();
+        ids.next.set(id + 1);
+        i64::try_from(id).map_err(|_| ErrorCode::UnknownServerError)
+    }
+}
+
+/// On shard 0: the first id of a new block from the controller leader.
+pub async fn block_from_controller(shard: &Rc<Shard>) -> Result<u64, ErrorCode> {
+    let Some(service) = shard.controller.as_ref() else {
+        return Err(ErrorCode::CoordinatorNotAvailable);
+    };
+    if service.decides() {
+        return service
+            .allocate_producer_ids(BLOCK, &Everywhere(shard))
+            .await
+            .map_err(|(code, _)| code);
+    }
+    let Some(raft) = shard.raft.as_ref() else {
+        return Err(ErrorCode::CoordinatorNotAvailable);
+    };
+    let requests = &shard.producer_id_requests;
+    let request = requests.next.get();
+    requests.next.set(request + 1);
+    let (tx, rx) = local_channel::new_bounded(1);
+    requests.waiting.borrow_mut().insert(request, tx);
+    for to in shard.controller_targets() {
+        raft.transport
+            .send_control(to, Control::AllocateProducerIds { request });
+    }
+    let answer = futures_lite::future::or(async { rx.recv().await }, async {
+        crate::task::sleep(ANSWER_TIMEOUT).await;
+        None
+    })
+    .await;
+    requests.waiting.borrow_mut().remove(&request);
+    match answer {
+        Some(start) if start > 0 => Ok(start),
+        _ => {
+            debug!(
+                request,
+                "no producer id block from the controller leader in time"
+            );
+            Err(ErrorCode::CoordinatorNotAvailable)
+        }
+    }
+}
