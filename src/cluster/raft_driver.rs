@@ -220,6 +220,17 @@ impl RaftDriver {
         self.shared.changed.changed_since(generation).await;
     }
 
+    /// How many rounds changed views so far: read before looking at the views, then
+    /// wait with [`RaftDriver::changed_since`], so that no change in between is missed.
+    pub fn generation(&self) -> u64 {
+        self.shared.changed.generation()
+    }
+
+    /// Resolves once a round changed some group's view after `generation` was read.
+    pub async fn changed_since(&self, generation: u64) {
+        self.shared.changed.changed_since(generation).await;
+    }
+
     /// Stops the loop; waiting proposals end with an unknown outcome.
     pub fn stop(&self) {
         self.tasks.stop_all();

@@ -61,10 +61,10 @@ pub async fn apply_controller_log(shard: Rc<Shard>) {
     };
     let publish = Everywhere(&shard);
     loop {
-        let changed = raft.driver.changed();
+        let generation = raft.driver.generation();
         match service.apply_committed(&publish).await {
             Ok(true) => continue,
-            Ok(false) => changed.await,
+            Ok(false) => raft.driver.changed_since(generation).await,
             Err(e) => {
                 warn!(error = %e, "could not apply the controller log; retrying");
                 crate::task::sleep(APPLY_RETRY).await;
@@ -179,8 +179,8 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                     debug!(error = %e, "could not record this node's listeners yet");
                 }
             }
-            let meta = service.metadata();
-            if resend || sent_revision != Some(meta.revision) {
+            if resend || sent_revision != Some(service.revision()) {
+                let meta = service.metadata();
                 sent_revision = Some(meta.revision);
                 let bytes = Bytes::from(snapshot(&meta));
                 for peer in transport
@@ -214,11 +214,8 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
             crate::task::sleep(wait),
             futures_lite::future::or(
                 transport.inbox().control_arrived.changed_since(arrived),
-                futures_lite::future::or(
-                    service.changed.changed_since(changed),
-                    // Leadership of the controller group shows in a raft round.
-                    raft.driver.changed(),
-                ),
+                // Also woken when the controller's leader changes.
+                service.changed.changed_since(changed),
             ),
         )
         .await;

@@ -84,6 +84,9 @@ pub struct ControllerService {
     published: Cell<u64>,
     /// True once this leader seeded an empty controller log with its own copy.
     seeded: Cell<bool>,
+    /// The controller leader as last seen, so that a change of leader wakes
+    /// [`ControllerService::changed`]'s waiters.
+    seen_leader: Cell<Option<u64>>,
     /// Replicas of a topic created with replication factor -1.
     default_replication_factor: i16,
     /// Woken whenever the metadata changes (the controller leader then sends it).
@@ -152,6 +155,7 @@ impl ControllerService {
             log: RefCell::new(None),
             published: Cell::new(published),
             seeded: Cell::new(false),
+            seen_leader: Cell::new(None),
             default_replication_factor: place.default_replication_factor,
             changed: Notify::default(),
         }
@@ -212,6 +216,11 @@ impl ControllerService {
                 })
                 .collect(),
         }
+    }
+
+    /// The revision of the metadata applied here.
+    pub fn revision(&self) -> u64 {
+        self.meta.borrow().revision
     }
 
     /// The metadata as of the last change applied here.
@@ -285,6 +294,10 @@ impl ControllerService {
         let Some(view) = cl.group.view() else {
             return Ok(false);
         };
+        if self.seen_leader.replace(view.leader) != view.leader {
+            // The new leader sends the metadata and takes registrations.
+            self.changed.notify();
+        }
         let from = self.meta.borrow().revision;
         if view.is_leader && view.log_end == 0 && !self.seeded.get() {
             self.seeded.set(true);

@@ -18,6 +18,9 @@ use crate::replica::Partition;
 
 use super::state::Shard;
 
+/// Least time between two passes over the offsets partitions' leadership.
+const RECONCILE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One offsets partition's coordinator on this shard.
 enum Slot {
     /// Its offsets are being replayed (COORDINATOR_LOAD_IN_PROGRESS).
@@ -93,9 +96,14 @@ pub async fn follow_offsets_leadership(shard: Rc<Shard>) {
         return;
     };
     loop {
-        let changed = raft.driver.changed();
-        reconcile(&shard);
-        changed.await;
+        let generation = raft.driver.generation();
+        if shard.meta().topics.contains_key(OFFSETS_TOPIC) {
+            reconcile(&shard);
+        }
+        raft.driver.changed_since(generation).await;
+        // Raft rounds change views all the time under load; leadership changes are rare
+        // and a coordinator may take a moment to follow one.
+        crate::task::sleep(RECONCILE_PAUSE).await;
     }
 }
 
