@@ -4,6 +4,7 @@
 //! this itself; a replicated one proposes its appends to its raft group and takes its
 //! high watermark from the group's commit index (`replication`).
 
+pub mod conf_change;
 pub mod error;
 pub mod partition;
 pub mod producer_state;

@@ -613,6 +613,18 @@ impl RaftLog {
         Ok(job)
     }
 
+    /// Takes a new ConfState (after a configuration change was applied) into `job`,
+    /// ahead of what it already writes: the change is committed (by a majority), so its
+    /// result may be durable before the entry is here.
+    pub fn stage_conf_state_into(&self, cs: ConfState, job: &mut Persist) {
+        let staged = self.stage_conf_state(cs);
+        let mut ops = staged.ops;
+        ops.append(&mut job.ops);
+        job.ops = ops;
+        job.conf_state = staged.conf_state;
+        job.must_sync = true;
+    }
+
     /// Takes a new ConfState (after a configuration change was applied); the returned
     /// write makes it durable.
     pub fn stage_conf_state(&self, cs: ConfState) -> Persist {

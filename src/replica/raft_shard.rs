@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use raft::eraftpb::{EntryType, Message};
 use raft::{Config, RawNode, StateRole};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::log::raft_index::Located;
 use crate::log::{Log, Offset, Recovered};
@@ -314,6 +314,25 @@ impl RaftShard {
         }
     }
 
+    /// Proposes a change of group `id`'s members (this replica must lead it, with no
+    /// other change under way).
+    pub fn propose_conf_change(
+        &mut self,
+        id: GroupId,
+        cc: raft::eraftpb::ConfChangeV2,
+    ) -> Result<(), ProposeError> {
+        let g = self.groups.get_mut(&id).ok_or(ProposeError::NotLeader)?;
+        if g.failed {
+            return Err(ProposeError::Storage("the group's storage failed".into()));
+        }
+        if g.node.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader);
+        }
+        g.node
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|_| ProposeError::Dropped)
+    }
+
     /// Hands a message from another node to group `id`.
     pub fn step(&mut self, id: GroupId, msg: Message) -> Result<(), RaftShardError> {
         let g = self
@@ -420,7 +439,7 @@ impl RaftShard {
             let mut rd = g.node.ready();
             out.send(id, rd.take_messages());
             let staged = g.node.store().stage(rd.entries(), rd.hs());
-            let job = match staged {
+            let mut job = match staged {
                 Ok(job) => job,
                 Err(e) => {
                     g.failed = true;
@@ -430,15 +449,35 @@ impl RaftShard {
                 }
             };
             let committed = rd.take_committed_entries();
+            // Membership changes take effect as they commit; the new configuration is
+            // written with this round's job.
+            for e in committed
+                .iter()
+                .filter(|e| e.entry_type == EntryType::EntryConfChangeV2)
+            {
+                match super::conf_change::decode(&e.data) {
+                    Ok(cc) => match g.node.apply_conf_change(&cc) {
+                        Ok(cs) => {
+                            info!(group = id.0, index = e.index, voters = ?cs.voters, learners = ?cs.learners, outgoing = ?cs.voters_outgoing, "raft group configuration changed");
+                            g.node.store().stage_conf_state_into(cs, &mut job);
+                        }
+                        Err(err) => {
+                            warn!(group = id.0, index = e.index, error = %err, "configuration change refused")
+                        }
+                    },
+                    Err(err) => {
+                        warn!(group = id.0, index = e.index, error = %err, "unreadable configuration change skipped")
+                    }
+                }
+            }
             if committed
                 .iter()
-                .any(|e| e.entry_type != EntryType::EntryNormal)
+                .any(|e| e.entry_type == EntryType::EntryConfChange)
             {
-                // Nothing proposes membership changes before issue 18 (which brings
-                // their own codec: their bytes are never parsed by protobuf).
+                // Only version 2 changes are ever proposed here.
                 warn!(
                     group = id.0,
-                    "configuration change entries are not applied yet"
+                    "a version 1 configuration change entry was skipped"
                 );
             }
             let last_committed = committed.last().map(|e| e.index);

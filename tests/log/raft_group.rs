@@ -896,3 +896,76 @@ fn a_clean_close_with_uncommitted_batches_saves_no_producer_state_that_could_lie
         );
     });
 }
+
+/// The voters (and those of a joint configuration's other half) and learners of node
+/// `id`'s replica, sorted.
+fn membership(c: &Cluster, id: u64) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let raft = &c.node(id).shard.node(G).unwrap().raft;
+    let conf = raft.prs().conf().to_conf_state();
+    let sorted = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v
+    };
+    (
+        sorted(conf.voters),
+        sorted(conf.voters_outgoing),
+        sorted(conf.learners),
+    )
+}
+
+#[test]
+fn a_learner_catches_up_from_the_first_entry_is_promoted_and_replaces_a_voter_for_good() {
+    use caudal::replica::conf_change::proposal;
+    use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    run(|dir| async move {
+        let journal = Some(1 << 20);
+        let mut c = Cluster::start(&dir, 3, journal).await;
+        // Node 4 starts empty, knowing the group's first configuration: it follows every
+        // change from the log's start.
+        c.nodes
+            .push(Some(open_node(&dir, 4, &[1, 2, 3], 1, journal).await));
+        c.elect(1).await;
+        c.propose_each(1, 0..20, 4, 1000).await;
+        c.node_mut(1)
+            .shard
+            .propose_conf_change(G, proposal(&[(AddLearnerNode, 4)]))
+            .unwrap();
+        c.drive_n(30).await;
+        assert_eq!(membership(&c, 1), (vec![1, 2, 3], vec![], vec![4]));
+        assert_eq!(membership(&c, 4), (vec![1, 2, 3], vec![], vec![4]));
+        assert_eq!(log_of(c.node(4)).next_offset(), 80, "the learner caught up");
+        // Promote 4 and remove 3 at once: joint consensus, left automatically.
+        c.node_mut(1)
+            .shard
+            .propose_conf_change(G, proposal(&[(AddNode, 4), (RemoveNode, 3)]))
+            .unwrap();
+        c.drive_n(40).await;
+        for id in [1, 2, 4] {
+            assert_eq!(
+                membership(&c, id),
+                (vec![1, 2, 4], vec![], vec![]),
+                "node {id}"
+            );
+        }
+        // Node 3 is out: with it gone, 1, 2 and 4 commit; acks=all waits for them.
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        c.propose_each(1, 20..40, 4, 1000).await;
+        c.drive_n(10).await;
+        assert_eq!(c.node(1).shard.high_watermark(G), Some(160));
+        assert_eq!(log_of(c.node(4)).next_offset(), 160);
+        // The configuration is kept: node 4 restarted (given the first configuration
+        // again) comes back a voter of 1, 2 and 4.
+        if let Some(n) = c.nodes[3].take() {
+            n.crash().await;
+        }
+        c.nodes[3] = Some(open_node(&dir, 4, &[1, 2, 3], 1, journal).await);
+        assert_eq!(membership(&c, 4), (vec![1, 2, 4], vec![], vec![]));
+        c.propose_each(1, 40..45, 4, 1000).await;
+        c.drive_n(10).await;
+        assert_eq!(c.node(1).shard.high_watermark(G), Some(180));
+        let reference = batches(&log_of(c.node(1)), 180).await;
+        assert_eq!(batches(&log_of(c.node(4)), 180).await, reference);
+    });
+}
