@@ -94,6 +94,8 @@ pub enum ErrorCode {
     PreferredLeaderNotAvailable = 80,
     /// A leader election was asked where the wanted leader already leads.
     ElectionNotNeeded = 84,
+    /// A move was cancelled where none is under way.
+    NoReassignmentInProgress = 85,
     /// Something unexpected went wrong on the broker.
     UnknownServerError = -1,
 }

@@ -47,6 +47,12 @@ enum Command {
     /// Hand leadership of these groups to their preferred replicas now, where this
     /// replica leads and the preferred one is caught up (ElectLeaders).
     HandBack(Vec<GroupId>),
+    /// A group's preferred replica, and the voters it is moving to (if it moves).
+    Assign {
+        group: GroupId,
+        preferred: NodeId,
+        target: Option<Vec<NodeId>>,
+    },
     /// Stop hosting a group (its partition was deleted), closing its log.
     CloseGroup(GroupId, Reply<Result<(), String>>),
     /// Close every group's log and stop the loop (shutdown).
@@ -74,6 +80,9 @@ struct Shared {
     dirty: RefCell<BTreeSet<GroupId>>,
     /// How long a voter may lag and stay in sync (Kafka's `replica.lag.time.max.ms`).
     lag_max: Duration,
+    /// Moved groups this replica leads whose voters are their move's target, with
+    /// those voters, until [`RaftDriver::take_moved`] takes them.
+    moved: RefCell<Vec<(GroupId, Vec<NodeId>)>>,
 }
 
 /// A shard's raft loop. See the module docs.
@@ -106,6 +115,7 @@ impl RaftDriver {
             changed: Notify::default(),
             dirty: RefCell::new(BTreeSet::new()),
             lag_max,
+            moved: RefCell::new(Vec::new()),
         });
         let tasks = TaskSet::new(format!("raft loop of node {}", shard.node_id()));
         tasks.spawn("raft loop", run(shard, transport, shared.clone(), tick));
@@ -138,6 +148,22 @@ impl RaftDriver {
     /// leader's election).
     pub fn campaign(&self, group: GroupId) {
         self.command(Command::Campaign(group));
+    }
+
+    /// Tells the loop group `group`'s preferred replica and, while it moves, the voters
+    /// it moves to (the leader then changes its members step by step).
+    pub fn assign(&self, group: GroupId, preferred: NodeId, target: Option<Vec<NodeId>>) {
+        self.command(Command::Assign {
+            group,
+            preferred,
+            target,
+        });
+    }
+
+    /// Moved groups this replica leads whose voters now are their target, with those
+    /// voters (reported to the controller, which ends the move).
+    pub fn take_moved(&self) -> Vec<(GroupId, Vec<NodeId>)> {
+        std::mem::take(&mut *self.shared.moved.borrow_mut())
     }
 
     /// Hands leadership of the groups of `groups` this replica leads to their preferred
@@ -269,6 +295,9 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
     let mut caught_up: HashMap<(GroupId, NodeId), Instant> = HashMap::new();
     // Each group's preferred leader: the first replica placement named.
     let mut preferred: HashMap<GroupId, NodeId> = HashMap::new();
+    // The voters of the groups that move, and when each was last looked at.
+    let mut targets: HashMap<GroupId, Vec<NodeId>> = HashMap::new();
+    let mut next_move = Instant::now() + MOVE_EVERY;
     loop {
         let inbox_generation = transport.inbox().arrived.generation();
         let wake_generation = shared.wake.generation();
@@ -314,7 +343,8 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                     reply,
                 } => {
                     if let Some(&first) = voters.first() {
-                        preferred.insert(group, first);
+                        // An assignment told before the open (a moving group) stands.
+                        preferred.entry(group).or_insert(first);
                     }
                     let result = shard
                         .open_group(group, log, recovered, voters)
@@ -331,11 +361,27 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                         }
                     }
                 }
+                Command::Assign {
+                    group,
+                    preferred: first,
+                    target,
+                } => {
+                    preferred.insert(group, first);
+                    match target {
+                        Some(t) => {
+                            targets.insert(group, t);
+                        }
+                        None => {
+                            targets.remove(&group);
+                        }
+                    }
+                }
                 Command::HandBack(groups) => {
                     touched.extend(hand_back_leadership(&mut shard, &preferred, Some(&groups)));
                 }
                 Command::CloseGroup(group, reply) => {
                     preferred.remove(&group);
+                    targets.remove(&group);
                     caught_up.retain(|(g, _), _| *g != group);
                     let result = match shard.close_group(group).await {
                         Ok(unknown) => {
@@ -409,6 +455,19 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
             }
             touched.extend(round.active);
         }
+        if now >= next_move && !targets.is_empty() {
+            next_move = now + MOVE_EVERY;
+            let moved = move_members(&mut shard, &targets);
+            touched.extend(moved.iter().map(|(g, _)| *g));
+            let done: Vec<(GroupId, Vec<NodeId>)> = moved
+                .into_iter()
+                .filter_map(|(g, d)| d.map(|v| (g, v)))
+                .collect();
+            if !done.is_empty() {
+                shared.moved.borrow_mut().extend(done);
+                shared.changed.notify();
+            }
+        }
         if now >= next_balance {
             next_balance = now + BALANCE_EVERY;
             touched.extend(hand_back_leadership(&mut shard, &preferred, None));
@@ -423,6 +482,108 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         }
         crate::task::yield_if_needed().await;
     }
+}
+
+/// How often a leader takes the next step of its groups' moves.
+pub const MOVE_EVERY: Duration = Duration::from_millis(500);
+
+/// One step of every move this replica leads: add the target's new replicas as
+/// learners; once they are caught up, promote them and remove the voters not in the
+/// target (joint consensus, left automatically); a leader that is itself to go first
+/// hands leadership to a caught-up voter of the target. Returns the groups looked at,
+/// with their voters when those are the target (the move is over).
+fn move_members(
+    shard: &mut RaftShard,
+    targets: &HashMap<GroupId, Vec<NodeId>>,
+) -> Vec<(GroupId, Option<Vec<NodeId>>)> {
+    use crate::replica::conf_change::proposal;
+    use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    let mut out = Vec::new();
+    for (&g, target) in targets {
+        let Some(node) = shard.node_mut(g) else {
+            continue;
+        };
+        let raft = &node.raft;
+        if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+            continue;
+        }
+        let conf = raft.prs().conf().to_conf_state();
+        if !conf.voters_outgoing.is_empty() || raft.has_pending_conf() {
+            // A change is under way (or the joint configuration is being left).
+            continue;
+        }
+        let me = raft.id;
+        let last = raft.raft_log.last_index();
+        let caught_up = |n: NodeId| {
+            n == me
+                || raft
+                    .prs()
+                    .get(n)
+                    .is_some_and(|p| p.matched >= last && p.recent_active)
+        };
+        let in_target = |n: &NodeId| target.contains(n);
+        let add: Vec<NodeId> = target
+            .iter()
+            .copied()
+            .filter(|n| !conf.voters.contains(n) && !conf.learners.contains(n))
+            .collect();
+        let mut voters = conf.voters.clone();
+        voters.sort_unstable();
+        let mut wanted = target.clone();
+        wanted.sort_unstable();
+        let cc = if !add.is_empty() {
+            info!(group = g.0, learners = ?add, "moving: adding learners");
+            Some(proposal(
+                &add.iter().map(|&n| (AddLearnerNode, n)).collect::<Vec<_>>(),
+            ))
+        } else if !conf
+            .learners
+            .iter()
+            .filter(|n| in_target(n))
+            .all(|&n| caught_up(n))
+        {
+            None // the learners are still catching up
+        } else {
+            let mut changes: Vec<_> = conf
+                .learners
+                .iter()
+                .map(|&n| (if in_target(&n) { AddNode } else { RemoveNode }, n))
+                .collect();
+            changes.extend(
+                conf.voters
+                    .iter()
+                    .filter(|&&n| n != me && !in_target(&n))
+                    .map(|&n| (RemoveNode, n)),
+            );
+            if !changes.is_empty() {
+                info!(group = g.0, changes = ?changes, "moving: changing voters");
+                Some(proposal(&changes))
+            } else if !in_target(&me) {
+                // Only this leader is left to go: another voter of the target leads on.
+                if let Some(&to) = target
+                    .iter()
+                    .find(|&&n| conf.voters.contains(&n) && caught_up(n))
+                {
+                    info!(
+                        group = g.0,
+                        to, "moving: handing leadership to a replica that stays"
+                    );
+                    node.transfer_leader(to);
+                }
+                None
+            } else {
+                out.push((g, (voters == wanted).then(|| voters.clone())));
+                continue;
+            }
+        };
+        if let Some(cc) = cc {
+            if let Err(e) = shard.propose_conf_change(g, cc) {
+                debug!(group = g.0, error = %e, "membership change not proposed");
+            }
+        }
+        out.push((g, None));
+    }
+    out
 }
 
 /// Kafka's preferred-leader balancing (`auto.leader.rebalance.enable`), per group: a

@@ -45,6 +45,7 @@ const CONTROL_ALIVE: u8 = 4;
 const CONTROL_ELECT_PREFERRED: u8 = 5;
 const CONTROL_ALLOCATE_PRODUCER_IDS: u8 = 6;
 const CONTROL_PRODUCER_ID_BLOCK: u8 = 7;
+const CONTROL_MOVE_DONE: u8 = 8;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -266,6 +267,14 @@ pub enum Control {
         /// First id of the block.
         start: u64,
     },
+    /// To the controller leader, from a moving group's leader: its voters are now the
+    /// move's target (sent until the move is recorded as over).
+    MoveDone {
+        /// The raft group.
+        group: u64,
+        /// Its voters.
+        voters: Vec<u64>,
+    },
 }
 
 /// A frame's contents.
@@ -293,6 +302,14 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_bytes32(snapshot);
         }
         Control::Alive => w.put_u8(CONTROL_ALIVE),
+        Control::MoveDone { group, voters } => {
+            w.put_u8(CONTROL_MOVE_DONE);
+            w.put_u64(*group);
+            w.put_u32(u32::try_from(voters.len()).unwrap_or(u32::MAX));
+            for v in voters {
+                w.put_u64(*v);
+            }
+        }
         Control::AllocateProducerIds { request } => {
             w.put_u8(CONTROL_ALLOCATE_PRODUCER_IDS);
             w.put_u64(*request);
@@ -340,6 +357,15 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             Control::CreateTopics(topics)
         }
         CONTROL_ALIVE => Control::Alive,
+        CONTROL_MOVE_DONE => {
+            let group = r.take_u64()?;
+            let n = r.take_count(8)?;
+            let mut voters = Vec::with_capacity(n);
+            for _ in 0..n {
+                voters.push(r.take_u64()?);
+            }
+            Control::MoveDone { group, voters }
+        }
         CONTROL_ALLOCATE_PRODUCER_IDS => Control::AllocateProducerIds {
             request: r.take_u64()?,
         },

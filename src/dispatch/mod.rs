@@ -15,12 +15,13 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
-    ElectLeadersRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeLogDirsRequest, DescribeQuorumRequest, ElectLeadersRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
     RequestHeader, SyncGroupRequest,
 };
@@ -115,6 +116,8 @@ api_table! {
     OffsetForLeaderEpoch 2..=4 => OffsetForLeaderEpochRequest, handlers::offset_for_leader_epoch::handle;
     ElectLeaders 0..=2 => ElectLeadersRequest, handlers::elect_leaders::handle;
     DescribeQuorum 0..=2 => DescribeQuorumRequest, handlers::describe_quorum::handle;
+    AlterPartitionReassignments 0..=1 => AlterPartitionReassignmentsRequest, handlers::alter_partition_reassignments::handle;
+    ListPartitionReassignments 0..=0 => ListPartitionReassignmentsRequest, handlers::list_partition_reassignments::handle;
 }
 
 /// The supported range of an API, if any.

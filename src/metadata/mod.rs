@@ -144,6 +144,15 @@ pub struct ClusterMetadata {
     /// In a cluster, the first producer id the controller has not handed out (0: none
     /// handed out yet).
     pub next_producer_id: u64,
+    /// Partitions moving to another replica set (AlterPartitionReassignments), with the
+    /// set they move to; their `replicas` meanwhile hold the old and new ones.
+    pub reassignments: BTreeMap<(String, PartitionId), Vec<ShardAddr>>,
+    /// The replicas each moving partition had when its move started.
+    pub moving_from: BTreeMap<(String, PartitionId), Vec<ShardAddr>>,
+    /// The voters a partition's raft group started with, kept once it has been
+    /// reassigned: a replica added later opens the group with them and follows every
+    /// membership change from the log's first entry.
+    pub origins: BTreeMap<(String, PartitionId), Vec<NodeId>>,
 }
 
 impl ClusterMetadata {
@@ -164,12 +173,26 @@ impl ClusterMetadata {
         counts
     }
 
-    /// True when both hold the same topics, brokers and producer ids (whatever their
-    /// versions).
+    /// True when both hold the same topics, brokers, producer ids and reassignments
+    /// (whatever their versions).
     pub fn same_content(&self, other: &ClusterMetadata) -> bool {
         self.topics == other.topics
             && self.brokers == other.brokers
             && self.next_producer_id == other.next_producer_id
+            && self.reassignments == other.reassignments
+            && self.moving_from == other.moving_from
+            && self.origins == other.origins
+    }
+
+    /// The voters partition `p` of `topic`'s raft group started with.
+    pub fn origin_voters(&self, topic: &TopicMeta, p: PartitionId) -> Vec<NodeId> {
+        match self.origins.get(&(topic.name.clone(), p)) {
+            Some(o) => o.clone(),
+            None => topic
+                .partition(p)
+                .map(|a| a.replicas.iter().map(|r| r.node).collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// True when it holds nothing: no topic and no broker.

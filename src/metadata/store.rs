@@ -15,12 +15,17 @@
 //!   far is the state at (a cluster's node keeps its copy of the controller's state
 //!   here, `shard::controller`);
 //! - kind 5, producer ids: `{ next: u64 }`, the first producer id a cluster's controller
-//!   has not handed out.
+//!   has not handed out;
+//! - kind 6, reassignment: `{ topic: str16, partition: i32, target: u16, replica *
+//!   target, origin: u16, node: i32 * origin, from: u16, replica * from }`: the
+//!   partition moves from `from` to `target` (its replicas meanwhile are both), or, with
+//!   no target, its move is over; `origin` is the voters its raft group started with,
+//!   kept from the first move on.
 //!
 //! The same records also travel inside the controller log's record batches (one record
 //! value each, `metadata::controller_log`).
 //!
-//! Versions 2 and 3 are version 4 without kinds 3 to 5 (2) or kinds 4 and 5 (3); opening one
+//! Versions 2 and 3 are version 4 without kinds 3 to 6 (2) or kinds 4 to 6 (3); opening one
 //! rewrites it as version 4 (the same way as below), so an older build refuses it rather
 //! than misreading a kind it does not know.
 //!
@@ -44,7 +49,9 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::{BrokerEndpoint, ClusterMetadata, NodeId, PartitionAssignment, ShardAddr, TopicMeta};
+use super::{
+    BrokerEndpoint, ClusterMetadata, NodeId, PartitionAssignment, PartitionId, ShardAddr, TopicMeta,
+};
 use crate::codec::{magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 
 const PUT_TOPIC: u8 = 1;
@@ -52,6 +59,7 @@ const DELETE_TOPIC: u8 = 2;
 const PUT_BROKER: u8 = 3;
 const REVISION: u8 = 4;
 const PRODUCER_IDS: u8 = 5;
+const REASSIGNMENT: u8 = 6;
 
 /// The version this build writes.
 pub const VERSION: u16 = 4;
@@ -105,6 +113,19 @@ pub enum MetaRecord {
     Revision(u64),
     /// Producer ids below this one have been handed out.
     ProducerIds(u64),
+    /// A partition starts moving to `target`, or (no target) its move is over.
+    Reassignment {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: PartitionId,
+        /// The replicas it moves to; empty when the move is over.
+        target: Vec<ShardAddr>,
+        /// The voters its raft group started with.
+        origin: Vec<NodeId>,
+        /// Its replicas when the move started.
+        from: Vec<ShardAddr>,
+    },
 }
 
 fn put_replica(w: &mut Writer, r: ShardAddr) {
@@ -143,6 +164,39 @@ impl MetaRecord {
             MetaRecord::DeleteTopic(name) => {
                 if let Some(old) = meta.topics.remove(name) {
                     meta.ids.remove(&old.id);
+                }
+                meta.reassignments.retain(|(t, _), _| t != name);
+                meta.moving_from.retain(|(t, _), _| t != name);
+                meta.origins.retain(|(t, _), _| t != name);
+            }
+            MetaRecord::Reassignment {
+                topic,
+                partition,
+                target,
+                origin,
+                from,
+            } => {
+                let key = (topic.clone(), *partition);
+                meta.origins
+                    .entry(key.clone())
+                    .or_insert_with(|| origin.clone());
+                if target.is_empty() {
+                    meta.reassignments.remove(&key);
+                    meta.moving_from.remove(&key);
+                } else {
+                    meta.moving_from.insert(key.clone(), from.clone());
+                    let assignment = meta.topics.get_mut(topic).and_then(|t| {
+                        t.partitions
+                            .get_mut(usize::try_from(*partition).unwrap_or(usize::MAX))
+                    });
+                    if let Some(a) = assignment {
+                        for r in target {
+                            if !a.replicas.contains(r) {
+                                a.replicas.push(*r);
+                            }
+                        }
+                    }
+                    meta.reassignments.insert(key, target.clone());
                 }
             }
             MetaRecord::PutBroker(node, endpoint) => {
@@ -198,6 +252,29 @@ impl MetaRecord {
                 w.put_u8(PRODUCER_IDS);
                 w.put_u64(*next);
             }
+            MetaRecord::Reassignment {
+                topic,
+                partition,
+                target,
+                origin,
+                from,
+            } => {
+                w.put_u8(REASSIGNMENT);
+                w.put_str16(topic);
+                w.put_i32(*partition);
+                w.put_u16(u16::try_from(target.len()).unwrap_or(u16::MAX));
+                for &r in target {
+                    put_replica(&mut w, r);
+                }
+                w.put_u16(u16::try_from(origin.len()).unwrap_or(u16::MAX));
+                for &n in origin {
+                    w.put_i32(n);
+                }
+                w.put_u16(u16::try_from(from.len()).unwrap_or(u16::MAX));
+                for &r in from {
+                    put_replica(&mut w, r);
+                }
+            }
         }
         w.finish()
     }
@@ -251,6 +328,41 @@ impl MetaRecord {
             ),
             REVISION => MetaRecord::Revision(r.take_u64()?),
             PRODUCER_IDS => MetaRecord::ProducerIds(r.take_u64()?),
+            REASSIGNMENT => {
+                let topic = r.take_str16()?;
+                let partition = r.take_i32()?;
+                let n = usize::from(r.take_u16()?);
+                if n.saturating_mul(REPLICA_LEN) > r.remaining() {
+                    return Err(CodecError::Invalid("replica count"));
+                }
+                let mut target = Vec::with_capacity(n);
+                for _ in 0..n {
+                    target.push(take_replica(&mut r)?);
+                }
+                let n = usize::from(r.take_u16()?);
+                if n.saturating_mul(4) > r.remaining() {
+                    return Err(CodecError::Invalid("origin count"));
+                }
+                let mut origin = Vec::with_capacity(n);
+                for _ in 0..n {
+                    origin.push(r.take_i32()?);
+                }
+                let n = usize::from(r.take_u16()?);
+                if n.saturating_mul(REPLICA_LEN) > r.remaining() {
+                    return Err(CodecError::Invalid("replica count"));
+                }
+                let mut from = Vec::with_capacity(n);
+                for _ in 0..n {
+                    from.push(take_replica(&mut r)?);
+                }
+                MetaRecord::Reassignment {
+                    topic,
+                    partition,
+                    target,
+                    origin,
+                    from,
+                }
+            }
             _ => return Err(CodecError::Invalid("record kind")),
         };
         r.finish()?;
@@ -292,6 +404,15 @@ pub fn records_of(meta: &ClusterMetadata) -> Vec<MetaRecord> {
         .collect();
     if meta.next_producer_id > 0 {
         out.push(MetaRecord::ProducerIds(meta.next_producer_id));
+    }
+    for (key, origin) in &meta.origins {
+        out.push(MetaRecord::Reassignment {
+            topic: key.0.clone(),
+            partition: key.1,
+            target: meta.reassignments.get(key).cloned().unwrap_or_default(),
+            origin: origin.clone(),
+            from: meta.moving_from.get(key).cloned().unwrap_or_default(),
+        });
     }
     if meta.revision > 0 {
         out.push(MetaRecord::Revision(meta.revision));
@@ -654,11 +775,32 @@ mod tests {
         MetaRecord::PutTopic(topic("t", &[0])).apply(&mut meta);
         meta.revision = 42;
         meta.next_producer_id = 7 << 48;
+        MetaRecord::Reassignment {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![ShardAddr { node: 4, shard: 0 }],
+            origin: vec![3],
+            from: vec![ShardAddr { node: 3, shard: 0 }],
+        }
+        .apply(&mut meta);
         store.replace(&meta).unwrap();
         drop(store);
         let (_, reopened) = MetaStore::open(dir.path(), 2).unwrap();
         assert_eq!(reopened.revision, 42);
         assert_eq!(reopened.next_producer_id, 7 << 48);
+        assert_eq!(
+            reopened.topics["t"].partitions[0].replicas,
+            [
+                ShardAddr { node: 3, shard: 0 },
+                ShardAddr { node: 4, shard: 0 }
+            ],
+            "a moving partition has its old and new replicas"
+        );
+        assert_eq!(reopened.origins[&("t".to_string(), 0)], [3]);
+        assert_eq!(
+            reopened.moving_from[&("t".to_string(), 0)],
+            [ShardAddr { node: 3, shard: 0 }]
+        );
         assert!(reopened.same_content(&meta));
         assert_eq!(decode_snapshot(&snapshot(&meta)).unwrap().revision, 42);
     }

@@ -49,6 +49,19 @@ pub async fn publish_leadership(shard: Rc<Shard>) {
             raft.leaders.update(&changed);
             shard.data_arrived.notify();
         }
+        let moved: Vec<(u64, Vec<u64>)> = raft
+            .driver
+            .take_moved()
+            .into_iter()
+            .map(|(g, v)| (g.0, v))
+            .collect();
+        if !moved.is_empty() {
+            let request = super::router::ShardRequest::MovesDone(moved);
+            if let Err(e) = super::mesh::call(&shard, shard.addr_of(0), request).await {
+                warn!(error = %e, "could not report finished moves");
+            }
+            continue;
+        }
         raft.driver.changed().await;
     }
 }
@@ -138,6 +151,9 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                         .await
                         .unwrap_or(0);
                     transport.send_control(from, Control::ProducerIdBlock { request, start });
+                }
+                Control::MoveDone { group, voters } if decides => {
+                    super::mesh::report_moves(&shard, vec![(group, voters)]).await;
                 }
                 Control::ProducerIdBlock { request, start } => {
                     shard.producer_id_requests.answered(request, start);

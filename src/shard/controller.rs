@@ -29,7 +29,9 @@ use crate::error::ErrorCode;
 use crate::log::Log;
 use crate::metadata::controller_log::{decode_batch, encode_batch};
 use crate::metadata::store::{records_of, MetaRecord, MetaStore};
-use crate::metadata::{BrokerEndpoint, ClusterMetadata, NodeId, ShardId, TopicMeta};
+use crate::metadata::{
+    BrokerEndpoint, ClusterMetadata, NodeId, PartitionId, ShardAddr, ShardId, TopicMeta,
+};
 use crate::notify::Notify;
 use crate::replica::raft_shard::{Acks, ProposeError};
 use crate::replica::replication::ReplicationGroup;
@@ -486,6 +488,94 @@ impl ControllerService {
         Ok(start)
     }
 
+    /// Starts moving partitions to new replica sets (AlterPartitionReassignments): one
+    /// outcome per (topic, partition, target broker ids) asked, all committed as one
+    /// change. `None` as the target asks to cancel a move, which is refused.
+    pub async fn reassign(
+        &self,
+        moves: Vec<(String, PartitionId, Option<Vec<i32>>)>,
+        publish: &dyn Publish,
+    ) -> Vec<Result<(), (ErrorCode, String)>> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return vec![
+                Err((ErrorCode::UnknownServerError, "controller closed".into()));
+                moves.len()
+            ];
+        };
+        if let Err(e) = self.ready_to_decide().await {
+            return vec![Err(e); moves.len()];
+        }
+        let meta = self.meta.borrow().clone();
+        let mut records = Vec::new();
+        let mut out = Vec::with_capacity(moves.len());
+        for (topic, partition, target) in moves {
+            match reassignment(&meta, &topic, partition, target, self.node, self.shards) {
+                Ok(rec) => {
+                    records.push(rec);
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        if let Err(e) = self.commit(records, publish).await {
+            for o in out.iter_mut().filter(|o| o.is_ok()) {
+                *o = Err(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Ends the move of the partition whose raft group is `group` once its voters are
+    /// the move's target (told by the group's leader): its replicas become the target,
+    /// the first of them its preferred leader.
+    pub async fn reassignment_done(
+        &self,
+        group: u64,
+        voters: Vec<NodeId>,
+        publish: &dyn Publish,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Ok(_permit) = self.lock.acquire_permit(1).await else {
+            return Ok(());
+        };
+        self.ready_to_decide().await?;
+        let meta = self.meta.borrow().clone();
+        let found = meta.reassignments.iter().find_map(|((t, p), target)| {
+            let topic = meta.topics.get(t)?;
+            (crate::metadata::raft_group(&topic.id, *p) == group).then_some((topic, *p, target))
+        });
+        let Some((topic, p, target)) = found else {
+            return Ok(());
+        };
+        let mut wanted: Vec<NodeId> = target.iter().map(|r| r.node).collect();
+        let mut have = voters;
+        wanted.sort_unstable();
+        have.sort_unstable();
+        if wanted != have {
+            return Ok(());
+        }
+        let mut t = topic.clone();
+        let Some(a) = t
+            .partitions
+            .get_mut(usize::try_from(p).unwrap_or(usize::MAX))
+        else {
+            return Ok(());
+        };
+        a.replicas = target.clone();
+        if !a.replicas.contains(&a.leader) {
+            a.leader = target[0];
+        }
+        let origin = meta.origin_voters(topic, p);
+        let done = MetaRecord::Reassignment {
+            topic: t.name.clone(),
+            partition: p,
+            target: Vec::new(),
+            origin,
+            from: Vec::new(),
+        };
+        self.commit(vec![MetaRecord::PutTopic(t), done], publish)
+            .await
+    }
+
     /// The refusal of a change asked of a node that does not decide.
     fn not_controller(&self) -> (ErrorCode, String) {
         let leader = self.leader().map_or_else(
@@ -499,6 +589,25 @@ impl ControllerService {
                 self.node
             ),
         )
+    }
+
+    /// Nodes placement may put replicas on: in a cluster those that registered (a node
+    /// of `--peers` that never started gets none until it does), in id order.
+    fn placement_nodes(&self, meta: &ClusterMetadata) -> Vec<NodeId> {
+        if !self.cluster {
+            return self.nodes.clone();
+        }
+        let registered: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| meta.brokers.contains_key(n))
+            .collect();
+        if registered.is_empty() {
+            self.nodes.clone()
+        } else {
+            registered
+        }
     }
 
     /// Shard indexes placement may use: those every registered node has.
@@ -543,7 +652,8 @@ impl ControllerService {
             return topics.iter().map(|_| Err(e.clone())).collect();
         }
         let mut meta = self.meta.borrow().clone();
-        let mut counts = meta.replicas_per_shard(&self.nodes, self.placement_shards(&meta));
+        let nodes = self.placement_nodes(&meta);
+        let mut counts = meta.replicas_per_shard(&nodes, self.placement_shards(&meta));
         let mut out = Vec::with_capacity(topics.len());
         let mut records = Vec::new();
         for spec in topics {
@@ -551,12 +661,12 @@ impl ControllerService {
                 -1 => self.default_replication_factor,
                 rf => rf,
             };
-            if rf < 1 || usize::try_from(rf).unwrap_or(usize::MAX) > self.nodes.len() {
+            if rf < 1 || usize::try_from(rf).unwrap_or(usize::MAX) > nodes.len() {
                 out.push(Err((
                     ErrorCode::InvalidReplicationFactor,
                     format!(
                         "replication factor {rf}: the cluster has {} node(s)",
-                        self.nodes.len()
+                        nodes.len()
                     ),
                 )));
                 continue;
@@ -581,7 +691,7 @@ impl ControllerService {
                 partitions: place(
                     &mut counts,
                     spec.partitions.max(0) as usize,
-                    &self.nodes,
+                    &nodes,
                     rf as usize,
                     meta.topics.len(),
                 ),
@@ -666,14 +776,15 @@ impl ControllerService {
                         format!("topic '{name}' has {current} partitions; the new count must be larger, got {count}"),
                     ));
                 }
-                let mut counts = meta.replicas_per_shard(&self.nodes, self.placement_shards(&meta));
+                let nodes = self.placement_nodes(&meta);
+                let mut counts = meta.replicas_per_shard(&nodes, self.placement_shards(&meta));
                 let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
                 let start = topic.partitions.len();
                 topic.partitions.extend(place(
                     &mut counts,
                     (count - current) as usize,
-                    &self.nodes,
-                    rf.min(self.nodes.len()),
+                    &nodes,
+                    rf.min(nodes.len()),
                     start,
                 ));
             }
@@ -699,5 +810,109 @@ fn log_change(rec: &MetaRecord, offset: i64) {
         }
         MetaRecord::Revision(_) => {}
         MetaRecord::ProducerIds(next) => info!(next, offset, "producer ids handed out"),
+        MetaRecord::Reassignment {
+            topic,
+            partition,
+            target,
+            ..
+        } if target.is_empty() => info!(topic = %topic, partition, offset, "partition moved"),
+        MetaRecord::Reassignment {
+            topic,
+            partition,
+            target,
+            ..
+        } => info!(topic = %topic, partition, target = ?target, offset, "partition moving"),
     }
+}
+
+/// The record starting a move of partition `p` of `topic` to the brokers `target`, or
+/// why it cannot start. A move keeps a partition on one shard index (a raft group's
+/// replicas talk shard k to shard k) and on at least two replicas (its raft group).
+fn reassignment(
+    meta: &ClusterMetadata,
+    topic: &str,
+    p: PartitionId,
+    target: Option<Vec<i32>>,
+    me: NodeId,
+    my_shards: usize,
+) -> Result<MetaRecord, (ErrorCode, String)> {
+    let invalid = |why: String| (ErrorCode::InvalidReplicaAssignment, why);
+    let t = meta.topics.get(topic).ok_or_else(|| {
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic '{topic}'"),
+        )
+    })?;
+    let a = t.partition(p).ok_or_else(|| {
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{topic}' has no partition {p}"),
+        )
+    })?;
+    let key = (topic.to_string(), p);
+    let Some(target) = target else {
+        return Err(if meta.reassignments.contains_key(&key) {
+            (
+                ErrorCode::InvalidRequest,
+                "cancelling a move under way is not supported: move the partition again".into(),
+            )
+        } else {
+            (
+                ErrorCode::NoReassignmentInProgress,
+                format!("{topic}-{p} is not moving"),
+            )
+        });
+    };
+    if meta.reassignments.contains_key(&key) {
+        return Err((
+            ErrorCode::InvalidRequest,
+            format!("{topic}-{p} is already moving; wait until that move is over"),
+        ));
+    }
+    if !a.is_replicated() {
+        return Err(invalid(format!(
+            "{topic}-{p} has one replica and no raft group to move it with"
+        )));
+    }
+    let shard = a.leader.shard;
+    let per_node = crate::config::MAX_SHARDS as i32;
+    let mut replicas: Vec<ShardAddr> = Vec::with_capacity(target.len());
+    for id in target {
+        let r = ShardAddr {
+            node: id / per_node,
+            shard: usize::try_from(id % per_node).unwrap_or(usize::MAX),
+        };
+        let shards = if r.node == me {
+            Some(my_shards)
+        } else {
+            meta.brokers.get(&r.node).map(|b| usize::from(b.shards))
+        };
+        if shards.is_none_or(|n| r.shard >= n) {
+            return Err(invalid(format!(
+                "broker {id} is not a broker of the cluster"
+            )));
+        }
+        if r.shard != shard {
+            return Err(invalid(format!(
+                "broker {id} is shard {} of its node; {topic}-{p} lives on shard {shard} of each node",
+                r.shard
+            )));
+        }
+        if replicas.iter().any(|x| x.node == r.node) {
+            return Err(invalid(format!("node {} is named twice", r.node)));
+        }
+        replicas.push(r);
+    }
+    if replicas.len() < 2 {
+        return Err(invalid(
+            "a replicated partition keeps at least two replicas".into(),
+        ));
+    }
+    Ok(MetaRecord::Reassignment {
+        topic: topic.to_string(),
+        partition: p,
+        target: replicas,
+        origin: meta.origin_voters(t, p),
+        from: a.replicas.clone(),
+    })
 }

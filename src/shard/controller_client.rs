@@ -101,6 +101,18 @@ impl<'a> Controller<'a> {
         }
     }
 
+    /// Starts moving partitions to new replica sets; one outcome per move.
+    pub async fn reassign(
+        &self,
+        moves: Vec<(String, crate::metadata::PartitionId, Option<Vec<i32>>)>,
+    ) -> Vec<Result<(), (ErrorCode, String)>> {
+        let n = moves.len();
+        match mesh::call(self.shard, self.addr(), ShardRequest::Reassign(moves)).await {
+            Ok(ShardResponse::Reassigned(r)) => r,
+            other => vec![Err(unreachable_controller(self.addr(), other)); n],
+        }
+    }
+
     /// The controller quorum as this node sees it.
     pub async fn quorum(&self) -> Result<QuorumState, (ErrorCode, String)> {
         match mesh::call(self.shard, self.addr(), ShardRequest::DescribeQuorum).await {

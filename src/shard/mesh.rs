@@ -84,6 +84,14 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             }
             None => not_controller(),
         },
+        ShardRequest::MovesDone(moved) => {
+            report_moves(&shard, moved).await;
+            ShardResponse::Done
+        }
+        ShardRequest::Reassign(moves) => match controller {
+            Some(c) => ShardResponse::Reassigned(c.reassign(moves, &everywhere).await),
+            None => not_controller(),
+        },
         ShardRequest::ProducerIdBlock => ShardResponse::ProducerIdBlock(
             super::cluster_producer_ids::block_from_controller(&shard).await,
         ),
@@ -167,4 +175,36 @@ pub async fn elect_preferred(shard: &Rc<Shard>, groups: Vec<u64>, everywhere: bo
             .map(crate::replica::raft_shard::GroupId)
             .collect(),
     );
+}
+
+/// On shard 0: tells the controller leader (this node's service, or over the wire) that
+/// these moving groups have their target voters.
+pub async fn report_moves(shard: &Rc<Shard>, moved: Vec<(u64, Vec<u64>)>) {
+    let (Some(service), Some(raft)) = (shard.controller.as_ref(), shard.raft.as_ref()) else {
+        return;
+    };
+    for (group, voters) in moved {
+        if service.decides() {
+            let nodes = voters
+                .iter()
+                .map(|&v| i32::try_from(v).unwrap_or(i32::MAX))
+                .collect();
+            if let Err((_, e)) = service
+                .reassignment_done(group, nodes, &Everywhere(shard))
+                .await
+            {
+                warn!(group, error = %e, "could not record the end of a move");
+            }
+        } else {
+            for to in shard.controller_targets() {
+                raft.transport.send_control(
+                    to,
+                    crate::cluster::wire::Control::MoveDone {
+                        group,
+                        voters: voters.clone(),
+                    },
+                );
+            }
+        }
+    }
 }

@@ -63,6 +63,11 @@ pub enum ShardRequest {
     DescribeQuorum,
     /// To shard 0: a block of producer ids from the controller.
     ProducerIdBlock,
+    /// To shard 0: moving groups this node leads whose voters are now their target
+    /// (raft group, voters), for the controller to end the moves.
+    MovesDone(Vec<(u64, Vec<u64>)>),
+    /// To shard 0: start moving partitions (AlterPartitionReassignments).
+    Reassign(Vec<(String, crate::metadata::PartitionId, Option<Vec<i32>>)>),
     /// To a shard: hand leadership of these raft groups to their preferred replicas
     /// where it leads them; to shard 0 with `everywhere`, to every shard of every node.
     ElectPreferred {
@@ -101,6 +106,8 @@ pub enum ShardResponse {
     Quorum(super::controller::QuorumState),
     /// The first id of a block of producer ids, or why there is none.
     ProducerIdBlock(Result<u64, ErrorCode>),
+    /// One outcome per move asked.
+    Reassigned(Vec<Result<(), (ErrorCode, String)>>),
     /// The target shard could not be reached, or failed.
     Failed(MeshError),
 }

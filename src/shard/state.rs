@@ -365,12 +365,18 @@ impl Shard {
         if meta.version <= self.meta.borrow().version && meta.version != 0 {
             return Ok(());
         }
-        // Drop partitions whose topic is gone or was recreated under a new id.
+        // Drop partitions whose topic is gone or was recreated under a new id, and those
+        // moved off this shard.
+        let me = self.addr();
         let stale: Vec<(String, PartitionId)> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|((name, _), p)| meta.topics.get(name).is_none_or(|t| t.id != p.topic_id))
+            .filter(|((name, index), p)| {
+                meta.topics.get(name).is_none_or(|t| {
+                    t.id != p.topic_id || t.partition(*index).is_none_or(|a| !a.has_replica(me))
+                })
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
@@ -409,6 +415,22 @@ impl Shard {
                     continue;
                 }
                 let key = (t.name.clone(), p as PartitionId);
+                let moving_to = meta.reassignments.get(&key);
+                if let (Some(raft), true) = (self.raft.as_ref(), assignment.is_replicated()) {
+                    // While it moves, the target's first replica is the one to lead.
+                    let first = moving_to
+                        .and_then(|t| t.first())
+                        .unwrap_or(&assignment.replicas[0]);
+                    raft.driver.assign(
+                        GroupId(raft_group(&t.id, p as PartitionId)),
+                        u64::try_from(first.node).unwrap_or(0),
+                        moving_to.map(|t| {
+                            t.iter()
+                                .map(|r| u64::try_from(r.node).unwrap_or(0))
+                                .collect()
+                        }),
+                    );
+                }
                 let existing = self.partitions.borrow().get(&key).map(|lp| lp.log.clone());
                 if let Some(log) = existing {
                     log.set_config(log_config.clone());
@@ -428,10 +450,12 @@ impl Shard {
                             source,
                         })?;
                     let group = GroupId(raft_group(&t.id, p as PartitionId));
-                    let voters = assignment
-                        .replicas
-                        .iter()
-                        .map(|r| u64::try_from(r.node).unwrap_or(0))
+                    // A group starts with the voters it was created with; a replica added
+                    // by a move follows every membership change since from the log.
+                    let voters = meta
+                        .origin_voters(t, p as PartitionId)
+                        .into_iter()
+                        .map(|n| u64::try_from(n).unwrap_or(0))
                         .collect();
                     raft.driver
                         .open_group(group, log.clone(), recovered, voters)
@@ -442,7 +466,7 @@ impl Shard {
                         })?;
                     // The preferred leader stands first; with pre-vote, a campaign
                     // while a leader is heard from changes nothing.
-                    if assignment.leader == self.addr() {
+                    if assignment.leader == self.addr() && moving_to.is_none() {
                         raft.driver.campaign(group);
                     }
                     let handle = Rc::new(GroupHandle {

@@ -174,7 +174,7 @@ class Node:
 class Cluster:
     """Three caudal nodes in network namespaces. Use as a context manager."""
 
-    def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = ()):
+    def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None):
         if os.geteuid() != 0:
             raise ClusterUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
@@ -192,6 +192,8 @@ class Cluster:
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes
+        # Nodes started at first (the others are listed in --peers and started later).
+        self.started = nodes if start is None else start
         self.peers = ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in range(1, nodes + 1))
         self.nodes: list[Node] = []
         self._made_netns: list[str] = []
@@ -237,7 +239,7 @@ class Cluster:
             for node in self.nodes:
                 node.proc = None
             # All at once: each waits for the others only to replicate, not to start.
-            for node in self.nodes:
+            for node in self.nodes[: self.started]:
                 node.start()
             self.wait_formed()
         except BaseException:
@@ -261,12 +263,12 @@ class Cluster:
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
-        pending = list(self.nodes)
+        pending = [n for n in self.nodes if n.is_running()]
         while pending and time.monotonic() < deadline:
             node = pending[0]
             try:
                 md = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=2)
-                if len(md.brokers) == self.count and md.controller_id > 0:
+                if len(md.brokers) == len([n for n in self.nodes if n.is_running()]) and md.controller_id > 0:
                     pending.pop(0)
                     continue
             except Exception:
@@ -277,7 +279,7 @@ class Cluster:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(n.bootstrap for n in self.nodes)
+        return ",".join(n.bootstrap for n in self.nodes[: max(self.started, 1)])
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]

@@ -895,3 +895,57 @@ def test_kafkas_admin_tools_manage_topics_groups_leaders_and_show_the_quorum(clu
     kafka_tool("TopicCommand", *bootstrap, "--delete", "--topic", topic)
     wait_for(lambda: topic not in AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=5).topics,
              30, f"{topic} deleted")
+
+
+@pytest.mark.timeout(400)
+def test_a_fourth_node_takes_partitions_moved_by_kafkas_reassignment_tool_under_load_and_a_node_leaves():
+    try:
+        c = Cluster(nodes=4, start=3, extra_args=CLUSTER_ARGS)
+    except ClusterUnavailable as e:
+        pytest.skip(f"no cluster in network namespaces here: {e}")
+    with c:
+        topic = unique_name("move")
+        create_topic(c, topic, 2)
+        before = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=10)
+        assert all(set(p.replicas) == {1024, 2048, 3072} for p in before.topics[topic].partitions.values()), \
+            "node 4 never started, so it holds nothing"
+        acks = Acks("confluent-kafka", True)
+        producer = threading.Thread(target=produce_confluent, args=(c, topic, 2, 25, acks), daemon=True)
+        producer.start()
+        four = c.node(4)
+        four.start()
+        wait_for(lambda: len(AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=5).brokers) == 4, 30,
+                 f"node 4 registered\n{c.logs()}")
+        # Node 4 joins both partitions; node 1 leaves both (it is decommissioned).
+        target = {0: [2048, 3072, 4096], 1: [4096, 3072, 2048]}
+        plan = c.root / "reassignment.json"
+        plan.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": p, "replicas": r} for p, r in target.items()]}))
+        out = kafka_tool("reassign.ReassignPartitionsCommand", "--bootstrap-server", c.bootstrap,
+                         "--reassignment-json-file", str(plan), "--execute")
+        assert "Successfully started partition reassignment" in out, out
+
+        def moved():
+            md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=5)
+            parts = md.topics[topic].partitions
+            return all(parts[p].replicas == r and parts[p].leader in r for p, r in target.items())
+        wait_for(moved, 90, f"both partitions on their new replicas with a leader among them\n{c.logs()}")
+        listed = kafka_tool("reassign.ReassignPartitionsCommand", "--bootstrap-server", c.bootstrap, "--list")
+        assert topic not in listed, f"a move still listed:\n{listed}"
+        one = c.node(1)
+        wait_for(lambda: not any(d.name.startswith(topic) for d in one.data_dir.iterdir()), 30,
+                 "node 1's replicas removed")
+        assert {d.name for d in four.data_dir.iterdir() if d.name.startswith(topic)} == {f"{topic}-0", f"{topic}-1"}
+        one.stop()
+        producer.join(timeout=150)
+        assert not producer.is_alive()
+        expected = set(acks.acked)
+        assert len(expected) > 500, f"only {len(expected)} acknowledged"
+        got = read_all(c, topic, 2, expected, timeout=60)
+        seen = {v for recs in got.values() for _, v in recs}
+        lost = expected - seen
+        assert not lost, f"{len(lost)} acknowledged records lost, e.g. {sorted(lost)[:5]}\n{c.logs()}"
+        for p, recs in got.items():
+            offsets = [o for o, _ in recs]
+            assert offsets == sorted(set(offsets)), f"partition {p} offsets not contiguous/increasing"
+        assert "raft group configuration changed" in four.log_text()

@@ -367,6 +367,34 @@ fn request_body(key: ApiKey, v: i16) -> Option<BytesMut> {
                 v,
             )
         }
+        ApiKey::AlterPartitionReassignments => {
+            use kafka_protocol::messages::alter_partition_reassignments_request::{
+                ReassignablePartition, ReassignableTopic,
+            };
+            use kafka_protocol::messages::BrokerId;
+            encode(
+                &kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+                    .with_topics(vec![ReassignableTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(2048), BrokerId(3072)])),
+                            ReassignablePartition::default().with_partition_index(1),
+                        ])]),
+                v,
+            )
+        }
+        ApiKey::ListPartitionReassignments => {
+            use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+            encode(
+                &kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+                    .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0])])),
+                v,
+            )
+        }
         ApiKey::ElectLeaders => {
             use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
             encode(
@@ -1036,6 +1064,20 @@ pub fn peer_seeds() -> Vec<Seed> {
                     &Control::ProducerIdBlock {
                         request: 3,
                         start: 1 << 48,
+                    },
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
+            "move-done".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::MoveDone {
+                        group: 9,
+                        voters: vec![2, 3, 4],
                     },
                 ),
             ),
