@@ -21,6 +21,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::codec::{magic, CodecError, CodecResult, Reader, Writer};
+use crate::metadata::TopicChange;
 use crate::replica::raft_message;
 use crate::replica::raft_shard::{GroupId, NodeId};
 
@@ -46,6 +47,8 @@ const CONTROL_ELECT_PREFERRED: u8 = 5;
 const CONTROL_ALLOCATE_PRODUCER_IDS: u8 = 6;
 const CONTROL_PRODUCER_ID_BLOCK: u8 = 7;
 const CONTROL_MOVE_DONE: u8 = 8;
+const CONTROL_UPDATE_TOPIC: u8 = 9;
+const CONTROL_ANSWER: u8 = 10;
 
 /// Tags of the items of a raft frame.
 const ITEM_MESSAGE: u8 = 0;
@@ -267,6 +270,28 @@ pub enum Control {
         /// First id of the block.
         start: u64,
     },
+    /// To the controller leader: make this topic change (AlterConfigs, CreatePartitions
+    /// that reached another node).
+    UpdateTopic {
+        /// Matches the answer to the question.
+        request: u64,
+        /// The topic.
+        name: String,
+        /// The change.
+        change: TopicChange,
+        /// Check only.
+        validate_only: bool,
+    },
+    /// The controller leader's answer to a forwarded change: an error code (0: done)
+    /// and a message.
+    Answer {
+        /// The question's `request`.
+        request: u64,
+        /// Kafka error code.
+        code: i16,
+        /// What went wrong, if anything.
+        message: String,
+    },
     /// To the controller leader, from a moving group's leader: its voters are now the
     /// move's target (sent until the move is recorded as over).
     MoveDone {
@@ -302,6 +327,41 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_bytes32(snapshot);
         }
         Control::Alive => w.put_u8(CONTROL_ALIVE),
+        Control::UpdateTopic {
+            request,
+            name,
+            change,
+            validate_only,
+        } => {
+            w.put_u8(CONTROL_UPDATE_TOPIC);
+            w.put_u64(*request);
+            w.put_str16(name);
+            match change {
+                TopicChange::SetConfigs(configs) => {
+                    w.put_u8(1);
+                    w.put_u16(u16::try_from(configs.len()).unwrap_or(u16::MAX));
+                    for (k, v) in configs {
+                        w.put_str16(k);
+                        w.put_str16(v);
+                    }
+                }
+                TopicChange::GrowPartitions(n) => {
+                    w.put_u8(2);
+                    w.put_i32(*n);
+                }
+            }
+            w.put_u8(u8::from(*validate_only));
+        }
+        Control::Answer {
+            request,
+            code,
+            message,
+        } => {
+            w.put_u8(CONTROL_ANSWER);
+            w.put_u64(*request);
+            w.put_u16(*code as u16);
+            w.put_str16(message);
+        }
         Control::MoveDone { group, voters } => {
             w.put_u8(CONTROL_MOVE_DONE);
             w.put_u64(*group);
@@ -357,6 +417,36 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             Control::CreateTopics(topics)
         }
         CONTROL_ALIVE => Control::Alive,
+        CONTROL_UPDATE_TOPIC => {
+            let request = r.take_u64()?;
+            let name = r.take_str16()?;
+            let change = match r.take_u8()? {
+                1 => {
+                    let n = r.take_count(4)?;
+                    let mut configs = std::collections::BTreeMap::new();
+                    for _ in 0..n {
+                        let k = r.take_str16()?;
+                        let v = r.take_str16()?;
+                        configs.insert(k, v);
+                    }
+                    TopicChange::SetConfigs(configs)
+                }
+                2 => TopicChange::GrowPartitions(r.take_i32()?),
+                _ => return Err(CodecError::Invalid("topic change kind")),
+            };
+            let validate_only = r.take_u8()? != 0;
+            Control::UpdateTopic {
+                request,
+                name,
+                change,
+                validate_only,
+            }
+        }
+        CONTROL_ANSWER => Control::Answer {
+            request: r.take_u64()?,
+            code: r.take_u16()? as i16,
+            message: r.take_str16()?,
+        },
         CONTROL_MOVE_DONE => {
             let group = r.take_u64()?;
             let n = r.take_count(8)?;

@@ -124,6 +124,15 @@ impl TopicMeta {
     }
 }
 
+/// A change to an existing topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicChange {
+    /// Replace the topic's config overrides (already validated).
+    SetConfigs(BTreeMap<String, String>),
+    /// Grow the topic to this many partitions.
+    GrowPartitions(i32),
+}
+
 /// A snapshot of the cluster's metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterMetadata {

@@ -4,16 +4,14 @@
 //! would begin again at zero. Each shard takes a block at a time through shard 0, which
 //! asks the controller leader (itself, or over the wire) and waits for the answer.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use tracing::debug;
 
 use crate::cluster::wire::Control;
 use crate::error::ErrorCode;
-use crate::task::{local_channel, Semaphore};
+use crate::task::Semaphore;
 
 use super::mesh::{self, Everywhere};
 use super::router::{ShardRequest, ShardResponse};
@@ -21,8 +19,6 @@ use super::state::Shard;
 
 /// Producer ids a shard takes from the controller at a time.
 pub const BLOCK: u64 = 1000;
-/// How long shard 0 waits for the controller leader to answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The block of ids a shard hands out from.
 pub struct ClusterProducerIds {
@@ -37,22 +33,6 @@ impl Default for ClusterProducerIds {
             next: Cell::new(0),
             end: Cell::new(0),
             lock: Semaphore::new(1),
-        }
-    }
-}
-
-/// Shard 0's requests to the controller leader waiting for their answer.
-#[derive(Default)]
-pub struct BlockRequests {
-    next: Cell<u64>,
-    waiting: RefCell<HashMap<u64, local_channel::LocalSender<u64>>>,
-}
-
-impl BlockRequests {
-    /// Hands the answer to request `request` to whoever waits for it.
-    pub fn answered(&self, request: u64, start: u64) {
-        if let Some(tx) = self.waiting.borrow_mut().remove(&request) {
-            let _ = tx.try_send(start);
         }
     }
 }
@@ -100,28 +80,20 @@ pub async fn block_from_controller(shard: &Rc<Shard>) -> Result<u64, ErrorCode> 
     let Some(raft) = shard.raft.as_ref() else {
         return Err(ErrorCode::CoordinatorNotAvailable);
     };
-    let requests = &shard.producer_id_requests;
-    let request = requests.next.get();
-    requests.next.set(request + 1);
-    let (tx, rx) = local_channel::new_bounded(1);
-    requests.waiting.borrow_mut().insert(request, tx);
-    for to in shard.controller_targets() {
-        raft.transport
-            .send_control(to, Control::AllocateProducerIds { request });
-    }
-    let answer = futures_lite::future::or(async { rx.recv().await }, async {
-        crate::task::sleep(ANSWER_TIMEOUT).await;
-        None
-    })
-    .await;
-    requests.waiting.borrow_mut().remove(&request);
+    let targets = shard.controller_targets();
+    let answer = shard
+        .producer_id_requests
+        .ask(|request| {
+            for to in targets {
+                raft.transport
+                    .send_control(to, Control::AllocateProducerIds { request });
+            }
+        })
+        .await;
     match answer {
         Some(start) if start > 0 => Ok(start),
         _ => {
-            debug!(
-                request,
-                "no producer id block from the controller leader in time"
-            );
+            debug!("no producer id block from the controller leader in time");
             Err(ErrorCode::CoordinatorNotAvailable)
         }
     }

@@ -152,6 +152,33 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                         .unwrap_or(0);
                     transport.send_control(from, Control::ProducerIdBlock { request, start });
                 }
+                Control::UpdateTopic {
+                    request,
+                    name,
+                    change,
+                    validate_only,
+                } if decides => {
+                    let (code, message) = match service
+                        .update_topic(name, change, validate_only, &publish)
+                        .await
+                    {
+                        Ok(()) => (0, String::new()),
+                        Err((code, message)) => (code.code(), message),
+                    };
+                    transport.send_control(
+                        from,
+                        Control::Answer {
+                            request,
+                            code,
+                            message,
+                        },
+                    );
+                }
+                Control::Answer {
+                    request,
+                    code,
+                    message,
+                } => shard.topic_answers.answered(request, (code, message)),
                 Control::MoveDone { group, voters } if decides => {
                     super::mesh::report_moves(&shard, vec![(group, voters)]).await;
                 }

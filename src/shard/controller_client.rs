@@ -73,10 +73,8 @@ impl<'a> Controller<'a> {
         change: TopicChange,
         validate_only: bool,
     ) -> Result<(), (ErrorCode, String)> {
-        if let Some(service) = &self.shard.controller {
-            return service
-                .update_topic(name, change, validate_only, &Everywhere(self.shard))
-                .await;
+        if self.shard.controller.is_some() {
+            return super::forwarded::change_topic(self.shard, name, change, validate_only).await;
         }
         let request = ShardRequest::UpdateTopic {
             name,

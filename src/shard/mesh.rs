@@ -57,9 +57,9 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             change,
             validate_only,
         } => match controller {
-            Some(c) => ShardResponse::Updated(
-                c.update_topic(name, change, validate_only, &everywhere)
-                    .await,
+            // Kafka's brokers forward topic changes to their controller.
+            Some(_) => ShardResponse::Updated(
+                super::forwarded::change_topic(&shard, name, change, validate_only).await,
             ),
             None => not_controller(),
         },

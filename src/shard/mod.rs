@@ -5,6 +5,7 @@ pub mod cluster_tasks;
 pub mod cluster_view;
 pub mod controller;
 pub mod controller_client;
+pub mod forwarded;
 pub mod group_coordinators;
 pub mod mesh;
 pub mod placement;

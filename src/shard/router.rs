@@ -78,14 +78,7 @@ pub enum ShardRequest {
     },
 }
 
-/// A change to an existing topic.
-#[derive(Debug, Clone)]
-pub enum TopicChange {
-    /// Replace the topic's config overrides (already validated).
-    SetConfigs(std::collections::BTreeMap<String, String>),
-    /// Grow the topic to this many partitions.
-    GrowPartitions(i32),
-}
+pub use crate::metadata::TopicChange;
 
 /// The answer to a [`ShardRequest`].
 #[derive(Debug)]

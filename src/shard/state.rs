@@ -22,8 +22,9 @@ use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
-use super::cluster_producer_ids::{BlockRequests, ClusterProducerIds};
+use super::cluster_producer_ids::ClusterProducerIds;
 use super::controller::ControllerService;
+use super::forwarded::Awaiting;
 use super::group_coordinators::GroupCoordinators;
 use super::producer_ids::ProducerIds;
 use super::router::{ApplyError, Transport};
@@ -207,7 +208,10 @@ pub struct Shard {
     /// Producer ids handed out by this shard from the controller's blocks (a cluster).
     pub cluster_producer_ids: ClusterProducerIds,
     /// Shard 0's requests for producer id blocks waiting for the controller leader.
-    pub producer_id_requests: BlockRequests,
+    pub producer_id_requests: Awaiting<u64>,
+    /// Shard 0's topic changes handed to the controller leader, waiting for its answer
+    /// (error code and message).
+    pub topic_answers: Awaiting<(i16, String)>,
     /// Fired once when the shard starts shutting down.
     pub shutdown: Notify,
     /// The shard's long-lived tasks (mesh servers, retention, connections), stopped at
@@ -254,7 +258,8 @@ impl Shard {
             group_coordinators: GroupCoordinators::default(),
             producer_ids: OnceCell::new(),
             cluster_producer_ids: ClusterProducerIds::default(),
-            producer_id_requests: BlockRequests::default(),
+            producer_id_requests: Awaiting::default(),
+            topic_answers: Awaiting::default(),
             shutdown: Notify::default(),
             tasks: TaskSet::new(format!("shard {id}")),
             stopping: Cell::new(false),

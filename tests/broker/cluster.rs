@@ -619,3 +619,41 @@ fn a_partition_moves_to_another_node_and_its_leader_and_data_follow() {
     );
     stop(&mut nodes);
 }
+
+#[test]
+fn topic_changes_asked_of_any_node_are_made_by_the_controller_leader() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let _bound = Deadline::start("forwarded topic change test", Duration::from_secs(120));
+    let mut nodes = start_cluster();
+    let ctl = controller(&nodes);
+    assert_eq!(
+        create(&mut nodes[ctl].client(), "grow", 3).topics[0].error_code,
+        0
+    );
+    // Kafka's brokers forward CreatePartitions and AlterConfigs to their controller: so
+    // does a node that does not lead it.
+    let other = (ctl + 1) % 3;
+    let req = CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name("grow"))
+            .with_count(3)]);
+    let r: CreatePartitionsResponse = nodes[other]
+        .client()
+        .call(ApiKey::CreatePartitions, 3, &req);
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+    for n in &nodes {
+        wait_until("every node sees three partitions", || {
+            metadata(&mut n.client(), Some("grow")).topics[0]
+                .partitions
+                .len()
+                == 3
+        });
+    }
+    stop(&mut nodes);
+}

@@ -1070,6 +1070,39 @@ pub fn peer_seeds() -> Vec<Seed> {
         ),
         (
             "peer_frame",
+            "update-topic".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::UpdateTopic {
+                        request: 5,
+                        name: "orders".into(),
+                        change: caudal::metadata::TopicChange::SetConfigs(
+                            [("retention.ms".to_string(), "1000".to_string())].into(),
+                        ),
+                        validate_only: false,
+                    },
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
+            "answer".into(),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::Answer {
+                        request: 5,
+                        code: 41,
+                        message: "not the controller".into(),
+                    },
+                ),
+            ),
+        ),
+        (
+            "peer_frame",
             "move-done".into(),
             body(
                 1,
