@@ -247,6 +247,7 @@ const LAYERS: &[&[&str]] = &[
         "shard::producer_ids",
         "shard::placement",
         "shard::cluster_view",
+        "shard::cluster_state",
     ],
     // What a handler sees of them, and the shape of its answer.
     &["dispatch::context", "dispatch::respond"],

@@ -6,8 +6,6 @@
 
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 
-use super::raft_shard::NodeId;
-
 /// Why a configuration change entry could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfChangeError {
@@ -21,7 +19,7 @@ pub enum ConfChangeError {
 
 /// A change of several nodes at once: simple when it moves at most one voter, joint
 /// consensus (left automatically) otherwise, as raft-rs decides.
-pub fn proposal(changes: &[(ConfChangeType, NodeId)]) -> ConfChangeV2 {
+pub fn proposal(changes: &[(ConfChangeType, u64)]) -> ConfChangeV2 {
     let mut cc = ConfChangeV2 {
         transition: ConfChangeTransition::Auto,
         ..ConfChangeV2::default()

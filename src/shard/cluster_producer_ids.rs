@@ -4,14 +4,12 @@
 //! would begin again at zero. Each shard takes a block at a time through shard 0, which
 //! asks the controller leader (itself, or over the wire) and waits for the answer.
 
-use std::cell::Cell;
 use std::rc::Rc;
 
 use tracing::debug;
 
 use crate::cluster::wire::Control;
 use crate::error::ErrorCode;
-use crate::task::Semaphore;
 
 use super::mesh::{self, Everywhere};
 use super::router::{ShardRequest, ShardResponse};
@@ -19,23 +17,6 @@ use super::state::Shard;
 
 /// Producer ids a shard takes from the controller at a time.
 pub const BLOCK: u64 = 1000;
-
-/// The block of ids a shard hands out from.
-pub struct ClusterProducerIds {
-    next: Cell<u64>,
-    end: Cell<u64>,
-    lock: Semaphore,
-}
-
-impl Default for ClusterProducerIds {
-    fn default() -> Self {
-        ClusterProducerIds {
-            next: Cell::new(0),
-            end: Cell::new(0),
-            lock: Semaphore::new(1),
-        }
-    }
-}
 
 impl Shard {
     /// A producer id no other producer of the cluster has, or the error InitProducerId
@@ -49,7 +30,7 @@ impl Shard {
             .map_err(|_| ErrorCode::UnknownServerError)?;
         if ids.next.get() >= ids.end.get() {
             let start = match &self.controller {
-                Some(_) => block_from_controller(self).await?,
+                Some(_) => self.producer_id_block().await?,
                 None => {
                     match mesh::call(self, self.addr_of(0), ShardRequest::ProducerIdBlock).await {
                         Ok(ShardResponse::ProducerIdBlock(r)) => r?,
@@ -66,8 +47,15 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// On shard 0: the first id of a new block from the controller leader.
+    pub async fn producer_id_block(self: &Rc<Self>) -> Result<u64, ErrorCode> {
+        block_from_controller(self).await
+    }
+}
+
 /// On shard 0: the first id of a new block from the controller leader.
-pub async fn block_from_controller(shard: &Rc<Shard>) -> Result<u64, ErrorCode> {
+async fn block_from_controller(shard: &Rc<Shard>) -> Result<u64, ErrorCode> {
     let Some(service) = shard.controller.as_ref() else {
         return Err(ErrorCode::CoordinatorNotAvailable);
     };

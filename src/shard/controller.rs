@@ -38,7 +38,7 @@ use crate::replica::replication::ReplicationGroup;
 use crate::task::Semaphore;
 
 use super::placement::place;
-use super::router::{CreateOutcome, TopicChange, TopicSpec};
+use super::router::{CreateOutcome, QuorumState, TopicChange, TopicSpec};
 
 /// The first producer id a cluster's controller hands out: above every id a node's shard
 /// could have made itself (`counter << 20 | node << 10 | shard`) in any plausible life.
@@ -93,19 +93,6 @@ pub struct ControllerService {
     default_replication_factor: i16,
     /// Woken whenever the metadata changes (the controller leader then sends it).
     pub changed: Notify,
-}
-
-/// The controller quorum as this node sees it (DescribeQuorum).
-#[derive(Debug, Clone, Default)]
-pub struct QuorumState {
-    /// The leader, when known.
-    pub leader: Option<NodeId>,
-    /// Its term (the quorum's epoch); 0 when unknown.
-    pub term: u64,
-    /// Offset after the last committed record; -1 when this node does not keep the log.
-    pub high_watermark: i64,
-    /// Each voter with the offset after what it holds, when this node leads (else -1).
-    pub voters: Vec<(NodeId, i64)>,
 }
 
 /// The controller log as a voter holds it: the log to read committed records from and

@@ -9,10 +9,10 @@ use tracing::warn;
 use crate::error::ErrorCode;
 use crate::metadata::ShardAddr;
 
-use super::controller::{QuorumState, CONTROLLER_SHARD};
+use super::controller::CONTROLLER_SHARD;
 use super::mesh::{self, Everywhere};
 use super::router::{
-    CreateOutcome, MeshError, ShardRequest, ShardResponse, TopicChange, TopicSpec,
+    CreateOutcome, MeshError, QuorumState, ShardRequest, ShardResponse, TopicChange, TopicSpec,
 };
 use super::state::Shard;
 
@@ -74,7 +74,7 @@ impl<'a> Controller<'a> {
         validate_only: bool,
     ) -> Result<(), (ErrorCode, String)> {
         if self.shard.controller.is_some() {
-            return super::forwarded::change_topic(self.shard, name, change, validate_only).await;
+            return self.shard.change_topic(name, change, validate_only).await;
         }
         let request = ShardRequest::UpdateTopic {
             name,

@@ -4,7 +4,6 @@
 //! takes leadership and has everything committed, and resigns when leadership moves, so a
 //! group's coordinator is wherever its offsets partition is led, as in Kafka.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -16,55 +15,11 @@ use crate::group::{offsets_partition, OFFSETS_TOPIC};
 use crate::metadata::PartitionId;
 use crate::replica::Partition;
 
+use super::cluster_state::Slot;
 use super::state::Shard;
 
 /// Least time between two passes over the offsets partitions' leadership.
 const RECONCILE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// One offsets partition's coordinator on this shard.
-enum Slot {
-    /// Its offsets are being replayed (COORDINATOR_LOAD_IN_PROGRESS).
-    Loading,
-    /// Serving.
-    Ready(Rc<Coordinator>),
-}
-
-/// The coordinators of the offsets partitions this shard leads.
-#[derive(Default)]
-pub struct GroupCoordinators {
-    slots: RefCell<BTreeMap<PartitionId, Slot>>,
-}
-
-impl GroupCoordinators {
-    /// The coordinator of offsets partition `p`, or the error a group request of it gets.
-    pub fn get(&self, p: PartitionId) -> Result<Rc<Coordinator>, ErrorCode> {
-        match self.slots.borrow().get(&p) {
-            Some(Slot::Ready(c)) => Ok(c.clone()),
-            Some(Slot::Loading) => Err(ErrorCode::CoordinatorLoadInProgress),
-            None => Err(ErrorCode::NotCoordinator),
-        }
-    }
-
-    /// Every coordinator serving here.
-    pub fn all(&self) -> Vec<Rc<Coordinator>> {
-        self.slots
-            .borrow()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(c) => Some(c.clone()),
-                Slot::Loading => None,
-            })
-            .collect()
-    }
-
-    /// Resigns every coordinator (shutdown).
-    pub fn resign_all(&self) {
-        for c in self.all() {
-            c.resign();
-        }
-        self.slots.borrow_mut().clear();
-    }
-}
 
 /// True when this replica of an offsets partition may coordinate its groups: it leads
 /// and everything in its log is committed (so the replay sees every acknowledged commit).

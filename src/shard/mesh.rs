@@ -58,9 +58,9 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             validate_only,
         } => match controller {
             // Kafka's brokers forward topic changes to their controller.
-            Some(_) => ShardResponse::Updated(
-                super::forwarded::change_topic(&shard, name, change, validate_only).await,
-            ),
+            Some(_) => {
+                ShardResponse::Updated(shard.change_topic(name, change, validate_only).await)
+            }
             None => not_controller(),
         },
         ShardRequest::ListGroups => ShardResponse::Groups(
@@ -92,9 +92,9 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
             Some(c) => ShardResponse::Reassigned(c.reassign(moves, &everywhere).await),
             None => not_controller(),
         },
-        ShardRequest::ProducerIdBlock => ShardResponse::ProducerIdBlock(
-            super::cluster_producer_ids::block_from_controller(&shard).await,
-        ),
+        ShardRequest::ProducerIdBlock => {
+            ShardResponse::ProducerIdBlock(shard.producer_id_block().await)
+        }
         ShardRequest::ElectPreferred { groups, everywhere } => {
             elect_preferred(&shard, groups, everywhere).await;
             ShardResponse::Done

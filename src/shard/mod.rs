@@ -1,6 +1,7 @@
 //! Shards: one executor per core, each owning its partitions; the mesh between them.
 
 pub mod cluster_producer_ids;
+pub mod cluster_state;
 pub mod cluster_tasks;
 pub mod cluster_view;
 pub mod controller;

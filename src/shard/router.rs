@@ -80,6 +80,19 @@ pub enum ShardRequest {
 
 pub use crate::metadata::TopicChange;
 
+/// The controller quorum as this node sees it (DescribeQuorum).
+#[derive(Debug, Clone, Default)]
+pub struct QuorumState {
+    /// The leader, when known.
+    pub leader: Option<crate::metadata::NodeId>,
+    /// Its term (the quorum's epoch); 0 when unknown.
+    pub term: u64,
+    /// Offset after the last committed record; -1 when this node does not keep the log.
+    pub high_watermark: i64,
+    /// Each voter with the offset after what it holds, when this node leads (else -1).
+    pub voters: Vec<(crate::metadata::NodeId, i64)>,
+}
+
 /// The answer to a [`ShardRequest`].
 #[derive(Debug)]
 pub enum ShardResponse {
@@ -96,7 +109,7 @@ pub enum ShardResponse {
     /// The request was passed on.
     Done,
     /// The controller quorum.
-    Quorum(super::controller::QuorumState),
+    Quorum(QuorumState),
     /// The first id of a block of producer ids, or why there is none.
     ProducerIdBlock(Result<u64, ErrorCode>),
     /// One outcome per move asked.

@@ -22,10 +22,8 @@ use crate::metrics::{Histogram, PartitionMetrics, Registry};
 use crate::replica::raft_shard::GroupId;
 use crate::replica::Partition;
 
-use super::cluster_producer_ids::ClusterProducerIds;
+use super::cluster_state::{Awaiting, ClusterProducerIds, GroupCoordinators};
 use super::controller::ControllerService;
-use super::forwarded::Awaiting;
-use super::group_coordinators::GroupCoordinators;
 use super::producer_ids::ProducerIds;
 use super::router::{ApplyError, Transport};
 use crate::cluster::node::ShardRaft;
