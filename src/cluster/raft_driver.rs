@@ -47,10 +47,11 @@ enum Command {
     /// Hand leadership of these groups to their preferred replicas now, where this
     /// replica leads and the preferred one is caught up (ElectLeaders).
     HandBack(Vec<GroupId>),
-    /// A group's preferred replica, and the voters it is moving to (if it moves).
+    /// A group's preferred replica (none: leadership stays where elections put it),
+    /// and the voters it is moving to (if it moves).
     Assign {
         group: GroupId,
-        preferred: NodeId,
+        preferred: Option<NodeId>,
         target: Option<Vec<NodeId>>,
     },
     /// Stop hosting a group (its partition was deleted), closing its log.
@@ -152,7 +153,7 @@ impl RaftDriver {
 
     /// Tells the loop group `group`'s preferred replica and, while it moves, the voters
     /// it moves to (the leader then changes its members step by step).
-    pub fn assign(&self, group: GroupId, preferred: NodeId, target: Option<Vec<NodeId>>) {
+    pub fn assign(&self, group: GroupId, preferred: Option<NodeId>, target: Option<Vec<NodeId>>) {
         self.command(Command::Assign {
             group,
             preferred,
@@ -366,7 +367,10 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                     preferred: first,
                     target,
                 } => {
-                    preferred.insert(group, first);
+                    match first {
+                        Some(n) => preferred.insert(group, n),
+                        None => preferred.insert(group, NO_PREFERENCE),
+                    };
                     match target {
                         Some(t) => {
                             targets.insert(group, t);
@@ -483,6 +487,10 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         crate::task::yield_if_needed().await;
     }
 }
+
+/// A group's preferred replica when it has none: no node has id 0, so no leader hands
+/// leadership to it and no replica stands for it at once.
+const NO_PREFERENCE: NodeId = 0;
 
 /// How often a leader takes the next step of its groups' moves.
 pub const MOVE_EVERY: Duration = Duration::from_millis(500);

@@ -411,6 +411,9 @@ async fn open_controller_log(shard: &Rc<Shard>) -> Result<(), String> {
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let group = GroupId(controller_log::CONTROLLER_GROUP);
+    // The controller has no preferred leader: moving it back and forth would only make
+    // clients retry their admin requests (Kafka's controller stays where elected too).
+    raft.driver.assign(group, None, None);
     raft.driver
         .open_group(group, log.clone(), recovered, voters)
         .await?;

@@ -426,7 +426,7 @@ impl Shard {
                         .unwrap_or(&assignment.replicas[0]);
                     raft.driver.assign(
                         GroupId(raft_group(&t.id, p as PartitionId)),
-                        u64::try_from(first.node).unwrap_or(0),
+                        u64::try_from(first.node).ok(),
                         moving_to.map(|t| {
                             t.iter()
                                 .map(|r| u64::try_from(r.node).unwrap_or(0))

@@ -255,8 +255,11 @@ fn three_nodes_replicate_a_partition_and_fail_over_when_its_leader_stops() {
     });
     // Deleted through the controller leader: every node closes its replica's raft group
     // and removes the directory.
-    let ctl = controller(&nodes);
-    assert_eq!(delete_topic(&mut nodes[ctl].client(), "t"), 0);
+    // (NOT_CONTROLLER or an unknown outcome while the controller moves: clients retry.)
+    wait_until("the delete is made", || {
+        let ctl = controller(&nodes);
+        matches!(delete_topic(&mut nodes[ctl].client(), "t"), 0 | 3)
+    });
     for n in &nodes {
         let dir = n.config.data_dir.join("t-0");
         wait_until("the partition's directory gone on every node", || {
@@ -353,6 +356,7 @@ fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
         create(&mut nodes[ctl].client(), "p", 3).topics[0].error_code,
         0
     );
+    known_everywhere(&nodes, "p");
     let preferred =
         |c: &mut Client| metadata(c, Some("p")).topics[0].partitions[0].replica_nodes[0].0;
     let first = preferred(&mut nodes[0].client());
@@ -377,6 +381,19 @@ fn leadership_returns_to_the_preferred_replica_when_its_node_is_back() {
     });
     assert_eq!(produce_one(&mut nodes[at].client(), "p", b"back").0, 0);
     stop(&mut nodes);
+}
+
+/// Waits until every running node knows `topic` and its partitions (a create answers
+/// once the controller's node applied it; the others apply it right after).
+fn known_everywhere(nodes: &[Node], topic: &str) {
+    for n in nodes.iter().filter(|n| n.handle.is_some()) {
+        wait_until("every node knows the topic", || {
+            metadata(&mut n.client(), Some(topic))
+                .topics
+                .first()
+                .is_some_and(|t| t.error_code == 0 && !t.partitions.is_empty())
+        });
+    }
 }
 
 /// Node (index into `nodes`) that leads the controller, once the running nodes know.
@@ -437,7 +454,9 @@ fn topic_changes_are_kept_by_the_controller_quorum_through_the_loss_of_its_leade
         );
     }
     for n in &nodes {
-        assert_eq!(topic_names(&mut n.client()), ["a1", "a2", "a3"]);
+        wait_until("every node knows the three topics", || {
+            topic_names(&mut n.client()) == ["a1", "a2", "a3"]
+        });
     }
     if let Some(h) = nodes[lead].handle.take() {
         h.shutdown();
@@ -560,6 +579,7 @@ fn a_partition_moves_to_another_node_and_its_leader_and_data_follow() {
             .map(|b| b.0)
             .collect()
     };
+    known_everywhere(&nodes, "m");
     let before = replicas(&mut nodes[0].client());
     assert_eq!(before.len(), 2);
     let newcomer = (1..=3)
