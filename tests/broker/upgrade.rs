@@ -223,7 +223,7 @@ fn opens_and_upgrades_a_data_directory_from_the_previous_release() {
     // Every Caudal file that was rewritten on open now starts with its magic and version.
     let metadata_log = std::fs::read(data.join("meta/metadata.log")).unwrap();
     assert!(
-        metadata_log.starts_with(b"CDMT\x00\x03"),
+        metadata_log.starts_with(b"CDMT\x00\x04"),
         "metadata log upgraded"
     );
     let producer_ids = std::fs::read(data.join("meta/producer-ids-0")).unwrap();
@@ -270,7 +270,7 @@ fn opens_and_upgrades_a_data_directory_from_the_previous_release() {
     broker.restart();
     check_old_data(&broker, 1);
     let metadata_log = std::fs::read(data.join("meta/metadata.log")).unwrap();
-    assert!(metadata_log.starts_with(b"CDMT\x00\x03"));
+    assert!(metadata_log.starts_with(b"CDMT\x00\x04"));
     // The active segments' indexes, written at the clean shutdown, are versioned too.
     let index = std::fs::read(data.join("orders-0/00000000000000000260.index")).unwrap();
     assert!(index.starts_with(b"CDOI\x00\x02"), "offset index rewritten");
