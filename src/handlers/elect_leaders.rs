@@ -44,6 +44,7 @@ pub async fn handle(
                         ErrorCode::InvalidRequest,
                         Some("unclean leader election is not possible: raft elects only replicas holding every acknowledged record"),
                     ),
+                    Some((_, a)) if a.replicas.is_empty() => (ErrorCode::UnknownTopicOrPartition, None),
                     Some((t, a)) => {
                         let preferred = a.replicas[0];
                         let leader = ctx.partition_leader(&topic, p).and_then(|l| l.leader);

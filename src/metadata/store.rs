@@ -140,6 +140,19 @@ fn take_replica(r: &mut Reader) -> CodecResult<ShardAddr> {
     })
 }
 
+/// A `u16` count, then that many items of at least `item_len` bytes each.
+fn take_list<T>(
+    r: &mut Reader,
+    item_len: usize,
+    take: impl Fn(&mut Reader) -> CodecResult<T>,
+) -> CodecResult<Vec<T>> {
+    let n = usize::from(r.take_u16()?);
+    if n.saturating_mul(item_len) > r.remaining() {
+        return Err(CodecError::Invalid("list longer than the record"));
+    }
+    (0..n).map(|_| take(r)).collect()
+}
+
 fn take_configs(r: &mut Reader) -> CodecResult<std::collections::BTreeMap<String, String>> {
     let n = r.take_u16()?;
     let mut configs = std::collections::BTreeMap::new();
@@ -331,30 +344,9 @@ impl MetaRecord {
             REASSIGNMENT => {
                 let topic = r.take_str16()?;
                 let partition = r.take_i32()?;
-                let n = usize::from(r.take_u16()?);
-                if n.saturating_mul(REPLICA_LEN) > r.remaining() {
-                    return Err(CodecError::Invalid("replica count"));
-                }
-                let mut target = Vec::with_capacity(n);
-                for _ in 0..n {
-                    target.push(take_replica(&mut r)?);
-                }
-                let n = usize::from(r.take_u16()?);
-                if n.saturating_mul(4) > r.remaining() {
-                    return Err(CodecError::Invalid("origin count"));
-                }
-                let mut origin = Vec::with_capacity(n);
-                for _ in 0..n {
-                    origin.push(r.take_i32()?);
-                }
-                let n = usize::from(r.take_u16()?);
-                if n.saturating_mul(REPLICA_LEN) > r.remaining() {
-                    return Err(CodecError::Invalid("replica count"));
-                }
-                let mut from = Vec::with_capacity(n);
-                for _ in 0..n {
-                    from.push(take_replica(&mut r)?);
-                }
+                let target = take_list(&mut r, REPLICA_LEN, take_replica)?;
+                let origin = take_list(&mut r, 4, |r| r.take_i32())?;
+                let from = take_list(&mut r, REPLICA_LEN, take_replica)?;
                 MetaRecord::Reassignment {
                     topic,
                     partition,

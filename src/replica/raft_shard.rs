@@ -321,14 +321,8 @@ impl RaftShard {
         id: GroupId,
         cc: raft::eraftpb::ConfChangeV2,
     ) -> Result<(), ProposeError> {
-        let g = self.groups.get_mut(&id).ok_or(ProposeError::NotLeader)?;
-        if g.failed {
-            return Err(ProposeError::Storage("the group's storage failed".into()));
-        }
-        if g.node.raft.state != StateRole::Leader {
-            return Err(ProposeError::NotLeader);
-        }
-        g.node
+        leading(&mut self.groups, id)?
+            .node
             .propose_conf_change(Vec::new(), cc)
             .map_err(|_| ProposeError::Dropped)
     }
@@ -355,13 +349,7 @@ impl RaftShard {
         acks: Acks,
         token: u64,
     ) -> Result<(), ProposeError> {
-        let g = self.groups.get_mut(&id).ok_or(ProposeError::NotLeader)?;
-        if g.failed {
-            return Err(ProposeError::Storage("the group's storage failed".into()));
-        }
-        if g.node.raft.state != StateRole::Leader {
-            return Err(ProposeError::NotLeader);
-        }
+        let g = leading(&mut self.groups, id)?;
         let term = g.node.raft.term;
         let (headers, admission) = g.node.store().admit(&batches)?;
         if let Admission::Duplicate { first, last } = admission {
@@ -668,6 +656,18 @@ fn complete(g: &mut Group, id: GroupId, out: &mut Round) {
 /// The offset up to which group `g`'s records are acknowledged as `acks` asks: what a
 /// majority holds durably (capped at this replica's own durable copy), or the leader's
 /// durable copy alone.
+/// Group `id`, when this replica leads it and its storage works.
+fn leading(groups: &mut BTreeMap<GroupId, Group>, id: GroupId) -> Result<&mut Group, ProposeError> {
+    let g = groups.get_mut(&id).ok_or(ProposeError::NotLeader)?;
+    if g.failed {
+        return Err(ProposeError::Storage("the group's storage failed".into()));
+    }
+    if g.node.raft.state != StateRole::Leader {
+        return Err(ProposeError::NotLeader);
+    }
+    Ok(g)
+}
+
 fn acknowledged_to(g: &Group, acks: Acks) -> Offset {
     let log = &g.node.raft.raft_log;
     let index = match acks {

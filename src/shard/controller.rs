@@ -230,13 +230,21 @@ impl ControllerService {
     /// Keeps `meta` in this node's metadata log, replacing what it held, off the shard's
     /// thread.
     async fn keep(&self, meta: &ClusterMetadata) -> std::io::Result<()> {
-        let store = self.store.clone();
         let kept = meta.clone();
+        self.with_store(move |store| store.replace(&kept)).await
+    }
+
+    /// Runs `f` on the metadata log on a helper thread: its writes block.
+    async fn with_store(
+        &self,
+        f: impl FnOnce(&mut MetaStore) -> std::io::Result<()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let store = self.store.clone();
         crate::task::blocking(move || {
             let mut store = store
                 .lock()
                 .map_err(|_| std::io::Error::other("metadata log lock poisoned"))?;
-            store.replace(&kept)
+            f(&mut store)
         })
         .await
     }
@@ -610,15 +618,8 @@ impl ControllerService {
 
     /// Appends a change to the metadata log durably, off the shard's thread.
     async fn persist(&self, rec: &MetaRecord) -> std::io::Result<()> {
-        let store = self.store.clone();
         let rec = rec.clone();
-        crate::task::blocking(move || {
-            let mut store = store
-                .lock()
-                .map_err(|_| std::io::Error::other("metadata log lock poisoned"))?;
-            store.append(&rec)
-        })
-        .await
+        self.with_store(move |store| store.append(&rec)).await
     }
 
     /// Creates topics: places partitions, commits them as one change, then has every

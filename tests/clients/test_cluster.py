@@ -235,26 +235,12 @@ def start_java(c: Cluster, topic: str, messages: int, rate: int, prefix: int, ro
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-class GroupReader:
-    """A consumer in a group as a child process printing one line per record (kafkajs's
-    cluster_consume.js, Kafka's VerifiableConsumer); its output is read as it comes, so
-    the test can wait until it has read what it should, then stop it."""
+class RecordedReads:
+    """What a group reader read: {value: [(partition, offset)]}, filled by its thread."""
 
-    def __init__(self, cmd: list[str], parse, **popen):
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
-        self.parse = parse
+    def __init__(self):
         self.read: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            rec = self.parse(line)
-            if rec is not None:
-                with self.lock:
-                    self.read[rec[0]].append((rec[1], rec[2]))
 
     def wait_for(self, expected: set[str], timeout: float) -> bool:
         """Waits until every expected value was read (or the bound); true if they were."""
@@ -269,6 +255,27 @@ class GroupReader:
     def values(self) -> set[str]:
         with self.lock:
             return set(self.read)
+
+
+class GroupReader(RecordedReads):
+    """A consumer in a group as a child process printing one line per record (kafkajs's
+    cluster_consume.js, Kafka's VerifiableConsumer); its output is read as it comes, so
+    the test can wait until it has read what it should, then stop it."""
+
+    def __init__(self, cmd: list[str], parse, **popen):
+        super().__init__()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **popen)
+        self.parse = parse
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            rec = self.parse(line)
+            if rec is not None:
+                with self.lock:
+                    self.read[rec[0]].append((rec[1], rec[2]))
 
     def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
         """Waits until every expected value was read (or the bound), then stops it."""
@@ -573,16 +580,15 @@ def groups_of_one_offsets_partition(count: int, partitions: int = 50) -> list[st
     return out
 
 
-class ConfluentGroupReader:
+class ConfluentGroupReader(RecordedReads):
     """A confluent-kafka consumer in a group, on a thread, committing synchronously after
     every record it reads; the same interface as GroupReader."""
 
     def __init__(self, c: Cluster, topic: str, group: str):
+        super().__init__()
         self.cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group, "enable.auto.commit": False,
                               "auto.offset.reset": "earliest", "session.timeout.ms": 10000})
         self.cons.subscribe([topic])
-        self.read: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -599,19 +605,6 @@ class ConfluentGroupReader:
             except KafkaException:
                 pass  # the coordinator moved: the next commit goes to the new one
         self.cons.close()
-
-    def wait_for(self, expected: set[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if expected <= self.read.keys():
-                    return True
-            time.sleep(0.2)
-        return False
-
-    def values(self) -> set[str]:
-        with self.lock:
-            return set(self.read)
 
     def finish(self, expected: set[str], timeout: float) -> dict[str, list[tuple[int, int]]]:
         self.wait_for(expected, timeout)
@@ -636,11 +629,14 @@ def test_groups_resume_at_their_committed_offsets_after_their_coordinator_is_kil
     g_confluent, g_js, g_java = groups_of_one_offsets_partition(3)
     first = [f"a-{i}" for i in range(400)]
     produce_values(c, topic, first, 2)
-    readers = {
-        "confluent-kafka": ConfluentGroupReader(c, topic, g_confluent),
-        "kafkajs": kafkajs_group_reader(c, topic, g_js),
-        "java": java_group_reader(c, topic, g_java),
-    }
+    def members() -> dict:
+        return {
+            "confluent-kafka": ConfluentGroupReader(c, topic, g_confluent),
+            "kafkajs": kafkajs_group_reader(c, topic, g_js),
+            "java": java_group_reader(c, topic, g_java),
+        }
+
+    readers = members()
     for name, r in readers.items():
         assert r.wait_for(set(first), 90), f"{name} read {len(r.values() & set(first))} of {len(first)}\n{c.logs()}"
     # The three groups share one offsets partition: its leader coordinates them all.
@@ -662,12 +658,7 @@ def test_groups_resume_at_their_committed_offsets_after_their_coordinator_is_kil
     # came after, nothing of the first two stretches.
     third = [f"c-{i}" for i in range(100)]
     produce_values(c, topic, third, 2)
-    again = {
-        "confluent-kafka": ConfluentGroupReader(c, topic, g_confluent),
-        "kafkajs": kafkajs_group_reader(c, topic, g_js),
-        "java": java_group_reader(c, topic, g_java),
-    }
-    for name, r in again.items():
+    for name, r in members().items():
         got = r.finish(set(third), 90)
         assert set(third) <= got.keys(), f"{name} resumed and read {len(set(third) & got.keys())} of {len(third)}\n{c.logs()}"
         reread = sorted(v for v in got if not v.startswith("c-"))
