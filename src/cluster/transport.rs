@@ -162,7 +162,8 @@ impl Link {
 /// The shard's inter-node transport. See the module docs.
 pub struct Transport {
     me: Identity,
-    links: BTreeMap<NodeId, Rc<Link>>,
+    /// A sender per peer: those `--peers` names, then those the metadata adds.
+    links: RefCell<BTreeMap<NodeId, Rc<Link>>>,
     inbox: Rc<Inbox>,
     /// Peers a sender found unreachable since the raft loop last asked.
     unreachable: Rc<RefCell<Vec<NodeId>>>,
@@ -183,34 +184,42 @@ impl Transport {
         let tasks = TaskSet::new(format!("peer transport of shard {}", me.shard));
         let inbox = Rc::new(Inbox::default());
         let unreachable = Rc::new(RefCell::new(Vec::new()));
-        let known: Vec<NodeId> = peers.iter().map(|p| p.node).collect();
         tasks.spawn(
             "peer listener",
-            accept_loop(listener, me.clone(), known, inbox.clone(), disks),
+            accept_loop(listener, me.clone(), inbox.clone(), disks),
         );
-        let mut links = BTreeMap::new();
-        for peer in peers.iter().filter(|p| p.node != me.node) {
-            let link = Rc::new(Link {
-                peer: peer.clone(),
-                queue: RefCell::new(VecDeque::new()),
-                queued_bytes: Cell::new(0),
-                wake: Notify::default(),
-                dropped: Cell::new(0),
-            });
-            tasks.spawn(
-                format!("peer sender to node {}", peer.node),
-                send_loop(me.clone(), link.clone(), unreachable.clone()),
-            );
-            links.insert(peer.node, link);
-        }
-        Ok(Transport {
+        let transport = Transport {
             me,
-            links,
+            links: RefCell::new(BTreeMap::new()),
             inbox,
             unreachable,
             local_addr,
             tasks,
-        })
+        };
+        for peer in peers {
+            transport.add_peer(peer);
+        }
+        Ok(transport)
+    }
+
+    /// Starts sending to `peer` (a node that joined: the metadata names where it takes
+    /// connections); nothing when it is this node or already known.
+    pub fn add_peer(&self, peer: &Peer) {
+        if peer.node == self.me.node || self.links.borrow().contains_key(&peer.node) {
+            return;
+        }
+        let link = Rc::new(Link {
+            peer: peer.clone(),
+            queue: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            wake: Notify::default(),
+            dropped: Cell::new(0),
+        });
+        self.tasks.spawn(
+            format!("peer sender to node {}", peer.node),
+            send_loop(self.me.clone(), link.clone(), self.unreachable.clone()),
+        );
+        self.links.borrow_mut().insert(peer.node, link);
     }
 
     /// Where the listener took its socket (tests bind port 0).
@@ -226,7 +235,7 @@ impl Transport {
     /// Queues one round's messages for node `to`; dropped when it is unknown or its
     /// queue is full (raft sends again).
     pub fn send(&self, to: NodeId, messages: Vec<(GroupId, Message)>) {
-        let Some(link) = self.links.get(&to) else {
+        let Some(link) = self.links.borrow().get(&to).cloned() else {
             debug!(node = to, "message for a node not among the peers dropped");
             return;
         };
@@ -240,7 +249,7 @@ impl Transport {
     /// Queues a control message for node `to` (dropped as raft rounds are; senders of
     /// control messages repeat them until they see their effect).
     pub fn send_control(&self, to: NodeId, c: Control) {
-        let Some(link) = self.links.get(&to) else {
+        let Some(link) = self.links.borrow().get(&to).cloned() else {
             return;
         };
         let bytes = match &c {
@@ -252,7 +261,7 @@ impl Transport {
 
     /// The nodes this shard sends to.
     pub fn peers(&self) -> Vec<NodeId> {
-        self.links.keys().copied().collect()
+        self.links.borrow().keys().copied().collect()
     }
 
     /// Peers found unreachable since the last call (for raft's `report_unreachable`).
@@ -262,7 +271,10 @@ impl Transport {
 
     /// Rounds dropped for `node` so far.
     pub fn dropped(&self, node: NodeId) -> u64 {
-        self.links.get(&node).map_or(0, |l| l.dropped.get())
+        self.links
+            .borrow()
+            .get(&node)
+            .map_or(0, |l| l.dropped.get())
     }
 
     /// This shard's identity on the wire.
@@ -319,7 +331,6 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Bytes
 async fn accept_loop(
     listener: TcpListener,
     me: Identity,
-    known: Vec<NodeId>,
     inbox: Rc<Inbox>,
     disks: Option<Arc<PeerDisks>>,
 ) {
@@ -336,13 +347,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         connections.spawn(
             "peer connection",
-            receive(
-                stream,
-                me.clone(),
-                known.clone(),
-                inbox.clone(),
-                disks.clone(),
-            ),
+            receive(stream, me.clone(), inbox.clone(), disks.clone()),
         );
     }
 }
@@ -351,7 +356,6 @@ async fn accept_loop(
 async fn receive(
     mut stream: TcpStream,
     me: Identity,
-    known: Vec<NodeId>,
     inbox: Rc<Inbox>,
     disks: Option<Arc<PeerDisks>>,
 ) {
@@ -388,9 +392,11 @@ async fn receive(
             "meant for node {} shard {}, this is node {} shard {}",
             hello.to_node, hello.shard, me.node, me.shard
         ))
-    } else if !known.contains(&hello.from_node) || hello.from_node == me.node {
+    } else if hello.from_node == me.node || hello.from_node == 0 {
+        // Any other node of the cluster may connect: one that joins is not in this
+        // node's `--peers` (it registers with the controller over this connection).
         Some(format!(
-            "node {} is not a peer of this node",
+            "node {} cannot be a peer of this node",
             hello.from_node
         ))
     } else if let Some(disks) = &disks {

@@ -26,7 +26,7 @@ use crate::replica::raft_message;
 use crate::replica::raft_shard::{GroupId, NodeId};
 
 /// Version of the inter-node protocol this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Largest frame accepted (a round's messages to one node; an append message carries at
 /// most `max_size_per_msg` of entries, 1 MiB, and a round a few of them per group).
@@ -239,7 +239,8 @@ pub struct BeatCache {
 /// and pushed to the others; part 3 puts it in a raft group of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    /// A node's Kafka listeners, sent to the controller node until its metadata has them.
+    /// A node's Kafka listeners and peer listener, sent to the controller leader until
+    /// its metadata has them.
     Register {
         /// Host the node advertises to clients.
         host: String,
@@ -247,6 +248,10 @@ pub enum Control {
         port: u16,
         /// Its shard count.
         shards: u16,
+        /// Host its peer listeners are reached at.
+        peer_host: String,
+        /// Port of its shard 0's peer listener.
+        peer_port: u16,
     },
     /// The whole metadata as the controller node holds it (`metadata::store::snapshot`).
     Metadata(Bytes),
@@ -316,11 +321,19 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
     let (at, mut w) = start_frame(out);
     w.put_u8(KIND_CONTROL);
     match c {
-        Control::Register { host, port, shards } => {
+        Control::Register {
+            host,
+            port,
+            shards,
+            peer_host,
+            peer_port,
+        } => {
             w.put_u8(CONTROL_REGISTER);
             w.put_str16(host);
             w.put_u16(*port);
             w.put_u16(*shards);
+            w.put_str16(peer_host);
+            w.put_u16(*peer_port);
         }
         Control::Metadata(snapshot) => {
             w.put_u8(CONTROL_METADATA);
@@ -405,6 +418,8 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             host: r.take_str16()?,
             port: r.take_u16()?,
             shards: r.take_u16()?,
+            peer_host: r.take_str16()?,
+            peer_port: r.take_u16()?,
         },
         CONTROL_METADATA => Control::Metadata(body.slice_ref(r.take_bytes32()?)),
         CONTROL_CREATE_TOPICS => {

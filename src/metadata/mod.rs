@@ -158,6 +158,9 @@ pub struct ClusterMetadata {
     pub reassignments: BTreeMap<(String, PartitionId), Vec<ShardAddr>>,
     /// The replicas each moving partition had when its move started.
     pub moving_from: BTreeMap<(String, PartitionId), Vec<ShardAddr>>,
+    /// Where each node of a cluster takes inter-node connections (host, port of its
+    /// shard 0), as it registered: nodes not named in `--peers` are reached this way.
+    pub peers: BTreeMap<NodeId, (String, u16)>,
     /// The voters a partition's raft group started with, kept once it has been
     /// reassigned: a replica added later opens the group with them and follows every
     /// membership change from the log's first entry.
@@ -187,6 +190,7 @@ impl ClusterMetadata {
     pub fn same_content(&self, other: &ClusterMetadata) -> bool {
         self.topics == other.topics
             && self.brokers == other.brokers
+            && self.peers == other.peers
             && self.next_producer_id == other.next_producer_id
             && self.reassignments == other.reassignments
             && self.moving_from == other.moving_from

@@ -20,12 +20,14 @@
 //!   target, origin: u16, node: i32 * origin, from: u16, replica * from }`: the
 //!   partition moves from `from` to `target` (its replicas meanwhile are both), or, with
 //!   no target, its move is over; `origin` is the voters its raft group started with,
-//!   kept from the first move on.
+//!   kept from the first move on;
+//! - kind 7, put peer: `{ node: i32, host: str16, port: u16 }`, where a node of a
+//!   cluster takes inter-node connections (its shard 0's peer listener).
 //!
 //! The same records also travel inside the controller log's record batches (one record
 //! value each, `metadata::controller_log`).
 //!
-//! Versions 2 and 3 are version 4 without kinds 3 to 6 (2) or kinds 4 to 6 (3); opening one
+//! Versions 2 and 3 are version 4 without kinds 3 to 7 (2) or kinds 4 to 7 (3); opening one
 //! rewrites it as version 4 (the same way as below), so an older build refuses it rather
 //! than misreading a kind it does not know.
 //!
@@ -60,6 +62,7 @@ const PUT_BROKER: u8 = 3;
 const REVISION: u8 = 4;
 const PRODUCER_IDS: u8 = 5;
 const REASSIGNMENT: u8 = 6;
+const PUT_PEER: u8 = 7;
 
 /// The version this build writes.
 pub const VERSION: u16 = 4;
@@ -126,6 +129,8 @@ pub enum MetaRecord {
         /// Its replicas when the move started.
         from: Vec<ShardAddr>,
     },
+    /// Record (or change) where a node takes inter-node connections.
+    PutPeer(NodeId, String, u16),
 }
 
 fn put_replica(w: &mut Writer, r: ShardAddr) {
@@ -216,6 +221,9 @@ impl MetaRecord {
                 meta.brokers.insert(*node, endpoint.clone());
             }
             MetaRecord::Revision(revision) => meta.revision = *revision,
+            MetaRecord::PutPeer(node, host, port) => {
+                meta.peers.insert(*node, (host.clone(), *port));
+            }
             MetaRecord::ProducerIds(next) => {
                 meta.next_producer_id = meta.next_producer_id.max(*next);
             }
@@ -264,6 +272,12 @@ impl MetaRecord {
             MetaRecord::ProducerIds(next) => {
                 w.put_u8(PRODUCER_IDS);
                 w.put_u64(*next);
+            }
+            MetaRecord::PutPeer(node, host, port) => {
+                w.put_u8(PUT_PEER);
+                w.put_i32(*node);
+                w.put_str16(host);
+                w.put_u16(*port);
             }
             MetaRecord::Reassignment {
                 topic,
@@ -341,6 +355,7 @@ impl MetaRecord {
             ),
             REVISION => MetaRecord::Revision(r.take_u64()?),
             PRODUCER_IDS => MetaRecord::ProducerIds(r.take_u64()?),
+            PUT_PEER => MetaRecord::PutPeer(r.take_i32()?, r.take_str16()?, r.take_u16()?),
             REASSIGNMENT => {
                 let topic = r.take_str16()?;
                 let partition = r.take_i32()?;
@@ -388,6 +403,11 @@ pub fn records_of(meta: &ClusterMetadata) -> Vec<MetaRecord> {
         .brokers
         .iter()
         .map(|(&node, b)| MetaRecord::PutBroker(node, b.clone()))
+        .chain(
+            meta.peers
+                .iter()
+                .map(|(&node, (host, port))| MetaRecord::PutPeer(node, host.clone(), *port)),
+        )
         .chain(
             meta.topics
                 .values()
@@ -767,6 +787,7 @@ mod tests {
         MetaRecord::PutTopic(topic("t", &[0])).apply(&mut meta);
         meta.revision = 42;
         meta.next_producer_id = 7 << 48;
+        MetaRecord::PutPeer(4, "10.0.0.4".into(), 9192).apply(&mut meta);
         MetaRecord::Reassignment {
             topic: "t".into(),
             partition: 0,
@@ -780,6 +801,7 @@ mod tests {
         let (_, reopened) = MetaStore::open(dir.path(), 2).unwrap();
         assert_eq!(reopened.revision, 42);
         assert_eq!(reopened.next_producer_id, 7 << 48);
+        assert_eq!(reopened.peers[&4], ("10.0.0.4".to_string(), 9192));
         assert_eq!(
             reopened.topics["t"].partitions[0].replicas,
             [

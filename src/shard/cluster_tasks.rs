@@ -107,9 +107,19 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
         for (from, c) in transport.inbox().take_control() {
             let node = i32::try_from(from).unwrap_or(i32::MAX);
             match c {
-                Control::Register { host, port, shards } if decides => {
+                Control::Register {
+                    host,
+                    port,
+                    shards,
+                    peer_host,
+                    peer_port,
+                } if decides => {
                     let endpoint = BrokerEndpoint { host, port, shards };
-                    if let Err((_, e)) = service.register_broker(node, endpoint, &publish).await {
+                    let peer = (peer_host, peer_port);
+                    if let Err((_, e)) = service
+                        .register_broker(node, endpoint, peer, &publish)
+                        .await
+                    {
                         warn!(node, error = %e, "could not record a node's listeners");
                     }
                 }
@@ -212,11 +222,16 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
         if resend {
             next_resend = now + RESEND;
         }
-        let registered = shard.meta().brokers.get(&me) == Some(&shard.own_endpoint());
+        let own_peer = shard.own_peer_address();
+        let registered = {
+            let meta = shard.meta();
+            meta.brokers.get(&me) == Some(&shard.own_endpoint())
+                && meta.peers.get(&me) == Some(&own_peer)
+        };
         if decides {
             if !registered {
                 if let Err((_, e)) = service
-                    .register_broker(me, shard.own_endpoint(), &publish)
+                    .register_broker(me, shard.own_endpoint(), own_peer, &publish)
                     .await
                 {
                     debug!(error = %e, "could not record this node's listeners yet");
@@ -245,6 +260,8 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                             host: e.host.clone(),
                             port: e.port,
                             shards: e.shards,
+                            peer_host: own_peer.0.clone(),
+                            peer_port: own_peer.1,
                         },
                     );
                 }

@@ -60,6 +60,17 @@ impl Shard {
         }
     }
 
+    /// Where this node takes inter-node connections (its `--peers` entry), as it
+    /// registers it.
+    pub fn own_peer_address(&self) -> (String, u16) {
+        let me = u64::try_from(self.config.node_id).unwrap_or(0);
+        self.config
+            .peers
+            .iter()
+            .find(|p| p.node == me)
+            .map_or_else(|| (String::new(), 0), |p| (p.host.clone(), p.port))
+    }
+
     /// Every broker clients may use: each shard of each node the metadata knows and this
     /// node heard from lately (this node's own from its settings), as (broker id, host,
     /// port).

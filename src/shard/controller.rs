@@ -449,20 +449,30 @@ impl ControllerService {
         &self,
         node: NodeId,
         endpoint: BrokerEndpoint,
+        peer: (String, u16),
         publish: &dyn Publish,
     ) -> Result<(), (ErrorCode, String)> {
         let Ok(_permit) = self.lock.acquire_permit(1).await else {
             return Ok(());
         };
         self.ready_to_decide().await?;
-        if self.meta.borrow().brokers.get(&node) == Some(&endpoint) {
+        let mut records = Vec::new();
+        {
+            let meta = self.meta.borrow();
+            if meta.brokers.get(&node) != Some(&endpoint) {
+                records.push(MetaRecord::PutBroker(node, endpoint.clone()));
+            }
+            if meta.peers.get(&node) != Some(&peer) {
+                records.push(MetaRecord::PutPeer(node, peer.0, peer.1));
+            }
+        }
+        if records.is_empty() {
             return Ok(());
         }
         if usize::from(endpoint.shards) != self.shards {
             warn!(node, shards = endpoint.shards, expected = self.shards, "a node runs another shard count than the controller: partitions are placed on the shards every node has");
         }
-        self.commit(vec![MetaRecord::PutBroker(node, endpoint)], publish)
-            .await
+        self.commit(records, publish).await
     }
 
     /// Hands out `count` producer ids no other node ever gets (on the controller
@@ -587,16 +597,23 @@ impl ControllerService {
     }
 
     /// Nodes placement may put replicas on: in a cluster those that registered (a node
-    /// of `--peers` that never started gets none until it does), in id order.
+    /// of `--peers` that never started gets none until it does).
     fn placement_nodes(&self, meta: &ClusterMetadata) -> Vec<NodeId> {
         if !self.cluster {
             return self.nodes.clone();
         }
+        // Those `--peers` names first, in its order, then those that joined since.
         let registered: Vec<NodeId> = self
             .nodes
             .iter()
             .copied()
             .filter(|n| meta.brokers.contains_key(n))
+            .chain(
+                meta.brokers
+                    .keys()
+                    .copied()
+                    .filter(|n| !self.nodes.contains(n)),
+            )
             .collect();
         if registered.is_empty() {
             self.nodes.clone()
@@ -797,6 +814,9 @@ fn log_change(rec: &MetaRecord, offset: i64) {
             info!(node, host = %b.host, port = b.port, offset, "node's Kafka listeners recorded")
         }
         MetaRecord::Revision(_) => {}
+        MetaRecord::PutPeer(node, host, port) => {
+            info!(node, host = %host, port, offset, "node's peer listener recorded")
+        }
         MetaRecord::ProducerIds(next) => info!(next, offset, "producer ids handed out"),
         MetaRecord::Reassignment {
             topic,

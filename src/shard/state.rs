@@ -368,6 +368,15 @@ impl Shard {
         if meta.version <= self.meta.borrow().version && meta.version != 0 {
             return Ok(());
         }
+        if let Some(raft) = self.raft.as_ref() {
+            for (&node, (host, port)) in &meta.peers {
+                raft.transport.add_peer(&crate::config::Peer {
+                    node: u64::try_from(node).unwrap_or(0),
+                    host: host.clone(),
+                    port: *port,
+                });
+            }
+        }
         // Drop partitions whose topic is gone or was recreated under a new id, and those
         // moved off this shard.
         let me = self.addr();

@@ -76,6 +76,12 @@ class Node:
         self.proc: Optional[subprocess.Popen] = None
         self.paused = False
 
+    def peers_for(self, node_id: int) -> str:
+        ids = list(range(1, self.listed + 1))
+        if node_id not in ids:
+            ids.append(node_id)
+        return ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in ids)
+
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{KAFKA_PORT}"
@@ -93,7 +99,7 @@ class Node:
             "--data-dir", str(self.data_dir),
             "--listen", f"{self.host}:{KAFKA_PORT}",
             "--shards", "1",
-            "--peers", self.cluster.peers,
+            "--peers", self.cluster.peers_for(self.id),
             "--cluster-id", self.cluster.tag,
             *self.cluster.extra_args,
         ]
@@ -174,7 +180,8 @@ class Node:
 class Cluster:
     """Three caudal nodes in network namespaces. Use as a context manager."""
 
-    def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None):
+    def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None,
+                 listed: Optional[int] = None):
         if os.geteuid() != 0:
             raise ClusterUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
@@ -192,8 +199,10 @@ class Cluster:
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes
-        # Nodes started at first (the others are listed in --peers and started later).
+        # Nodes started at first (the others are started later).
         self.started = nodes if start is None else start
+        # Nodes every node's --peers names; a later one names those and itself (it joins).
+        self.listed = nodes if listed is None else listed
         self.peers = ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in range(1, nodes + 1))
         self.nodes: list[Node] = []
         self._made_netns: list[str] = []
@@ -276,6 +285,12 @@ class Cluster:
             time.sleep(0.1)
         if pending:
             raise RuntimeError(f"node {pending[0].id} does not list the whole cluster after {timeout:.0f}s\n{self.logs()}")
+
+    def peers_for(self, node_id: int) -> str:
+        ids = list(range(1, self.listed + 1))
+        if node_id not in ids:
+            ids.append(node_id)
+        return ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in ids)
 
     @property
     def bootstrap(self) -> str:

@@ -889,9 +889,11 @@ def test_kafkas_admin_tools_manage_topics_groups_leaders_and_show_the_quorum(clu
 
 
 @pytest.mark.timeout(400)
-def test_a_fourth_node_takes_partitions_moved_by_kafkas_reassignment_tool_under_load_and_a_node_leaves():
+def test_a_fourth_node_joins_takes_partitions_moved_by_kafkas_reassignment_tool_under_load_and_a_node_leaves():
+    # Nodes 1-3 know only each other; node 4 names them and itself: it joins by
+    # registering, and the others learn from the metadata where to reach it.
     try:
-        c = Cluster(nodes=4, start=3, extra_args=CLUSTER_ARGS)
+        c = Cluster(nodes=4, start=3, listed=3, extra_args=CLUSTER_ARGS)
     except ClusterUnavailable as e:
         pytest.skip(f"no cluster in network namespaces here: {e}")
     with c:

@@ -1015,6 +1015,8 @@ pub fn peer_seeds() -> Vec<Seed> {
                         host: "10.0.0.2".into(),
                         port: 9092,
                         shards: 2,
+                        peer_host: "10.0.0.2".into(),
+                        peer_port: 9192,
                     },
                 ),
             ),
