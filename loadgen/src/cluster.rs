@@ -57,7 +57,9 @@ pub fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32)> {
+/// The topic's topology, its error, its partition count, and where the controller is
+/// (when Metadata names it).
+async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32, Option<String>)> {
     let mut req = MetadataRequest::default().with_topics(Some(vec![
         MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
     ]));
@@ -80,7 +82,9 @@ async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32)> 
         }
     }
     let all = t.partitions.len() as i32;
-    Ok((Topology { brokers, leaders }, t.error_code, all))
+    let topo = Topology { brokers, leaders };
+    let controller = topo.brokers.get(&resp.controller_id.0).cloned();
+    Ok((topo, t.error_code, all, controller))
 }
 
 /// Reads the topic's metadata, creating the topic with `partitions` partitions (and the
@@ -101,7 +105,7 @@ pub async fn load_topology(
     let unknown_until = Instant::now() + Duration::from_secs(5);
     let mut created = false;
     loop {
-        let (topo, err, count) = metadata(&mut conn, topic).await?;
+        let (topo, err, count, controller) = metadata(&mut conn, topic).await?;
         if err == 0 && count > 0 && topo.leaders.len() as i32 == count {
             if create && count != partitions && partitions > 0 {
                 eprintln!(
@@ -124,8 +128,15 @@ pub async fn load_topology(
             }
         }
         if err == 3 && create && !created {
-            create_topic(&mut conn, topic, partitions, configs).await?;
-            created = true;
+            // Like Kafka's admin clients: to the controller Metadata names, again while
+            // it answers NOT_CONTROLLER (a cluster's controller is elected).
+            created = match controller {
+                Some(addr) if addr != bootstrap => {
+                    let mut to = Conn::connect(&addr, client_id).await?;
+                    create_topic(&mut to, topic, partitions, configs).await?
+                }
+                _ => create_topic(&mut conn, topic, partitions, configs).await?,
+            };
         } else if err == 3 && !create && Instant::now() > unknown_until {
             bail!("topic {topic} does not exist");
         }
@@ -139,12 +150,13 @@ pub async fn load_topology(
     }
 }
 
+/// Creates the topic; false when the broker asked is not the controller (ask again).
 async fn create_topic(
     conn: &mut Conn,
     topic: &str,
     partitions: i32,
     configs: &[(String, String)],
-) -> Result<()> {
+) -> Result<bool> {
     let v = conn.version::<CreateTopicsRequest>()?;
     let configs = configs
         .iter()
@@ -165,15 +177,17 @@ async fn create_topic(
         .with_timeout_ms(30_000);
     let resp = conn.call(&req).await?;
     for t in &resp.topics {
-        if t.error_code != 0 && t.error_code != 36 {
-            bail!(
+        match t.error_code {
+            0 | 36 => {}
+            41 => return Ok(false),
+            code => bail!(
                 "creating topic {topic}: {} ({})",
-                error_name(t.error_code),
+                error_name(code),
                 t.error_message.as_ref().map(|m| m.as_str()).unwrap_or("")
-            );
+            ),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `ListOffsets` timestamp for the earliest offset.
