@@ -859,16 +859,24 @@ fn reassignment(
     })?;
     let key = (topic.to_string(), p);
     let Some(target) = target else {
-        return Err(if meta.reassignments.contains_key(&key) {
-            (
-                ErrorCode::InvalidRequest,
-                "cancelling a move under way is not supported: move the partition again".into(),
-            )
-        } else {
-            (
+        // Cancelling: the partition moves back to the replicas it had (Kafka reverts
+        // too); those it keeps never left, those it had dropped rejoin as learners.
+        let Some(from) = meta
+            .moving_from
+            .get(&key)
+            .filter(|_| meta.reassignments.contains_key(&key))
+        else {
+            return Err((
                 ErrorCode::NoReassignmentInProgress,
                 format!("{topic}-{p} is not moving"),
-            )
+            ));
+        };
+        return Ok(MetaRecord::Reassignment {
+            topic: topic.to_string(),
+            partition: p,
+            target: from.clone(),
+            origin: meta.origin_voters(t, p),
+            from: from.clone(),
         });
     };
     if meta.reassignments.contains_key(&key) {

@@ -533,6 +533,16 @@ fn producer_ids_come_from_the_controller_and_are_never_handed_out_twice() {
 }
 
 fn reassign(c: &mut Client, topic: &str, partition: i32, replicas: Vec<i32>) -> i16 {
+    reassign_or_cancel(c, topic, partition, Some(replicas))
+}
+
+/// AlterPartitionReassignments for one partition: a move, or (`None`) its cancellation.
+fn reassign_or_cancel(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    replicas: Option<Vec<i32>>,
+) -> i16 {
     use kafka_protocol::messages::alter_partition_reassignments_request::{
         ReassignablePartition, ReassignableTopic,
     };
@@ -544,7 +554,7 @@ fn reassign(c: &mut Client, topic: &str, partition: i32, replicas: Vec<i32>) -> 
             .with_name(name(topic))
             .with_partitions(vec![ReassignablePartition::default()
                 .with_partition_index(partition)
-                .with_replicas(Some(replicas.into_iter().map(BrokerId).collect()))]),
+                .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))]),
     ]);
     let r: AlterPartitionReassignmentsResponse =
         c.call(ApiKey::AlterPartitionReassignments, 0, &req);
@@ -675,5 +685,62 @@ fn topic_changes_asked_of_any_node_are_made_by_the_controller_leader() {
                 == 3
         });
     }
+    stop(&mut nodes);
+}
+
+#[test]
+fn a_cancelled_move_puts_the_partition_back_on_its_replicas() {
+    let _bound = Deadline::start("cancelled move test", Duration::from_secs(150));
+    let mut nodes = start_cluster();
+    let ctl = controller(&nodes);
+    assert_eq!(
+        create(&mut nodes[ctl].client(), "c", 2).topics[0].error_code,
+        0
+    );
+    known_everywhere(&nodes, "c");
+    let replicas = |c: &mut Client| -> Vec<i32> {
+        metadata(c, Some("c")).topics[0].partitions[0]
+            .replica_nodes
+            .iter()
+            .map(|b| b.0)
+            .collect()
+    };
+    let before = replicas(&mut nodes[ctl].client());
+    let newcomer = (1..=3)
+        .map(|n| n * 1024)
+        .find(|b| !before.contains(b))
+        .unwrap_or(0);
+    let down = (newcomer / 1024 - 1) as usize;
+    // The node the partition would move to is down: the move cannot finish.
+    if let Some(h) = nodes[down].handle.take() {
+        h.shutdown();
+    }
+    let ctl = controller(&nodes);
+    assert_eq!(
+        reassign(&mut nodes[ctl].client(), "c", 0, vec![newcomer, before[1]]),
+        0
+    );
+    assert_eq!(moves_under_way(&mut nodes[ctl].client()), 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        reassign_or_cancel(&mut nodes[ctl].client(), "c", 0, None),
+        0
+    );
+    wait_within("the move is cancelled", Duration::from_secs(60), || {
+        let mut c = nodes[ctl].client();
+        moves_under_way(&mut c) == 0 && replicas(&mut c) == before
+    });
+    // Nothing is moving now: cancelling again says so (85 NO_REASSIGNMENT_IN_PROGRESS).
+    assert_eq!(
+        reassign_or_cancel(&mut nodes[ctl].client(), "c", 0, None),
+        85
+    );
+    let l = leader(&mut nodes[ctl].client(), "c").unwrap_or(before[0]);
+    assert!(before.contains(&l), "led by one of its replicas");
+    let at = (l / 1024 - 1) as usize;
+    assert_eq!(
+        produce_one(&mut nodes[at].client(), "c", b"still here").0,
+        0
+    );
     stop(&mut nodes);
 }
