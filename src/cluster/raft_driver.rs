@@ -44,6 +44,8 @@ enum Command {
         reply: Reply<Result<(), String>>,
     },
     Campaign(GroupId),
+    /// On the leader: the offset after what each voter is known to hold.
+    Progress(GroupId, Reply<Vec<(NodeId, Offset)>>),
     /// Hand leadership of these groups to their preferred replicas now, where this
     /// replica leads and the preferred one is caught up (ElectLeaders).
     HandBack(Vec<GroupId>),
@@ -149,6 +151,15 @@ impl RaftDriver {
     /// leader's election).
     pub fn campaign(&self, group: GroupId) {
         self.command(Command::Campaign(group));
+    }
+
+    /// Where each voter of `group` is, in offsets after what it holds, when this replica
+    /// leads it (empty otherwise): asked of the loop, as only the leader knows and it is
+    /// wanted rarely (DescribeQuorum), never computed in every round.
+    pub async fn progress(&self, group: GroupId) -> Vec<(NodeId, Offset)> {
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.command(Command::Progress(group, reply));
+        rx.recv().await.unwrap_or_default()
     }
 
     /// Tells the loop group `group`'s preferred replica and, while it moves, the voters
@@ -379,6 +390,9 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                             targets.remove(&group);
                         }
                     }
+                }
+                Command::Progress(group, reply) => {
+                    let _ = reply.try_send(progress_of(&shard, group));
                 }
                 Command::HandBack(groups) => {
                     touched.extend(hand_back_leadership(&mut shard, &preferred, Some(&groups)));
@@ -665,6 +679,33 @@ fn stand_if_leaderless(
     stood
 }
 
+/// Where each voter of `group` is (the offset after what it holds), when this replica
+/// leads it.
+fn progress_of(shard: &RaftShard, group: GroupId) -> Vec<(NodeId, Offset)> {
+    let Some(node) = shard.node(group) else {
+        return Vec::new();
+    };
+    let raft = &node.raft;
+    if raft.state != StateRole::Leader {
+        return Vec::new();
+    }
+    let table = node.store().table();
+    raft.prs()
+        .conf()
+        .voters()
+        .ids()
+        .iter()
+        .map(|v| {
+            let matched = if v == raft.id {
+                raft.raft_log.persisted
+            } else {
+                raft.prs().get(v).map_or(0, |p| p.matched)
+            };
+            (v, table.end_offset_at(matched))
+        })
+        .collect()
+}
+
 /// Recomputes the views of `groups`; true when any changed.
 fn refresh_views(
     shard: &RaftShard,
@@ -709,22 +750,6 @@ fn refresh_views(
         } else {
             voters.clone()
         };
-        let progress = if is_leader {
-            let table = node.store().table();
-            voters
-                .iter()
-                .map(|&v| {
-                    let matched = if v == raft.id {
-                        raft.raft_log.persisted
-                    } else {
-                        raft.prs().get(v).map_or(0, |p| p.matched)
-                    };
-                    (v, table.end_offset_at(matched))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         let view = GroupView {
             leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
             term: raft.term,
@@ -733,7 +758,6 @@ fn refresh_views(
             log_end: node.store().log().next_offset(),
             voters,
             in_sync,
-            progress,
         };
         let old = views.get(&g);
         if old.map(|o| (o.leader, o.term)) != Some((view.leader, view.term)) {

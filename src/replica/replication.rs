@@ -29,9 +29,6 @@ pub struct GroupView {
     /// The voters the leader has seen caught up within the lag bound (on the leader;
     /// elsewhere the voters themselves are reported).
     pub in_sync: Vec<NodeId>,
-    /// On the leader: the offset after what each voter is known to hold (itself
-    /// included); empty elsewhere.
-    pub progress: Vec<(NodeId, Offset)>,
 }
 
 impl GroupView {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::cluster::raft_driver::GroupHandle;
 use crate::error::ErrorCode;
 use crate::log::Log;
 use crate::metadata::controller_log::{decode_batch, encode_batch};
@@ -102,7 +103,7 @@ pub struct ControllerLog {
     /// The log (`__cluster_metadata-0`).
     pub log: Rc<Log>,
     /// Its raft group.
-    pub group: Rc<dyn ReplicationGroup>,
+    pub group: Rc<GroupHandle>,
 }
 
 /// Where the controller service sits in its cluster.
@@ -177,10 +178,10 @@ impl ControllerService {
 
     /// The controller quorum as this node sees it; `voters` are the configured ones
     /// (this node's view of the raft group is used when it keeps the log).
-    pub fn quorum_state(&self, voters: &[u64]) -> QuorumState {
-        let view = self.log.borrow().as_ref().and_then(|l| l.group.view());
+    pub async fn quorum_state(&self, voters: &[u64]) -> QuorumState {
+        let log = self.log.borrow().clone();
         let node = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
-        let Some(view) = view else {
+        let Some((cl, view)) = log.and_then(|l| l.group.view().map(|v| (l, v))) else {
             return QuorumState {
                 leader: None,
                 term: 0,
@@ -188,6 +189,7 @@ impl ControllerService {
                 voters: voters.iter().map(|&v| (node(v), -1)).collect(),
             };
         };
+        let progress = cl.group.driver.progress(cl.group.group).await;
         QuorumState {
             leader: view.leader.map(node),
             term: view.term,
@@ -196,8 +198,7 @@ impl ControllerService {
                 .voters
                 .iter()
                 .map(|&v| {
-                    let end = view
-                        .progress
+                    let end = progress
                         .iter()
                         .find(|(n, _)| *n == v)
                         .map_or(-1, |(_, o)| *o);

@@ -75,7 +75,7 @@ pub async fn serve(shard: Rc<Shard>, request: ShardRequest) -> ShardResponse {
         ),
         ShardRequest::DescribeQuorum => match controller {
             Some(c) => {
-                let mut q = c.quorum_state(&shard.config.controller_voters());
+                let mut q = c.quorum_state(&shard.config.controller_voters()).await;
                 if q.leader.is_none() {
                     // A node outside the quorum knows the leader from its metadata.
                     q.leader = shard.controller_node().filter(|_| shard.in_cluster());
