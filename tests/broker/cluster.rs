@@ -400,9 +400,12 @@ fn known_everywhere(nodes: &[Node], topic: &str) {
 fn controller(nodes: &[Node]) -> usize {
     let mut found = None;
     wait_until("the nodes know the controller leader", || {
+        // A running node's answer naming a running node (one just stopped may still be
+        // named until a new leader is elected).
         found = (0..nodes.len())
             .filter(|&i| nodes[i].handle.is_some())
-            .find_map(|i| controller_at(nodes, i));
+            .find_map(|i| controller_at(nodes, i))
+            .filter(|&c| nodes[c].handle.is_some());
         found.is_some()
     });
     found.unwrap_or(0)
