@@ -6,7 +6,9 @@ use tracing::info;
 use crate::protocol::record_batch::{peek_batch_size, peek_offsets};
 
 use super::error::{LogError, LogResult};
-use super::format::{segment_path, INDEX_SUFFIX, RAFT_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use super::format::{
+    segment_path, INDEX_SUFFIX, RAFT_INDEX_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
+};
 use super::read::read_bytes;
 use super::segment::{rel_offset, Segment};
 use super::storage::{Log, Recovered};
@@ -134,6 +136,22 @@ impl Log {
         self.remove_oldest(n).await
     }
 
+    /// Saves `snapshot` as the replica's state at `base`, a segment's base offset, unless
+    /// that segment has one: a replica's state taken at or after `base`, holding only
+    /// committed batches (a restart replays the segment over it, skipping what it holds).
+    /// A raft group does this when it cuts its log, so that the producers whose batches
+    /// went with the cut are still known after a restart.
+    pub async fn keep_snapshot_at(&self, base: Offset, snapshot: &[u8]) -> LogResult<()> {
+        if snapshot.is_empty() || !self.segment_bases().contains(&base) {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, base, SNAPSHOT_SUFFIX);
+        if crate::io::small_file::read_all(&path).await?.is_none() {
+            crate::io::small_file::write_durably(&path, snapshot).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the `n` oldest segments (never the active one).
     async fn remove_oldest(&self, n: usize) -> LogResult<usize> {
         if n == 0 {
@@ -159,6 +177,80 @@ impl Log {
         Ok(removed.len())
     }
 
+    /// Drops every segment and starts the log over, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a raft replica installing a leader's snapshot, whose
+    /// log is wholly before (or beside) the leader's. Batches of the journal below
+    /// `offset` are skipped by its replay, so no journal record is needed. A non-empty
+    /// `snapshot` is the replica's state for the new first segment (what a restart
+    /// recovers from).
+    pub async fn reset_to(&self, offset: Offset, snapshot: Vec<u8>) -> LogResult<()> {
+        let _permit = self.lock_appends().await?;
+        let writer = self.state.borrow().active().writer.clone();
+        if let Some(w) = writer {
+            // Nothing buffered may land in a file after it is deleted.
+            w.sync().await?;
+        }
+        let doomed: Vec<Offset> = {
+            let st = self.state.borrow();
+            st.segments.iter().map(|s| s.base_offset).collect()
+        };
+        for base in &doomed {
+            for path in Segment::paths(&self.dir, *base) {
+                crate::io::small_file::remove_if_exists(&path).await?;
+            }
+        }
+        if !snapshot.is_empty() {
+            let path = segment_path(&self.dir, offset, SNAPSHOT_SUFFIX);
+            crate::io::small_file::write_durably(&path, &snapshot).await?;
+        }
+        let interval = self.config.borrow().index_interval_bytes;
+        let options = super::storage::segment_writer_options(&self.env, &self.config.borrow());
+        let seg =
+            Segment::create(&self.dir, offset, interval, options, self.env.stats.clone()).await?;
+        crate::io::small_file::sync_dir(&self.dir).await?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments = vec![seg];
+            st.tail.clear();
+            st.direct_end = 0;
+            st.epochs.truncate_from(Offset::MIN);
+        }
+        self.save_epochs().await?;
+        info!(dir = %self.dir.display(), offset, "the log starts over, empty, at this offset");
+        Ok(())
+    }
+
+    /// The offset the log would start at once retention (`retention_ms`, `retention_bytes`)
+    /// took its sealed segments; the active segment is never counted. A raft group cuts
+    /// its log there itself, with its own limits (see `replica::raft_log`).
+    pub fn retention_point(&self, now_ms: i64) -> Offset {
+        let n = self.segments_past_retention(now_ms);
+        let st = self.state.borrow();
+        match n.checked_sub(1) {
+            Some(last) => st.segments[last].next_offset,
+            None => st.log_start(),
+        }
+    }
+
+    /// How many of the oldest sealed segments retention takes.
+    fn segments_past_retention(&self, now_ms: i64) -> usize {
+        let cfg = self.config.borrow().clone();
+        let st = self.state.borrow();
+        let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+        let mut n = 0;
+        for seg in &st.segments[..st.segments.len() - 1] {
+            let expired = cfg.retention_ms >= 0 && seg.max_timestamp < now_ms - cfg.retention_ms;
+            let oversize =
+                cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
+            if !(expired || oversize) {
+                break;
+            }
+            total -= seg.size;
+            n += 1;
+        }
+        n
+    }
+
     /// Deletes segments past `retention_ms` (by their newest record; an expired active
     /// segment is rolled first, saving `snapshot`) or beyond `retention_bytes` (oldest
     /// sealed first). Returns how many were deleted.
@@ -179,23 +271,7 @@ impl Log {
         if active_expired {
             self.roll(snapshot()).await?;
         }
-        let n = {
-            let st = self.state.borrow();
-            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
-            let mut n = 0;
-            for seg in &st.segments[..st.segments.len() - 1] {
-                let expired =
-                    cfg.retention_ms >= 0 && seg.max_timestamp < now_ms - cfg.retention_ms;
-                let oversize =
-                    cfg.retention_bytes >= 0 && total - seg.size >= cfg.retention_bytes as u64;
-                if !(expired || oversize) {
-                    break;
-                }
-                total -= seg.size;
-                n += 1;
-            }
-            n
-        };
+        let n = self.segments_past_retention(now_ms);
         self.remove_oldest(n).await
     }
 }
