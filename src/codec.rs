@@ -58,8 +58,13 @@ pub mod magic {
     /// (`metadata::peer_disks`).
     pub const PEER_DISKS: [u8; 4] = *b"CDPD";
 
+    /// A partition's `raft.snapshot`: where its raft log was cut or a leader's snapshot
+    /// was installed (`replica::raft_snapshot`); also the data of a snapshot message.
+    pub const RAFT_SNAPSHOT: [u8; 4] = *b"CRSN";
+
     /// Every magic above, for the check that they are distinct.
-    pub const ALL: [[u8; 4]; 14] = [
+    pub const ALL: [[u8; 4]; 15] = [
+        RAFT_SNAPSHOT,
         PEER_DISKS,
         PEER_HELLO,
         NODE_IDENTITY,

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::log::{Log, Offset, Recovered};
 use crate::notify::Notify;
 use crate::replica::raft_shard::{Acks, GroupId, NodeId, ProposeError, RaftShard, RaftShardError};
+use crate::replica::raft_snapshot::SnapshotState;
 use crate::task::{local_channel, TaskSet};
 
 use super::transport::Transport;
@@ -41,6 +42,7 @@ enum Command {
         log: Rc<Log>,
         recovered: Recovered,
         voters: Vec<NodeId>,
+        state: Option<Rc<dyn SnapshotState>>,
         reply: Reply<Result<(), String>>,
     },
     Campaign(GroupId),
@@ -56,6 +58,8 @@ enum Command {
         preferred: Option<NodeId>,
         target: Option<Vec<NodeId>>,
     },
+    /// Cut a group's log below an offset (retention; the controller's snapshots).
+    Compact(GroupId, Offset, Reply<Result<Option<Offset>, String>>),
     /// Stop hosting a group (its partition was deleted), closing its log.
     CloseGroup(GroupId, Reply<Result<(), String>>),
     /// Close every group's log and stop the loop (shutdown).
@@ -133,6 +137,7 @@ impl RaftDriver {
         log: Rc<Log>,
         recovered: Recovered,
         voters: Vec<NodeId>,
+        state: Option<Rc<dyn SnapshotState>>,
     ) -> Result<(), String> {
         let (reply, rx) = local_channel::new_bounded(1);
         self.command(Command::Open {
@@ -140,6 +145,7 @@ impl RaftDriver {
             log,
             recovered,
             voters,
+            state,
             reply,
         });
         rx.recv()
@@ -239,6 +245,16 @@ impl RaftDriver {
             .unwrap_or_else(|| Err("the raft loop stopped".into()))
     }
 
+    /// Cuts `group`'s log below `before` between rounds (see `RaftLog::compact`);
+    /// resolves to the new log start when anything was cut.
+    pub async fn compact(&self, group: GroupId, before: Offset) -> Result<Option<Offset>, String> {
+        let (reply, rx) = local_channel::new_bounded(1);
+        self.command(Command::Compact(group, before, reply));
+        rx.recv()
+            .await
+            .unwrap_or_else(|| Err("the raft loop stopped".into()))
+    }
+
     /// Closes every group's log cleanly and stops the loop (shutdown); waiting
     /// proposals end with an unknown outcome.
     pub async fn close(&self) -> Result<(), String> {
@@ -291,6 +307,10 @@ impl crate::replica::replication::ReplicationGroup for GroupHandle {
 
     fn view(&self) -> Option<GroupView> {
         self.driver.view(self.group)
+    }
+
+    fn compact(&self, before: Offset) -> crate::replica::replication::Compacted<'_> {
+        Box::pin(self.driver.compact(self.group, before))
     }
 }
 
@@ -352,6 +372,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                     log,
                     recovered,
                     voters,
+                    state,
                     reply,
                 } => {
                     if let Some(&first) = voters.first() {
@@ -359,7 +380,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                         preferred.entry(group).or_insert(first);
                     }
                     let result = shard
-                        .open_group(group, log, recovered, voters)
+                        .open_group(group, log, recovered, voters, state)
                         .await
                         .map_err(|e| e.to_string());
                     touched.insert(group);
@@ -396,6 +417,13 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
                 }
                 Command::HandBack(groups) => {
                     touched.extend(hand_back_leadership(&mut shard, &preferred, Some(&groups)));
+                }
+                Command::Compact(group, before, reply) => {
+                    let result = shard
+                        .compact(group, before)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = reply.try_send(result);
                 }
                 Command::CloseGroup(group, reply) => {
                     preferred.remove(&group);

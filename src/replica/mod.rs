@@ -12,6 +12,7 @@ pub mod raft_log;
 pub mod raft_message;
 pub mod raft_producers;
 pub mod raft_shard;
+pub mod raft_snapshot;
 pub mod raft_state;
 pub mod replication;
 

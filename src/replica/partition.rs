@@ -396,14 +396,23 @@ impl Partition {
             .await
     }
 
-    /// Deletes segments past retention (see `Log::apply_retention`). Not for a
-    /// replicated partition yet: raft's first index must move with the log's start, so
-    /// that a follower is never asked for entries the leader deleted (issue 18).
+    /// Deletes segments past retention (see `Log::apply_retention`). A replicated
+    /// partition's raft group cuts its log itself, with raft's entries, and only what
+    /// every replica has applied (`RaftLog::compact`): its active segment stays even
+    /// when expired. Returns how many segments went.
     pub async fn apply_retention(&self, now_ms: i64) -> LogResult<usize> {
-        if self.raft.is_some() {
+        let Some(raft) = &self.raft else {
+            return self.log.apply_retention(now_ms, || self.snapshot()).await;
+        };
+        let target = self.log.retention_point(now_ms);
+        if target <= self.log.log_start_offset() {
             return Ok(0);
         }
-        self.log.apply_retention(now_ms, || self.snapshot()).await
+        let before = self.log.segment_bases().len();
+        raft.compact(target)
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(e)))?;
+        Ok(before.saturating_sub(self.log.segment_bases().len()))
     }
 
     /// Drops every batch at or after `offset` (a follower's conflicting tail) and rolls

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 
 use bytes::{Bytes, BytesMut};
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use tracing::warn;
 
@@ -47,6 +47,7 @@ use crate::protocol::record_batch::{
 use crate::task::Semaphore;
 
 use super::raft_producers::{Admission, AdmitError, RaftProducers};
+use super::raft_snapshot::{SnapshotData, SnapshotPoint, SnapshotState};
 use super::raft_state::{RaftRecord, SavedState};
 
 /// Why entries could not be persisted or the group could not open.
@@ -77,6 +78,9 @@ pub enum RaftLogError {
         /// The commit index.
         commit: u64,
     },
+    /// A leader's snapshot could not be read or installed.
+    #[error("raft snapshot: {0}")]
+    Snapshot(String),
     /// Batches were staged for an offset the log is not at (a write before them failed).
     #[error("batches staged at offset {staged} but the log ends at {log_end}")]
     OutOfStep {
@@ -106,7 +110,26 @@ pub struct Persist {
     must_sync: bool,
 }
 
+impl Persist {
+    /// This job, then `next`'s writes (a snapshot, then the entries of the same ready).
+    pub fn then(mut self, next: Persist) -> Persist {
+        self.ops.extend(next.ops);
+        self.hard_state = next.hard_state.or(self.hard_state);
+        self.conf_state = next.conf_state.or(self.conf_state);
+        self.must_sync |= next.must_sync;
+        self
+    }
+}
+
 enum Op {
+    /// Install a leader's snapshot: its state (if any) first (for the group's owner to
+    /// adopt, `raft_snapshot::load_state`), then the snapshot file,
+    /// the journal record, the empty log at its offset, and `raft.state`.
+    Install {
+        point: SnapshotPoint,
+        producers: Vec<u8>,
+        state: Vec<u8>,
+    },
     /// Save `raft.state` now: a cut is about to delete sealed segments' tables that the
     /// last saved state relies on.
     SaveState,
@@ -245,6 +268,11 @@ pub struct RaftLog {
     misses: RefCell<Vec<Miss>>,
     /// Idempotent producers, as the log and the leader's proposals have them.
     producers: RefCell<RaftProducers>,
+    /// Where the log was last cut (compaction) or started over (an installed
+    /// snapshot): what a replica behind the log's start is sent.
+    point: RefCell<Option<SnapshotPoint>>,
+    /// The state kept beside the log, for groups that have one (the controller).
+    state: Option<Rc<dyn SnapshotState>>,
 }
 
 /// The entry type of a raft-only entry, as the first byte of its table payload.
@@ -268,13 +296,24 @@ fn epoch_of(term: u64) -> i32 {
 impl RaftLog {
     /// Opens the raft group over `log`: recovers its state when it has one, or starts a
     /// new group of `voters` whose entries begin after what the log already holds.
+    /// `state` is the state a group keeps beside its log, if it has one (snapshots
+    /// carry it).
     pub async fn open(
         log: Rc<Log>,
         recovered: Recovered,
         voters: Vec<u64>,
+        state: Option<Rc<dyn SnapshotState>>,
     ) -> Result<RaftLog, RaftLogError> {
         let dir = log.dir().to_path_buf();
         let records = log.take_raft_records();
+        let point = SnapshotPoint::load(&dir).await?;
+        if let Some(p) = &point {
+            if log.log_start_offset() < p.start_offset {
+                // A compaction was cut short: its segments go now, before their tables
+                // are read.
+                log.truncate_prefix(p.start_offset).await?;
+            }
+        }
         let saved = match SavedState::load(&dir).await? {
             Some(saved) => saved,
             None => {
@@ -293,7 +332,13 @@ impl RaftLog {
                 // What the log held before the group is its committed past.
                 let end = log.next_offset();
                 let producers = RaftProducers::recover(&recovered, end, end);
-                return Ok(RaftLog::with_state(log, fresh, Vec::new(), producers));
+                return Ok(RaftLog::with_state(
+                    log,
+                    fresh,
+                    Vec::new(),
+                    producers,
+                    (point, state),
+                ));
             }
         };
         let SavedState {
@@ -314,12 +359,44 @@ impl RaftLog {
                 }
                 Ok(RaftRecord::HardState(hs)) => hard_state = newer_hard_state(hard_state, hs),
                 Ok(RaftRecord::ConfState(cs)) => conf_state = cs,
+                Ok(RaftRecord::Snapshot(p)) => {
+                    if p.index + 1 >= table.first_index() {
+                        table = RaftIndex::new(p.index, p.term, p.start_offset);
+                        sealed.clear();
+                        conf_state = p.conf_state;
+                    }
+                }
                 Err(e) => {
                     // Records are CRC-checked by the journal: this is a bug or damage
                     // the check missed. What came before still stands.
                     warn!(dir = %dir.display(), error = %e, "undecodable raft record; replay stops");
                     break;
                 }
+            }
+        }
+        let mut recovered = recovered;
+        if let Some(p) = &point {
+            let prior = table.first_index() - 1;
+            if p.index > prior && table.term(p.index) == Some(p.term) {
+                // A compaction whose rows the tables still held.
+                table.truncate_before(p.index + 1);
+                sealed.retain(|&(_, end)| end > p.index);
+            } else if p.index > prior {
+                // An install cut short before its journal record or state file: finish it.
+                warn!(dir = %dir.display(), index = p.index, "finishing the install of a leader's snapshot");
+                table = RaftIndex::new(p.index, p.term, p.start_offset);
+                sealed.clear();
+                conf_state = p.conf_state.clone();
+            }
+            if table.first_index() - 1 == p.index
+                && (log.log_start_offset() > p.start_offset || log.next_offset() < p.start_offset)
+            {
+                // The snapshot's log was never started: the install stopped before it.
+                log.reset_to(p.start_offset, Vec::new()).await?;
+                recovered = Recovered {
+                    snapshot_offset: p.start_offset,
+                    ..Recovered::default()
+                };
             }
         }
         let recovered = reconcile(&log, &mut table).await?.unwrap_or(recovered);
@@ -335,12 +412,13 @@ impl RaftLog {
             table.end_offset_at(hard_state.commit),
             log.next_offset(),
         );
+        let snapshot_state = state;
         let state = SavedState {
             hard_state,
             conf_state,
             table,
         };
-        let raft_log = RaftLog::with_state(log, state, sealed, producers);
+        let raft_log = RaftLog::with_state(log, state, sealed, producers, (point, snapshot_state));
         // The journal's old files go once every log has opened: what they held of this
         // group must be in the state file first.
         raft_log.meta.save().await?;
@@ -371,6 +449,7 @@ impl RaftLog {
         saved: SavedState,
         sealed: Vec<(Offset, u64)>,
         producers: RaftProducers,
+        (point, state): (Option<SnapshotPoint>, Option<Rc<dyn SnapshotState>>),
     ) -> RaftLog {
         let commit = saved.hard_state.commit;
         let meta = Rc::new(Meta {
@@ -395,6 +474,8 @@ impl RaftLog {
             fetched: RefCell::new(BTreeMap::new()),
             misses: RefCell::new(Vec::new()),
             producers: RefCell::new(producers),
+            point: RefCell::new(point),
+            state,
         }
     }
 
@@ -518,6 +599,22 @@ impl RaftLog {
         &self.log
     }
 
+    /// True when raft's entries before `index` are gone (compacted): raft gets
+    /// `Compacted` for them, and a replica that needs them a snapshot.
+    pub fn entries_compacted_before(&self, index: u64) -> bool {
+        index > 1
+            && matches!(
+                raft::Storage::entries(
+                    self,
+                    index - 1,
+                    index,
+                    None,
+                    GetEntriesContext::empty(false)
+                ),
+                Err(raft::Error::Store(StorageError::Compacted))
+            )
+    }
+
     /// The raft-index table.
     pub fn table(&self) -> Ref<'_, RaftIndex> {
         self.meta.table.borrow()
@@ -613,6 +710,111 @@ impl RaftLog {
         Ok(job)
     }
 
+    /// Takes a leader's snapshot (raft restored it: this replica's log does not hold its
+    /// last entry): the table, producers and recent entries start over after it at once,
+    /// and the returned job installs it — the snapshot's state, the snapshot file, the
+    /// journal record, the log started over, empty, at its offset, and `raft.state`.
+    /// Entries of the same ready are staged after it ([`Persist::then`]).
+    pub fn stage_snapshot(&self, snapshot: &Snapshot) -> Result<Persist, RaftLogError> {
+        let md = snapshot.get_metadata();
+        let data = SnapshotData::decode(&snapshot.data)
+            .map_err(|e| RaftLogError::Snapshot(format!("unreadable snapshot data: {e}")))?;
+        let point = SnapshotPoint {
+            index: md.index,
+            term: md.term,
+            conf_state: md.get_conf_state().clone(),
+            start_offset: data.start_offset,
+        };
+        let commit = self.meta.state.borrow().hard_state.commit;
+        if point.index < commit {
+            return Err(RaftLogError::CommittedTruncation {
+                index: point.index,
+                commit,
+            });
+        }
+        *self.meta.table.borrow_mut() = RaftIndex::new(point.index, point.term, point.start_offset);
+        self.meta.sealed.borrow_mut().clear();
+        self.recent.borrow_mut().clear();
+        self.recent_bytes.set(0);
+        self.fetched.borrow_mut().clear();
+        self.misses.borrow_mut().clear();
+        {
+            let mut state = self.meta.state.borrow_mut();
+            state.conf_state = point.conf_state.clone();
+            state.hard_state.commit = point.index;
+        }
+        self.applied.set(point.index);
+        let start = Recovered {
+            snapshot: (!data.producers.is_empty()).then(|| data.producers.clone()),
+            snapshot_offset: data.producers_end.max(point.start_offset),
+            replay: Vec::new(),
+        };
+        *self.producers.borrow_mut() =
+            RaftProducers::recover(&start, point.start_offset, point.start_offset);
+        *self.point.borrow_mut() = Some(point.clone());
+        Ok(Persist {
+            conf_state: Some(point.conf_state.clone()),
+            ops: vec![Op::Install {
+                point,
+                producers: data.producers,
+                state: data.state,
+            }],
+            hard_state: None,
+            must_sync: true,
+        })
+    }
+
+    /// Drops the log's oldest sealed segments whose records all end before `target` and
+    /// whose entries are all applied, and raft's entries with them (a replica behind the
+    /// new start gets a snapshot). Only as far as the configuration at the cut is known:
+    /// no configuration change may be applied after it (the snapshot must say the
+    /// voters as of its entry). Returns the new log start when anything was cut.
+    pub async fn compact(&self, target: Offset) -> Result<Option<Offset>, RaftLogError> {
+        let applied = self.applied.get();
+        let point = {
+            let t = self.meta.table.borrow();
+            let sealed = self.meta.sealed.borrow();
+            let cut = sealed
+                .iter()
+                .map(|&(_, end)| end)
+                .take_while(|&end| end <= applied && t.end_offset_at(end) <= target)
+                .last();
+            let Some(index) = cut else {
+                return Ok(None);
+            };
+            let changed_after = t
+                .rows()
+                .iter()
+                .any(|r| r.index > index && r.index <= applied && is_conf_change(&r.kind));
+            let Some(term) = t.term(index) else {
+                return Ok(None);
+            };
+            if changed_after {
+                return Ok(None);
+            }
+            SnapshotPoint {
+                index,
+                term,
+                conf_state: self.meta.state.borrow().conf_state.clone(),
+                start_offset: t.end_offset_at(index),
+            }
+        };
+        // The file first: a crash after it finishes the cut at the next open.
+        point.save(&self.meta.dir).await?;
+        let start = point.start_offset;
+        let index = point.index;
+        *self.point.borrow_mut() = Some(point);
+        let (producers, _) = self.producers.borrow().committed_state();
+        self.log.keep_snapshot_at(start, &producers).await?;
+        self.log.truncate_prefix(start).await?;
+        self.meta.table.borrow_mut().truncate_before(index + 1);
+        self.meta
+            .sealed
+            .borrow_mut()
+            .retain(|&(_, end)| end > index);
+        Ok(Some(self.log.log_start_offset()))
+    }
+
     /// Takes a new ConfState (after a configuration change was applied) into `job`,
     /// ahead of what it already writes: the change is committed (by a majority), so its
     /// result may be durable before the entry is here.
@@ -649,6 +851,11 @@ impl RaftLog {
         let mut save_file = false;
         for op in job.ops {
             match op {
+                Op::Install {
+                    point,
+                    producers,
+                    state,
+                } => self.install(point, producers, state).await?,
                 Op::SaveState => self.meta.save().await?,
                 Op::Cut(at) => {
                     if at < self.log.next_offset() {
@@ -698,6 +905,30 @@ impl RaftLog {
         if let Some(hs) = job.hard_state {
             *self.meta.durable_hs.borrow_mut() = hs;
         }
+        Ok(())
+    }
+
+    /// The durable steps of an installed snapshot, each finished by recovery when a crash
+    /// cuts the install short (see [`RaftLog::open`]).
+    async fn install(
+        &self,
+        point: SnapshotPoint,
+        producers: Vec<u8>,
+        state: Vec<u8>,
+    ) -> Result<(), RaftLogError> {
+        if !state.is_empty() {
+            super::raft_snapshot::save_state(&self.meta.dir, &state).await?;
+        }
+        point.save(&self.meta.dir).await?;
+        if let Some(pos) = self
+            .log
+            .journal_raft(&RaftRecord::Snapshot(point.clone()).encode())?
+        {
+            pos.durable().await?;
+        }
+        self.log.reset_to(point.start_offset, producers).await?;
+        self.meta.save().await?;
+        warn!(dir = %self.meta.dir.display(), index = point.index, start_offset = point.start_offset, "installed a leader's snapshot: this replica's log starts over at its offset");
         Ok(())
     }
 
@@ -810,6 +1041,19 @@ impl RaftLog {
             data,
             ..Entry::default()
         })
+    }
+}
+
+/// True for the row of a configuration change.
+fn is_conf_change(kind: &EntryKind) -> bool {
+    match kind {
+        EntryKind::RaftOnly { payload } => payload.first().is_some_and(|&b| {
+            matches!(
+                entry_type_of(b),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+            )
+        }),
+        EntryKind::Data { .. } => false,
     }
 }
 
@@ -1020,10 +1264,53 @@ impl raft::Storage for RaftLog {
         Ok(self.meta.table.borrow().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots (a replica behind the leader's log start) come with issue 18.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The last cut of the log (see [`RaftLog::compact`]), with the state beside the log
+    /// as it is now (its position is at or past the cut, so the receiver skips the
+    /// entries it covers).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let t = self.meta.table.borrow();
+        let point = self.point.borrow();
+        let Some(p) = point
+            .as_ref()
+            .filter(|p| p.index + 1 >= t.first_index() && p.index <= t.last_index())
+            .filter(|p| p.index >= request_index)
+        else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        let (producers, producers_end) = self.producers.borrow().committed_state();
+        let data = SnapshotData {
+            start_offset: p.start_offset,
+            producers,
+            producers_end,
+            state: self.state.as_ref().map(|s| s.take()).unwrap_or_default(),
+        };
+        let mut md = SnapshotMetadata {
+            index: p.index,
+            term: p.term,
+            ..SnapshotMetadata::default()
+        };
+        let mut conf_state = p.conf_state.clone();
+        let known = conf_state
+            .voters
+            .iter()
+            .chain(&conf_state.learners)
+            .chain(&conf_state.voters_outgoing)
+            .any(|&id| id == to);
+        if !known {
+            // A replica added after the cut (a partition moving to it): raft-rs refuses
+            // a snapshot whose configuration lacks the receiver, so it is named a
+            // learner here. Adding it is idempotent, so the change that really added it,
+            // which follows in the log, changes nothing when it applies there.
+            conf_state.learners.push(to);
+        }
+        md.set_conf_state(conf_state);
+        let mut snapshot = Snapshot {
+            data: data.encode().into(),
+            ..Snapshot::default()
+        };
+        snapshot.set_metadata(md);
+        Ok(snapshot)
     }
 }

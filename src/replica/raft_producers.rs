@@ -199,6 +199,13 @@ impl RaftProducers {
         (self.committed_end == end).then(|| self.committed.to_bytes())
     }
 
+    /// The committed state and the offset after the last record it covers (sent with a
+    /// snapshot: the receiver's log starts before that offset, and the batches it then
+    /// takes up to there are already in the state).
+    pub fn committed_state(&self) -> (Vec<u8>, Offset) {
+        (self.committed.to_bytes(), self.committed_end)
+    }
+
     /// Offset the next proposal will take.
     pub fn next_offset(&self) -> Offset {
         self.next_offset

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use raft::eraftpb::{EntryType, Message};
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::{EntryType, Message, MessageType};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 use tracing::{info, warn};
 
 use crate::log::raft_index::Located;
@@ -27,6 +27,7 @@ use crate::log::{Log, Offset, Recovered};
 
 use super::raft_log::{Persist, RaftLog, RaftLogError};
 use super::raft_producers::{Admission, AdmitError};
+use super::raft_snapshot::SnapshotState;
 
 /// A raft group's id: one partition, the same on every node that holds a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,6 +104,8 @@ pub struct Round {
     pub active: Vec<GroupId>,
     /// Bytes read from disk this round for lagging followers.
     pub catch_up_bytes: usize,
+    /// Groups that installed a leader's snapshot this round.
+    pub installed: Vec<GroupId>,
 }
 
 impl Round {
@@ -173,6 +176,8 @@ struct InFlight {
     job: Persist,
     /// Messages raft may send only once the ready is durable (a follower's replies).
     after_persist: Vec<Message>,
+    /// The index of the leader's snapshot this ready installs, if any.
+    installed: Option<u64>,
 }
 
 /// The raft groups of one shard of node `node_id`. See the module docs.
@@ -216,8 +221,9 @@ impl RaftShard {
         log: Rc<Log>,
         recovered: Recovered,
         voters: Vec<NodeId>,
+        state: Option<Rc<dyn SnapshotState>>,
     ) -> Result<(), RaftShardError> {
-        let store = RaftLog::open(log, recovered, voters).await?;
+        let store = RaftLog::open(log, recovered, voters, state).await?;
         let config = Config {
             id: self.node_id,
             election_tick: self.settings.election_tick,
@@ -241,6 +247,18 @@ impl RaftShard {
             },
         );
         Ok(())
+    }
+
+    /// Cuts group `id`'s log below `before` (see `RaftLog::compact`), between rounds.
+    pub async fn compact(
+        &mut self,
+        id: GroupId,
+        before: Offset,
+    ) -> Result<Option<Offset>, RaftShardError> {
+        match self.groups.get(&id) {
+            Some(g) if !g.failed => Ok(g.node.store().compact(before).await?),
+            _ => Ok(None),
+        }
     }
 
     /// Closes every group's log cleanly (see `RaftLog::close`), between rounds; the
@@ -425,8 +443,18 @@ impl RaftShard {
             }
             out.active.push(id);
             let mut rd = g.node.ready();
-            out.send(id, rd.take_messages());
-            let staged = g.node.store().stage(rd.entries(), rd.hs());
+            let messages = rd.take_messages();
+            let snapshots_sent = snapshot_targets(&messages);
+            out.send(id, messages);
+            let installed = (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
+            let staged = if installed.is_some() {
+                g.node
+                    .store()
+                    .stage_snapshot(rd.snapshot())
+                    .and_then(|job| Ok(job.then(g.node.store().stage(rd.entries(), rd.hs())?)))
+            } else {
+                g.node.store().stage(rd.entries(), rd.hs())
+            };
             let mut job = match staged {
                 Ok(job) => job,
                 Err(e) => {
@@ -470,8 +498,14 @@ impl RaftShard {
             }
             let last_committed = committed.last().map(|e| e.index);
             let after_persist = rd.take_persisted_messages();
+            let snapshots_sent = [snapshots_sent, snapshot_targets(&after_persist)].concat();
             let number = rd.number();
             g.node.advance_append_async(rd);
+            // A snapshot goes whole in one message, so it counts as delivered once sent:
+            // the leader then probes the follower, and sends it again if it was lost.
+            for to in snapshots_sent {
+                g.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
             if let Some(index) = last_committed {
                 // The log is the state machine: a committed entry is applied by the
                 // commit index moving (the high watermark) and by its producers'
@@ -484,6 +518,7 @@ impl RaftShard {
                 number,
                 job,
                 after_persist,
+                installed,
             });
         }
         send_early(std::mem::take(&mut out.messages));
@@ -505,6 +540,11 @@ impl RaftShard {
             match result {
                 Ok(()) => {
                     g.node.on_persist_ready(f.number);
+                    if let Some(index) = f.installed {
+                        // The snapshot is the state machine up to its index.
+                        g.node.advance_apply_to(index);
+                        out.installed.push(f.group);
+                    }
                     out.send(f.group, f.after_persist);
                 }
                 Err(e) => {
@@ -570,6 +610,15 @@ impl RaftShard {
             }
         }
     }
+}
+
+/// The followers these messages send a snapshot to.
+fn snapshot_targets(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.msg_type == MessageType::MsgSnapshot)
+        .map(|m| m.to)
+        .collect()
 }
 
 fn fail_waiting(g: &mut Group, id: GroupId, why: &str, out: &mut Round) {

@@ -4,7 +4,8 @@
 //!
 //! A record is `{ tag: u8, body }`: tag 1 a table row (`log::raft_index::write_row`),
 //! 2 a HardState `{ term: u64, vote: u64, commit: u64 }`, 3 a ConfState `{ voters,
-//! learners, voters_outgoing, learners_next: (count u32, u64 each), auto_leave: u8 }`.
+//! learners, voters_outgoing, learners_next: (count u32, u64 each), auto_leave: u8 }`,
+//! 4 an installed snapshot `{ index: u64, term: u64, conf_state, start_offset: i64 }`.
 //! A row record *sets* its index (dropping any later rows), so replaying records over a
 //! table that already holds some of them converges to the table they describe.
 //!
@@ -19,6 +20,8 @@ use raft::eraftpb::{ConfState, HardState};
 use crate::codec::{self, magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 use crate::log::raft_index::{read_row, write_row, RaftIndex, Row};
 
+use super::raft_snapshot::SnapshotPoint;
+
 /// The state file's name in a partition's directory.
 pub const STATE_FILE: &str = "raft.state";
 const VERSION: u16 = 1;
@@ -26,6 +29,7 @@ const VERSION: u16 = 1;
 const TAG_ROW: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 const TAG_CONF_STATE: u8 = 3;
+const TAG_SNAPSHOT: u8 = 4;
 
 /// One raft record, as written into the journal.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +40,9 @@ pub enum RaftRecord {
     HardState(HardState),
     /// The group's ConfState.
     ConfState(ConfState),
+    /// A leader's snapshot was installed: the table starts over after it (every row
+    /// before goes), and the configuration is the snapshot's.
+    Snapshot(SnapshotPoint),
 }
 
 /// Everything a group needs to restart, as the state file holds it.
@@ -76,7 +83,7 @@ fn take_ids(r: &mut Reader<'_>) -> CodecResult<Vec<u64>> {
     (0..n).map(|_| r.take_u64()).collect()
 }
 
-fn put_conf_state(p: &mut Writer, cs: &ConfState) {
+pub(super) fn put_conf_state(p: &mut Writer, cs: &ConfState) {
     put_ids(p, &cs.voters);
     put_ids(p, &cs.learners);
     put_ids(p, &cs.voters_outgoing);
@@ -84,7 +91,7 @@ fn put_conf_state(p: &mut Writer, cs: &ConfState) {
     p.put_u8(u8::from(cs.auto_leave));
 }
 
-fn take_conf_state(r: &mut Reader<'_>) -> CodecResult<ConfState> {
+pub(super) fn take_conf_state(r: &mut Reader<'_>) -> CodecResult<ConfState> {
     Ok(ConfState {
         voters: take_ids(r)?,
         learners: take_ids(r)?,
@@ -112,6 +119,13 @@ impl RaftRecord {
                 p.put_u8(TAG_CONF_STATE);
                 put_conf_state(&mut p, cs);
             }
+            RaftRecord::Snapshot(point) => {
+                p.put_u8(TAG_SNAPSHOT);
+                p.put_u64(point.index);
+                p.put_u64(point.term);
+                put_conf_state(&mut p, &point.conf_state);
+                p.put_i64(point.start_offset);
+            }
         }
         p.finish()
     }
@@ -123,6 +137,12 @@ impl RaftRecord {
             TAG_ROW => RaftRecord::Row(read_row(&mut r)?),
             TAG_HARD_STATE => RaftRecord::HardState(take_hard_state(&mut r)?),
             TAG_CONF_STATE => RaftRecord::ConfState(take_conf_state(&mut r)?),
+            TAG_SNAPSHOT => RaftRecord::Snapshot(SnapshotPoint {
+                index: r.take_u64()?,
+                term: r.take_u64()?,
+                conf_state: take_conf_state(&mut r)?,
+                start_offset: r.take_i64()?,
+            }),
             _ => return Err(CodecError::Invalid("raft record tag")),
         };
         r.finish()?;
@@ -202,6 +222,15 @@ mod tests {
                 learners: vec![4],
                 auto_leave: true,
                 ..ConfState::default()
+            }),
+            RaftRecord::Snapshot(SnapshotPoint {
+                index: 90,
+                term: 5,
+                conf_state: ConfState {
+                    voters: vec![1, 2, 3],
+                    ..ConfState::default()
+                },
+                start_offset: 700,
             }),
         ];
         for r in &records {

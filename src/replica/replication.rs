@@ -49,4 +49,11 @@ pub trait ReplicationGroup {
 
     /// The group as of the last round (`None` before its first).
     fn view(&self) -> Option<GroupView>;
+
+    /// Cuts the log's oldest segments below `before` with raft's entries for them (see
+    /// `RaftLog::compact`); resolves to the new log start when anything was cut.
+    fn compact(&self, before: Offset) -> Compacted<'_>;
 }
+
+/// The outcome of [`ReplicationGroup::compact`].
+pub type Compacted<'a> = Pin<Box<dyn Future<Output = Result<Option<Offset>, String>> + 'a>>;

@@ -112,7 +112,7 @@ pub async fn open_node_with(
                 .await
                 .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
         shard
-            .open_group(GroupId(g), log, recovered, voters.to_vec())
+            .open_group(GroupId(g), log, recovered, voters.to_vec(), None)
             .await
             .unwrap_or_else(|e| panic!("node {id} group {g}: {e}"));
     }

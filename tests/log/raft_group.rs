@@ -969,3 +969,288 @@ fn a_learner_catches_up_from_the_first_entry_is_promoted_and_replaces_a_voter_fo
         assert_eq!(batches(&log_of(c.node(4)), 180).await, reference);
     });
 }
+
+/// Every batch of `log` in `from..end`, checking that offsets are contiguous.
+async fn batches_from(log: &Rc<Log>, from: i64, end: i64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < end {
+        let r = log.read(at, 1 << 20, end).await.unwrap();
+        assert!(
+            !r.batches.is_empty(),
+            "read at {at} below {end} found nothing"
+        );
+        for b in r.batches {
+            let h = check_batch(&b).unwrap();
+            assert_eq!(h.base_offset, at, "offsets contiguous");
+            at = h.last_offset() + 1;
+            out.push(b.to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_replica_behind_the_leaders_log_start_installs_a_snapshot_and_serves_as_a_voter_again() {
+    run(|dir| async move {
+        let config = caudal::log::LogConfig {
+            segment_bytes: 8 << 10,
+            ..caudal::log::LogConfig::default()
+        };
+        let voters = [1, 2, 3];
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            cut: Vec::new(),
+            completions: BTreeMap::new(),
+            catch_up_max: 0,
+            catch_up_total: 0,
+        };
+        for id in 1..=3 {
+            c.nodes.push(Some(
+                open_node_with(&dir, id, &voters, 1, Some(64 << 20), config.clone()).await,
+            ));
+        }
+        c.elect(1).await;
+        c.propose_each(1, 0..20, 2, 200).await;
+        c.drive_n(5).await;
+        let behind = log_of(c.node(3)).next_offset();
+        assert_eq!(behind, 40);
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        c.propose_each(1, 20..150, 2, 200).await;
+        c.drive_n(5).await;
+        let end = c.node(1).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 300);
+        // Retention on the two that stayed: everything sealed and applied goes. Node 2's
+        // files as they were before are kept, to crash it between the cut's two steps.
+        let before_cut = dir.join("node-2-before-cut");
+        copy_dir(&node_dir(&dir, 2), &before_cut);
+        for id in 1..=2 {
+            let start = c.node_mut(id).shard.compact(G, end).await.unwrap();
+            let start = start.unwrap_or_else(|| panic!("node {id} cut nothing"));
+            assert!(start > behind, "node {id} cut past node 3's end: {start}");
+            assert_eq!(log_of(c.node(id)).log_start_offset(), start);
+        }
+        let start = log_of(c.node(1)).log_start_offset();
+        let first = c
+            .node(1)
+            .shard
+            .node(G)
+            .unwrap()
+            .store()
+            .table()
+            .first_index();
+        // Node 2 crashes with the cut's file written and its segments not yet deleted:
+        // the next open finishes the cut.
+        std::fs::copy(
+            node_dir(&dir, 2).join("part-0/raft.snapshot"),
+            before_cut.join("part-0/raft.snapshot"),
+        )
+        .unwrap();
+        if let Some(n) = c.nodes[1].take() {
+            n.crash().await;
+        }
+        caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+        std::fs::remove_dir_all(node_dir(&dir, 2)).unwrap();
+        std::fs::rename(&before_cut, node_dir(&dir, 2)).unwrap();
+        c.nodes[1] =
+            Some(open_node_with(&dir, 2, &voters, 1, Some(64 << 20), config.clone()).await);
+        assert_eq!(
+            log_of(c.node(2)).log_start_offset(),
+            start,
+            "the cut was finished"
+        );
+        assert_eq!(
+            c.node(2)
+                .shard
+                .node(G)
+                .unwrap()
+                .store()
+                .table()
+                .first_index(),
+            first
+        );
+        assert!(
+            c.node(1)
+                .shard
+                .node(G)
+                .unwrap()
+                .store()
+                .entries_compacted_before(first),
+            "raft's entries before the cut are gone"
+        );
+
+        let before_install = dir.join("node-3-before-install");
+        copy_dir(&node_dir(&dir, 3), &before_install);
+        c.nodes[2] =
+            Some(open_node_with(&dir, 3, &voters, 1, Some(64 << 20), config.clone()).await);
+        let snapshot_file = node_dir(&dir, 3).join("part-0/raft.snapshot");
+        for _ in 0..40 {
+            if snapshot_file.exists() {
+                break;
+            }
+            c.drive().await;
+        }
+        assert!(
+            snapshot_file.exists(),
+            "node 3 was sent the leader's snapshot"
+        );
+        // It crashes in the middle of the install (its file written, nothing else): the
+        // next open finishes the install, and the replica catches up from there.
+        std::fs::copy(&snapshot_file, before_install.join("part-0/raft.snapshot")).unwrap();
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+        std::fs::remove_dir_all(node_dir(&dir, 3)).unwrap();
+        std::fs::rename(&before_install, node_dir(&dir, 3)).unwrap();
+        c.nodes[2] =
+            Some(open_node_with(&dir, 3, &voters, 1, Some(64 << 20), config.clone()).await);
+        let log3 = log_of(c.node(3));
+        assert_eq!(log3.log_start_offset(), start, "the install was finished");
+        assert_eq!(log3.next_offset(), start, "its log starts over, empty");
+        c.drive_n(40).await;
+        let log3 = log_of(c.node(3));
+        assert_eq!(
+            log3.log_start_offset(),
+            start,
+            "node 3 starts where the leader's log does"
+        );
+        assert_eq!(log3.next_offset(), end, "and caught up after the snapshot");
+        let reference = batches_from(&log_of(c.node(1)), start, end).await;
+        assert_eq!(batches_from(&log3, start, end).await, reference);
+
+        // Node 3 counts for acks=all again: with node 2 cut off, writes commit with it.
+        c.isolate(2);
+        c.propose_each(1, 150..155, 2, 200).await;
+        c.drive_n(10).await;
+        for i in 150..155u64 {
+            assert!(
+                matches!(c.completions.get(&i), Some(Ok(_))),
+                "proposal {i} committed with node 3: {:?}",
+                c.completions.get(&i)
+            );
+        }
+        let end = c.node(1).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 310);
+
+        // And it restarts from what the install left.
+        let rows_before = rows_of(c.node(3));
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        caudal::task::sleep(std::time::Duration::from_millis(10)).await;
+        c.nodes[2] =
+            Some(open_node_with(&dir, 3, &voters, 1, Some(64 << 20), config.clone()).await);
+        assert_eq!(rows_of(c.node(3)), rows_before);
+        assert_eq!(log_of(c.node(3)).log_start_offset(), start);
+        let reference = batches_from(&log_of(c.node(1)), start, end).await;
+        assert_eq!(
+            batches_from(&log_of(c.node(3)), start, end).await,
+            reference
+        );
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_learner_added_after_the_log_was_cut_installs_a_snapshot_and_becomes_a_voter() {
+    use caudal::replica::conf_change::proposal;
+    use raft::eraftpb::ConfChangeType::{AddLearnerNode, AddNode, RemoveNode};
+    run(|dir| async move {
+        let journal = Some(1 << 20);
+        let config = caudal::log::LogConfig {
+            segment_bytes: 8 << 10,
+            ..caudal::log::LogConfig::default()
+        };
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            cut: Vec::new(),
+            completions: BTreeMap::new(),
+            catch_up_max: 0,
+            catch_up_total: 0,
+        };
+        for id in 1..=3 {
+            c.nodes.push(Some(
+                open_node_with(&dir, id, &[1, 2, 3], 1, journal, config.clone()).await,
+            ));
+        }
+        c.elect(1).await;
+        c.propose_each(1, 0..60, 2, 400).await;
+        c.drive_n(5).await;
+        let end = c.node(1).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 120);
+        for id in 1..=3 {
+            assert!(c
+                .node_mut(id)
+                .shard
+                .compact(G, end)
+                .await
+                .unwrap()
+                .is_some());
+        }
+        let start = log_of(c.node(1)).log_start_offset();
+        // Node 4 starts empty with the group's first configuration, as a moving
+        // partition's new replica does; the entries it would follow from are gone.
+        c.nodes.push(Some(
+            open_node_with(&dir, 4, &[1, 2, 3], 1, journal, config.clone()).await,
+        ));
+        c.node_mut(1)
+            .shard
+            .propose_conf_change(G, proposal(&[(AddLearnerNode, 4)]))
+            .unwrap();
+        c.drive_n(40).await;
+        assert_eq!(membership(&c, 4), (vec![1, 2, 3], vec![], vec![4]));
+        let log4 = log_of(c.node(4));
+        assert_eq!(
+            log4.log_start_offset(),
+            start,
+            "installed the leader's snapshot"
+        );
+        assert_eq!(log4.next_offset(), end, "and caught up");
+        c.node_mut(1)
+            .shard
+            .propose_conf_change(G, proposal(&[(AddNode, 4), (RemoveNode, 3)]))
+            .unwrap();
+        c.drive_n(40).await;
+        for id in [1, 2, 4] {
+            assert_eq!(
+                membership(&c, id),
+                (vec![1, 2, 4], vec![], vec![]),
+                "node {id}"
+            );
+        }
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        c.isolate(2);
+        c.propose_each(1, 60..65, 2, 400).await;
+        c.drive_n(10).await;
+        for i in 60..65u64 {
+            assert!(
+                matches!(c.completions.get(&i), Some(Ok(_))),
+                "proposal {i} committed by 1 and 4: {:?}",
+                c.completions.get(&i)
+            );
+        }
+        let end = c.node(1).shard.high_watermark(G).unwrap();
+        assert_eq!(end, 130);
+        let reference = batches_from(&log_of(c.node(1)), start, end).await;
+        assert_eq!(
+            batches_from(&log_of(c.node(4)), start, end).await,
+            reference
+        );
+    });
+}

@@ -80,7 +80,8 @@ async fn check_committed(
     };
     let upto = node.shard.high_watermark(g).unwrap_or(0);
     let log = raft.store().log();
-    let mut from = *verified;
+    // What retention cut (or a snapshot skipped) is not there to check.
+    let mut from = (*verified).max(log.log_start_offset());
     while from < upto {
         let r = log
             .read(from, 1 << 20, upto)
@@ -125,8 +126,19 @@ fn first_value(b: &[u8]) -> Result<Vec<u8>, String> {
         .unwrap_or_default())
 }
 
-/// One schedule: the number of batches committed, or what broke.
-async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
+/// What one schedule did.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    /// Batches committed.
+    committed: usize,
+    /// Logs cut by retention.
+    cuts: usize,
+    /// Leader's snapshots installed.
+    installs: usize,
+}
+
+/// One schedule: what it did, or what broke.
+async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let n: u64 = if rng.gen_bool(0.5) { 3 } else { 5 };
     let groups: u64 = rng.gen_range(1..=3);
@@ -139,7 +151,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
     // Sometimes small segments: rolls seal raft-index tables along the way.
     let config = caudal::log::LogConfig {
         segment_bytes: if rng.gen_bool(0.5) {
-            rng.gen_range(4u64 << 10..64 << 10)
+            rng.gen_range(1u64 << 10..32 << 10)
         } else {
             caudal::log::LogConfig::default().segment_bytes
         },
@@ -161,6 +173,15 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         dup_p: rng.gen_range(0.0..0.1),
     };
     let crash_p = if rng.gen_bool(0.7) { 0.01 } else { 0.0 };
+    // With small segments, retention now and then cuts a replica's log up to what it
+    // has applied: a replica that was away past the cut is sent a snapshot.
+    let compact_p = if config.segment_bytes < 1 << 20 && rng.gen_bool(0.7) {
+        0.2
+    } else {
+        0.0
+    };
+    let mut cuts = 0usize;
+    let mut installs = 0usize;
     // Every value ever seen committed, per group, by the offset it was committed at.
     let mut committed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); groups as usize];
     // How far each node's committed records were checked, per group (from 0 again after
@@ -245,6 +266,19 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         }
         for node in nodes.iter_mut().flatten() {
             node.shard.tick();
+        }
+        if !healing && rng.gen_bool(compact_p) {
+            let id = rng.gen_range(1..=n);
+            if let Some(node) = nodes[id as usize - 1].as_mut() {
+                for g in 0..groups {
+                    let end = node.shard.high_watermark(GroupId(g)).unwrap_or(0);
+                    match node.shard.compact(GroupId(g), end).await {
+                        Ok(Some(_)) => cuts += 1,
+                        Ok(None) => {}
+                        Err(e) => return Err(format!("step {now}: node {id} group {g}: cut: {e}")),
+                    }
+                }
+            }
         }
         if !healing {
             for g in 0..groups {
@@ -338,6 +372,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
                 );
             }
             if let Some((msgs, r)) = out {
+                installs += r.installed.len();
                 for (g, c) in &r.completions {
                     let client = &mut producers[g.0 as usize];
                     if client.waiting.is_some_and(|(t, _)| t == c.token) {
@@ -419,7 +454,8 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         }
         for node in nodes.iter().flatten() {
             let log = node.shard.node(gid).ok_or("group missing")?.store().log();
-            for (o, v) in &committed[g as usize] {
+            let start = log.log_start_offset();
+            for (o, v) in committed[g as usize].range(start..) {
                 let r = log.read(*o, 1, ends[0]).await.map_err(|e| e.to_string())?;
                 let b = r.batches.first().ok_or(format!("offset {o} gone"))?;
                 let got = first_value(b)?;
@@ -454,7 +490,11 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<usize, String> {
         }
         total += committed[g as usize].len();
     }
-    Ok(total)
+    Ok(Tally {
+        committed: total,
+        cuts,
+        installs,
+    })
 }
 
 /// A client's idempotent producer with one request in flight.
@@ -527,6 +567,7 @@ fn journal_story(root: &std::path::Path, id: u64, groups: u64) -> Vec<String> {
                         }
                         Ok(RaftRecord::ConfState(_)) => "cs".to_string(),
                         Ok(RaftRecord::Row(r)) => format!("row{}@{}", r.index, r.term),
+                        Ok(RaftRecord::Snapshot(p)) => format!("snap{}@{}", p.index, p.term),
                         Err(e) => format!("R?{e}"),
                     },
                 })
@@ -623,8 +664,8 @@ fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_
         move |dir| async move {
             let started = std::time::Instant::now();
             let queue = std::cell::RefCell::new(seeds.into_iter());
-            // (schedules, batches committed, schedules that committed none)
-            let tally = std::cell::Cell::new((0usize, 0usize, 0usize));
+            // (schedules, schedules that committed none, what they did in all)
+            let tally = std::cell::Cell::new((0usize, 0usize, Tally::default()));
             let worker = || async {
                 loop {
                     if started.elapsed() > budget {
@@ -635,9 +676,17 @@ fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_
                     };
                     let sub = dir.join(format!("seed-{seed}"));
                     match schedule(&sub, seed).await {
-                        Ok(n) => {
-                            let (count, total, idle) = tally.get();
-                            tally.set((count + 1, total + n, idle + usize::from(n == 0)));
+                        Ok(t) => {
+                            let (count, idle, all) = tally.get();
+                            tally.set((
+                                count + 1,
+                                idle + usize::from(t.committed == 0),
+                                Tally {
+                                    committed: all.committed + t.committed,
+                                    cuts: all.cuts + t.cuts,
+                                    installs: all.installs + t.installs,
+                                },
+                            ));
                         }
                         Err(e) => panic!(
                             "raft schedule seed {seed} failed (replay: RAFT_SIM_SEED={seed}): {e}"
@@ -647,15 +696,25 @@ fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_
                 }
             };
             caudal::task::join_all((0..SIDE_BY_SIDE).map(|_| worker()).collect()).await;
-            let (count, total, idle) = tally.get();
+            let (count, idle, all) = tally.get();
             eprintln!(
-                "{count} raft schedules, {total} batches committed ({idle} schedules committed none), {:.1} s",
+                "{count} raft schedules, {} batches committed ({idle} schedules committed none), {} logs cut, {} snapshots installed, {:.1} s",
+                all.committed,
+                all.cuts,
+                all.installs,
                 started.elapsed().as_secs_f64()
             );
             assert!(
                 idle * 4 <= count,
                 "most schedules commit batches: {idle} of {count} committed none"
             );
+            if count >= 100 {
+                assert!(
+                    all.installs > 0,
+                    "replicas behind a cut are sent snapshots ({} cuts, none installed)",
+                    all.cuts
+                );
+            }
         },
     );
 }

@@ -71,6 +71,7 @@ async fn start_node(
             log.clone(),
             recovered,
             peers.iter().map(|p| p.node).collect(),
+            None,
         )
         .await
         .unwrap();
