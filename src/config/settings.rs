@@ -253,6 +253,12 @@ settings! {
         => /// As set; `Config::controller_voters` applies the default.
            controller_voters_set: Vec<u64> = controller_voters;
 
+    /// Size of a segment of the controller log, in bytes (Kafka's
+    /// `metadata.log.segment.bytes`): once a segment is sealed and applied, the log
+    /// before it is cut, and a voter that was away longer gets a snapshot.
+    metadata_log_segment_bytes: u64 = 1 << 20
+        => metadata_log_segment_bytes: u64 = metadata_log_segment_bytes;
+
     /// Name of the cluster: a node refuses connections from peers of another.
     cluster_id: String = String::from("caudal")
         => cluster_id: String = cluster_id;

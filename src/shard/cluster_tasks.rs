@@ -19,6 +19,7 @@ use crate::cluster::wire::Control;
 use crate::metadata::controller_log::CONTROLLER_GROUP;
 use crate::metadata::store::{decode_snapshot, snapshot};
 use crate::metadata::BrokerEndpoint;
+use crate::replica::raft_shard::GroupId;
 
 use super::mesh::Everywhere;
 use super::router::TopicSpec;
@@ -31,6 +32,9 @@ const RESEND: Duration = Duration::from_secs(2);
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
 /// Wait before applying the controller log again after failing to.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a controller voter cuts the applied part of its controller log.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
 
 /// Every shard of a node: publishes its raft groups' changes to the node's leader table
 /// and wakes the shard's long-polling fetches. Runs until the shard stops.
@@ -73,11 +77,35 @@ pub async fn apply_controller_log(shard: Rc<Shard>) {
         return;
     };
     let publish = Everywhere(&shard);
+    let mut next_compaction = Instant::now() + COMPACT_EVERY;
     loop {
+        if Instant::now() >= next_compaction {
+            next_compaction = Instant::now() + COMPACT_EVERY;
+            // The log before what the metadata holds is cut (whole sealed segments); a
+            // voter behind the cut is sent the metadata as a snapshot.
+            let applied = i64::try_from(service.revision()).unwrap_or(i64::MAX);
+            match raft
+                .driver
+                .compact(GroupId(CONTROLLER_GROUP), applied)
+                .await
+            {
+                Ok(Some(start)) => debug!(start, "controller log cut"),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "could not cut the controller log"),
+            }
+        }
         let generation = raft.driver.generation();
         match service.apply_committed(&publish).await {
             Ok(true) => continue,
-            Ok(false) => raft.driver.changed_since(generation).await,
+            Ok(false) => {
+                // Nothing to apply: wait for the group to change, or for the next cut.
+                let cut_due = next_compaction.saturating_duration_since(Instant::now());
+                futures_lite::future::or(
+                    raft.driver.changed_since(generation),
+                    crate::task::sleep(cut_due),
+                )
+                .await
+            }
             Err(e) => {
                 warn!(error = %e, "could not apply the controller log; retrying");
                 crate::task::sleep(APPLY_RETRY).await;

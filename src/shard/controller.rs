@@ -29,7 +29,7 @@ use crate::cluster::raft_driver::GroupHandle;
 use crate::error::ErrorCode;
 use crate::log::Log;
 use crate::metadata::controller_log::{decode_batch, encode_batch};
-use crate::metadata::store::{records_of, MetaRecord, MetaStore};
+use crate::metadata::store::{decode_snapshot, records_of, MetaRecord, MetaStore};
 use crate::metadata::{
     BrokerEndpoint, ClusterMetadata, NodeId, PartitionId, ShardAddr, ShardId, TopicMeta,
 };
@@ -261,6 +261,15 @@ impl ControllerService {
         let Ok(_permit) = self.apply_lock.acquire_permit(1).await else {
             return Ok(());
         };
+        self.adopt_newer(sent, publish).await
+    }
+
+    /// [`ControllerService::adopt_sent`] with the apply lock held.
+    async fn adopt_newer(
+        &self,
+        sent: ClusterMetadata,
+        publish: &dyn Publish,
+    ) -> std::io::Result<()> {
         if sent.revision <= self.meta.borrow().revision {
             return Ok(());
         }
@@ -276,6 +285,42 @@ impl ControllerService {
         );
         self.adopt(meta, publish).await;
         Ok(())
+    }
+
+    /// Adopts the metadata of the snapshot installed in the controller log, which now
+    /// starts at `start`, past this node's revision (the apply lock held).
+    async fn adopt_installed(
+        &self,
+        cl: &ControllerLog,
+        start: i64,
+        publish: &dyn Publish,
+    ) -> Result<bool, String> {
+        let dir = cl.log.dir();
+        let state = crate::replica::raft_snapshot::load_state(dir)
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .ok_or_else(|| {
+                format!(
+                    "the controller log starts at {start}, past this node's metadata (revision {}), and holds no snapshot",
+                    self.revision()
+                )
+            })?;
+        let meta = decode_snapshot(&state)
+            .map_err(|e| format!("the controller snapshot's metadata: {e}"))?;
+        if i64::try_from(meta.revision).unwrap_or(i64::MAX) < start {
+            return Err(format!(
+                "the controller snapshot's metadata (revision {}) is older than the log's start {start}",
+                meta.revision
+            ));
+        }
+        info!(
+            revision = meta.revision,
+            "adopting the metadata of the controller's snapshot"
+        );
+        self.adopt_newer(meta, publish)
+            .await
+            .map_err(|e| format!("keeping the controller snapshot's metadata: {e}"))?;
+        Ok(true)
     }
 
     /// Applies what the controller log committed since the last call (a voter), keeps
@@ -312,6 +357,12 @@ impl ControllerService {
                 }
                 return Ok(false);
             }
+        }
+        let start = cl.log.log_start_offset();
+        if i64::try_from(from).unwrap_or(i64::MAX) < start {
+            // The log was started over by the leader's snapshot: its metadata comes
+            // first, and the records after it are applied from its revision on.
+            return self.adopt_installed(&cl, start, publish).await;
         }
         let end = view.high_watermark;
         if end <= i64::try_from(from).unwrap_or(i64::MAX) {

@@ -6,6 +6,7 @@ pub mod cluster_tasks;
 pub mod cluster_view;
 pub mod controller;
 pub mod controller_client;
+pub mod controller_snapshot;
 pub mod forwarded;
 pub mod group_coordinators;
 pub mod mesh;

@@ -23,6 +23,7 @@ use crate::task::StopSignal;
 
 use super::cluster_tasks;
 use super::controller::{ControllerLog, ControllerPlace, ControllerService, CONTROLLER_SHARD};
+use super::controller_snapshot::ControllerSnapshots;
 use super::mesh;
 use super::producer_ids::ProducerIds;
 use super::router::{receive_loop, Envelope, Router};
@@ -406,7 +407,11 @@ async fn open_controller_log(shard: &Rc<Shard>) -> Result<(), String> {
         return Ok(());
     }
     let dir = shard.config.data_dir.join(controller_log::LOG_DIR);
-    let config = crate::metadata::topic_config::log_config(&Default::default(), shard.config.flush);
+    let mut config =
+        crate::metadata::topic_config::log_config(&Default::default(), shard.config.flush);
+    // Small segments, cut once applied (see `shard::controller_snapshot`); never by time.
+    config.segment_bytes = shard.config.metadata_log_segment_bytes.max(4096);
+    config.retention_ms = -1;
     let (log, recovered) = Log::open(&dir, config, shard.env.clone())
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -415,7 +420,15 @@ async fn open_controller_log(shard: &Rc<Shard>) -> Result<(), String> {
     // clients retry their admin requests (Kafka's controller stays where elected too).
     raft.driver.assign(group, None, None);
     raft.driver
-        .open_group(group, log.clone(), recovered, voters)
+        .open_group(
+            group,
+            log.clone(),
+            recovered,
+            voters,
+            Some(Rc::new(ControllerSnapshots {
+                shard: Rc::downgrade(shard),
+            })),
+        )
         .await?;
     service.attach_log(ControllerLog {
         log,

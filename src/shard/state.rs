@@ -470,7 +470,7 @@ impl Shard {
                         .map(|n| u64::try_from(n).unwrap_or(0))
                         .collect();
                     raft.driver
-                        .open_group(group, log.clone(), recovered, voters)
+                        .open_group(group, log.clone(), recovered, voters, None)
                         .await
                         .map_err(|reason| ApplyError::Raft {
                             dir: dir.clone(),
@@ -530,6 +530,11 @@ impl Shard {
     pub async fn apply_retention(&self) {
         let now = crate::clock::now_ms();
         for (topic, partition, log) in self.local_partitions() {
+            if topic == crate::group::OFFSETS_TOPIC {
+                // Committed offsets are replayed from it: Kafka compacts it by key, and
+                // until that exists here it is kept whole.
+                continue;
+            }
             if let Err(e) = log.apply_retention(now).await {
                 warn!(dir = %log.dir().display(), error = %e, "retention failed");
             }

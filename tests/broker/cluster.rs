@@ -747,3 +747,153 @@ fn a_cancelled_move_puts_the_partition_back_on_its_replicas() {
     );
     stop(&mut nodes);
 }
+
+/// Base offset of the oldest segment of the log in `dir` (its log start).
+fn log_start_in(dir: &std::path::Path) -> i64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.strip_suffix(".log")
+                        .and_then(|b| b.parse::<i64>().ok())
+                })
+                .min()
+                .unwrap_or(-1)
+        })
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_node_away_past_the_cut_of_the_logs_is_sent_snapshots_and_serves_again() {
+    let _bound = Deadline::start("snapshot test", Duration::from_secs(150));
+    let dirs = vec![
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+    ];
+    let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
+    let mut nodes: Vec<Node> = dirs
+        .into_iter()
+        .zip(configs)
+        .map(|(dir, config)| {
+            let config = Config {
+                metadata_log_segment_bytes: 4096,
+                retention_check_ms: 300,
+                ..config
+            };
+            let handle = runtime::start(config.clone()).expect("node starts");
+            Node {
+                config,
+                handle: Some(handle),
+                _dir: dir,
+            }
+        })
+        .collect();
+    for n in &nodes {
+        wait_until("every node lists the three nodes", || {
+            metadata(&mut n.client(), None).brokers.len() == 3
+        });
+    }
+    let lead = controller(&nodes);
+    assert_eq!(
+        create_with(
+            &mut nodes[lead].client(),
+            "data",
+            3,
+            &[("segment.bytes", "4096"), ("retention.bytes", "8192")]
+        )
+        .topics[0]
+            .error_code,
+        0
+    );
+    known_everywhere(&nodes, "data");
+    let away = (lead + 1) % 3;
+    if let Some(h) = nodes[away].handle.take() {
+        h.shutdown();
+    }
+    // While it is away: the partition's log is cut by retention and the controller's
+    // once applied, both past everything the node holds.
+    let mut data_leader = None;
+    wait_until("the partition has a leader on a running node", || {
+        data_leader = (0..3)
+            .filter(|&i| nodes[i].handle.is_some())
+            .find_map(|i| leader(&mut nodes[i].client(), "data"))
+            .map(|id| (id / 1024 - 1) as usize)
+            .filter(|&i| nodes[i].handle.is_some());
+        data_leader.is_some()
+    });
+    let data_leader = data_leader.unwrap_or(lead);
+    let value = vec![b'v'; 1000];
+    for _ in 0..60 {
+        assert_eq!(
+            produce_one(&mut nodes[data_leader].client(), "data", &value).0,
+            0
+        );
+    }
+    for i in 0..30 {
+        let t = format!("churn-{i}");
+        assert_eq!(
+            create(&mut nodes[lead].client(), &t, 1).topics[0].error_code,
+            0
+        );
+        assert_eq!(delete_topic(&mut nodes[lead].client(), &t), 0);
+    }
+    assert_eq!(
+        create(&mut nodes[lead].client(), "last", 3).topics[0].error_code,
+        0
+    );
+    let data_dirs: Vec<std::path::PathBuf> =
+        nodes.iter().map(|n| n.config.data_dir.clone()).collect();
+    let controller_dir = |i: usize| data_dirs[i].join("__cluster_metadata-0");
+    let data_dir = |i: usize| data_dirs[i].join("data-0");
+    for i in (0..3).filter(|&i| i != away) {
+        wait_until("the running nodes cut the partition's log", || {
+            log_start_in(&data_dir(i)) > 0
+        });
+        wait_until("the running nodes cut the controller log", || {
+            log_start_in(&controller_dir(i)) > 0
+        });
+    }
+    assert_eq!(log_start_in(&controller_dir(away)), 0);
+    assert_eq!(log_start_in(&data_dir(away)), 0);
+
+    nodes[away].handle = Some(runtime::start(nodes[away].config.clone()).expect("restarts"));
+    wait_until("the node that was away knows every topic", || {
+        topic_names(&mut nodes[away].client()) == ["data", "last"]
+    });
+    wait_until("its controller log starts at the leader's cut", || {
+        log_start_in(&controller_dir(away)) > 0
+    });
+    let away_broker = (away as i32 + 1) * 1024;
+    wait_until(
+        "it is in sync on the partition again, its log starting at the cut",
+        || {
+            let m = metadata(&mut nodes[data_leader].client(), Some("data"));
+            let in_sync = m.topics[0].partitions[0]
+                .isr_nodes
+                .iter()
+                .any(|b| b.0 == away_broker);
+            in_sync && log_start_in(&data_dir(away)) > 0
+        },
+    );
+    // It serves: with the partition's leader gone, the two left elect a leader and
+    // take writes with acks=all.
+    if let Some(h) = nodes[data_leader].handle.take() {
+        h.shutdown();
+    }
+    let other = (0..3)
+        .find(|&i| i != away && i != data_leader)
+        .unwrap_or(away);
+    let mut written = false;
+    wait_until("the two left take an acks=all write", || {
+        written = [away, other].iter().any(|&i| {
+            let mut c = nodes[i].client();
+            leader(&mut c, "data").is_some_and(|id| (id / 1024 - 1) as usize == i)
+                && produce_one(&mut c, "data", b"after").0 == 0
+        });
+        written
+    });
+    stop(&mut nodes);
+}
