@@ -76,7 +76,8 @@ pub fn thread_report() -> String {
         libc::prctl(libc::PR_SET_PTRACER, libc::PR_SET_PTRACER_ANY, 0, 0, 0);
     }
     let gdb = Command::new("timeout")
-        .args(["120", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+        // gdb can ignore the TERM while attached: KILL it 5 s later.
+        .args(["-k", "5", "120", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
         .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
         .stdin(Stdio::null())
         .output();
