@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use crate::task::local_channel;
 use bytes::Bytes;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::offsets::{Committed, GroupOffsets, OffsetRecord, OffsetStore};
 use super::state::{Group, GroupState, JoinResult, Member, SyncResult};
+use super::stored_group::StoredGroup;
 // Declared with the broker settings, since config must not depend on group/; callers keep
 // this path.
 pub use crate::config::GroupSettings;
@@ -100,6 +101,9 @@ pub struct Coordinator {
     tasks: TaskSet,
     /// Committed offsets as the metrics endpoint shows them.
     metrics: CommittedOffsets,
+    /// What the offsets log holds of each group's generation and members (its
+    /// signature: generation, and whether it has members).
+    stored: RefCell<HashMap<String, (i32, bool)>>,
 }
 
 fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
@@ -145,15 +149,35 @@ impl Coordinator {
         settings: GroupSettings,
         metrics: CommittedOffsets,
     ) -> Rc<Coordinator> {
+        // The groups as last stored: members carry on with their generation.
+        let stored = offsets.stored_groups();
         let c = Rc::new_cyclic(|me| Coordinator {
             me: me.clone(),
-            groups: RefCell::new(HashMap::new()),
+            groups: RefCell::new(
+                stored
+                    .iter()
+                    .map(|sg| (sg.group.clone(), sg.rebuild()))
+                    .collect(),
+            ),
             offsets,
             settings,
             metrics,
             members_changed: Rc::new(Notify::default()),
             tasks: TaskSet::new("group coordinator"),
+            stored: RefCell::new(
+                stored
+                    .iter()
+                    .map(|sg| (sg.group.clone(), sg.signature()))
+                    .collect(),
+            ),
         });
+        let rebuilt = stored.iter().filter(|sg| !sg.members.is_empty()).count();
+        if rebuilt > 0 {
+            info!(
+                groups = rebuilt,
+                "groups rebuilt with their members from the offsets log"
+            );
+        }
         for g in c.offsets.groups() {
             c.publish_committed(&g);
         }
@@ -164,6 +188,7 @@ impl Coordinator {
                 crate::task::sleep(EXPIRY_TICK).await;
                 let Some(c) = weak.upgrade() else { return };
                 c.expire_sessions();
+                c.store_changed_groups().await;
                 if last_retention.elapsed() > Duration::from_secs(60) {
                     last_retention = Instant::now();
                     c.expire_offsets().await;
@@ -549,6 +574,34 @@ impl Coordinator {
                 && g.pending.is_empty()
                 && !offsets.contains(id))
         });
+    }
+
+    /// Stores the generation and members of every group that became Stable or Empty
+    /// since it was last stored (at most one expiry tick after the change).
+    async fn store_changed_groups(&self) {
+        let changed: Vec<StoredGroup> = {
+            let groups = self.groups.borrow();
+            let stored = self.stored.borrow();
+            groups
+                .values()
+                .filter_map(StoredGroup::of)
+                .filter(|sg| stored.get(&sg.group) != Some(&sg.signature()))
+                .collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
+        let signatures: Vec<(String, (i32, bool))> = changed
+            .iter()
+            .map(|sg| (sg.group.clone(), sg.signature()))
+            .collect();
+        let records = changed.into_iter().map(OffsetRecord::Group).collect();
+        match self.offsets.write(records).await {
+            Ok(()) => self.stored.borrow_mut().extend(signatures),
+            Err(e) => {
+                warn!(error = %e, "could not store groups' members (tried again at the next tick)")
+            }
+        }
     }
 
     async fn expire_offsets(&self) {

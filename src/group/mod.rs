@@ -9,6 +9,7 @@
 pub mod coordinator;
 pub mod offsets;
 pub mod state;
+pub mod stored_group;
 
 use crate::metadata::{PartitionId, ShardId};
 

@@ -11,6 +11,8 @@
 //!   leader_epoch: i32, metadata: nullable str16, commit_ms: i64 }`
 //! - `2` delete group: `{ group: str }`
 //! - `3` delete offset: `{ group: str, topic: str, partition: i32 }`
+//! - `4` (version 3 values only) a group's generation and members
+//!   (`group::stored_group`); a delete group removes it too
 //!
 //! Version 1 (releases up to 617d542) is the same without the header: its values start
 //! with the kind byte, which is never the magic's first byte, and are still read. A
@@ -34,13 +36,20 @@ use crate::notify::Notify;
 use crate::protocol::record_batch::{build_batch, check_batch, uncompressed_records, Compression};
 use crate::replica::{Partition, ReplicaError};
 
-/// The version of the record values this build writes.
+use super::stored_group::StoredGroup;
+
+/// The version of the offsets record values this build writes.
 pub const VERSION: u16 = 2;
+/// The version of values that hold a group's members (kind 4): a node that reads only
+/// version 2 stops at them rather than skipping what it does not know.
+pub const GROUP_VERSION: u16 = 3;
 const HEADER: FileHeader = FileHeader::new(magic::GROUP_OFFSETS, VERSION);
+const GROUP_HEADER: FileHeader = FileHeader::new(magic::GROUP_OFFSETS, GROUP_VERSION);
 
 const COMMIT: u8 = 1;
 const DELETE_GROUP: u8 = 2;
 const DELETE_OFFSET: u8 = 3;
+const GROUP: u8 = 4;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +92,26 @@ pub enum OffsetRecord {
         /// Partition.
         partition: i32,
     },
+    /// A group's generation and members.
+    Group(StoredGroup),
+}
+
+/// What the offsets log holds, replayed: committed offsets and stored groups.
+#[derive(Default)]
+struct Replayed {
+    offsets: HashMap<String, GroupOffsets>,
+    groups: HashMap<String, StoredGroup>,
 }
 
 impl OffsetRecord {
     /// The record value in the current version.
     pub fn encode(&self) -> Vec<u8> {
+        if let OffsetRecord::Group(g) = self {
+            let mut w = Writer::with_header(GROUP_HEADER);
+            w.put_u8(GROUP);
+            g.write_to(&mut w);
+            return w.finish();
+        }
         let mut w = Writer::with_header(HEADER);
         match self {
             OffsetRecord::Commit {
@@ -119,6 +143,7 @@ impl OffsetRecord {
                 w.put_str16(topic);
                 w.put_i32(*partition);
             }
+            OffsetRecord::Group(_) => {}
         }
         w.finish()
     }
@@ -126,10 +151,14 @@ impl OffsetRecord {
     /// Decodes a record value of either version.
     pub fn decode(b: &[u8]) -> CodecResult<OffsetRecord> {
         let mut r = Reader::new(b);
+        let mut version = 1;
         if FileHeader::has_magic(b, magic::GROUP_OFFSETS) {
-            r.take_header(magic::GROUP_OFFSETS, VERSION..=VERSION)?;
+            version = r.take_header(magic::GROUP_OFFSETS, VERSION..=GROUP_VERSION)?;
         }
         let rec = match r.take_u8()? {
+            GROUP if version >= GROUP_VERSION => {
+                OffsetRecord::Group(StoredGroup::read_from(&mut r)?)
+            }
             COMMIT => OffsetRecord::Commit {
                 group: r.take_str16()?,
                 topic: r.take_str16()?,
@@ -153,7 +182,8 @@ impl OffsetRecord {
         Ok(rec)
     }
 
-    fn apply(self, map: &mut HashMap<String, GroupOffsets>) {
+    fn apply(self, into: &mut Replayed) {
+        let map = &mut into.offsets;
         match self {
             OffsetRecord::Commit {
                 group,
@@ -167,6 +197,7 @@ impl OffsetRecord {
             }
             OffsetRecord::DeleteGroup(group) => {
                 map.remove(&group);
+                into.groups.remove(&group);
             }
             OffsetRecord::DeleteOffset {
                 group,
@@ -180,6 +211,9 @@ impl OffsetRecord {
                     }
                 }
             }
+            OffsetRecord::Group(g) => {
+                into.groups.insert(g.group.clone(), g);
+            }
         }
     }
 }
@@ -188,12 +222,14 @@ impl OffsetRecord {
 pub struct OffsetStore {
     log: Rc<Partition>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
+    /// Each group's last stored generation and members.
+    groups: RefCell<HashMap<String, StoredGroup>>,
 }
 
 /// Replays the log into a map. Returns the map, the number of records, and whether the
 /// replay stopped early at corrupt data (the log must then be rewritten).
-async fn replay(log: &Partition) -> LogResult<(HashMap<String, GroupOffsets>, usize, bool)> {
-    let mut map = HashMap::new();
+async fn replay(log: &Partition) -> LogResult<(Replayed, usize, bool)> {
+    let mut map = Replayed::default();
     let mut records = 0usize;
     let mut from = log.log_start_offset();
     while from < log.high_watermark() {
@@ -250,7 +286,7 @@ impl OffsetStore {
         let mut log =
             Partition::open(dir, config.clone(), env.clone(), Rc::new(Notify::default())).await?;
         let (map, records, corrupt) = replay(&log).await?;
-        let live: usize = map.values().map(BTreeMap::len).sum();
+        let live: usize = map.offsets.values().map(BTreeMap::len).sum::<usize>() + map.groups.len();
         if corrupt || (records > 1000 && records > 4 * live) {
             let tmp = with_suffix(dir, "compacting");
             let stale = tmp.clone();
@@ -265,8 +301,16 @@ impl OffsetStore {
             let store = OffsetStore {
                 log: fresh,
                 offsets: RefCell::new(HashMap::new()),
+                groups: RefCell::new(HashMap::new()),
             };
-            for (group, offsets) in &map {
+            let stored: Vec<OffsetRecord> = map
+                .groups
+                .values()
+                .cloned()
+                .map(OffsetRecord::Group)
+                .collect();
+            store.append(&stored).await?;
+            for (group, offsets) in &map.offsets {
                 let recs: Vec<OffsetRecord> = offsets
                     .iter()
                     .map(|((topic, partition), c)| OffsetRecord::Commit {
@@ -303,7 +347,8 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            offsets: RefCell::new(map),
+            offsets: RefCell::new(map.offsets),
+            groups: RefCell::new(map.groups),
         })
     }
 
@@ -320,7 +365,8 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            offsets: RefCell::new(map),
+            offsets: RefCell::new(map.offsets),
+            groups: RefCell::new(map.groups),
         })
     }
 
@@ -352,10 +398,15 @@ impl OffsetStore {
             return Ok(());
         }
         self.append(&records).await?;
-        let mut map = self.offsets.borrow_mut();
+        let mut replayed = Replayed {
+            offsets: std::mem::take(&mut *self.offsets.borrow_mut()),
+            groups: std::mem::take(&mut *self.groups.borrow_mut()),
+        };
         for r in records {
-            r.apply(&mut map);
+            r.apply(&mut replayed);
         }
+        *self.offsets.borrow_mut() = replayed.offsets;
+        *self.groups.borrow_mut() = replayed.groups;
         Ok(())
     }
 
@@ -366,6 +417,11 @@ impl OffsetStore {
             .get(group)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Each group's last stored generation and members.
+    pub fn stored_groups(&self) -> Vec<StoredGroup> {
+        self.groups.borrow().values().cloned().collect()
     }
 
     /// Groups with committed offsets.
@@ -455,10 +511,42 @@ mod tests {
     #[test]
     fn a_value_of_a_newer_version_is_refused_by_name() {
         let mut newer = OffsetRecord::DeleteGroup("g".into()).encode();
-        newer[5] = 3;
+        newer[5] = 4;
         assert!(matches!(
             OffsetRecord::decode(&newer),
-            Err(CodecError::UnsupportedVersion { found: 3, .. })
+            Err(CodecError::UnsupportedVersion { found: 4, .. })
         ));
+    }
+
+    #[test]
+    fn a_groups_members_round_trip_in_a_version_3_value_only() {
+        use super::super::stored_group::StoredMember;
+        let g = OffsetRecord::Group(StoredGroup {
+            group: "g".into(),
+            generation: 7,
+            protocol_type: Some("consumer".into()),
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            members: vec![StoredMember {
+                id: "m-1".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 30_000,
+                subscription: bytes::Bytes::from_static(b"sub"),
+                assignment: bytes::Bytes::from_static(b"assign"),
+            }],
+        });
+        let bytes = g.encode();
+        assert!(bytes.starts_with(b"CDGO\x00\x03"));
+        assert_eq!(OffsetRecord::decode(&bytes), Ok(g));
+        for cut in 0..bytes.len() {
+            assert!(OffsetRecord::decode(&bytes[..cut]).is_err());
+        }
+        // Kind 4 in a version 2 value is not a group (version 2 never held one).
+        let mut v2 = bytes.clone();
+        v2[5] = 2;
+        assert!(OffsetRecord::decode(&v2).is_err());
     }
 }

@@ -179,8 +179,10 @@ impl Log {
 
     /// Drops every segment and starts the log over, empty, at `offset` (Kafka's
     /// `truncateFullyAndStartAt`): a raft replica installing a leader's snapshot, whose
-    /// log is wholly before (or beside) the leader's. Batches of the journal below
-    /// `offset` are skipped by its replay, so no journal record is needed. A non-empty
+    /// log is wholly before (or beside) the leader's. The shard journal may still hold
+    /// batches of the old log past `offset`, which a replay would put back: the caller
+    /// has the journal forget them (`Log::forget`) once its own state no longer needs
+    /// the log's earlier records, and its recovery cuts them until then. A non-empty
     /// `snapshot` is the replica's state for the new first segment (what a restart
     /// recovers from).
     pub async fn reset_to(&self, offset: Offset, snapshot: Vec<u8>) -> LogResult<()> {

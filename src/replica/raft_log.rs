@@ -124,7 +124,8 @@ impl Persist {
 enum Op {
     /// Install a leader's snapshot: its state (if any) first (for the group's owner to
     /// adopt, `raft_snapshot::load_state`), then the snapshot file,
-    /// the journal record, the empty log at its offset, and `raft.state`.
+    /// the journal record, the empty log at its offset, `raft.state`, and last the
+    /// journal forgets what it held of the log before.
     Install {
         point: SnapshotPoint,
         producers: Vec<u8>,
@@ -928,6 +929,10 @@ impl RaftLog {
         }
         self.log.reset_to(point.start_offset, producers).await?;
         self.meta.save().await?;
+        // Only now may the journal forget this log's records from before: the batches
+        // of the old log (a replay would put those past the offset back), and the rows
+        // and states that `raft.state` now holds.
+        self.log.forget().await?;
         warn!(dir = %self.meta.dir.display(), index = point.index, start_offset = point.start_offset, "installed a leader's snapshot: this replica's log starts over at its offset");
         Ok(())
     }

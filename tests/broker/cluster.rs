@@ -897,3 +897,142 @@ fn a_node_away_past_the_cut_of_the_logs_is_sent_snapshots_and_serves_again() {
     });
     stop(&mut nodes);
 }
+
+/// The node (index into `nodes`) coordinating `group`, as node `ask` says.
+fn group_coordinator(nodes: &[Node], ask: usize, group: &str) -> Option<usize> {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let r: FindCoordinatorResponse = nodes[ask].client().call(
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default().with_key(
+            kafka_protocol::protocol::StrBytes::from_string(group.to_string()),
+        ),
+    );
+    (r.error_code == 0 && r.node_id.0 >= 0).then(|| (r.node_id.0 / 1024 - 1) as usize)
+}
+
+fn group_heartbeat(c: &mut Client, group: &str, member: &str, generation: i32) -> i16 {
+    use kafka_protocol::messages::{GroupId, HeartbeatRequest, HeartbeatResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member.to_string()));
+    let r: HeartbeatResponse = c.call(ApiKey::Heartbeat, 4, &req);
+    r.error_code
+}
+
+#[test]
+fn a_groups_new_coordinator_rebuilds_it_and_its_members_carry_on_without_a_rebalance() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        GroupId, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let _bound = Deadline::start("group takeover test", Duration::from_secs(150));
+    let dirs = vec![
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+        TestBroker::temp_dir(),
+    ];
+    let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
+    let mut nodes: Vec<Node> = dirs
+        .into_iter()
+        .zip(configs)
+        .map(|(dir, config)| {
+            let config = Config {
+                offsets_topic_num_partitions: 3,
+                ..config
+            };
+            let handle = runtime::start(config.clone()).expect("node starts");
+            Node {
+                config,
+                handle: Some(handle),
+                _dir: dir,
+            }
+        })
+        .collect();
+    for n in &nodes {
+        wait_until("every node lists the three nodes", || {
+            metadata(&mut n.client(), None).brokers.len() == 3
+        });
+    }
+    let group = "takeover";
+    let mut coord = None;
+    wait_until("the group has a coordinator", || {
+        coord = group_coordinator(&nodes, 0, group);
+        coord.is_some()
+    });
+    let coord = coord.unwrap_or(0);
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(5000)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))])
+    };
+    let mut c = nodes[coord].client();
+    let mut member = String::new();
+    let mut joined = None;
+    wait_until("a member joins the group", || {
+        let r: JoinGroupResponse = c.call(ApiKey::JoinGroup, 9, &join(&member));
+        if r.error_code == 79 {
+            member = r.member_id.to_string();
+            return false;
+        }
+        let ok = r.error_code == 0;
+        joined = ok.then_some(r.generation_id);
+        ok
+    });
+    let generation = joined.unwrap_or(-1);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member.clone()))
+        .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(StrBytes::from_string(member.clone()))
+            .with_assignment(Bytes::from_static(b"every-partition"))]);
+    let s: SyncGroupResponse = c.call(ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(s.error_code, 0);
+    // Stored within a session check; then the coordinator's node goes.
+    std::thread::sleep(Duration::from_millis(800));
+    if let Some(h) = nodes[coord].handle.take() {
+        h.shutdown();
+    }
+    let ask = (coord + 1) % 3;
+    let mut next = None;
+    wait_until("another node coordinates the group", || {
+        next = group_coordinator(&nodes, ask, group).filter(|&n| n != coord);
+        next.is_some()
+    });
+    let mut answer = -1;
+    wait_until(
+        "the member's heartbeat is answered by the new coordinator",
+        || {
+            let Some(at) = next
+                .take()
+                .or_else(|| group_coordinator(&nodes, ask, group))
+                .filter(|&n| nodes[n].handle.is_some())
+            else {
+                return false;
+            };
+            answer = group_heartbeat(&mut nodes[at].client(), group, &member, generation);
+            // Asked again while the coordinator moves (NOT_COORDINATOR 16, not available
+            // 15) or loads (COORDINATOR_LOAD_IN_PROGRESS 14).
+            !matches!(answer, 14..=16)
+        },
+    );
+    assert_eq!(
+        answer, 0,
+        "the member carries on with its generation (not a rejoin: 25 or 22)"
+    );
+    stop(&mut nodes);
+}

@@ -223,3 +223,59 @@ fn group_requests_to_another_shard_get_not_coordinator() {
     );
     assert_eq!(r.error_code, 16, "NOT_COORDINATOR");
 }
+
+#[test]
+fn a_stable_group_carries_on_with_its_generation_and_members_after_a_restart() {
+    use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+    let mut broker = TestBroker::start(2);
+    let mut a = coordinator(&broker);
+    let a_id = new_member_id(&mut a);
+    let corr = send_join(&mut a, &a_id);
+    let ja: JoinGroupResponse = a.recv(9, corr);
+    assert_eq!((ja.error_code, ja.generation_id), (0, 1));
+    let s = sync(&mut a, &a_id, 1, vec![(&a_id, b"all-partitions")]);
+    assert_eq!(s.error_code, 0);
+    // The coordinator stores the stable group within a tick of its session checks.
+    std::thread::sleep(Duration::from_millis(600));
+    broker.restart();
+    let mut a = coordinator(&broker);
+    // The member carries on: same generation and member id, no rejoin.
+    assert_eq!(
+        heartbeat(&mut a, &a_id, 1),
+        0,
+        "heartbeat after the restart"
+    );
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_generation_id_or_member_epoch(1)
+        .with_member_id(StrBytes::from_string(a_id.clone()))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name("t"))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)])]);
+    let r: OffsetCommitResponse = a.call(ApiKey::OffsetCommit, 8, &commit);
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 0,
+        "commit with the generation"
+    );
+    let d: DescribeGroupsResponse = a.call(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str(GROUP))]),
+    );
+    let g = &d.groups[0];
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id.as_str(), a_id);
+    assert_eq!(&g.members[0].member_assignment[..], b"all-partitions");
+    // A silent member still expires after its session: the rebuilt one's clock starts
+    // at the takeover.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(
+        heartbeat(&mut a, &a_id, 1),
+        25,
+        "UNKNOWN_MEMBER_ID once expired"
+    );
+}

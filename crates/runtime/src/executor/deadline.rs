@@ -77,7 +77,16 @@ pub fn thread_report() -> String {
     }
     let gdb = Command::new("timeout")
         // gdb can ignore the TERM while attached: KILL it 5 s later.
-        .args(["-k", "5", "120", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+        .args([
+            "-k",
+            "5",
+            "120",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-nx",
+        ])
         .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
         .stdin(Stdio::null())
         .output();
