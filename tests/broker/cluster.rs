@@ -72,11 +72,17 @@ fn cluster_configs(dirs: &[&std::path::Path]) -> Vec<Config> {
 
 /// Three one-shard nodes on `dirs`, once every node lists the three.
 fn start_cluster_on(dirs: Vec<tempfile::TempDir>) -> Vec<Node> {
+    start_cluster_with(dirs, |c| c)
+}
+
+/// [`start_cluster_on`] with each node's settings changed by `tweak`.
+fn start_cluster_with(dirs: Vec<tempfile::TempDir>, tweak: impl Fn(Config) -> Config) -> Vec<Node> {
     let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
     let nodes: Vec<Node> = dirs
         .into_iter()
         .zip(configs)
         .map(|(dir, config)| {
+            let config = tweak(config);
             let handle = runtime::start(config.clone()).expect("node starts");
             Node {
                 config,
@@ -773,29 +779,11 @@ fn a_node_away_past_the_cut_of_the_logs_is_sent_snapshots_and_serves_again() {
         TestBroker::temp_dir(),
         TestBroker::temp_dir(),
     ];
-    let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
-    let mut nodes: Vec<Node> = dirs
-        .into_iter()
-        .zip(configs)
-        .map(|(dir, config)| {
-            let config = Config {
-                metadata_log_segment_bytes: 4096,
-                retention_check_ms: 300,
-                ..config
-            };
-            let handle = runtime::start(config.clone()).expect("node starts");
-            Node {
-                config,
-                handle: Some(handle),
-                _dir: dir,
-            }
-        })
-        .collect();
-    for n in &nodes {
-        wait_until("every node lists the three nodes", || {
-            metadata(&mut n.client(), None).brokers.len() == 3
-        });
-    }
+    let mut nodes = start_cluster_with(dirs, |config| Config {
+        metadata_log_segment_bytes: 4096,
+        retention_check_ms: 300,
+        ..config
+    });
     let lead = controller(&nodes);
     assert_eq!(
         create_with(
@@ -937,28 +925,10 @@ fn a_groups_new_coordinator_rebuilds_it_and_its_members_carry_on_without_a_rebal
         TestBroker::temp_dir(),
         TestBroker::temp_dir(),
     ];
-    let configs = cluster_configs(&dirs.iter().map(|d| d.path()).collect::<Vec<_>>());
-    let mut nodes: Vec<Node> = dirs
-        .into_iter()
-        .zip(configs)
-        .map(|(dir, config)| {
-            let config = Config {
-                offsets_topic_num_partitions: 3,
-                ..config
-            };
-            let handle = runtime::start(config.clone()).expect("node starts");
-            Node {
-                config,
-                handle: Some(handle),
-                _dir: dir,
-            }
-        })
-        .collect();
-    for n in &nodes {
-        wait_until("every node lists the three nodes", || {
-            metadata(&mut n.client(), None).brokers.len() == 3
-        });
-    }
+    let mut nodes = start_cluster_with(dirs, |config| Config {
+        offsets_topic_num_partitions: 3,
+        ..config
+    });
     let group = "takeover";
     let mut coord = None;
     wait_until("the group has a coordinator", || {

@@ -31,10 +31,22 @@ struct Cluster {
 
 impl Cluster {
     async fn start(root: &Path, n: u64, journal: Option<u64>) -> Cluster {
+        Cluster::start_with(root, n, journal, caudal::log::LogConfig::default()).await
+    }
+
+    /// [`Cluster::start`] with the logs' configuration (small segments roll often).
+    async fn start_with(
+        root: &Path,
+        n: u64,
+        journal: Option<u64>,
+        config: caudal::log::LogConfig,
+    ) -> Cluster {
         let voters: Vec<u64> = (1..=n).collect();
         let mut nodes = Vec::new();
         for id in 1..=n {
-            nodes.push(Some(open_node(root, id, &voters, 1, journal).await));
+            nodes.push(Some(
+                open_node_with(root, id, &voters, 1, journal, config.clone()).await,
+            ));
         }
         Cluster {
             nodes,
@@ -548,18 +560,7 @@ fn sealed_segments_keep_their_raft_index_tables_and_a_restart_reads_them_back() 
             ..caudal::log::LogConfig::default()
         };
         let voters = [1, 2, 3];
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            cut: Vec::new(),
-            completions: BTreeMap::new(),
-            catch_up_max: 0,
-            catch_up_total: 0,
-        };
-        for id in 1..=3 {
-            c.nodes.push(Some(
-                open_node_with(&dir, id, &voters, 1, Some(64 << 20), config.clone()).await,
-            ));
-        }
+        let mut c = Cluster::start_with(&dir, 3, Some(64 << 20), config.clone()).await;
         c.elect(1).await;
         for i in 0..100u32 {
             c.node_mut(1)
@@ -998,18 +999,7 @@ fn a_replica_behind_the_leaders_log_start_installs_a_snapshot_and_serves_as_a_vo
             ..caudal::log::LogConfig::default()
         };
         let voters = [1, 2, 3];
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            cut: Vec::new(),
-            completions: BTreeMap::new(),
-            catch_up_max: 0,
-            catch_up_total: 0,
-        };
-        for id in 1..=3 {
-            c.nodes.push(Some(
-                open_node_with(&dir, id, &voters, 1, Some(64 << 20), config.clone()).await,
-            ));
-        }
+        let mut c = Cluster::start_with(&dir, 3, Some(64 << 20), config.clone()).await;
         c.elect(1).await;
         c.propose_each(1, 0..20, 2, 200).await;
         c.drive_n(5).await;
@@ -1175,18 +1165,7 @@ fn a_learner_added_after_the_log_was_cut_installs_a_snapshot_and_becomes_a_voter
             segment_bytes: 8 << 10,
             ..caudal::log::LogConfig::default()
         };
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            cut: Vec::new(),
-            completions: BTreeMap::new(),
-            catch_up_max: 0,
-            catch_up_total: 0,
-        };
-        for id in 1..=3 {
-            c.nodes.push(Some(
-                open_node_with(&dir, id, &[1, 2, 3], 1, journal, config.clone()).await,
-            ));
-        }
+        let mut c = Cluster::start_with(&dir, 3, journal, config.clone()).await;
         c.elect(1).await;
         c.propose_each(1, 0..60, 2, 400).await;
         c.drive_n(5).await;

@@ -655,9 +655,26 @@ fn plan() -> (Vec<u64>, std::time::Duration) {
 /// alone, so a failing seed replays by itself.
 const SIDE_BY_SIDE: usize = 8;
 
+thread_local! {
+    /// The seeds of the schedules under way on this thread: a panic inside raft-rs (its
+    /// `fatal!`) names none, so the hook below does.
+    static IN_FLIGHT: std::cell::RefCell<std::collections::BTreeSet<u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
+}
+
 #[test]
 fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_replica() {
     let (seeds, budget) = plan();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let seeds = IN_FLIGHT.with(|f| f.try_borrow().map(|s| s.clone()).unwrap_or_default());
+        if !seeds.is_empty() {
+            eprintln!(
+                "raft schedules under way when this thread panicked: {seeds:?} (replay one: RAFT_SIM_SEED=<seed>)"
+            );
+        }
+        default_hook(info);
+    }));
     // The bound: the budget, plus the longest schedule and the cleanup after it.
     run_within(
         budget + std::time::Duration::from_secs(90),
@@ -675,7 +692,10 @@ fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_
                         return;
                     };
                     let sub = dir.join(format!("seed-{seed}"));
-                    match schedule(&sub, seed).await {
+                    IN_FLIGHT.with(|f| f.borrow_mut().insert(seed));
+                    let outcome = schedule(&sub, seed).await;
+                    IN_FLIGHT.with(|f| f.borrow_mut().remove(&seed));
+                    match outcome {
                         Ok(t) => {
                             let (count, idle, all) = tally.get();
                             tally.set((
