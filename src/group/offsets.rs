@@ -11,7 +11,7 @@
 //!   leader_epoch: i32, metadata: nullable str16, commit_ms: i64 }`
 //! - `2` delete group: `{ group: str }`
 //! - `3` delete offset: `{ group: str, topic: str, partition: i32 }`
-//! - `4` (version 3 values only) a group's generation and members
+//! - `4` (version 3 values, which hold nothing else) a group's generation and members
 //!   (`group::stored_group`); a delete group removes it too
 //!
 //! Version 1 (releases up to 617d542) is the same without the header: its values start
@@ -155,10 +155,14 @@ impl OffsetRecord {
         if FileHeader::has_magic(b, magic::GROUP_OFFSETS) {
             version = r.take_header(magic::GROUP_OFFSETS, VERSION..=GROUP_VERSION)?;
         }
-        let rec = match r.take_u8()? {
-            GROUP if version >= GROUP_VERSION => {
-                OffsetRecord::Group(StoredGroup::read_from(&mut r)?)
-            }
+        let kind = r.take_u8()?;
+        // Version 3 values hold a group's members and nothing else; the other kinds
+        // are version 2 (or headerless version 1) values.
+        if (kind == GROUP) != (version == GROUP_VERSION) {
+            return Err(CodecError::Invalid("offsets record kind for its version"));
+        }
+        let rec = match kind {
+            GROUP => OffsetRecord::Group(StoredGroup::read_from(&mut r)?),
             COMMIT => OffsetRecord::Commit {
                 group: r.take_str16()?,
                 topic: r.take_str16()?,

@@ -97,7 +97,11 @@ pub(super) fn take_conf_state(r: &mut Reader<'_>) -> CodecResult<ConfState> {
         learners: take_ids(r)?,
         voters_outgoing: take_ids(r)?,
         learners_next: take_ids(r)?,
-        auto_leave: r.take_u8()? != 0,
+        auto_leave: match r.take_u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(CodecError::Invalid("conf state auto_leave")),
+        },
         ..ConfState::default()
     })
 }

@@ -661,6 +661,29 @@ pub fn disk_seeds() -> Vec<Seed> {
         "group-offsets-delete".into(),
         tagged(7, &delete.encode()),
     ));
+    // Version 3: a group's generation and members.
+    let group = OffsetRecord::Group(caudal::group::stored_group::StoredGroup {
+        group: "billing".into(),
+        generation: 4,
+        protocol_type: Some("consumer".into()),
+        protocol: Some("range".into()),
+        leader: Some("m-1".into()),
+        members: vec![caudal::group::stored_group::StoredMember {
+            id: "m-1".into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/10.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            subscription: bytes::Bytes::from_static(b"\0\x01orders"),
+            assignment: bytes::Bytes::from_static(b"\0\x01orders\0\0\0\x02"),
+        }],
+    });
+    out.push((
+        "disk_parsers",
+        "group-offsets-group".into(),
+        tagged(7, &group.encode()),
+    ));
 
     let mut table = ProducerStateTable::default();
     let mut next = 0;
@@ -793,6 +816,23 @@ fn raft_disk_seeds() -> Vec<Seed> {
             "disk_parsers",
             "raft-record".into(),
             tagged(10, &row.encode()),
+        ),
+        (
+            "disk_parsers",
+            "raft-record-snapshot".into(),
+            tagged(
+                10,
+                &RaftRecord::Snapshot(caudal::replica::raft_snapshot::SnapshotPoint {
+                    index: 90,
+                    term: 4,
+                    conf_state: ConfState {
+                        voters: vec![1, 2, 3],
+                        ..ConfState::default()
+                    },
+                    start_offset: 700,
+                })
+                .encode(),
+            ),
         ),
         (
             "disk_parsers",
