@@ -400,6 +400,18 @@ impl RaftLog {
                 };
             }
         }
+        let start = table.end_offset_at(table.first_index() - 1);
+        if start > log.next_offset() {
+            // The table starts past the log's end: an install whose new table a
+            // checkpoint saved (checkpoints save the state as staged) before the log
+            // started over. Its log starts over now.
+            warn!(dir = %dir.display(), start, log_end = log.next_offset(), "the raft table starts past the log's end (an install cut short): the log starts over there");
+            log.reset_to(start, Vec::new()).await?;
+            recovered = Recovered {
+                snapshot_offset: start,
+                ..Recovered::default()
+            };
+        }
         let recovered = reconcile(&log, &mut table).await?.unwrap_or(recovered);
         let last = table.last_index();
         if hard_state.commit > last {

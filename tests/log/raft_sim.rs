@@ -646,7 +646,14 @@ fn plan() -> (Vec<u64>, std::time::Duration) {
     let budget = std::time::Duration::from_secs(var("RAFT_SIM_SECONDS").unwrap_or(90));
     match var("RAFT_SIM_SEED") {
         Some(seed) => (vec![seed], budget),
-        None => ((0..var("RAFT_SIM_SEEDS").unwrap_or(2000)).collect(), budget),
+        None => {
+            // RAFT_SIM_FIRST starts elsewhere (schedules that failed side by side).
+            let first = var("RAFT_SIM_FIRST").unwrap_or(0);
+            (
+                (first..first + var("RAFT_SIM_SEEDS").unwrap_or(2000)).collect(),
+                budget,
+            )
+        }
     }
 }
 
