@@ -5,6 +5,7 @@
 //! high watermark from the group's commit index (`replication`).
 
 pub mod conf_change;
+pub mod conf_state_codec;
 pub mod error;
 pub mod partition;
 pub mod producer_state;

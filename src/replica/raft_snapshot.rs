@@ -24,7 +24,7 @@ use raft::eraftpb::ConfState;
 use crate::codec::{self, magic, CodecResult, FileHeader, Reader, Writer};
 use crate::log::Offset;
 
-use super::raft_state::{put_conf_state, take_conf_state};
+use super::conf_state_codec::{put_conf_state, take_conf_state};
 
 /// The snapshot file's name in a partition's directory.
 pub const SNAPSHOT_FILE: &str = "raft.snapshot";

@@ -20,6 +20,7 @@ use raft::eraftpb::{ConfState, HardState};
 use crate::codec::{self, magic, CodecError, CodecResult, FileHeader, Reader, Writer};
 use crate::log::raft_index::{read_row, write_row, RaftIndex, Row};
 
+use super::conf_state_codec::{put_conf_state, take_conf_state};
 use super::raft_snapshot::SnapshotPoint;
 
 /// The state file's name in a partition's directory.
@@ -68,41 +69,6 @@ fn take_hard_state(r: &mut Reader<'_>) -> CodecResult<HardState> {
         vote: r.take_u64()?,
         commit: r.take_u64()?,
         ..HardState::default()
-    })
-}
-
-fn put_ids(p: &mut Writer, ids: &[u64]) {
-    p.put_u32(ids.len() as u32);
-    for id in ids {
-        p.put_u64(*id);
-    }
-}
-
-fn take_ids(r: &mut Reader<'_>) -> CodecResult<Vec<u64>> {
-    let n = r.take_count(8)?;
-    (0..n).map(|_| r.take_u64()).collect()
-}
-
-pub(super) fn put_conf_state(p: &mut Writer, cs: &ConfState) {
-    put_ids(p, &cs.voters);
-    put_ids(p, &cs.learners);
-    put_ids(p, &cs.voters_outgoing);
-    put_ids(p, &cs.learners_next);
-    p.put_u8(u8::from(cs.auto_leave));
-}
-
-pub(super) fn take_conf_state(r: &mut Reader<'_>) -> CodecResult<ConfState> {
-    Ok(ConfState {
-        voters: take_ids(r)?,
-        learners: take_ids(r)?,
-        voters_outgoing: take_ids(r)?,
-        learners_next: take_ids(r)?,
-        auto_leave: match r.take_u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(CodecError::Invalid("conf state auto_leave")),
-        },
-        ..ConfState::default()
     })
 }
 
