@@ -382,8 +382,25 @@ impl Coordinator {
     }
 
     /// Handles SyncGroup: the leader's assignment completes the rebalance; followers wait
-    /// for it.
+    /// for it. Answers once the stable group is stored, so a coordinator that takes the
+    /// group over knows the generation its members were told.
     pub async fn sync(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let result = self
+            .assign(group, generation, member_id, assignments)
+            .await;
+        if result.error == ErrorCode::None {
+            self.store_changed_groups().await;
+        }
+        result
+    }
+
+    async fn assign(
         &self,
         group: &str,
         generation: i32,
@@ -480,8 +497,20 @@ impl Coordinator {
         }
     }
 
-    /// Handles LeaveGroup for members given by id or by static instance id.
-    pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
+    /// Handles LeaveGroup for members given by id or by static instance id; answers
+    /// once the group as it is left is stored (a group left Empty must not come back
+    /// with its members after a restart or a takeover).
+    pub async fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<ErrorCode> {
+        let codes = self.remove_members(group, members);
+        self.store_changed_groups().await;
+        codes
+    }
+
+    fn remove_members(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group) else {
             return vec![ErrorCode::UnknownMemberId; members.len()];
@@ -577,7 +606,8 @@ impl Coordinator {
     }
 
     /// Stores the generation and members of every group that became Stable or Empty
-    /// since it was last stored (at most one expiry tick after the change).
+    /// since it was last stored: at once after a SyncGroup or LeaveGroup, otherwise
+    /// (expired sessions, rebalances that emptied a group) at the next expiry tick.
     async fn store_changed_groups(&self) {
         let changed: Vec<StoredGroup> = {
             let groups = self.groups.borrow();

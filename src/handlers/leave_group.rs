@@ -14,7 +14,9 @@ pub async fn handle(ctx: &RequestContext<'_>, request: LeaveGroupRequest) -> Lea
         Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
     };
     if ctx.header.request_api_version < 3 {
-        let codes = coordinator.leave(&group, &[(request.member_id.to_string(), None)]);
+        let codes = coordinator
+            .leave(&group, &[(request.member_id.to_string(), None)])
+            .await;
         let code = codes.first().copied().unwrap_or(ErrorCode::UnknownMemberId);
         return LeaveGroupResponse::default().with_error_code(code.code());
     }
@@ -28,7 +30,7 @@ pub async fn handle(ctx: &RequestContext<'_>, request: LeaveGroupRequest) -> Lea
             )
         })
         .collect();
-    let codes = coordinator.leave(&group, &members);
+    let codes = coordinator.leave(&group, &members).await;
     let responses = request
         .members
         .into_iter()

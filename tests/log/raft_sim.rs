@@ -403,6 +403,15 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
         }
         for (g, m) in net.due(&mut rng, now) {
             if let Some(to) = nodes[m.to as usize - 1].as_mut() {
+                if let Some(why) = commit_past_log(to, g, &m) {
+                    // raft-rs would stop the process here (its `fatal!`): say what the
+                    // replica holds instead, with the schedule's seed.
+                    return Err(format!(
+                        "step {now}: {why}; {} (journal {journal:?}, segments of {} bytes, cuts {cuts}, installs {installs})",
+                        replica_story(to, g),
+                        config.segment_bytes
+                    ));
+                }
                 let _ = to.shard.step(g, m);
             }
         }
@@ -495,6 +504,49 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
         cuts,
         installs,
     })
+}
+
+/// Why stepping `m` would stop raft-rs: a heartbeat commits past the receiver's log
+/// (the leader counts entries the replica no longer has).
+fn commit_past_log(node: &SimNode, g: GroupId, m: &raft::eraftpb::Message) -> Option<String> {
+    let raft = node.shard.node(g)?;
+    let last = raft.raft.raft_log.last_index();
+    let ours = m.term == raft.raft.term;
+    (ours
+        && m.msg_type == raft::eraftpb::MessageType::MsgHeartbeat
+        && m.commit > last
+        && m.commit > raft.raft.raft_log.committed)
+        .then(|| {
+            format!(
+                "node {} group {} is sent commit {} by node {} but its log ends at {last}",
+                node.id, g.0, m.commit, m.from
+            )
+        })
+}
+
+/// What a replica holds of group `g`, for a failure's message.
+fn replica_story(node: &SimNode, g: GroupId) -> String {
+    let Some(raft) = node.shard.node(g) else {
+        return "no group".into();
+    };
+    let store = raft.store();
+    let t = store.table();
+    let log = store.log();
+    let point = std::fs::read(log.dir().join("raft.snapshot"))
+        .ok()
+        .and_then(|b| caudal::replica::raft_snapshot::SnapshotPoint::decode(&b).ok());
+    format!(
+        "table {}..={} (offsets from {} to {}), log {}..{}, commit {}, applied {}, snapshot point {:?}",
+        t.first_index(),
+        t.last_index(),
+        t.end_offset_at(t.first_index() - 1),
+        t.next_offset(),
+        log.log_start_offset(),
+        log.next_offset(),
+        store.durable_hard_state().commit,
+        store.applied(),
+        point.map(|p| (p.index, p.term, p.start_offset)),
+    )
 }
 
 /// A client's idempotent producer with one request in flight.
