@@ -391,9 +391,7 @@ impl Coordinator {
         member_id: &str,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
-        let result = self
-            .assign(group, generation, member_id, assignments)
-            .await;
+        let result = self.assign(group, generation, member_id, assignments).await;
         if result.error == ErrorCode::None {
             self.store_changed_groups().await;
         }
@@ -500,11 +498,7 @@ impl Coordinator {
     /// Handles LeaveGroup for members given by id or by static instance id; answers
     /// once the group as it is left is stored (a group left Empty must not come back
     /// with its members after a restart or a takeover).
-    pub async fn leave(
-        &self,
-        group: &str,
-        members: &[(String, Option<String>)],
-    ) -> Vec<ErrorCode> {
+    pub async fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
         let codes = self.remove_members(group, members);
         self.store_changed_groups().await;
         codes

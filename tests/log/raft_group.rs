@@ -162,22 +162,7 @@ fn value_batch(i: u32, records: usize, size: usize) -> Vec<u8> {
 
 /// Every batch of `log` below `end`, checking that offsets are contiguous from 0.
 async fn batches(log: &Rc<Log>, end: i64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while from < end {
-        let r = log.read(from, 1 << 20, end).await.unwrap();
-        assert!(
-            !r.batches.is_empty(),
-            "read at {from} below {end} found nothing"
-        );
-        for b in r.batches {
-            let h = check_batch(&b).unwrap();
-            assert_eq!(h.base_offset, from, "offsets contiguous from 0");
-            from = h.last_offset() + 1;
-            out.push(b.to_vec());
-        }
-    }
-    out
+    batches_from(log, 0, end).await
 }
 
 fn rows_of(node: &SimNode) -> Vec<caudal::log::raft_index::Row> {
