@@ -101,9 +101,6 @@ pub struct Coordinator {
     tasks: TaskSet,
     /// Committed offsets as the metrics endpoint shows them.
     metrics: CommittedOffsets,
-    /// What the offsets log holds of each group's generation and members (its
-    /// signature: generation, and whether it has members).
-    stored: RefCell<HashMap<String, (i32, bool)>>,
 }
 
 fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
@@ -164,12 +161,6 @@ impl Coordinator {
             metrics,
             members_changed: Rc::new(Notify::default()),
             tasks: TaskSet::new("group coordinator"),
-            stored: RefCell::new(
-                stored
-                    .iter()
-                    .map(|sg| (sg.group.clone(), sg.signature()))
-                    .collect(),
-            ),
         });
         let rebuilt = stored.iter().filter(|sg| !sg.members.is_empty()).count();
         if rebuilt > 0 {
@@ -603,28 +594,19 @@ impl Coordinator {
     /// since it was last stored: at once after a SyncGroup or LeaveGroup, otherwise
     /// (expired sessions, rebalances that emptied a group) at the next expiry tick.
     async fn store_changed_groups(&self) {
-        let changed: Vec<StoredGroup> = {
-            let groups = self.groups.borrow();
-            let stored = self.stored.borrow();
-            groups
-                .values()
-                .filter_map(StoredGroup::of)
-                .filter(|sg| stored.get(&sg.group) != Some(&sg.signature()))
-                .collect()
-        };
+        let changed: Vec<OffsetRecord> = self
+            .groups
+            .borrow()
+            .values()
+            .filter_map(StoredGroup::of)
+            .filter(|sg| self.offsets.stored_signature(&sg.group) != Some(sg.signature()))
+            .map(OffsetRecord::Group)
+            .collect();
         if changed.is_empty() {
             return;
         }
-        let signatures: Vec<(String, (i32, bool))> = changed
-            .iter()
-            .map(|sg| (sg.group.clone(), sg.signature()))
-            .collect();
-        let records = changed.into_iter().map(OffsetRecord::Group).collect();
-        match self.offsets.write(records).await {
-            Ok(()) => self.stored.borrow_mut().extend(signatures),
-            Err(e) => {
-                warn!(error = %e, "could not store groups' members (tried again at the next tick)")
-            }
+        if let Err(e) = self.offsets.write(changed).await {
+            warn!(error = %e, "could not store groups' members (tried again at the next tick)");
         }
     }
 

@@ -225,9 +225,9 @@ impl OffsetRecord {
 /// The committed offsets of one shard's groups.
 pub struct OffsetStore {
     log: Rc<Partition>,
-    offsets: RefCell<HashMap<String, GroupOffsets>>,
-    /// Each group's last stored generation and members.
-    groups: RefCell<HashMap<String, StoredGroup>>,
+    /// What the log holds: committed offsets, and each group's last stored generation
+    /// and members.
+    state: RefCell<Replayed>,
 }
 
 /// Replays the log into a map. Returns the map, the number of records, and whether the
@@ -304,8 +304,7 @@ impl OffsetStore {
             .await?;
             let store = OffsetStore {
                 log: fresh,
-                offsets: RefCell::new(HashMap::new()),
-                groups: RefCell::new(HashMap::new()),
+                state: RefCell::new(Replayed::default()),
             };
             let stored: Vec<OffsetRecord> = map
                 .groups
@@ -351,8 +350,7 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            offsets: RefCell::new(map.offsets),
-            groups: RefCell::new(map.groups),
+            state: RefCell::new(map),
         })
     }
 
@@ -369,8 +367,7 @@ impl OffsetStore {
         }
         Ok(OffsetStore {
             log,
-            offsets: RefCell::new(map.offsets),
-            groups: RefCell::new(map.groups),
+            state: RefCell::new(map),
         })
     }
 
@@ -402,22 +399,18 @@ impl OffsetStore {
             return Ok(());
         }
         self.append(&records).await?;
-        let mut replayed = Replayed {
-            offsets: std::mem::take(&mut *self.offsets.borrow_mut()),
-            groups: std::mem::take(&mut *self.groups.borrow_mut()),
-        };
+        let mut state = self.state.borrow_mut();
         for r in records {
-            r.apply(&mut replayed);
+            r.apply(&mut state);
         }
-        *self.offsets.borrow_mut() = replayed.offsets;
-        *self.groups.borrow_mut() = replayed.groups;
         Ok(())
     }
 
     /// The committed offsets of a group.
     pub fn group(&self, group: &str) -> GroupOffsets {
-        self.offsets
+        self.state
             .borrow()
+            .offsets
             .get(group)
             .cloned()
             .unwrap_or_default()
@@ -425,12 +418,21 @@ impl OffsetStore {
 
     /// Each group's last stored generation and members.
     pub fn stored_groups(&self) -> Vec<StoredGroup> {
-        self.groups.borrow().values().cloned().collect()
+        self.state.borrow().groups.values().cloned().collect()
+    }
+
+    /// What is stored of `group`'s generation and members (`StoredGroup::signature`).
+    pub fn stored_signature(&self, group: &str) -> Option<(i32, bool)> {
+        self.state
+            .borrow()
+            .groups
+            .get(group)
+            .map(StoredGroup::signature)
     }
 
     /// Groups with committed offsets.
     pub fn groups(&self) -> Vec<String> {
-        self.offsets.borrow().keys().cloned().collect()
+        self.state.borrow().offsets.keys().cloned().collect()
     }
 
     /// Syncs and closes the log.

@@ -65,9 +65,7 @@ impl Log {
                 gone.iter().map(|s| s.base_offset).collect()
             };
             for base in &doomed {
-                for path in Segment::paths(&self.dir, *base) {
-                    crate::io::small_file::remove_if_exists(&path).await?;
-                }
+                self.remove_segment_files(*base).await?;
             }
             let (seg_base, pos) = self.position_of(offset).await?;
             // The sealed indexes no longer match; the segment is active again.
@@ -152,6 +150,14 @@ impl Log {
         Ok(())
     }
 
+    /// Deletes the files of the segment at `base` (its log, indexes and snapshots).
+    async fn remove_segment_files(&self, base: Offset) -> LogResult<()> {
+        for path in Segment::paths(&self.dir, base) {
+            crate::io::small_file::remove_if_exists(&path).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the `n` oldest segments (never the active one).
     async fn remove_oldest(&self, n: usize) -> LogResult<usize> {
         if n == 0 {
@@ -167,9 +173,7 @@ impl Log {
             removed
         };
         for seg in &removed {
-            for path in Segment::paths(&self.dir, seg.base_offset) {
-                crate::io::small_file::remove_if_exists(&path).await?;
-            }
+            self.remove_segment_files(seg.base_offset).await?;
             info!(dir = %self.dir.display(), base_offset = seg.base_offset, "deleted segment");
         }
         crate::io::small_file::sync_dir(&self.dir).await?;
@@ -197,9 +201,7 @@ impl Log {
             st.segments.iter().map(|s| s.base_offset).collect()
         };
         for base in &doomed {
-            for path in Segment::paths(&self.dir, *base) {
-                crate::io::small_file::remove_if_exists(&path).await?;
-            }
+            self.remove_segment_files(*base).await?;
         }
         if !snapshot.is_empty() {
             let path = segment_path(&self.dir, offset, SNAPSHOT_SUFFIX);

@@ -166,16 +166,6 @@ impl ProducerStateTable {
         if h.producer_id < 0 {
             return;
         }
-        let known = self
-            .producers
-            .get(&h.producer_id)
-            .and_then(|e| e.batches.back())
-            .is_some_and(|b| b.last_offset >= base_offset);
-        if known {
-            // A batch the state already holds, or one before it: a replay over a state
-            // taken further on (a leader's snapshot is newer than the log it starts).
-            return;
-        }
         let entry = self
             .producers
             .entry(h.producer_id)
@@ -183,6 +173,15 @@ impl ProducerStateTable {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
             });
+        if entry
+            .batches
+            .back()
+            .is_some_and(|b| b.last_offset >= base_offset)
+        {
+            // A batch the state already holds, or one before it: a replay over a state
+            // taken further on (a leader's snapshot is newer than the log it starts).
+            return;
+        }
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();

@@ -389,23 +389,18 @@ impl RaftLog {
                 sealed.clear();
                 conf_state = p.conf_state.clone();
             }
-            if table.first_index() - 1 == p.index
-                && (log.log_start_offset() > p.start_offset || log.next_offset() < p.start_offset)
-            {
-                // The snapshot's log was never started: the install stopped before it.
-                log.reset_to(p.start_offset, Vec::new()).await?;
-                recovered = Recovered {
-                    snapshot_offset: p.start_offset,
-                    ..Recovered::default()
-                };
-            }
         }
+        // Where the table's records start: at the snapshot's offset when it starts at
+        // the snapshot's entry.
         let start = table.end_offset_at(table.first_index() - 1);
-        if start > log.next_offset() {
-            // The table starts past the log's end: an install whose new table a
-            // checkpoint saved (checkpoints save the state as staged) before the log
-            // started over. Its log starts over now.
-            warn!(dir = %dir.display(), start, log_end = log.next_offset(), "the raft table starts past the log's end (an install cut short): the log starts over there");
+        let at_point = point
+            .as_ref()
+            .is_some_and(|p| p.index == table.first_index() - 1);
+        if start > log.next_offset() || (at_point && log.log_start_offset() > start) {
+            // The log does not hold where the table starts: an install stopped before
+            // its log started over (a checkpoint may also have saved the install's
+            // staged table: checkpoints save the state as staged). It starts over now.
+            warn!(dir = %dir.display(), start, log_end = log.next_offset(), "the raft table starts where the log holds nothing (an install cut short): the log starts over there");
             log.reset_to(start, Vec::new()).await?;
             recovered = Recovered {
                 snapshot_offset: start,
@@ -610,22 +605,6 @@ impl RaftLog {
     /// The partition log.
     pub fn log(&self) -> &Rc<Log> {
         &self.log
-    }
-
-    /// True when raft's entries before `index` are gone (compacted): raft gets
-    /// `Compacted` for them, and a replica that needs them a snapshot.
-    pub fn entries_compacted_before(&self, index: u64) -> bool {
-        index > 1
-            && matches!(
-                raft::Storage::entries(
-                    self,
-                    index - 1,
-                    index,
-                    None,
-                    GetEntriesContext::empty(false)
-                ),
-                Err(raft::Error::Store(StorageError::Compacted))
-            )
     }
 
     /// The raft-index table.

@@ -13,11 +13,11 @@
 //! auto_leave: u8 } } } }`. The deprecated priority field is not carried.
 
 use bytes::Bytes;
-use raft::eraftpb::{
-    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
-};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata};
 
 use crate::codec::{CodecError, CodecResult, Reader, Writer};
+
+use super::conf_state_codec::{put_conf_state, take_conf_state};
 
 const VERSION: u8 = 1;
 
@@ -60,18 +60,6 @@ fn take_bool(r: &mut Reader<'_>) -> CodecResult<bool> {
         1 => Ok(true),
         _ => Err(CodecError::Invalid("boolean")),
     }
-}
-
-fn put_ids(w: &mut Writer, ids: &[u64]) {
-    w.put_u32(ids.len() as u32);
-    for id in ids {
-        w.put_u64(*id);
-    }
-}
-
-fn take_ids(r: &mut Reader<'_>) -> CodecResult<Vec<u64>> {
-    let n = r.take_count(8)?;
-    (0..n).map(|_| r.take_u64()).collect()
 }
 
 /// Encodes `m`.
@@ -123,11 +111,7 @@ pub fn encode_into(w: &mut Writer, m: &Message) {
             put_bool(w, md.has_conf_state());
             if md.has_conf_state() {
                 let cs = md.get_conf_state();
-                put_ids(w, &cs.voters);
-                put_ids(w, &cs.learners);
-                put_ids(w, &cs.voters_outgoing);
-                put_ids(w, &cs.learners_next);
-                put_bool(w, cs.auto_leave);
+                put_conf_state(w, cs);
             }
         }
     }
@@ -196,14 +180,7 @@ fn decode_with(data: &[u8], share: impl Fn(&[u8]) -> Bytes) -> CodecResult<Messa
                 ..SnapshotMetadata::default()
             };
             if take_bool(&mut r)? {
-                md.set_conf_state(ConfState {
-                    voters: take_ids(&mut r)?,
-                    learners: take_ids(&mut r)?,
-                    voters_outgoing: take_ids(&mut r)?,
-                    learners_next: take_ids(&mut r)?,
-                    auto_leave: take_bool(&mut r)?,
-                    ..ConfState::default()
-                });
+                md.set_conf_state(take_conf_state(&mut r)?);
             }
             s.set_metadata(md);
         }
@@ -216,6 +193,7 @@ fn decode_with(data: &[u8], share: impl Fn(&[u8]) -> Bytes) -> CodecResult<Messa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft::eraftpb::ConfState;
     use rand::{Rng, SeedableRng};
 
     fn random_bytes(rng: &mut rand::rngs::StdRng, max: usize) -> Bytes {

@@ -46,13 +46,28 @@ pub struct SnapshotPoint {
 }
 
 impl SnapshotPoint {
+    /// Writes the point's fields (the file's payload; also a journal raft record's body).
+    pub fn write_to(&self, p: &mut Writer) {
+        p.put_u64(self.index);
+        p.put_u64(self.term);
+        put_conf_state(p, &self.conf_state);
+        p.put_i64(self.start_offset);
+    }
+
+    /// Reads fields written by [`SnapshotPoint::write_to`].
+    pub fn read_from(r: &mut Reader<'_>) -> CodecResult<SnapshotPoint> {
+        Ok(SnapshotPoint {
+            index: r.take_u64()?,
+            term: r.take_u64()?,
+            conf_state: take_conf_state(r)?,
+            start_offset: r.take_i64()?,
+        })
+    }
+
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Writer::new();
-        p.put_u64(self.index);
-        p.put_u64(self.term);
-        put_conf_state(&mut p, &self.conf_state);
-        p.put_i64(self.start_offset);
+        self.write_to(&mut p);
         codec::encode_checked_file(FileHeader::new(magic::RAFT_SNAPSHOT, VERSION), &p.finish())
     }
 
@@ -61,12 +76,7 @@ impl SnapshotPoint {
         let (_, payload) =
             codec::decode_checked_file(data, magic::RAFT_SNAPSHOT, VERSION..=VERSION)?;
         let mut r = Reader::new(payload);
-        let point = SnapshotPoint {
-            index: r.take_u64()?,
-            term: r.take_u64()?,
-            conf_state: take_conf_state(&mut r)?,
-            start_offset: r.take_i64()?,
-        };
+        let point = SnapshotPoint::read_from(&mut r)?;
         r.finish()?;
         Ok(point)
     }

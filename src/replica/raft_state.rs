@@ -91,10 +91,7 @@ impl RaftRecord {
             }
             RaftRecord::Snapshot(point) => {
                 p.put_u8(TAG_SNAPSHOT);
-                p.put_u64(point.index);
-                p.put_u64(point.term);
-                put_conf_state(&mut p, &point.conf_state);
-                p.put_i64(point.start_offset);
+                point.write_to(&mut p);
             }
         }
         p.finish()
@@ -107,12 +104,7 @@ impl RaftRecord {
             TAG_ROW => RaftRecord::Row(read_row(&mut r)?),
             TAG_HARD_STATE => RaftRecord::HardState(take_hard_state(&mut r)?),
             TAG_CONF_STATE => RaftRecord::ConfState(take_conf_state(&mut r)?),
-            TAG_SNAPSHOT => RaftRecord::Snapshot(SnapshotPoint {
-                index: r.take_u64()?,
-                term: r.take_u64()?,
-                conf_state: take_conf_state(&mut r)?,
-                start_offset: r.take_i64()?,
-            }),
+            TAG_SNAPSHOT => RaftRecord::Snapshot(SnapshotPoint::read_from(&mut r)?),
             _ => return Err(CodecError::Invalid("raft record tag")),
         };
         r.finish()?;

@@ -1047,12 +1047,16 @@ fn a_replica_behind_the_leaders_log_start_installs_a_snapshot_and_serves_as_a_vo
             first
         );
         assert!(
-            c.node(1)
-                .shard
-                .node(G)
-                .unwrap()
-                .store()
-                .entries_compacted_before(first),
+            matches!(
+                raft::Storage::entries(
+                    c.node(1).shard.node(G).unwrap().store(),
+                    first - 1,
+                    first,
+                    None,
+                    raft::GetEntriesContext::empty(false),
+                ),
+                Err(raft::Error::Store(raft::StorageError::Compacted))
+            ),
             "raft's entries before the cut are gone"
         );
 
