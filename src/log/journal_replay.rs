@@ -15,7 +15,8 @@ use super::storage::{Log, Recovered};
 
 impl Log {
     /// Re-applies journal records in order: batches the segments lack are appended (those
-    /// they hold are skipped), truncations are redone, raft records are kept for the
+    /// they hold are skipped), truncations are redone (one below the log's start drops
+    /// what the replay appended before it), raft records are kept for the
     /// group to replay. Batches that do not continue the log are skipped: either a
     /// truncation later in the journal already took the segment below them (it holds
     /// the rewritten tail, and the files with the batches before them were released),
@@ -30,13 +31,25 @@ impl Log {
         // offsets that follow cannot be trusted: only raft records are still taken.
         let mut damaged = false;
         let mut gaps = 0usize;
+        // What the segments held before this replay: written after every truncation
+        // whose segment a prefix cut has since deleted.
+        let held = self.next_offset();
         for op in ops {
             match op {
                 JournalOp::Raft(record) => self.raft_records.borrow_mut().push(record),
                 JournalOp::Truncate(_) | JournalOp::Batches(_) if damaged => {}
                 JournalOp::Truncate(at) => {
-                    if at >= self.log_start_offset() && at < self.next_offset() {
-                        self.cut_suffix(at).await?;
+                    // A truncation below the log's start (a prefix cut came after it)
+                    // still voids the batches journaled before it: those this replay
+                    // put back past what the segments held go again, or a stale batch
+                    // would stand where the log's newer one is only journaled.
+                    let to = if at >= self.log_start_offset() {
+                        at
+                    } else {
+                        held
+                    };
+                    if to < self.next_offset() {
+                        self.cut_suffix(to).await?;
                         changed = true;
                     }
                 }

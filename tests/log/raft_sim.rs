@@ -182,6 +182,9 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
     };
     let mut cuts = 0usize;
     let mut installs = 0usize;
+    // What happened to each node (crashes, restarts, cuts, installs), for a failure's
+    // message.
+    let mut story: Vec<String> = Vec::new();
     // Every value ever seen committed, per group, by the offset it was committed at.
     let mut committed: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); groups as usize];
     // How far each node's committed records were checked, per group (from 0 again after
@@ -251,6 +254,10 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
                     ));
                 }
             }
+            story.push(format!(
+                "step {now}: node {id} restarted: {}",
+                replica_stories(&node)
+            ));
             if tracing() {
                 trace_node(&format!("step {now}: restarted"), &node);
             }
@@ -273,7 +280,13 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
                 for g in 0..groups {
                     let end = node.shard.high_watermark(GroupId(g)).unwrap_or(0);
                     match node.shard.compact(GroupId(g), end).await {
-                        Ok(Some(_)) => cuts += 1,
+                        Ok(Some(start)) => {
+                            cuts += 1;
+                            story.push(format!(
+                                "step {now}: node {id} group {g} cut to offset {start} (asked {end}): {}",
+                                replica_story(node, GroupId(g))
+                            ));
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(format!("step {now}: node {id} group {g}: cut: {e}")),
                     }
@@ -365,6 +378,7 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
             .collect();
         for (id, out) in caudal::task::join_all(rounds).await {
             let crashing = matches!(crash_in_round, Some((c, _)) if c == id);
+            let finished = out.is_some();
             if tracing() && crashing {
                 eprintln!(
                     "step {now}: node {id} crashes {} its round",
@@ -373,6 +387,12 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
             }
             if let Some((msgs, r)) = out {
                 installs += r.installed.len();
+                for g in &r.installed {
+                    story.push(format!(
+                        "step {now}: node {id} group {} installed a snapshot",
+                        g.0
+                    ));
+                }
                 for (g, c) in &r.completions {
                     let client = &mut producers[g.0 as usize];
                     if client.waiting.is_some_and(|(t, _)| t == c.token) {
@@ -398,6 +418,13 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
             }
             // Crashed during its round or right after it: what was not yet written is lost.
             if crashing {
+                if let Some(node) = nodes[id as usize - 1].as_ref() {
+                    story.push(format!(
+                        "step {now}: node {id} crashed {} its round: {}",
+                        if finished { "after" } else { "in" },
+                        replica_stories(node)
+                    ));
+                }
                 crash(&mut nodes, &mut down, id, now + rng.gen_range(5..60)).await;
             }
         }
@@ -406,10 +433,18 @@ async fn schedule(dir: &std::path::Path, seed: u64) -> Result<Tally, String> {
                 if let Some(why) = commit_past_log(to, g, &m) {
                     // raft-rs would stop the process here (its `fatal!`): say what the
                     // replica holds instead, with the schedule's seed.
+                    let mine = format!("node {} ", m.to);
                     return Err(format!(
-                        "step {now}: {why}; {} (journal {journal:?}, segments of {} bytes, cuts {cuts}, installs {installs})",
+                        "step {now}: {why}; {} (journal {journal:?}, segments of {} bytes, cuts {cuts}, installs {installs}); node {}'s story:\n{}",
                         replica_story(to, g),
-                        config.segment_bytes
+                        config.segment_bytes,
+                        m.to,
+                        story
+                            .iter()
+                            .filter(|l| l.contains(&mine))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n")
                     ));
                 }
                 let _ = to.shard.step(g, m);
@@ -547,6 +582,16 @@ fn replica_story(node: &SimNode, g: GroupId) -> String {
         store.applied(),
         point.map(|p| (p.index, p.term, p.start_offset)),
     )
+}
+
+/// [`replica_story`] of each group on `node`.
+fn replica_stories(node: &SimNode) -> String {
+    node.shard
+        .group_ids()
+        .iter()
+        .map(|g| format!("group {}: {}", g.0, replica_story(node, *g)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A client's idempotent producer with one request in flight.
@@ -715,6 +760,38 @@ fn cuts_enabled() -> bool {
     std::env::var("RAFT_SIM_CUTS").map_or(true, |v| v != "0")
 }
 
+/// The broker's warnings while schedules run (a restart's recovery says what it dropped
+/// and why): a failing schedule prints those about its own directory.
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Where the tracing subscriber writes: one line per event into [`WARNINGS`].
+struct WarningSink;
+
+impl std::io::Write for WarningSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf).trim_end().to_string();
+        if let Ok(mut w) = WARNINGS.lock() {
+            w.push(line);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Takes the warnings that name `dir` out of [`WARNINGS`].
+fn warnings_about(dir: &std::path::Path) -> Vec<String> {
+    let key = dir.display().to_string();
+    let Ok(mut w) = WARNINGS.lock() else {
+        return Vec::new();
+    };
+    let (mine, rest): (Vec<String>, Vec<String>) = w.drain(..).partition(|l| l.contains(&key));
+    *w = rest;
+    mine
+}
+
 /// Schedules run side by side on the test's executor: each waits on its disk writes
 /// most of the time, so several overlap. A schedule's own choices come from its seed
 /// alone, so a failing seed replays by itself.
@@ -730,6 +807,11 @@ thread_local! {
 #[test]
 fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_replica() {
     let (seeds, budget) = plan();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(|| WarningSink)
+        .try_init();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let seeds = IN_FLIGHT.with(|f| f.try_borrow().map(|s| s.clone()).unwrap_or_default());
@@ -774,9 +856,11 @@ fn seeded_schedules_with_faults_and_crashes_keep_every_committed_batch_on_every_
                             ));
                         }
                         Err(e) => panic!(
-                            "raft schedule seed {seed} failed (replay: RAFT_SIM_SEED={seed}): {e}"
+                            "raft schedule seed {seed} failed (replay: RAFT_SIM_SEED={seed}): {e}\nthe broker's warnings about its directory:\n{}",
+                            warnings_about(&sub).join("\n")
                         ),
                     }
+                    warnings_about(&sub);
                     let _ = std::fs::remove_dir_all(&sub);
                 }
             };
