@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./data
 VENV := .venv
 
-.PHONY: run run-cluster build release test test-rust test-raft-sim test-clients test-java test-go client-deps lint audit fmt clean soak
+.PHONY: run run-cluster build release test test-rust test-raft-sim test-clients test-java test-go client-deps lint audit fmt clean soak soak-cluster
 
 run: release
 	mkdir -p $(DATA_DIR)
@@ -16,7 +16,7 @@ run-cluster: release
 	DATA_DIR=$(DATA_DIR) bash tools/run-cluster.sh
 
 build:
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 
 release:
 	$(CARGO) build --release --bins
@@ -55,6 +55,12 @@ test-java: build client-deps
 soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
 	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} RAFT_SIM_SECONDS=$${RAFT_SIM_SECONDS:-36000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
+
+# Mixed faults (kill, pause, isolation, one-way, packet loss) against five nodes in
+# network namespaces for an hour, checked by the history checker (tests/clients/
+# test_nemesis.py; CAUDAL_NEMESIS_SEED replays a schedule).
+soak-cluster: build client-deps
+	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_SOAK_CLUSTER_SECONDS=$${CAUDAL_SOAK_CLUSTER_SECONDS:-3600} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k soak
 
 # Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
 # and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).

@@ -87,8 +87,18 @@ async fn metadata(conn: &mut Conn, topic: &str) -> Result<(Topology, i16, i32, O
     Ok((topo, t.error_code, all, controller))
 }
 
+/// Where the topic's partitions are led now, as one broker sees it.
+pub async fn read_topology(conn: &mut Conn, topic: &str) -> Result<Topology> {
+    let (topo, err, _, _) = metadata(conn, topic).await?;
+    if err != 0 {
+        bail!("metadata for {topic}: {}", error_name(err));
+    }
+    Ok(topo)
+}
+
 /// Reads the topic's metadata, creating the topic with `partitions` partitions (and the
-/// given topic configs) first if it does not exist, and waits (up to 15 s) until every
+/// given topic configs and replication factor, -1 for the brokers' default) first if it
+/// does not exist, and waits (up to 15 s) until every
 /// partition has a leader, and, for a topic it created, until every leader serves it.
 pub async fn load_topology(
     bootstrap: &str,
@@ -97,6 +107,7 @@ pub async fn load_topology(
     partitions: i32,
     create: bool,
     configs: &[(String, String)],
+    replication_factor: i16,
 ) -> Result<Topology> {
     let mut conn = Conn::connect(bootstrap, client_id).await?;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -133,9 +144,11 @@ pub async fn load_topology(
             created = match controller {
                 Some(addr) if addr != bootstrap => {
                     let mut to = Conn::connect(&addr, client_id).await?;
-                    create_topic(&mut to, topic, partitions, configs).await?
+                    create_topic(&mut to, topic, partitions, configs, replication_factor).await?
                 }
-                _ => create_topic(&mut conn, topic, partitions, configs).await?,
+                _ => {
+                    create_topic(&mut conn, topic, partitions, configs, replication_factor).await?
+                }
             };
         } else if err == 3 && !create && Instant::now() > unknown_until {
             bail!("topic {topic} does not exist");
@@ -156,6 +169,7 @@ async fn create_topic(
     topic: &str,
     partitions: i32,
     configs: &[(String, String)],
+    replication_factor: i16,
 ) -> Result<bool> {
     let v = conn.version::<CreateTopicsRequest>()?;
     let configs = configs
@@ -171,7 +185,11 @@ async fn create_topic(
         .with_num_partitions(partitions.max(1))
         .with_configs(configs)
         // -1 (broker default) needs v4; a single node has one replica anyway.
-        .with_replication_factor(if v >= 4 { -1 } else { 1 });
+        .with_replication_factor(match replication_factor {
+            rf if rf > 0 => rf,
+            _ if v >= 4 => -1,
+            _ => 1,
+        });
     let req = CreateTopicsRequest::default()
         .with_topics(vec![t])
         .with_timeout_ms(30_000);

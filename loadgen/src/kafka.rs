@@ -35,6 +35,7 @@ pub fn our_range(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::SyncGroup => (0, 5),
         ApiKey::ApiVersions => (0, 3),
         ApiKey::CreateTopics => (2, 7),
+        ApiKey::InitProducerId => (0, 4),
         _ => return None,
     })
 }

@@ -5,11 +5,13 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod checker;
 pub mod cluster;
 pub mod compare;
 pub mod consume;
 pub mod fetch;
 pub mod group;
+pub mod history;
 pub mod kafka;
 pub mod plot;
 pub mod produce;
@@ -19,3 +21,4 @@ pub mod run;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
+pub mod verify;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use caudal_loadgen::batch::Codec;
+use caudal_loadgen::history::History;
 use caudal_loadgen::run::{CommonOpts, ConsumeOpts, ProduceOpts, StartFrom};
 use caudal_loadgen::runner::{self, Job};
-use caudal_loadgen::{cluster, report};
+use caudal_loadgen::verify::VerifyOpts;
+use caudal_loadgen::{checker, cluster, report};
 use clap::{Args, Parser, Subcommand};
 
 /// The load generator decodes whatever a broker answers: the same guard against hostile
@@ -56,6 +58,16 @@ enum Command {
         /// Independent consumer groups (fan-out); with --group G they are G-0, G-1, ...
         #[arg(long, default_value_t = 1)]
         groups: usize,
+    },
+    /// Jepsen-style verification: producers send unique values (acks=all, one in
+    /// flight each), consumers read in assign mode, a last reader reads every partition
+    /// after the run; the history is then checked for lost, unseen, duplicated and
+    /// reordered records. Prints the checker's report as JSON; exits 2 on any anomaly.
+    Verify(VerifyArgs),
+    /// Check a history saved by `verify --history` again; exits 2 on any anomaly.
+    Check {
+        /// The history (JSON lines).
+        history: PathBuf,
     },
     /// Print the APIs and versions a broker supports.
     Probe {
@@ -182,6 +194,92 @@ struct ConsumeArgs {
     fetch_max_wait_ms: i32,
 }
 
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Brokers to ask for metadata, comma-separated; tried in turn.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Topic (created with the brokers' default replication factor if missing).
+    #[arg(long, default_value = "verify")]
+    topic: String,
+    /// Partitions of the topic, if it has to be created.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Replicas of each partition, if the topic has to be created.
+    #[arg(long, default_value_t = 3)]
+    replication_factor: i16,
+    /// The topic's min.insync.replicas, if it has to be created.
+    #[arg(long, default_value_t = 2)]
+    min_insync_replicas: i16,
+    /// Producers, one send in flight each.
+    #[arg(long, default_value_t = 4)]
+    producers: u32,
+    /// Consumers in assign mode, each reading every partition.
+    #[arg(long, default_value_t = 2)]
+    consumers: u32,
+    /// Seconds producers and consumers run.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Seconds the last read may take to reach every partition's end after the run.
+    #[arg(long, default_value_t = 60.0)]
+    settle: f64,
+    /// Idempotent producers.
+    #[arg(long)]
+    idempotent: bool,
+    /// Produce request timeout (ms) sent to the broker.
+    #[arg(long, default_value_t = 5000)]
+    request_timeout_ms: u64,
+    /// Save the history here (JSON lines), for `caudal-loadgen check`.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Write the report here as JSON too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Client id in request headers.
+    #[arg(long, default_value = "caudal-verify")]
+    client_id: String,
+}
+
+/// Runs `verify` and prints its report; true when the history is clean.
+fn verify(a: VerifyArgs) -> Result<bool> {
+    let seconds = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v).map_err(|_| anyhow!("--{name} {v}: give seconds, 0 or more"))
+    };
+    let opts = VerifyOpts {
+        bootstrap: a
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        topic: a.topic,
+        partitions: a.partitions,
+        replication_factor: a.replication_factor,
+        min_insync_replicas: a.min_insync_replicas,
+        producers: a.producers,
+        consumers: a.consumers,
+        duration: seconds("duration", a.duration)?,
+        settle: seconds("settle", a.settle)?,
+        idempotent: a.idempotent,
+        request_timeout: Duration::from_millis(a.request_timeout_ms),
+        client_id: a.client_id,
+    };
+    let (history, facts) = caudal_loadgen::verify::run(opts)?;
+    if let Some(path) = &a.history {
+        history.save(path)?;
+    }
+    let report = checker::check(&history);
+    let outages = checker::outages(&history, 500);
+    let out = serde_json::json!({ "report": report, "run": facts, "outages": outages });
+    let text = serde_json::to_string_pretty(&out)?;
+    if let Some(path) = &a.json {
+        std::fs::write(path, &text).map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(report.is_clean())
+}
+
 /// Parses "1", "0,1", "2-3", "0,2-3".
 fn parse_cpus(s: &str) -> Result<Vec<usize>> {
     let mut out = Vec::new();
@@ -287,6 +385,12 @@ fn run(cli: Cli) -> Result<bool> {
             })?;
             print!("{text}");
             return Ok(true);
+        }
+        Command::Verify(a) => return verify(a),
+        Command::Check { history } => {
+            let report = checker::check(&History::load(&history)?);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(report.is_clean());
         }
         Command::Summarize { dir } => {
             report::summarize(&dir)?;

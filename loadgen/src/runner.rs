@@ -187,6 +187,7 @@ pub fn execute(job: Job) -> Result<Value> {
             c.partitions,
             create,
             &c.topic_configs,
+            -1,
         )
         .await?;
         let at = match &setup_job {

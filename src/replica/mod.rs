@@ -8,6 +8,7 @@ pub mod conf_change;
 pub mod conf_state_codec;
 pub mod error;
 pub mod partition;
+pub mod planted;
 pub mod producer_state;
 pub mod raft_log;
 pub mod raft_message;

