@@ -56,11 +56,13 @@ soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
 	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} RAFT_SIM_SECONDS=$${RAFT_SIM_SECONDS:-36000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
 
-# Mixed faults (kill, pause, isolation, one-way, packet loss) against five nodes in
-# network namespaces for an hour, checked by the history checker (tests/clients/
+# Mixed faults (kill, pause, isolation, partitions, one-way, packet loss, leader
+# elections) against five nodes in network namespaces for an hour, checked by the
+# history checker, then three Kafka nodes under each fault kind (tests/clients/
 # test_nemesis.py; CAUDAL_NEMESIS_SEED replays a schedule).
 soak-cluster: build client-deps
 	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_SOAK_CLUSTER_SECONDS=$${CAUDAL_SOAK_CLUSTER_SECONDS:-3600} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k soak
+	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_NEMESIS_KAFKA=$${CAUDAL_NEMESIS_KAFKA:-kill,pause,isolate,bridge,one-way,loss} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k kafka
 
 # Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
 # and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).

@@ -64,6 +64,10 @@ pub struct RunFacts {
     pub out_of_range_resets: u64,
     /// Records whose value was not one of this workload's.
     pub foreign_records: u64,
+    /// InitProducerId attempts that failed, and the last error.
+    pub producer_id_failures: u64,
+    /// The last InitProducerId error.
+    pub producer_id_error: Option<String>,
 }
 
 struct Ctx {
@@ -234,8 +238,11 @@ async fn init_producer_id(ctx: &Ctx) -> Option<(i64, i16)> {
     for addr in &ctx.opts.bootstrap {
         let got = within(Duration::from_secs(5), async {
             let mut conn = Conn::connect(addr, &ctx.opts.client_id).await?;
+            // Not transactional: a null id (the crate's default is "", which Kafka
+            // refuses as an empty transactional id).
             let req = InitProducerIdRequest::default()
-                .with_transaction_timeout_ms(60_000)
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX)
                 .with_producer_id((-1).into())
                 .with_producer_epoch(-1);
             let resp = conn.call(&req).await?;
@@ -245,8 +252,13 @@ async fn init_producer_id(ctx: &Ctx) -> Option<(i64, i16)> {
             Ok((resp.producer_id.0, resp.producer_epoch))
         })
         .await;
-        if let Ok(p) = got {
-            return Some(p);
+        match got {
+            Ok(p) => return Some(p),
+            Err(e) => {
+                let mut facts = ctx.facts.borrow_mut();
+                facts.producer_id_failures += 1;
+                facts.producer_id_error = Some(format!("{addr}: {e:#}"));
+            }
         }
     }
     None

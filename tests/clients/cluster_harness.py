@@ -12,6 +12,7 @@ deadline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -304,3 +305,20 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- node {n.id} ---\n{n.tail(60)}" for n in self.nodes)
+
+
+@contextlib.contextmanager
+def cluster_or_skip(make):
+    """The cluster `make()` builds, started, and stopped at the end of the `with`; skips
+    the test (with the reason) where network namespaces cannot be made."""
+    import pytest
+
+    try:
+        c = make()
+    except ClusterUnavailable as e:
+        pytest.skip(f"no cluster in network namespaces here: {e}")
+    try:
+        with c:
+            yield c
+    except ClusterUnavailable as e:
+        pytest.skip(f"no cluster in network namespaces here: {e}")

@@ -11,6 +11,8 @@ Fault kinds:
     one-way    one node hears nothing from the others, but its own packets go out
     loss       every node drops a share of the packets from the other nodes, at random
                (iptables' `statistic` match; this kernel has no netem)
+    elect      preferred-leader election for every partition: leaders that earlier faults
+               moved are transferred back while load runs (only useful mixed)
 
 Network faults touch only traffic between nodes: clients (in the root namespace, on
 the bridge's address) still reach every node, as in Jepsen's Kafka tests. Every fault
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 
 from cluster_harness import Cluster, Node
 
-KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss")
+KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "elect")
 
 
 def _iptables(node: Node, *args: str) -> None:
@@ -114,6 +116,9 @@ class Nemesis:
         elif kind == "one-way":
             for other in self._others(node):
                 _iptables(node, "-A", "INPUT", "-s", other.host, "-j", "DROP")
+        elif kind == "elect":
+            self._elect_preferred_leaders()
+            return []
         elif kind == "loss":
             for n in nodes:
                 for other in self._others(n):
@@ -123,6 +128,20 @@ class Nemesis:
         else:
             raise ValueError(f"unknown fault kind {kind}")
         return [node.id]
+
+    def _elect_preferred_leaders(self) -> None:
+        """Preferred-leader election for every partition (ElectLeaders, as
+        kafka-leader-election does): each leader that a fault moved off its partition's
+        first replica is transferred back. Refusals (no election needed, a replica out of
+        sync) are part of the game."""
+        from confluent_kafka import ElectionType
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap})
+        try:
+            admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=15)
+        except Exception:  # noqa: BLE001 - any outcome of the election is acceptable
+            pass
 
     def heal(self) -> None:
         """Ends every fault: network rules flushed, paused nodes resumed, killed nodes

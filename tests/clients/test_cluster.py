@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from caudal_harness import REPO, unique_name
-from cluster_harness import Cluster, ClusterUnavailable
+from cluster_harness import Cluster, ClusterUnavailable, cluster_or_skip
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
@@ -36,15 +36,8 @@ CLUSTER_ARGS = ("--replica-lag-time-max-ms", "1500", "--group-initial-rebalance-
 
 @pytest.fixture
 def cluster():
-    try:
-        c = Cluster(extra_args=CLUSTER_ARGS)
-    except ClusterUnavailable as e:
-        pytest.skip(f"no cluster in network namespaces here: {e}")
-    try:
-        with c:
-            yield c
-    except ClusterUnavailable as e:
-        pytest.skip(f"no cluster in network namespaces here: {e}")
+    with cluster_or_skip(lambda: Cluster(extra_args=CLUSTER_ARGS)) as c:
+        yield c
 
 
 def create_topic(c: Cluster, name: str, partitions: int, rf: int = 3, **configs) -> None:
