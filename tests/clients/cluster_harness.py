@@ -26,6 +26,8 @@ from typing import Optional
 
 from caudal_harness import TMP_ROOT, session_bin
 
+# Debian's libfaketime (package faketime), thread-safe variant.
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 KAFKA_PORT = 9092
 PEER_PORT = 9192
 READY_TIMEOUT_S = 20.0
@@ -105,11 +107,31 @@ class Node:
             *self.cluster.extra_args,
         ]
 
+    @property
+    def clock_file(self) -> Path:
+        """With a fake clock: the offset libfaketime adds to the node's wall time."""
+        return self.cluster.root / f"node{self.id}.faketime"
+
+    def clock_env(self) -> dict[str, str]:
+        """The environment that runs the node under libfaketime (wall time only; the
+        monotonic clock, which timers and timeouts use, stays true), when the cluster
+        has fake clocks."""
+        if not self.cluster.fake_clock:
+            return {}
+        if not self.clock_file.exists():
+            self.clock_file.write_text("+0\n")
+        return {
+            "LD_PRELOAD": str(LIBFAKETIME),
+            "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
+            "FAKETIME_CACHE_DURATION": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
+
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} starting: {' '.join(self.command())}\n".encode())
             offset = log.tell()
-            env = dict(os.environ, RUST_BACKTRACE="1", NO_COLOR="1")
+            env = dict(os.environ, RUST_BACKTRACE="1", NO_COLOR="1", **self.clock_env())
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
@@ -182,7 +204,7 @@ class Cluster:
     """Three caudal nodes in network namespaces. Use as a context manager."""
 
     def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None,
-                 listed: Optional[int] = None):
+                 listed: Optional[int] = None, fake_clock: bool = False):
         if os.geteuid() != 0:
             raise ClusterUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
@@ -197,6 +219,8 @@ class Cluster:
         # RFC 2544 benchmarking addresses: never routed anywhere real.
         self.subnet = f"198.{random.randint(18, 19)}.{random.randint(0, 255)}"
         self.extra_args = tuple(extra_args)
+        # Nodes run under libfaketime, so a nemesis can move their wall clocks.
+        self.fake_clock = fake_clock and LIBFAKETIME.is_file()
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes

@@ -11,6 +11,8 @@ Fault kinds:
     one-way    one node hears nothing from the others, but its own packets go out
     loss       every node drops a share of the packets from the other nodes, at random
                (iptables' `statistic` match; this kernel has no netem)
+    clock      one node's wall clock jumps by a minute to a day, either way (libfaketime;
+               the cluster must be started with fake_clock=True)
     elect      preferred-leader election for every partition: leaders that earlier faults
                moved are transferred back while load runs (only useful mixed)
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 
 from cluster_harness import Cluster, Node
 
-KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "elect")
+KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "clock", "elect")
 
 
 def _iptables(node: Node, *args: str) -> None:
@@ -116,6 +118,11 @@ class Nemesis:
         elif kind == "one-way":
             for other in self._others(node):
                 _iptables(node, "-A", "INPUT", "-s", other.host, "-j", "DROP")
+        elif kind == "clock":
+            # A jump of a minute to a day, either way (NTP stepping a clock, a VM
+            # resumed): timers run on the monotonic clock, wall time is what moves.
+            seconds = self.rng.randint(60, 86_400) * self.rng.choice((1, -1))
+            node.clock_file.write_text(f"{seconds:+d}\n")
         elif kind == "elect":
             self._elect_preferred_leaders()
             return []
@@ -153,6 +160,9 @@ class Nemesis:
                 _iptables(n, "-F")
             except (OSError, RuntimeError, subprocess.TimeoutExpired):
                 pass
+        for n in self.cluster.nodes:
+            if n.clock_file.exists():
+                n.clock_file.write_text("+0\n")
         for n in self.cluster.nodes:
             if n.proc is None:
                 continue

@@ -53,10 +53,14 @@ if ! command -v kcat >/dev/null 2>&1; then
     apt_install kcat
 fi
 
-# --- iptables: the nemesis's network faults (test_nemesis.py) ---------------------
+# --- iptables and libfaketime: the nemesis's network faults and clock jumps ---------
 if ! command -v iptables >/dev/null 2>&1; then
     echo "setup.sh: installing iptables"
     apt_install iptables
+fi
+if [ ! -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
+    echo "setup.sh: installing faketime"
+    apt_install faketime
 fi
 
 # --- Node.js and kafkajs ------------------------------------------------------
