@@ -204,7 +204,8 @@ class Cluster:
     """Three caudal nodes in network namespaces. Use as a context manager."""
 
     def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None,
-                 listed: Optional[int] = None, fake_clock: bool = False):
+                 listed: Optional[int] = None, fake_clock: bool = False,
+                 small_disk_node: Optional[int] = None, small_disk_mb: int = 256):
         if os.geteuid() != 0:
             raise ClusterUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
@@ -221,6 +222,10 @@ class Cluster:
         self.extra_args = tuple(extra_args)
         # Nodes run under libfaketime, so a nemesis can move their wall clocks.
         self.fake_clock = fake_clock and LIBFAKETIME.is_file()
+        # One node's data directory on a small filesystem of its own, for disk-full faults.
+        self.small_disk_node = small_disk_node
+        self.small_disk_mb = small_disk_mb
+        self._mounts: list[Path] = []
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes
@@ -272,6 +277,8 @@ class Cluster:
             self.nodes = [Node(self, n) for n in range(1, self.count + 1)]
             for node in self.nodes:
                 node.proc = None
+            if self.small_disk_node is not None:
+                self._mount_small_disk(self.node(self.small_disk_node))
             # All at once: each waits for the others only to replicate, not to start.
             for node in self.nodes[: self.started]:
                 node.start()
@@ -288,8 +295,23 @@ class Cluster:
             except Exception:
                 node.kill()
         self._remove_network()
+        for mount in self._mounts:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+        self._mounts = []
         if not exc or exc[0] is None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _mount_small_disk(self, node: Node) -> None:
+        """Puts `node`'s data directory on its own small ext4 filesystem (a loop-mounted
+        file), which a nemesis can fill."""
+        image = self.root / f"node{node.id}.img"
+        with open(image, "wb") as f:
+            f.truncate(self.small_disk_mb << 20)
+        for cmd in (["mkfs.ext4", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(node.data_dir)]):
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise ClusterUnavailable(f"`{' '.join(cmd)}` failed: {out.stderr.strip()}")
+        self._mounts.append(node.data_dir)
 
     def wait_formed(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until every node's Metadata lists every node (each has registered with the

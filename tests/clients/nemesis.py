@@ -13,6 +13,8 @@ Fault kinds:
                (iptables' `statistic` match; this kernel has no netem)
     clock      one node's wall clock jumps by a minute to a day, either way (libfaketime;
                the cluster must be started with fake_clock=True)
+    disk-full  the node whose data directory is on a small filesystem of its own (the
+               cluster's small_disk_node) finds it full: a ballast file takes every block
     elect      preferred-leader election for every partition: leaders that earlier faults
                moved are transferred back while load runs (only useful mixed)
 
@@ -23,6 +25,7 @@ is healed by `heal()`, which the runner calls at the end whatever happened.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import threading
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 
 from cluster_harness import Cluster, Node
 
-KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "clock", "elect")
+KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "clock", "disk-full", "elect")
 
 
 def _iptables(node: Node, *args: str) -> None:
@@ -123,6 +126,18 @@ class Nemesis:
             # resumed): timers run on the monotonic clock, wall time is what moves.
             seconds = self.rng.randint(60, 86_400) * self.rng.choice((1, -1))
             node.clock_file.write_text(f"{seconds:+d}\n")
+        elif kind == "disk-full":
+            # The node with a small filesystem of its own (whichever node was picked):
+            # a ballast file takes every free block.
+            small = self.cluster.small_disk_node
+            if small is None:
+                return []
+            node = self.cluster.node(small)
+            st = os.statvfs(node.data_dir)
+            subprocess.run(
+                ["fallocate", "-l", str(st.f_bavail * st.f_frsize), str(node.data_dir / "ballast")],
+                capture_output=True, timeout=30,
+            )
         elif kind == "elect":
             self._elect_preferred_leaders()
             return []
@@ -163,6 +178,7 @@ class Nemesis:
         for n in self.cluster.nodes:
             if n.clock_file.exists():
                 n.clock_file.write_text("+0\n")
+            (n.data_dir / "ballast").unlink(missing_ok=True)
         for n in self.cluster.nodes:
             if n.proc is None:
                 continue

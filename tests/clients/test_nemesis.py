@@ -108,7 +108,9 @@ def run_verify(
 
 @pytest.fixture
 def cluster():
-    with cluster_or_skip(lambda: Cluster(extra_args=CLUSTER_ARGS, fake_clock=True)) as c:
+    with cluster_or_skip(
+        lambda: Cluster(extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=3)
+    ) as c:
         yield c
 
 
@@ -124,6 +126,7 @@ def cluster():
         ("one-way", True),
         ("loss", False),
         ("clock", False),
+        ("disk-full", False),
     ],
 )
 def test_no_acknowledged_write_is_lost_or_reordered_under_faults(cluster, kind, idempotent):
@@ -156,7 +159,9 @@ SOAK_SECONDS = float(os.environ.get("CAUDAL_SOAK_CLUSTER_SECONDS", "0"))
 @pytest.mark.skipif(SOAK_SECONDS <= 0, reason="the long run: make soak-cluster")
 @pytest.mark.timeout(SOAK_SECONDS + 900)
 def test_soak_mixed_faults_on_five_nodes():
-    with cluster_or_skip(lambda: Cluster(nodes=5, extra_args=CLUSTER_ARGS, fake_clock=True)) as c:
+    with cluster_or_skip(
+        lambda: Cluster(nodes=5, extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=5)
+    ) as c:
         run_verify(c, KINDS, True, seconds=SOAK_SECONDS)
 
 
