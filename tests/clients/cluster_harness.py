@@ -226,6 +226,7 @@ class Cluster:
         self.small_disk_node = small_disk_node
         self.small_disk_mb = small_disk_mb
         self._mounts: list[Path] = []
+        self.small_disk_why = ""
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes
@@ -278,7 +279,12 @@ class Cluster:
             for node in self.nodes:
                 node.proc = None
             if self.small_disk_node is not None:
-                self._mount_small_disk(self.node(self.small_disk_node))
+                try:
+                    self._mount_small_disk(self.node(self.small_disk_node))
+                except ClusterUnavailable as e:
+                    # The disk-full fault is then skipped; everything else runs.
+                    self.small_disk_why = str(e)
+                    self.small_disk_node = None
             # All at once: each waits for the others only to replicate, not to start.
             for node in self.nodes[: self.started]:
                 node.start()
