@@ -15,9 +15,11 @@
 //!   u16, 0u16, payload length u32, crc32c u32 (of the 24 bytes before it, the key and the
 //!   payload), key, payload }`; the key names the log (its directory's name). Kinds:
 //!   batches (as written to the segment), a suffix truncation (the offset), a reset
-//!   (the log's directory is being deleted: drop what came before), and a raft record
+//!   (the log's directory is being deleted: drop what came before), a raft record
 //!   (the raft group over the log: its table rows and states, opaque here; see
-//!   `log::raft_records`).
+//!   `log::raft_records`), and the end of a suffix truncation (the offset: the segment
+//!   files are cut, so what they hold past it is newer; kind 5, since the issue-19
+//!   work — a journal without it replays as before).
 //! - Files are `<generation>.journal`. When the current file passes
 //!   [`JournalOptions::file_bytes`] the journal moves to the next generation's file, and a
 //!   checkpoint syncs every log that wrote into the old one; the old file is then recycled
@@ -71,6 +73,9 @@ pub enum JournalOp {
     Batches(Bytes),
     /// Every batch at or after this offset was dropped.
     Truncate(Offset),
+    /// The truncation at this offset has reached the segment files: what they hold at
+    /// or after it was written since (a batch too large for the journal, say).
+    Truncated(Offset),
     /// A record of the raft group over the log, for it to replay.
     Raft(Bytes),
 }
@@ -80,6 +85,7 @@ const KIND_BATCHES: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_RESET: u8 = 3;
 const KIND_RAFT: u8 = 4;
+const KIND_TRUNCATED: u8 = 5;
 
 /// Tuning for a shard's journal.
 #[derive(Debug, Clone, Copy)]
@@ -331,9 +337,14 @@ fn group(records: Vec<Record>) -> HashMap<String, Vec<JournalOp>> {
 fn op_of(kind: u8, payload: Bytes) -> Option<JournalOp> {
     match kind {
         KIND_BATCHES => Some(JournalOp::Batches(payload)),
-        KIND_TRUNCATE => {
+        KIND_TRUNCATE | KIND_TRUNCATED => {
             let b: [u8; 8] = payload.get(..8)?.try_into().ok()?;
-            Some(JournalOp::Truncate(i64::from_be_bytes(b)))
+            let at = i64::from_be_bytes(b);
+            Some(if kind == KIND_TRUNCATE {
+                JournalOp::Truncate(at)
+            } else {
+                JournalOp::Truncated(at)
+            })
         }
         KIND_RAFT => Some(JournalOp::Raft(payload)),
         _ => None,
@@ -541,6 +552,16 @@ impl Journal {
         offset: Offset,
     ) -> io::Result<JournalPos> {
         self.append(log, KIND_TRUNCATE, key, &offset.to_be_bytes())
+    }
+
+    /// Records that `log`'s truncation at `offset` has reached its segment files.
+    pub(super) fn append_truncated(
+        &self,
+        log: &JournaledRef,
+        key: &str,
+        offset: Offset,
+    ) -> io::Result<JournalPos> {
+        self.append(log, KIND_TRUNCATED, key, &offset.to_be_bytes())
     }
 
     /// Writes a record of the raft group over `log`.

@@ -31,27 +31,42 @@ impl Log {
         // offsets that follow cannot be trusted: only raft records are still taken.
         let mut damaged = false;
         let mut gaps = 0usize;
-        // What the segments held before this replay: written after every truncation
-        // whose segment a prefix cut has since deleted.
-        let held = self.next_offset();
-        for op in ops {
+        // Below this offset the log holds what its segment files held at open, not what
+        // this replay put back.
+        let mut held = self.next_offset();
+        // Which truncations reached the segment files before the crash.
+        let cut_on_disk: Vec<bool> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| match op {
+                JournalOp::Truncate(at) => ops[i + 1..]
+                    .iter()
+                    .take_while(|later| !matches!(later, JournalOp::Truncate(_)))
+                    .any(|later| later == &JournalOp::Truncated(*at)),
+                _ => false,
+            })
+            .collect();
+        for (i, op) in ops.into_iter().enumerate() {
             match op {
                 JournalOp::Raft(record) => self.raft_records.borrow_mut().push(record),
+                JournalOp::Truncated(_) => {}
                 JournalOp::Truncate(_) | JournalOp::Batches(_) if damaged => {}
                 JournalOp::Truncate(at) => {
-                    // A truncation below the log's start (a prefix cut came after it)
-                    // still voids the batches journaled before it: those this replay
-                    // put back past what the segments held go again, or a stale batch
-                    // would stand where the log's newer one is only journaled.
-                    let to = if at >= self.log_start_offset() {
-                        at
+                    // A truncation voids the batches journaled before it at or past its
+                    // offset. What the segment files hold there is stale only if the
+                    // crash came before the cut reached them; once it had (its end is
+                    // recorded, or a prefix cut came after it and took its segment),
+                    // they hold newer batches, and only what this replay put back goes.
+                    let to = if cut_on_disk[i] || at < self.log_start_offset() {
+                        at.max(held)
                     } else {
-                        held
+                        at
                     };
                     if to < self.next_offset() {
                         self.cut_suffix(to).await?;
                         changed = true;
                     }
+                    held = held.min(to);
                 }
                 JournalOp::Batches(mut rest) => {
                     while !rest.is_empty() {

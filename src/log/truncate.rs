@@ -22,17 +22,28 @@ impl Log {
     /// has acknowledged as committed.
     pub async fn truncate_suffix(&self, offset: Offset) -> LogResult<Recovered> {
         let _permit = self.lock_appends().await?;
-        if let Some(journal) = self.journal() {
+        let journal = self
+            .journal()
+            .cloned()
+            .filter(|_| offset < self.next_offset());
+        if let Some(journal) = &journal {
             // The journal may hold batches past the cut: it must know of the cut before
             // the file changes, so that a replay after a crash never puts them back.
-            if offset < self.next_offset() {
-                journal
-                    .append_truncate(&self.me, &self.journal_key, offset)?
-                    .durable()
-                    .await?;
-            }
+            journal
+                .append_truncate(&self.me, &self.journal_key, offset)?
+                .durable()
+                .await?;
         }
         self.cut_suffix(offset).await?;
+        if let Some(journal) = &journal {
+            // Appends after the cut may skip the journal (large ones, durable in the
+            // segment alone): a replay must know the files were cut, or it would cut
+            // those again.
+            journal
+                .append_truncated(&self.me, &self.journal_key, offset)?
+                .durable()
+                .await?;
+        }
         self.recover_current().await
     }
 

@@ -246,6 +246,66 @@ fn a_truncation_below_the_logs_start_still_voids_the_batches_journaled_before_it
     });
 }
 
+/// A batch large enough to bypass the journal, written after a truncation, is durable
+/// in its segment alone: replaying the truncation after a crash must not cut it (nor
+/// the journaled batches after it), since the cut it records had reached the file.
+#[test]
+fn a_large_append_after_a_truncation_survives_a_crash() {
+    run(|dir| async move {
+        let part = dir.join("t-0");
+        let opts = JournalOptions {
+            file_bytes: 64 << 20,
+            direct_bytes: 4096,
+            ..JournalOptions::default()
+        };
+        let journal = Journal::open(
+            &dir.join("journal"),
+            opts,
+            Default::default(),
+            Arc::new(IoStats::default()),
+        )
+        .await
+        .unwrap();
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        for seed in 0..5u8 {
+            append_at(&log, 1, seed).await;
+        }
+        log.truncate_suffix(4).await.unwrap();
+        // Five records of 1,000 bytes: past direct_bytes, so only in the segment.
+        let mut big = batch(5, 1000, 200, 1, Compression::None);
+        let pending = {
+            let slot = log.reserve(big.len() as u64, 5, Vec::new).await.unwrap();
+            caudal::protocol::record_batch::set_offset_and_epoch(&mut big, slot.next_offset(), 2);
+            let h = check_batch(&big).unwrap();
+            slot.write(big, &[h]).unwrap()
+        };
+        pending.durable(&log).await.unwrap();
+        append_at(&log, 2, 210).await;
+        assert_eq!(log.next_offset(), 11);
+        drop(log);
+        drop(journal);
+        let journal = open_journal(&dir, 64 << 20).await;
+        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
+            .await
+            .unwrap();
+        journal.recovery_done().await.unwrap();
+        assert_eq!(
+            log.next_offset(),
+            11,
+            "the large batch and the one after it are kept"
+        );
+        let r = log.read(4, 1 << 20, 11).await.unwrap();
+        let firsts: Vec<u8> = r
+            .batches
+            .iter()
+            .map(|b| uncompressed_records(b).unwrap()[0].value.as_ref().unwrap()[0])
+            .collect();
+        assert_eq!(firsts, vec![200, 210]);
+    });
+}
+
 #[test]
 fn a_new_log_in_a_deleted_logs_directory_gets_none_of_its_journaled_batches() {
     run(|dir| async move {

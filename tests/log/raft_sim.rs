@@ -658,6 +658,7 @@ fn journal_story(root: &std::path::Path, id: u64, groups: u64) -> Vec<String> {
                         Err(e) => format!("B?{e}"),
                     },
                     JournalOp::Truncate(at) => format!("T{at}"),
+                    JournalOp::Truncated(at) => format!("T{at}done"),
                     JournalOp::Raft(p) => match RaftRecord::decode(p) {
                         Ok(RaftRecord::HardState(hs)) => {
                             format!("hs{}/{}/{}", hs.term, hs.vote, hs.commit)
