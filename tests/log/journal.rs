@@ -58,6 +58,51 @@ fn journal_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A crash (nothing closed: buffered segment data goes with the process), then the
+/// journal and the log opened again.
+async fn crash_and_reopen(
+    dir: &Path,
+    part: &Path,
+    config: LogConfig,
+    log: Rc<Log>,
+    journal: Rc<Journal>,
+) -> (Rc<Journal>, Rc<Log>) {
+    drop(log);
+    drop(journal);
+    let journal = open_journal(dir, 64 << 20).await;
+    let (log, _) = Log::open(part, config, env(&journal)).await.unwrap();
+    (journal, log)
+}
+
+/// The first record's first value byte of each batch from `from` to `to` (the tests'
+/// batches are filled with their seed).
+async fn seeds_between(log: &Log, from: i64, to: i64) -> Vec<u8> {
+    let mut seeds = Vec::new();
+    let mut at = from;
+    while at < to {
+        let r = log.read(at, 1 << 20, to).await.unwrap();
+        for b in r.batches {
+            let h = check_batch(&b).unwrap();
+            assert_eq!(h.base_offset, at, "offsets stay contiguous");
+            at = h.last_offset() + 1;
+            seeds.push(uncompressed_records(&b).unwrap()[0].value.as_ref().unwrap()[0]);
+        }
+    }
+    seeds
+}
+
+/// Epoch 1's batches of seeds 0..5 (offsets 0..10), the tail from 4 truncated, and
+/// epoch 2's batches of seeds 100..103 from there (offsets 4..10).
+async fn rewrite_tail_from_4(log: &Log) {
+    for seed in 0..5u8 {
+        append_at(log, 1, seed).await;
+    }
+    log.truncate_suffix(4).await.unwrap();
+    for seed in 100..103u8 {
+        append_at(log, 2, seed).await;
+    }
+}
+
 #[test]
 fn acknowledged_small_appends_survive_a_crash_through_the_journal() {
     run(|dir| async move {
@@ -111,27 +156,13 @@ fn replay_after_a_crash_does_not_undo_a_truncation() {
         for seed in 100..103u8 {
             append_at(&log, 2, seed).await;
         }
-        drop(log);
-        drop(journal);
-        let journal = open_journal(&dir, 64 << 20).await;
-        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
-            .await
-            .unwrap();
+        let (_journal, log) =
+            crash_and_reopen(&dir, &part, LogConfig::default(), log, journal).await;
         assert_eq!(log.next_offset(), 16);
-        let mut seeds = Vec::new();
-        let mut from = 0;
-        while from < log.next_offset() {
-            let r = log.read(from, 1 << 20, log.next_offset()).await.unwrap();
-            for b in r.batches {
-                let h = check_batch(&b).unwrap();
-                assert_eq!(h.base_offset, from, "offsets stay contiguous");
-                from = h.last_offset() + 1;
-                // The first record's value is filled with its batch's seed.
-                let records = uncompressed_records(&b).unwrap();
-                seeds.push(records[0].value.as_ref().unwrap()[0]);
-            }
-        }
-        assert_eq!(seeds, vec![0, 1, 2, 3, 4, 100, 101, 102]);
+        assert_eq!(
+            seeds_between(&log, 0, 16).await,
+            vec![0, 1, 2, 3, 4, 100, 101, 102]
+        );
         assert_eq!(log.epoch_at(10), Some(2));
     });
 }
@@ -214,32 +245,19 @@ fn a_truncation_below_the_logs_start_still_voids_the_batches_journaled_before_it
         let (log, _) = Log::open(&part, config.clone(), env(&journal))
             .await
             .unwrap();
-        // Epoch 1 at offsets 0..10, then the tail from 4 truncated and rewritten in
-        // epoch 2 up to 10; the new batch at 8 is in the active segment's buffer and in
-        // the journal, where the stale one at 8 comes before the truncation.
-        for seed in 0..5u8 {
-            append_at(&log, 1, seed).await;
-        }
-        log.truncate_suffix(4).await.unwrap();
-        for seed in 100..103u8 {
-            append_at(&log, 2, seed).await;
-        }
+        // The new batch at 8 is in the active segment's buffer and in the journal, where
+        // the stale one at 8 comes before the truncation.
+        rewrite_tail_from_4(&log).await;
         assert_eq!(log.segment_bases(), vec![0, 4, 8]);
         // The cut: segments 0 and 4 go, the log starts at 8, past the truncation.
         log.truncate_prefix(8).await.unwrap();
         assert_eq!(log.log_start_offset(), 8);
-        drop(log);
-        drop(journal);
-        let journal = open_journal(&dir, 64 << 20).await;
-        let (log, _) = Log::open(&part, config, env(&journal)).await.unwrap();
+        let (journal, log) = crash_and_reopen(&dir, &part, config, log, journal).await;
         journal.recovery_done().await.unwrap();
         assert_eq!((log.log_start_offset(), log.next_offset()), (8, 10));
-        let r = log.read(8, 1 << 20, 10).await.unwrap();
-        let b = &r.batches[0];
-        let records = uncompressed_records(b).unwrap();
         assert_eq!(
-            records[0].value.as_ref().unwrap()[0],
-            102,
+            seeds_between(&log, 8, 10).await,
+            vec![102],
             "the batch at 8 is the one written after the truncation"
         );
         assert_eq!(log.epoch_at(8), Some(2));
@@ -284,25 +302,14 @@ fn a_large_append_after_a_truncation_survives_a_crash() {
         pending.durable(&log).await.unwrap();
         append_at(&log, 2, 210).await;
         assert_eq!(log.next_offset(), 11);
-        drop(log);
-        drop(journal);
-        let journal = open_journal(&dir, 64 << 20).await;
-        let (log, _) = Log::open(&part, LogConfig::default(), env(&journal))
-            .await
-            .unwrap();
+        let (journal, log) =
+            crash_and_reopen(&dir, &part, LogConfig::default(), log, journal).await;
         journal.recovery_done().await.unwrap();
         assert_eq!(
-            log.next_offset(),
-            11,
+            seeds_between(&log, 4, log.next_offset()).await,
+            vec![200, 210],
             "the large batch and the one after it are kept"
         );
-        let r = log.read(4, 1 << 20, 11).await.unwrap();
-        let firsts: Vec<u8> = r
-            .batches
-            .iter()
-            .map(|b| uncompressed_records(b).unwrap()[0].value.as_ref().unwrap()[0])
-            .collect();
-        assert_eq!(firsts, vec![200, 210]);
     });
 }
 
