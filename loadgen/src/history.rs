@@ -84,6 +84,14 @@ pub enum Op {
     Poll(Poll),
 }
 
+/// [`Op`] borrowed, for writing without copying the history.
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum OpRef<'a> {
+    Send(&'a Send),
+    Poll(&'a Poll),
+}
+
 /// Everything a run did, in the order each client did it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
@@ -107,12 +115,9 @@ impl History {
         let file = std::fs::File::create(path)
             .with_context(|| format!("creating history file {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
-        for s in &self.sends {
-            serde_json::to_writer(&mut out, &Op::Send(s.clone()))?;
-            out.write_all(b"\n")?;
-        }
-        for p in &self.polls {
-            serde_json::to_writer(&mut out, &Op::Poll(p.clone()))?;
+        let ops = (self.sends.iter().map(OpRef::Send)).chain(self.polls.iter().map(OpRef::Poll));
+        for op in ops {
+            serde_json::to_writer(&mut out, &op)?;
             out.write_all(b"\n")?;
         }
         out.flush()

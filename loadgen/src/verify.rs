@@ -64,7 +64,7 @@ pub struct RunFacts {
     pub out_of_range_resets: u64,
     /// Records whose value was not one of this workload's.
     pub foreign_records: u64,
-    /// InitProducerId attempts that failed, and the last error.
+    /// InitProducerId attempts that failed.
     pub producer_id_failures: u64,
     /// The last InitProducerId error.
     pub producer_id_error: Option<String>,
@@ -158,8 +158,8 @@ pub fn run(opts: VerifyOpts) -> Result<(History, RunFacts)> {
             t.await;
         }
         final_read(&ctx).await?;
-        let history = ctx.history.borrow().clone();
-        let facts = ctx.facts.borrow().clone();
+        let history = ctx.history.take();
+        let facts = ctx.facts.take();
         Ok((history, facts))
     })
 }
