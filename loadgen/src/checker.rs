@@ -35,6 +35,9 @@ pub enum Kind {
     /// A send that definitely failed (never sent, or refused before any append) was
     /// read.
     FailedWriteRead,
+    /// A group's committed offset, read back, was below one it had acknowledged
+    /// committing before the read was sent.
+    CommittedOffsetBackwards,
 }
 
 /// One anomaly, with what shows it.
@@ -65,6 +68,10 @@ pub struct Report {
     pub polls: u64,
     /// Distinct values read.
     pub values_read: u64,
+    /// Acknowledged commits of group consumers.
+    pub commits: u64,
+    /// Committed offsets read back.
+    pub commit_reads: u64,
     /// Anomalies by kind.
     pub counts: BTreeMap<Kind, u64>,
     /// The first anomalies of each kind (up to [`EXAMPLES`]).
@@ -103,6 +110,8 @@ pub fn check(h: &History) -> Report {
     let mut r = Report {
         sends: h.sends.len() as u64,
         polls: h.polls.len() as u64,
+        commits: h.commits.len() as u64,
+        commit_reads: h.commit_reads.len() as u64,
         ..Report::default()
     };
     // What was read where.
@@ -256,7 +265,50 @@ pub fn check(h: &History) -> Report {
         }
         last_read.insert(key, prev);
     }
+    check_commits(h, &mut r);
     r
+}
+
+/// Every committed offset read back must be at least the highest offset whose commit
+/// was acknowledged before the read was sent: an acknowledged commit is durable.
+fn check_commits(h: &History, r: &mut Report) {
+    // Each partition's acknowledged commits as (acknowledged at, offset), in time order,
+    // with the highest offset up to each.
+    let mut commits: HashMap<i32, Vec<(u64, i64)>> = HashMap::new();
+    for c in &h.commits {
+        commits
+            .entry(c.partition)
+            .or_default()
+            .push((c.at_ms, c.offset));
+    }
+    for list in commits.values_mut() {
+        list.sort_unstable();
+        let mut highest = i64::MIN;
+        for entry in list.iter_mut() {
+            highest = highest.max(entry.1);
+            entry.1 = highest;
+        }
+    }
+    for read in &h.commit_reads {
+        let Some(list) = commits.get(&read.partition) else {
+            continue;
+        };
+        // Commits acknowledged strictly before the read was sent.
+        let before = list.partition_point(|&(at, _)| at < read.sent_ms);
+        let Some(&(at, highest)) = before.checked_sub(1).and_then(|i| list.get(i)) else {
+            continue;
+        };
+        if read.offset.unwrap_or(-1) < highest {
+            r.add(
+                Kind::CommittedOffsetBackwards,
+                read.partition,
+                format!(
+                    "consumer {} read committed offset {:?} at {} ms; offset {highest} had been committed by {at} ms",
+                    read.consumer, read.offset, read.sent_ms
+                ),
+            );
+        }
+    }
 }
 
 /// A time a partition acknowledged nothing while producers were sending to it: from
@@ -301,7 +353,7 @@ pub fn outages(h: &History, min_ms: u64) -> Vec<Outage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{value_of, Op, Poll, Send};
+    use crate::history::{value_of, Commit, CommitRead, Op, Poll, Send};
 
     fn ok(producer: u32, partition: i32, seq: u32, offset: i64) -> Op {
         Op::Send(Send {
@@ -310,6 +362,7 @@ mod tests {
             value: value_of(producer, seq),
             outcome: Outcome::Ok { offset },
             at_ms: 0,
+            sent_ms: 0,
         })
     }
 
@@ -322,6 +375,7 @@ mod tests {
                 error: "timed out".into(),
             },
             at_ms: 0,
+            sent_ms: 0,
         })
     }
 
@@ -334,6 +388,42 @@ mod tests {
             read: read.to_vec(),
             at_ms: 0,
         })
+    }
+
+    fn commit(partition: i32, offset: i64, at_ms: u64) -> Op {
+        Op::Commit(Commit {
+            consumer: 9,
+            partition,
+            offset,
+            at_ms,
+        })
+    }
+
+    fn commit_read(partition: i32, offset: Option<i64>, sent_ms: u64) -> Op {
+        Op::CommitRead(CommitRead {
+            consumer: 10,
+            partition,
+            offset,
+            sent_ms,
+        })
+    }
+
+    #[test]
+    fn a_committed_offset_read_below_an_acknowledged_commit_is_reported() {
+        let h = history(vec![
+            commit(0, 10, 100),
+            commit(0, 30, 200),
+            commit(0, 20, 300), // a later, lower commit: the read must still see 30
+            commit(1, 5, 100),
+            commit_read(0, Some(10), 150), // sent after the first commit only: fine
+            commit_read(0, Some(10), 200), // the second was acknowledged at 200, not before
+            commit_read(0, Some(20), 400), // 30 was acknowledged before: backwards
+            commit_read(1, None, 50),      // nothing committed yet: fine
+            commit_read(1, None, 150),     // 5 was committed: backwards
+        ]);
+        let r = check(&h);
+        assert_eq!(r.count(Kind::CommittedOffsetBackwards), 2, "{r:?}");
+        assert_eq!((r.commits, r.commit_reads), (4, 5));
     }
 
     fn history(ops: Vec<Op>) -> History {
@@ -459,6 +549,7 @@ mod tests {
                 value: v(seq),
                 outcome: Outcome::Ok { offset: 0 },
                 at_ms: ms,
+                sent_ms: ms,
             })
         };
         let h = history(vec![
@@ -496,6 +587,7 @@ mod tests {
                     error: "no leader".into(),
                 },
                 at_ms: 0,
+                sent_ms: 0,
             }),
             poll(0, 0, 0, 0, &[(0, v(0))]),
         ]);

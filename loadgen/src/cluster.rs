@@ -4,11 +4,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest,
+    MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -253,6 +257,52 @@ pub async fn list_offsets(
         }
     }
     Ok(out)
+}
+
+/// Moves `partition` of `topic` to `replicas` (AlterPartitionReassignments, as Kafka's
+/// reassignment tool sends it); returns once the move has started.
+pub async fn reassign(
+    bootstrap: &str,
+    client_id: &str,
+    topic: &str,
+    partition: i32,
+    replicas: &[i32],
+) -> Result<()> {
+    // Sent to the controller, as Kafka's admin client does.
+    let mut conn = Conn::connect(bootstrap, client_id).await?;
+    let (_, _, _, controller) = metadata(&mut conn, topic).await?;
+    let controller = controller.ok_or_else(|| anyhow!("{bootstrap} knows no controller"))?;
+    let mut conn = Conn::connect(&controller, client_id).await?;
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(Some(
+                    replicas.iter().map(|&b| BrokerId(b)).collect(),
+                ))])]);
+    let resp = conn.call(&req).await?;
+    if resp.error_code != 0 {
+        bail!(
+            "AlterPartitionReassignments: {} {}",
+            error_name(resp.error_code),
+            resp.error_message.as_deref().unwrap_or("")
+        );
+    }
+    for t in &resp.responses {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                bail!(
+                    "AlterPartitionReassignments {topic}-{}: {} {}",
+                    p.partition_index,
+                    error_name(p.error_code),
+                    p.error_message.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The APIs and versions a broker supports, for `caudal-loadgen probe`.

@@ -110,14 +110,34 @@ fn assignment_bytes(a: &BTreeMap<String, Vec<i32>>) -> Result<Bytes> {
     with_version(&v, 0)
 }
 
-struct Membership {
-    coordinator: Conn,
-    member_id: String,
-    generation: i32,
-    partitions: Vec<i32>,
+/// Who joins a group, and for what: the broker to ask first, the client id, and the one
+/// topic subscribed, with its partitions.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// Broker asked for the group's coordinator.
+    pub bootstrap: String,
+    /// Client id in request headers.
+    pub client_id: String,
+    /// The topic subscribed.
+    pub topic: String,
+    /// The topic's partitions, for the leader's assignment.
+    pub partitions: Vec<i32>,
 }
 
-async fn find_coordinator(bootstrap: &mut Conn, group: &str, client_id: &str) -> Result<Conn> {
+/// A member of a group in one generation.
+pub struct Membership {
+    /// Connection to the group's coordinator.
+    pub coordinator: Conn,
+    /// The member id the coordinator gave.
+    pub member_id: String,
+    /// The generation joined.
+    pub generation: i32,
+    /// The partitions assigned to this member in it.
+    pub partitions: Vec<i32>,
+}
+
+/// A connection to `group`'s coordinator, asked of `bootstrap` for up to 30 s.
+pub async fn find_coordinator(bootstrap: &mut Conn, group: &str, client_id: &str) -> Result<Conn> {
     let v = bootstrap.version::<FindCoordinatorRequest>()?;
     let mut req = FindCoordinatorRequest::default().with_key_type(0);
     if v >= 4 {
@@ -147,9 +167,11 @@ async fn find_coordinator(bootstrap: &mut Conn, group: &str, client_id: &str) ->
     }
 }
 
-async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
-    let mut bootstrap = Conn::connect(&ctx.bootstrap, &ctx.client_id).await?;
-    let mut coordinator = find_coordinator(&mut bootstrap, group, &ctx.client_id).await?;
+/// Joins `group` (JoinGroup and SyncGroup, assigning as the leader when chosen), retrying
+/// through coordinator moves and rebalances for up to 60 s.
+pub async fn join(who: &Subscriber, group: &str) -> Result<Membership> {
+    let mut bootstrap = Conn::connect(&who.bootstrap, &who.client_id).await?;
+    let mut coordinator = find_coordinator(&mut bootstrap, group, &who.client_id).await?;
     let mut member_id = String::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -165,7 +187,7 @@ async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(StrBytes::from_static_str(PROTOCOL))
-                .with_metadata(subscription(&ctx.topic)?)]);
+                .with_metadata(subscription(&who.topic)?)]);
         let resp = coordinator.call(&req).await?;
         match resp.error_code {
             0 => {}
@@ -177,7 +199,7 @@ async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
             14 | 15 | 16 | 27 => {
                 glommio::timer::sleep(Duration::from_millis(200)).await;
                 if resp.error_code != 27 {
-                    coordinator = find_coordinator(&mut bootstrap, group, &ctx.client_id).await?;
+                    coordinator = find_coordinator(&mut bootstrap, group, &who.client_id).await?;
                 }
                 continue;
             }
@@ -201,7 +223,7 @@ async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
                     (m.member_id.to_string(), topics)
                 })
                 .collect();
-            let parts = HashMap::from([(ctx.topic.clone(), ctx.topology.partitions())]);
+            let parts = HashMap::from([(who.topic.clone(), who.partitions.clone())]);
             range_assign(&members, &parts)
                 .iter()
                 .map(|(m, a)| {
@@ -235,7 +257,7 @@ async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
             let a = read_versioned::<ConsumerProtocolAssignment>(sresp.assignment.clone(), 3)
                 .context("decoding the assignment")?;
             for tp in a.assigned_partitions {
-                if tp.topic.0.as_str() == ctx.topic {
+                if tp.topic.0.as_str() == who.topic {
                     partitions.extend(tp.partitions);
                 }
             }
@@ -249,20 +271,34 @@ async fn join(ctx: &FetchCtx, group: &str) -> Result<Membership> {
     }
 }
 
-async fn committed(ctx: &FetchCtx, m: &mut Membership, group: &str) -> Result<HashMap<i32, i64>> {
+/// The offsets `group` has committed for `partitions` of `topic` (those with none are
+/// left out), read from its coordinator.
+pub async fn committed(
+    coordinator: &mut Conn,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>> {
     let req = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-            .with_name(topic_name(&ctx.topic))
-            .with_partition_indexes(m.partitions.clone())]));
-    let resp = m.coordinator.call(&req).await?;
+            .with_name(topic_name(topic))
+            .with_partition_indexes(partitions.to_vec())]));
+    let resp = coordinator.call(&req).await?;
     if resp.error_code != 0 {
         bail!("OffsetFetch {group}: {}", error_name(resp.error_code));
     }
     let mut out = HashMap::new();
     for t in &resp.topics {
         for p in &t.partitions {
-            if p.error_code == 0 && p.committed_offset >= 0 {
+            if p.error_code != 0 {
+                bail!(
+                    "OffsetFetch {group}-{}: {}",
+                    p.partition_index,
+                    error_name(p.error_code)
+                );
+            }
+            if p.committed_offset >= 0 {
                 out.insert(p.partition_index, p.committed_offset);
             }
         }
@@ -270,16 +306,17 @@ async fn committed(ctx: &FetchCtx, m: &mut Membership, group: &str) -> Result<Ha
     Ok(out)
 }
 
-async fn commit(
-    ctx: &FetchCtx,
+/// Commits `offsets` (partition, next offset to read) of `topic` for `m`'s generation;
+/// an error when the coordinator refuses any of them.
+pub async fn commit(
     m: &mut Membership,
     group: &str,
-    positions: &Positions,
+    topic: &str,
+    offsets: &[(i32, i64)],
 ) -> Result<()> {
-    let parts: Vec<OffsetCommitRequestPartition> = positions
-        .borrow()
+    let parts: Vec<OffsetCommitRequestPartition> = offsets
         .iter()
-        .map(|(&p, &o)| {
+        .map(|&(p, o)| {
             OffsetCommitRequestPartition::default()
                 .with_partition_index(p)
                 .with_committed_offset(o)
@@ -293,7 +330,7 @@ async fn commit(
         .with_generation_id_or_member_epoch(m.generation)
         .with_member_id(StrBytes::from_string(m.member_id.clone()))
         .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(topic_name(&ctx.topic))
+            .with_name(topic_name(topic))
             .with_partitions(parts)]);
     let resp = m.coordinator.call(&req).await?;
     for t in &resp.topics {
@@ -310,7 +347,8 @@ async fn commit(
     Ok(())
 }
 
-async fn heartbeat(m: &mut Membership, group: &str) -> Result<i16> {
+/// One heartbeat of `m`: the coordinator's error code (0 while the generation holds).
+pub async fn heartbeat(m: &mut Membership, group: &str) -> Result<i16> {
     let req = HeartbeatRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_generation_id(m.generation)
@@ -318,7 +356,8 @@ async fn heartbeat(m: &mut Membership, group: &str) -> Result<i16> {
     Ok(m.coordinator.call(&req).await?.error_code)
 }
 
-async fn leave(m: &mut Membership, group: &str) -> Result<()> {
+/// Leaves `group`, so that its partitions move at once.
+pub async fn leave(m: &mut Membership, group: &str) -> Result<()> {
     let v = m.coordinator.version::<LeaveGroupRequest>()?;
     let mut req = LeaveGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())));
@@ -341,10 +380,16 @@ pub async fn run_member(
     group: &str,
     start: &HashMap<i32, i64>,
 ) -> Result<()> {
+    let who = Subscriber {
+        bootstrap: ctx.bootstrap.clone(),
+        client_id: ctx.client_id.clone(),
+        topic: ctx.topic.clone(),
+        partitions: ctx.topology.partitions(),
+    };
     let mut ready = false;
     loop {
-        let mut m = join(ctx, group).await?;
-        let committed = committed(ctx, &mut m, group).await?;
+        let mut m = join(&who, group).await?;
+        let committed = committed(&mut m.coordinator, group, &ctx.topic, &m.partitions).await?;
         let positions: Positions = Rc::new(RefCell::new(
             m.partitions
                 .iter()
@@ -387,7 +432,7 @@ pub async fn run_member(
                     }
                     if last_commit.elapsed() >= COMMIT_EVERY {
                         last_commit = Instant::now();
-                        if let Err(e) = commit(&ctx, &mut m, &group, &positions).await {
+                        if let Err(e) = commit_positions(&ctx, &mut m, &group, &positions).await {
                             ctx.shared.report_error(format!("{e:#}"));
                         }
                     }
@@ -411,7 +456,7 @@ pub async fn run_member(
         done.set(true);
         let mut m = keeper.await;
         let rebalancing = rebalance.get() && !ctx.shared.consumer_should_stop(group_idx);
-        if let Err(e) = commit(ctx, &mut m, group, &positions).await {
+        if let Err(e) = commit_positions(ctx, &mut m, group, &positions).await {
             if !rebalancing {
                 ctx.shared.report_error(format!("final {e:#}"));
             }
@@ -422,6 +467,16 @@ pub async fn run_member(
             return Ok(());
         }
     }
+}
+
+async fn commit_positions(
+    ctx: &FetchCtx,
+    m: &mut Membership,
+    group: &str,
+    positions: &Positions,
+) -> Result<()> {
+    let offsets: Vec<(i32, i64)> = positions.borrow().iter().map(|(&p, &o)| (p, o)).collect();
+    commit(m, group, &ctx.topic, &offsets).await
 }
 
 fn m_has_partitions(positions: &Positions) -> bool {

@@ -54,6 +54,10 @@ pub struct Send {
     pub outcome: Outcome,
     /// Milliseconds since the run started, when the outcome was known.
     pub at_ms: u64,
+    /// Milliseconds since the run started, when the send began (0 in histories saved
+    /// before this was recorded).
+    #[serde(default)]
+    pub sent_ms: u64,
 }
 
 /// One fetch's records of one partition, read by one consumer.
@@ -74,6 +78,32 @@ pub struct Poll {
     pub at_ms: u64,
 }
 
+/// Offsets a group consumer committed, acknowledged by the group's coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Which consumer.
+    pub consumer: u32,
+    /// Partition.
+    pub partition: i32,
+    /// The offset committed (the next one to read).
+    pub offset: i64,
+    /// Milliseconds since the run started, when the commit was acknowledged.
+    pub at_ms: u64,
+}
+
+/// A group's committed offset of one partition, as OffsetFetch returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRead {
+    /// Which consumer asked (a group consumer joining, or the last reader).
+    pub consumer: u32,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset; `None` when the group had none.
+    pub offset: Option<i64>,
+    /// Milliseconds since the run started, when the OffsetFetch was sent.
+    pub sent_ms: u64,
+}
+
 /// One operation of a history, as a line of the JSON-lines file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -82,6 +112,10 @@ pub enum Op {
     Send(Send),
     /// A poll.
     Poll(Poll),
+    /// An acknowledged commit of a group consumer.
+    Commit(Commit),
+    /// A committed offset read back.
+    CommitRead(CommitRead),
 }
 
 /// [`Op`] borrowed, for writing without copying the history.
@@ -90,6 +124,8 @@ pub enum Op {
 enum OpRef<'a> {
     Send(&'a Send),
     Poll(&'a Poll),
+    Commit(&'a Commit),
+    CommitRead(&'a CommitRead),
 }
 
 /// Everything a run did, in the order each client did it.
@@ -99,6 +135,10 @@ pub struct History {
     pub sends: Vec<Send>,
     /// Polls, each consumer's in its own order.
     pub polls: Vec<Poll>,
+    /// Acknowledged commits of the group consumers.
+    pub commits: Vec<Commit>,
+    /// Committed offsets read back.
+    pub commit_reads: Vec<CommitRead>,
 }
 
 impl History {
@@ -107,15 +147,21 @@ impl History {
         match op {
             Op::Send(s) => self.sends.push(s),
             Op::Poll(p) => self.polls.push(p),
+            Op::Commit(c) => self.commits.push(c),
+            Op::CommitRead(r) => self.commit_reads.push(r),
         }
     }
 
-    /// Writes the history as JSON lines: sends first, then polls.
+    /// Writes the history as JSON lines: sends, polls, commits, then committed offsets
+    /// read.
     pub fn save(&self, path: &Path) -> Result<()> {
         let file = std::fs::File::create(path)
             .with_context(|| format!("creating history file {}", path.display()))?;
         let mut out = std::io::BufWriter::new(file);
-        let ops = (self.sends.iter().map(OpRef::Send)).chain(self.polls.iter().map(OpRef::Poll));
+        let ops = (self.sends.iter().map(OpRef::Send))
+            .chain(self.polls.iter().map(OpRef::Poll))
+            .chain(self.commits.iter().map(OpRef::Commit))
+            .chain(self.commit_reads.iter().map(OpRef::CommitRead));
         for op in ops {
             serde_json::to_writer(&mut out, &op)?;
             out.write_all(b"\n")?;
@@ -155,6 +201,7 @@ mod tests {
             value: value_of(1, 7),
             outcome: Outcome::Ok { offset: 41 },
             at_ms: 5,
+            sent_ms: 4,
         }));
         h.push(Op::Send(Send {
             producer: 1,
@@ -164,6 +211,7 @@ mod tests {
                 error: "timed out".into(),
             },
             at_ms: 6,
+            sent_ms: 5,
         }));
         h.push(Op::Poll(Poll {
             consumer: 0,
@@ -172,6 +220,24 @@ mod tests {
             from: 40,
             read: vec![(40, 3), (41, value_of(1, 7))],
             at_ms: 9,
+        }));
+        h.push(Op::Commit(Commit {
+            consumer: 4,
+            partition: 2,
+            offset: 42,
+            at_ms: 10,
+        }));
+        h.push(Op::CommitRead(CommitRead {
+            consumer: 5,
+            partition: 2,
+            offset: Some(42),
+            sent_ms: 11,
+        }));
+        h.push(Op::CommitRead(CommitRead {
+            consumer: 5,
+            partition: 1,
+            offset: None,
+            sent_ms: 11,
         }));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.jsonl");

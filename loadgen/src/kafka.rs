@@ -36,6 +36,7 @@ pub fn our_range(key: ApiKey) -> Option<(i16, i16)> {
         ApiKey::ApiVersions => (0, 3),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::AlterPartitionReassignments => (0, 0),
         _ => return None,
     })
 }

@@ -15,6 +15,7 @@ pub mod history;
 pub mod kafka;
 pub mod plot;
 pub mod produce;
+pub mod recovery;
 pub mod report;
 pub mod results;
 pub mod run;

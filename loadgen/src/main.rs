@@ -10,7 +10,7 @@ use caudal_loadgen::history::History;
 use caudal_loadgen::run::{CommonOpts, ConsumeOpts, ProduceOpts, StartFrom};
 use caudal_loadgen::runner::{self, Job};
 use caudal_loadgen::verify::VerifyOpts;
-use caudal_loadgen::{checker, cluster, report};
+use caudal_loadgen::{checker, cluster, recovery, report};
 use clap::{Args, Parser, Subcommand};
 
 /// The load generator decodes whatever a broker answers: the same guard against hostile
@@ -68,6 +68,32 @@ enum Command {
     Check {
         /// The history (JSON lines).
         history: PathBuf,
+    },
+    /// Measure a saved history against the faults a nemesis injected: time from each
+    /// fault aimed at a leader to produce succeeding again on its partition, and
+    /// acknowledgement latency during and outside faults. Prints JSON.
+    Recovery {
+        /// The history (JSON lines).
+        history: PathBuf,
+        /// The faults: a JSON list of {kind, partition, at_ms, healed_ms}.
+        #[arg(long)]
+        faults: PathBuf,
+    },
+    /// Move one partition to a new set of replicas (AlterPartitionReassignments); returns
+    /// once the move has started.
+    Reassign {
+        /// Any broker, host:port.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// Partition.
+        #[arg(long)]
+        partition: i32,
+        /// The new replicas' broker ids, comma-separated, the preferred leader first.
+        #[arg(long)]
+        replicas: String,
     },
     /// Print the APIs and versions a broker supports.
     Probe {
@@ -217,6 +243,12 @@ struct VerifyArgs {
     /// Consumers in assign mode, each reading every partition.
     #[arg(long, default_value_t = 2)]
     consumers: u32,
+    /// Consumers in one group, sharing the partitions and committing what they read.
+    #[arg(long, default_value_t = 2)]
+    group_consumers: u32,
+    /// The group's id (default: the topic's name with "-group").
+    #[arg(long)]
+    group: Option<String>,
     /// Seconds producers and consumers run.
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
@@ -253,12 +285,14 @@ fn verify(a: VerifyArgs) -> Result<bool> {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
+        group: a.group.unwrap_or_else(|| format!("{}-group", a.topic)),
         topic: a.topic,
         partitions: a.partitions,
         replication_factor: a.replication_factor,
         min_insync_replicas: a.min_insync_replicas,
         producers: a.producers,
         consumers: a.consumers,
+        group_consumers: a.group_consumers,
         duration: seconds("duration", a.duration)?,
         settle: seconds("settle", a.settle)?,
         idempotent: a.idempotent,
@@ -391,6 +425,31 @@ fn run(cli: Cli) -> Result<bool> {
             let report = checker::check(&History::load(&history)?);
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(report.is_clean());
+        }
+        Command::Recovery { history, faults } => {
+            let text = std::fs::read_to_string(&faults)
+                .map_err(|e| anyhow!("reading {}: {e}", faults.display()))?;
+            let faults: Vec<recovery::Fault> =
+                serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", faults.display()))?;
+            let report = recovery::recovery(&History::load(&history)?, &faults);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(true);
+        }
+        Command::Reassign {
+            bootstrap,
+            topic,
+            partition,
+            replicas,
+        } => {
+            let replicas = replicas
+                .split(',')
+                .map(|b| b.trim().parse::<i32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("--replicas {replicas}: {e}"))?;
+            runner::block_on(move || async move {
+                cluster::reassign(&bootstrap, "caudal-loadgen", &topic, partition, &replicas).await
+            })?;
+            return Ok(true);
         }
         Command::Summarize { dir } => {
             report::summarize(&dir)?;

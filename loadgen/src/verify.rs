@@ -1,9 +1,11 @@
 //! The verification workload (`caudal-loadgen verify`), in the spirit of Jepsen's Kafka
 //! workload: producers send unique values to a few partitions with acks=all, one send
 //! in flight each, recording every outcome; consumers read every partition in assign
-//! mode from the start, recording every poll; after the run, and after faults have been
-//! healed, one last reader reads every partition to its end. The history then goes to
-//! the checker. Every wait has a bound, so a cluster that never recovers fails the run
+//! mode from the start, recording every poll; group consumers share the partitions in
+//! one consumer group, committing as they read and recording every acknowledged commit
+//! and every committed offset they start from; after the run, and after faults have been
+//! healed, one last reader reads every partition to its end and the group's committed
+//! offsets. The history then goes to the checker. Every wait has a bound, so a cluster that never recovers fails the run
 //! with a message instead of hanging it.
 
 use std::cell::RefCell;
@@ -22,7 +24,8 @@ use kafka_protocol::messages::{FetchRequest, InitProducerIdRequest, ProduceReque
 
 use crate::batch::walk_records;
 use crate::cluster::{self, topic_name, Topology};
-use crate::history::{value_of, History, Outcome, Poll, Send, Value};
+use crate::group::{self, Subscriber};
+use crate::history::{value_of, Commit, CommitRead, History, Outcome, Poll, Send, Value};
 use crate::kafka::{error_name, Conn};
 
 /// What a verification run does.
@@ -42,6 +45,10 @@ pub struct VerifyOpts {
     pub producers: u32,
     /// Consumers in assign mode, each reading every partition.
     pub consumers: u32,
+    /// Consumers in one group, sharing the partitions and committing offsets.
+    pub group_consumers: u32,
+    /// The group's id.
+    pub group: String,
     /// How long producers and consumers run.
     pub duration: Duration,
     /// How long the last read may take to reach every partition's end after the run
@@ -68,6 +75,9 @@ pub struct RunFacts {
     pub producer_id_failures: u64,
     /// The last InitProducerId error.
     pub producer_id_error: Option<String>,
+    /// Wall-clock time of the run's start (ms since the Unix epoch): the zero of every
+    /// `at_ms` in the history, for lining faults up with it.
+    pub started_unix_ms: u64,
 }
 
 struct Ctx {
@@ -139,13 +149,19 @@ pub fn run(opts: VerifyOpts) -> Result<(History, RunFacts)> {
         )
         .await?;
         let started = Instant::now();
+        let facts = RunFacts {
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            ..RunFacts::default()
+        };
         let ctx = Rc::new(Ctx {
             end: started + opts.duration,
             started,
             opts,
             history: RefCell::new(History::default()),
             topology: RefCell::new(topology),
-            facts: RefCell::new(RunFacts::default()),
+            facts: RefCell::new(facts),
         });
         let mut tasks = Vec::new();
         for id in 0..ctx.opts.producers {
@@ -153,6 +169,11 @@ pub fn run(opts: VerifyOpts) -> Result<(History, RunFacts)> {
         }
         for id in 0..ctx.opts.consumers {
             tasks.push(glommio::spawn_local(consume(ctx.clone(), id)));
+        }
+        // Ids after the assign-mode consumers and the last reader.
+        for n in 0..ctx.opts.group_consumers {
+            let id = ctx.opts.consumers + 1 + n;
+            tasks.push(glommio::spawn_local(consume_in_group(ctx.clone(), id)));
         }
         for t in tasks {
             t.await;
@@ -208,6 +229,7 @@ async fn produce(ctx: Rc<Ctx>, id: u32) {
         let stamp = producer
             .map(|(pid, epoch)| (pid, epoch, sequences.get(&partition).copied().unwrap_or(0)));
         let batch = batch_of(value, stamp);
+        let sent_ms = ctx.ms();
         let outcome = send(&ctx, &mut conns, partition, batch).await;
         match &outcome {
             Outcome::Ok { .. } => {
@@ -226,6 +248,7 @@ async fn produce(ctx: Rc<Ctx>, id: u32) {
             value,
             outcome,
             at_ms: ctx.ms(),
+            sent_ms,
         });
         if failed {
             ctx.refresh().await;
@@ -462,47 +485,189 @@ async fn consume(ctx: Rc<Ctx>, id: u32) {
         .collect();
     let mut session = 0u32;
     while Instant::now() < ctx.end {
-        let parts: Vec<i32> = positions.keys().copied().collect();
-        let lanes = ctx.topology.borrow().by_leader(&parts).unwrap_or_default();
-        let mut trouble = lanes.is_empty();
-        for (addr, parts) in lanes {
-            let asked: Vec<(i32, i64)> = parts.iter().map(|p| (*p, positions[p])).collect();
-            let Ok(answers) = fetch(&ctx, &mut conns, &addr, &asked).await else {
-                trouble = true;
-                continue;
-            };
-            for (partition, code, read) in answers {
-                let from = positions.get(&partition).copied().unwrap_or(0);
-                match read {
-                    Some((read, next)) => {
-                        positions.insert(partition, next);
-                        if !read.is_empty() {
-                            ctx.history.borrow_mut().polls.push(Poll {
-                                consumer: id,
-                                session,
-                                partition,
-                                from,
-                                read,
-                                at_ms: ctx.ms(),
-                            });
-                        }
-                    }
-                    None if code == OFFSET_OUT_OF_RANGE => {
-                        // A reader's position past the log's end (possible only if
-                        // the log lost what it served): start over, in a new session.
-                        ctx.facts.borrow_mut().out_of_range_resets += 1;
-                        session += 1;
-                        positions.insert(partition, 0);
-                    }
-                    None => trouble = true,
-                }
-            }
-        }
-        if trouble {
+        if fetch_round(&ctx, &mut conns, &mut positions, id, &mut session).await {
             ctx.refresh().await;
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// One fetch of every partition in `positions` from its leader, recording what was
+/// read as consumer `id`'s polls and moving the positions on; true when something went
+/// wrong (no leader known, an error), so the caller refreshes and waits a little.
+async fn fetch_round(
+    ctx: &Ctx,
+    conns: &mut HashMap<String, Conn>,
+    positions: &mut BTreeMap<i32, i64>,
+    id: u32,
+    session: &mut u32,
+) -> bool {
+    let parts: Vec<i32> = positions.keys().copied().collect();
+    let lanes = ctx.topology.borrow().by_leader(&parts).unwrap_or_default();
+    let mut trouble = lanes.is_empty();
+    for (addr, parts) in lanes {
+        let asked: Vec<(i32, i64)> = parts.iter().map(|p| (*p, positions[p])).collect();
+        let Ok(answers) = fetch(ctx, conns, &addr, &asked).await else {
+            trouble = true;
+            continue;
+        };
+        for (partition, code, read) in answers {
+            let from = positions.get(&partition).copied().unwrap_or(0);
+            match read {
+                Some((read, next)) => {
+                    positions.insert(partition, next);
+                    if !read.is_empty() {
+                        ctx.history.borrow_mut().polls.push(Poll {
+                            consumer: id,
+                            session: *session,
+                            partition,
+                            from,
+                            read,
+                            at_ms: ctx.ms(),
+                        });
+                    }
+                }
+                None if code == OFFSET_OUT_OF_RANGE => {
+                    // A reader's position past the log's end (possible only if the log
+                    // lost what it served): start over, in a new session.
+                    ctx.facts.borrow_mut().out_of_range_resets += 1;
+                    *session += 1;
+                    positions.insert(partition, 0);
+                }
+                None => trouble = true,
+            }
+        }
+    }
+    trouble
+}
+
+/// How often a group consumer heartbeats and commits.
+const GROUP_BEAT: Duration = Duration::from_millis(500);
+
+/// A consumer in the run's group: joins, starts each partition it is given at the
+/// group's committed offset (recorded, so the checker can tell whether an acknowledged
+/// commit was lost), reads, and commits what it read every half second; it joins again, in
+/// a new session, whenever the group rebalances or its coordinator fails.
+async fn consume_in_group(ctx: Rc<Ctx>, id: u32) {
+    let bootstrap = &ctx.opts.bootstrap;
+    let mut conns: HashMap<String, Conn> = HashMap::new();
+    let mut session = 0u32;
+    let mut attempt = 0usize;
+    while Instant::now() < ctx.end {
+        // Any node may be down: ask each in turn.
+        let who = Subscriber {
+            bootstrap: bootstrap[attempt % bootstrap.len()].clone(),
+            client_id: ctx.opts.client_id.clone(),
+            topic: ctx.opts.topic.clone(),
+            partitions: ctx.topology.borrow().partitions(),
+        };
+        attempt += 1;
+        let Ok(mut m) = within(Duration::from_secs(15), group::join(&who, &ctx.opts.group)).await
+        else {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let sent_ms = ctx.ms();
+        let read = within(
+            Duration::from_secs(5),
+            group::committed(
+                &mut m.coordinator,
+                &ctx.opts.group,
+                &ctx.opts.topic,
+                &m.partitions,
+            ),
+        )
+        .await;
+        let Ok(committed) = read else {
+            continue;
+        };
+        for &partition in &m.partitions {
+            ctx.history.borrow_mut().commit_reads.push(CommitRead {
+                consumer: id,
+                partition,
+                offset: committed.get(&partition).copied(),
+                sent_ms,
+            });
+        }
+        session += 1;
+        let mut positions: BTreeMap<i32, i64> = m
+            .partitions
+            .iter()
+            .map(|p| (*p, committed.get(p).copied().unwrap_or(0)))
+            .collect();
+        let mut last_beat = Instant::now();
+        loop {
+            let ending = Instant::now() >= ctx.end;
+            if !ending {
+                let trouble = if positions.is_empty() {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    false
+                } else {
+                    fetch_round(&ctx, &mut conns, &mut positions, id, &mut session).await
+                };
+                if trouble {
+                    ctx.refresh().await;
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                if last_beat.elapsed() < GROUP_BEAT {
+                    continue;
+                }
+            }
+            last_beat = Instant::now();
+            if !commit_positions(&ctx, &mut m, id, &positions).await {
+                break;
+            }
+            if ending {
+                let _ = within(
+                    Duration::from_secs(5),
+                    group::leave(&mut m, &ctx.opts.group),
+                )
+                .await;
+                break;
+            }
+            let beat = within(
+                Duration::from_secs(5),
+                group::heartbeat(&mut m, &ctx.opts.group),
+            )
+            .await;
+            if !matches!(beat, Ok(0)) {
+                break; // a rebalance, or the coordinator is gone: join again
+            }
+        }
+    }
+}
+
+/// Commits `positions` for `m`, recording them when the coordinator acknowledges; false
+/// when it refused or did not answer (the member then joins again).
+async fn commit_positions(
+    ctx: &Ctx,
+    m: &mut group::Membership,
+    id: u32,
+    positions: &BTreeMap<i32, i64>,
+) -> bool {
+    let offsets: Vec<(i32, i64)> = positions.iter().map(|(&p, &o)| (p, o)).collect();
+    if offsets.is_empty() {
+        return true;
+    }
+    let done = within(
+        Duration::from_secs(5),
+        group::commit(m, &ctx.opts.group, &ctx.opts.topic, &offsets),
+    )
+    .await;
+    if done.is_err() {
+        return false;
+    }
+    let at_ms = ctx.ms();
+    let mut h = ctx.history.borrow_mut();
+    for (partition, offset) in offsets {
+        h.commits.push(Commit {
+            consumer: id,
+            partition,
+            offset,
+            at_ms,
+        });
+    }
+    true
 }
 
 /// After the run: reads every partition from its start to its end (the high watermark
@@ -585,6 +750,58 @@ async fn final_read(ctx: &Ctx) -> Result<()> {
                     ctx.refresh().await;
                     glommio::timer::sleep(Duration::from_millis(200)).await;
                 }
+            }
+        }
+    }
+    if ctx.opts.group_consumers > 0 {
+        final_committed(ctx, deadline).await?;
+    }
+    Ok(())
+}
+
+/// After the last read: the group's committed offset of every partition, recorded as
+/// read by the last reader; retried through the bootstrap brokers until `deadline`.
+async fn final_committed(ctx: &Ctx, deadline: Instant) -> Result<()> {
+    let partitions = ctx.topology.borrow().partitions();
+    let mut last_error = String::new();
+    for attempt in 0.. {
+        if Instant::now() > deadline {
+            bail!(
+                "the group's committed offsets could not be read within {:?}: {last_error}",
+                ctx.opts.settle
+            );
+        }
+        let addr = &ctx.opts.bootstrap[attempt % ctx.opts.bootstrap.len()];
+        let sent_ms = ctx.ms();
+        let read = within(Duration::from_secs(10), async {
+            let mut conn = Conn::connect(addr, &ctx.opts.client_id).await?;
+            let mut coordinator =
+                group::find_coordinator(&mut conn, &ctx.opts.group, &ctx.opts.client_id).await?;
+            group::committed(
+                &mut coordinator,
+                &ctx.opts.group,
+                &ctx.opts.topic,
+                &partitions,
+            )
+            .await
+        })
+        .await;
+        match read {
+            Ok(committed) => {
+                let mut h = ctx.history.borrow_mut();
+                for &partition in &partitions {
+                    h.commit_reads.push(CommitRead {
+                        consumer: ctx.opts.consumers,
+                        partition,
+                        offset: committed.get(&partition).copied(),
+                        sent_ms,
+                    });
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                last_error = format!("{e:#}");
+                glommio::timer::sleep(Duration::from_millis(200)).await;
             }
         }
     }
