@@ -13,12 +13,15 @@ deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +33,9 @@ from caudal_harness import TMP_ROOT, session_bin
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 KAFKA_PORT = 9092
 PEER_PORT = 9192
+# With a proxy between the nodes: node n's peers reach node m at 127.0.0.1:PROXY_PORT+m.
+PROXY_PORT = 19200
+NETPROXY = Path(__file__).resolve().parent / "netproxy.py"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
@@ -78,12 +84,6 @@ class Node:
         self.log_path = cluster.root / f"node{node_id}.log"
         self.proc: Optional[subprocess.Popen] = None
         self.paused = False
-
-    def peers_for(self, node_id: int) -> str:
-        ids = list(range(1, self.listed + 1))
-        if node_id not in ids:
-            ids.append(node_id)
-        return ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in ids)
 
     @property
     def bootstrap(self) -> str:
@@ -205,7 +205,7 @@ class Cluster:
 
     def __init__(self, nodes: int = 3, extra_args: tuple[str, ...] = (), start: Optional[int] = None,
                  listed: Optional[int] = None, fake_clock: bool = False,
-                 small_disk_node: Optional[int] = None, small_disk_mb: int = 256):
+                 small_disk_node: Optional[int] = None, small_disk_mb: int = 256, proxy: bool = False):
         if os.geteuid() != 0:
             raise ClusterUnavailable("network namespaces need root")
         if shutil.which("ip") is None:
@@ -227,6 +227,10 @@ class Cluster:
         self.small_disk_mb = small_disk_mb
         self._mounts: list[Path] = []
         self.small_disk_why = ""
+        # Inter-node traffic through netproxy.py, which a nemesis can tell to delay,
+        # duplicate or reorder it.
+        self.proxy = proxy
+        self._proxies: list[subprocess.Popen] = []
         TMP_ROOT.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="cluster-", dir=TMP_ROOT))
         self.count = nodes
@@ -278,6 +282,8 @@ class Cluster:
             self.nodes = [Node(self, n) for n in range(1, self.count + 1)]
             for node in self.nodes:
                 node.proc = None
+            if self.proxy:
+                self._start_proxies()
             if self.small_disk_node is not None:
                 try:
                     self._mount_small_disk(self.node(self.small_disk_node))
@@ -300,12 +306,58 @@ class Cluster:
                 node.kill() if exc and exc[0] is not None else node.stop()
             except Exception:
                 node.kill()
+        for proc in self._proxies:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        self._proxies = []
         self._remove_network()
         for mount in self._mounts:
             subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
         self._mounts = []
         if not exc or exc[0] is None:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def proxy_control(self) -> Path:
+        """The file netproxy.py takes its mode from."""
+        return self.root / "netproxy.json"
+
+    def set_proxy_mode(self, mode: str) -> None:
+        """Tells every node's proxy to pass (none), delay, dup or reorder frames."""
+        tmp = self.proxy_control.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"mode": mode}))
+        tmp.replace(self.proxy_control)
+
+    def proxy_stats(self) -> dict[str, int]:
+        """Frames the proxies carried, delayed and duplicated, summed over the nodes (as
+        of the last mode change)."""
+        total: dict[str, int] = {}
+        for node in self.nodes:
+            lines = (self.root / f"proxy{node.id}.log").read_text(errors="replace").splitlines()
+            last = next((json.loads(l) for l in reversed(lines) if l.startswith("{")), {})
+            for k, v in last.items():
+                if isinstance(v, int):
+                    total[k] = total.get(k, 0) + v
+        return total
+
+    def _start_proxies(self) -> None:
+        """One netproxy.py in each node's namespace, for its connections to the others."""
+        self.set_proxy_mode("none")
+        for node in self.nodes:
+            routes = [a for m in self.nodes if m is not node
+                      for a in ("--route", f"{PROXY_PORT + m.id}={m.host}:{PEER_PORT}")]
+            log = open(self.root / f"proxy{node.id}.log", "wb")
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", node.netns, sys.executable, str(NETPROXY),
+                 "--control", str(self.proxy_control), "--seed", str(node.id), *routes],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            )
+            log.close()
+            self._proxies.append(proc)
+            ready = select.select([proc.stdout], [], [], READY_TIMEOUT_S)[0]
+            if not ready or b"ready" not in proc.stdout.readline():
+                raise RuntimeError(f"netproxy for node {node.id} did not start: "
+                                   f"{(self.root / f'proxy{node.id}.log').read_text()[-2000:]}")
 
     def _mount_small_disk(self, node: Node) -> None:
         """Puts `node`'s data directory on its own small ext4 filesystem (a loop-mounted
@@ -343,6 +395,10 @@ class Cluster:
         ids = list(range(1, self.listed + 1))
         if node_id not in ids:
             ids.append(node_id)
+        if self.proxy:
+            # Every other node through this node's proxy; itself as it listens.
+            return ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" if n == node_id else f"{n}@127.0.0.1:{PROXY_PORT + n}"
+                            for n in ids)
         return ",".join(f"{n}@{self.subnet}.{n}:{PEER_PORT}" for n in ids)
 
     @property

@@ -151,6 +151,9 @@ class KafkaCluster(Cluster):
             raise
         return self
 
+    def node_of_broker(self, broker_id: int) -> "KafkaNode":
+        return self.node(broker_id)
+
     def _tool(self, *args: str) -> str:
         out = subprocess.run(
             ["java", "-Xmx256M", f"-Dlog4j2.configurationFile={self.root / 'log4j2-tools.properties'}",

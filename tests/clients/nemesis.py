@@ -17,6 +17,15 @@ Fault kinds:
                cluster's small_disk_node) finds it full: a ballast file takes every block
     elect      preferred-leader election for every partition: leaders that earlier faults
                moved are transferred back while load runs (only useful mixed)
+    delay      the traffic between nodes is delayed by up to 400 ms a frame
+    dup        frames between nodes arrive twice (the copy on a second connection)
+    reorder    copies of frames between nodes arrive 0.5-3 s late, after newer ones
+               (the last three through netproxy.py: the cluster must be started with
+               proxy=True)
+    move       one partition of the topic moves: one of its replicas is swapped for a node
+               that holds none (with more nodes than replicas), or its replicas are
+               rotated, which moves its preferred leader (AlterPartitionReassignments, by
+               `caudal-loadgen reassign`); the move goes on while the next faults run
 
 Network faults touch only traffic between nodes: clients (in the root namespace, on
 the bridge's address) still reach every node, as in Jepsen's Kafka tests. Every fault
@@ -31,10 +40,19 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cluster_harness import Cluster, Node
 
-KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "clock", "disk-full", "elect")
+KINDS = ("kill", "pause", "isolate", "partition", "bridge", "one-way", "loss", "clock", "disk-full", "elect", "move",
+         "delay", "dup", "reorder")
+
+# Kinds that need the proxy between the nodes (Cluster(proxy=True)).
+PROXY_KINDS = ("delay", "dup", "reorder")
+
+# Kinds aimed at a partition's leader when the nemesis knows the topic: the time until
+# that partition acknowledges again is the fault's recovery time.
+LEADER_KINDS = ("kill", "pause", "isolate", "partition", "one-way")
 
 
 def _iptables(node: Node, *args: str) -> None:
@@ -66,6 +84,11 @@ class Event:
     nodes: list[int]
     held: float
     healed_at: float = -1.0
+    # The partition whose leader it hit (leader kinds, when the topic is known).
+    partition: int | None = None
+    # Wall-clock times (time.time()) of injection and heal, to line up with a history.
+    wall_at: float = 0.0
+    wall_healed: float = 0.0
 
 
 @dataclass
@@ -78,6 +101,12 @@ class Nemesis:
     hold: tuple[float, float] = (2.0, 5.0)
     quiet: tuple[float, float] = (1.0, 3.0)
     events: list[Event] = field(default_factory=list)
+    # The workload's topic: leader kinds then hit the leader of one of its partitions.
+    topic: str | None = None
+    # caudal-loadgen, which sends the reassignments of `move`.
+    loadgen: Path | None = None
+    # What each move asked for, and how the cluster answered.
+    moves: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -141,6 +170,14 @@ class Nemesis:
         elif kind == "elect":
             self._elect_preferred_leaders()
             return []
+        elif kind == "move":
+            self._move_a_partition()
+            return []
+        elif kind in PROXY_KINDS:
+            if not getattr(self.cluster, "proxy", False):
+                return []
+            self.cluster.set_proxy_mode(kind)
+            return [n.id for n in nodes]
         elif kind == "loss":
             for n in nodes:
                 for other in self._others(n):
@@ -165,6 +202,69 @@ class Nemesis:
         except Exception:  # noqa: BLE001 - any outcome of the election is acceptable
             pass
 
+    def _move_a_partition(self) -> None:
+        """Starts moving one partition of the topic: a replica swapped for a node that
+        holds none, or, when every node holds one, its replicas rotated. Refusals (a move
+        already under way, a node down) are part of the game and recorded."""
+        if self.topic is None or self.loadgen is None:
+            return
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=3)
+            parts = md.topics[self.topic].partitions
+            brokers = sorted(md.brokers)
+        except Exception as e:  # noqa: BLE001 - no metadata now: no move
+            self.moves.append(f"no metadata: {e}")
+            return
+        partition = self.rng.choice(sorted(parts))
+        replicas = list(parts[partition].replicas)
+        spare = [b for b in brokers if b not in replicas]
+        if spare and replicas:
+            replicas[self.rng.randrange(len(replicas))] = self.rng.choice(spare)
+        else:
+            replicas = replicas[1:] + replicas[:1]
+        running = [n for n in self.cluster.nodes if n.is_running() and not n.paused]
+        via = self.rng.choice(running).bootstrap if running else self.cluster.bootstrap.split(",")[0]
+        out = subprocess.run(
+            [str(self.loadgen), "reassign", "--bootstrap", via, "--topic", self.topic,
+             "--partition", str(partition), "--replicas", ",".join(map(str, replicas))],
+            capture_output=True, text=True, timeout=60,
+        )
+        answer = "started" if out.returncode == 0 else out.stderr.strip().splitlines()[-1:]
+        self.moves.append(f"p{partition} -> {replicas}: {answer}")
+
+    def _a_leader(self) -> tuple[Node, int] | None:
+        """The node leading a random partition of the topic, and that partition; None
+        when the topic or its leaders are unknown (then a random node is hit)."""
+        if self.topic is None:
+            return None
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=3)
+            parts = md.topics[self.topic].partitions
+        except Exception:  # noqa: BLE001 - no metadata now: hit a random node
+            return None
+        led = sorted((p, m.leader) for p, m in parts.items() if m.leader >= 0)
+        if not led:
+            return None
+        partition, broker = self.rng.choice(led)
+        node = self.cluster.node_of_broker(broker)
+        return (node, partition) if node.proc is not None else None
+
+    def faults(self, started_unix_ms: int) -> list[dict]:
+        """The faults injected, on the clock of a history that started at
+        `started_unix_ms` (for `caudal-loadgen recovery`)."""
+        def ms(wall: float) -> int:
+            return max(int(wall * 1000) - started_unix_ms, 0)
+
+        return [
+            {"kind": e.kind, "partition": e.partition, "at_ms": ms(e.wall_at), "healed_ms": ms(e.wall_healed)}
+            for e in self.events
+            if e.wall_healed > 0
+        ]
+
     def heal(self) -> None:
         """Ends every fault: network rules flushed, paused nodes resumed, killed nodes
         started again on their data."""
@@ -175,6 +275,8 @@ class Nemesis:
                 _iptables(n, "-F")
             except (OSError, RuntimeError, subprocess.TimeoutExpired):
                 pass
+        if getattr(self.cluster, "proxy", False):
+            self.cluster.set_proxy_mode("none")
         for n in self.cluster.nodes:
             if n.clock_file.exists():
                 n.clock_file.write_text("+0\n")
@@ -199,11 +301,19 @@ class Nemesis:
                 kind = self.rng.choice(self.kinds)
                 running = [n for n in self.cluster.nodes if n.proc is not None]
                 node = self.rng.choice(running)
+                partition = None
+                if kind in LEADER_KINDS:
+                    aimed = self._a_leader()
+                    if aimed is not None:
+                        node, partition = aimed
                 event = Event(round(time.monotonic() - self._start, 2), kind, [node.id], round(hold, 2))
+                event.partition = partition
                 self.events.append(event)
+                event.wall_at = time.time()
                 event.nodes = self._inject(kind, node)
                 self._stop.wait(hold)
                 self.heal()
+                event.wall_healed = time.time()
                 event.healed_at = round(time.monotonic() - self._start, 2)
         except BaseException as e:  # reported by stop()
             self._error = e
@@ -233,5 +343,7 @@ class Nemesis:
     def describe(self) -> str:
         lines = [f"nemesis seed {self.seed} (replay: CAUDAL_NEMESIS_SEED={self.seed}), kinds {','.join(self.kinds)}:"]
         for e in self.events:
-            lines.append(f"  {e.at:7.2f}s {e.kind:8} node {e.nodes} for {e.held}s, healed at {e.healed_at}s")
+            leader = f" (leader of p{e.partition})" if e.partition is not None else ""
+            lines.append(f"  {e.at:7.2f}s {e.kind:8} node {e.nodes}{leader} for {e.held}s, healed at {e.healed_at}s")
+        lines.extend(f"  move {m}" for m in self.moves)
         return "\n".join(lines)

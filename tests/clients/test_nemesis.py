@@ -46,6 +46,8 @@ def nemesis_seed() -> int:
 def run_verify(
     c: Cluster, kinds: tuple[str, ...], idempotent: bool, seconds: float = SECONDS, expect_clean: bool = True
 ) -> dict:
+    # The last read takes every partition from its start: longer runs need longer.
+    settle = max(SETTLE, seconds / 6)
     """Runs the verify workload against `c` while a nemesis of `kinds` runs; fails with
     the checker's report, the nemesis's schedule and the nodes' logs on any anomaly
     (unless `expect_clean` is false). Returns the checker's report."""
@@ -65,17 +67,17 @@ def run_verify(
         "--producers", "4",
         "--consumers", "2",
         "--duration", str(seconds),
-        "--settle", str(SETTLE),
+        "--settle", str(settle),
         "--history", str(history),
     ]
     if idempotent:
         cmd.append("--idempotent")
-    nemesis = Nemesis(c, nemesis_seed(), kinds)
+    nemesis = Nemesis(c, nemesis_seed(), kinds, topic=topic, loadgen=binary)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Faults start once the topic exists and load runs, and end 2 s before it does.
         nemesis.start(max(seconds - 2.0, 1.0))
-        out, err = proc.communicate(timeout=seconds + SETTLE + 60)
+        out, err = proc.communicate(timeout=seconds + settle + 60)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
@@ -92,6 +94,14 @@ def run_verify(
     outages = ", ".join(f"p{o['partition']} {o['ms']} ms at {o['from_ms']} ms" for o in result["outages"][:8])
     print(f"longest produce outages: {outages or 'none over 500 ms'}")
     report["outages"] = result["outages"]
+    report["recovery"] = recovery = measure_recovery(binary, history, nemesis, result["run"]["started_unix_ms"])
+    for kind, spread in recovery["by_kind"].items():
+        print(f"recovery after {kind} of a leader over {spread['count']} faults: "
+              f"p50 {spread['p50_ms']} ms, p99 {spread['p99_ms']} ms, max {spread['max_ms']} ms")
+    during, outside = recovery["ack_during_faults"], recovery["ack_outside_faults"]
+    print(f"ack latency during faults p50 {during['p50_ms']} ms p99 {during['p99_ms']} ms ({during['count']} acks); "
+          f"outside faults p50 {outside['p50_ms']} ms p99 {outside['p99_ms']} ms ({outside['count']} acks)")
+    save_results(kinds, c, nemesis, report)
     if not expect_clean:
         return report
     assert report["acknowledged"] > 0, f"nothing acknowledged under faults\n{context}\n{c.logs()}"
@@ -106,10 +116,53 @@ def run_verify(
     return report
 
 
+def measure_recovery(binary: Path, history: Path, nemesis: Nemesis, started_unix_ms: int) -> dict:
+    """`caudal-loadgen recovery` over the run's history and the nemesis's faults."""
+    faults = history.with_suffix(".faults.json")
+    faults.write_text(json.dumps(nemesis.faults(started_unix_ms)))
+    proc = subprocess.run(
+        [str(binary), "recovery", str(history), "--faults", str(faults)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"caudal-loadgen recovery failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def save_results(kinds: tuple[str, ...], c, nemesis: Nemesis, report: dict) -> None:
+    """With CAUDAL_NEMESIS_OUT set, appends the run's report, recovery times and
+    schedule to <dir>/runs.jsonl (the figures of docs/reliability.md)."""
+    out = os.environ.get("CAUDAL_NEMESIS_OUT")
+    if not out:
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    line = {
+        "broker": type(c).__name__,
+        "nodes": len(c.nodes),
+        "kinds": list(kinds),
+        "seed": nemesis.seed,
+        "events": [e.__dict__ for e in nemesis.events],
+        "moves": nemesis.moves,
+        "report": report,
+    }
+    with open(Path(out) / "runs.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 @pytest.fixture
 def cluster():
     with cluster_or_skip(
         lambda: Cluster(extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=3)
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def proxied_cluster():
+    # Traffic between the nodes through netproxy.py, for delay, dup and reorder; and
+    # every other kind too, for mixed runs.
+    with cluster_or_skip(
+        lambda: Cluster(extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=3, proxy=True)
     ) as c:
         yield c
 
@@ -139,8 +192,26 @@ def test_no_acknowledged_write_is_lost_or_reordered_under_faults(cluster, kind, 
 
 
 @pytest.mark.timeout(240)
-def test_no_anomaly_under_mixed_faults_with_idempotent_producers(cluster):
-    run_verify(cluster, KINDS, True)
+@pytest.mark.parametrize("kind,idempotent", [("delay", False), ("dup", True), ("reorder", False)])
+def test_no_acknowledged_write_is_lost_when_traffic_between_nodes_is_delayed_duplicated_or_reordered(
+    proxied_cluster, kind, idempotent
+):
+    run_verify(proxied_cluster, (kind,), idempotent)
+    stats = proxied_cluster.proxy_stats()
+    print(f"proxies: {stats}")
+    assert stats.get("delayed" if kind == "delay" else "duplicated", 0) > 0, f"the proxies did nothing: {stats}"
+
+
+@pytest.mark.timeout(240)
+def test_partitions_move_to_another_node_while_leaders_are_killed_and_isolated():
+    # Four nodes for replicas of three: each move swaps a replica for the spare node.
+    with cluster_or_skip(lambda: Cluster(nodes=4, extra_args=CLUSTER_ARGS)) as c:
+        run_verify(c, ("move", "kill", "move", "isolate"), False)
+
+
+@pytest.mark.timeout(240)
+def test_no_anomaly_under_mixed_faults_with_idempotent_producers(proxied_cluster):
+    run_verify(proxied_cluster, KINDS, True)
 
 
 @pytest.mark.timeout(240)
@@ -162,7 +233,7 @@ SOAK_SECONDS = float(os.environ.get("CAUDAL_SOAK_CLUSTER_SECONDS", "0"))
 @pytest.mark.timeout(SOAK_SECONDS + 900)
 def test_soak_mixed_faults_on_five_nodes():
     with cluster_or_skip(
-        lambda: Cluster(nodes=5, extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=5)
+        lambda: Cluster(nodes=5, extra_args=CLUSTER_ARGS, fake_clock=True, small_disk_node=5, proxy=True)
     ) as c:
         run_verify(c, KINDS, True, seconds=SOAK_SECONDS)
 
@@ -181,7 +252,11 @@ def test_kafka_under_the_same_faults_and_checker():
         with cluster_or_skip(KafkaCluster) as c:
             r = run_verify(c, (kind,), kind in ("pause", "bridge", "one-way"), expect_clean=False)
         longest = ", ".join(f"{o['ms']} ms" for o in r["outages"][:4]) or "none over 500 ms"
+        recovered = "; ".join(
+            f"recovery after {k}: p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms over {v['count']}"
+            for k, v in r["recovery"]["by_kind"].items()
+        )
         print(
             f"--- Kafka under {kind}: {r['acknowledged']} acknowledged, {r['failed']} failed, "
-            f"{r['unknown']} unknown; anomalies {json.dumps(r['counts'])}; longest outages {longest}"
+            f"{r['unknown']} unknown; anomalies {json.dumps(r['counts'])}; longest outages {longest}; {recovered}"
         )
