@@ -26,7 +26,7 @@ use crate::replica::raft_message;
 use crate::replica::raft_shard::{GroupId, NodeId};
 
 /// Version of the inter-node protocol this build speaks.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Largest frame accepted (a round's messages to one node; an append message carries at
 /// most `max_size_per_msg` of entries, 1 MiB, and a round a few of them per group).
@@ -257,9 +257,14 @@ pub enum Control {
     Metadata(Bytes),
     /// Topics a client asked another node to auto-create: (name, partitions, replicas).
     CreateTopics(Vec<(String, i32, i16)>),
-    /// Sent to every peer every second: the sender is up (brokers of nodes not heard
-    /// from lately are left out of Metadata, as Kafka fences them).
-    Alive,
+    /// Sent to every peer every second, and when the groups it leads change: the sender
+    /// is up (brokers of nodes not heard from lately are left out of Metadata, as Kafka
+    /// fences them), and leads these raft groups, with their terms, so that nodes that
+    /// host no replica of a partition can name its leader.
+    Alive {
+        /// `(group, term)` of every group the sender leads.
+        leading: Vec<(u64, u64)>,
+    },
     /// A preferred-leader election (ElectLeaders): every node hands leadership of these
     /// raft groups, where it leads them, to their preferred replicas.
     ElectPreferred(Vec<u64>),
@@ -339,7 +344,14 @@ pub fn encode_control_into(out: Vec<u8>, c: &Control) -> Vec<u8> {
             w.put_u8(CONTROL_METADATA);
             w.put_bytes32(snapshot);
         }
-        Control::Alive => w.put_u8(CONTROL_ALIVE),
+        Control::Alive { leading } => {
+            w.put_u8(CONTROL_ALIVE);
+            w.put_u32(u32::try_from(leading.len()).unwrap_or(u32::MAX));
+            for (group, term) in leading {
+                w.put_u64(*group);
+                w.put_u64(*term);
+            }
+        }
         Control::UpdateTopic {
             request,
             name,
@@ -431,7 +443,14 @@ fn decode_control(r: &mut Reader<'_>, body: &Bytes) -> CodecResult<Control> {
             }
             Control::CreateTopics(topics)
         }
-        CONTROL_ALIVE => Control::Alive,
+        CONTROL_ALIVE => {
+            let n = r.take_count(16)?;
+            let mut leading = Vec::with_capacity(n);
+            for _ in 0..n {
+                leading.push((r.take_u64()?, r.take_u64()?));
+            }
+            Control::Alive { leading }
+        }
         CONTROL_UPDATE_TOPIC => {
             let request = r.take_u64()?;
             let name = r.take_str16()?;
@@ -743,6 +762,18 @@ mod tests {
         };
         let f = encode_raft(1, 3, &[(GroupId(5), other)], &mut BeatCache::default());
         assert!(decode_raft(1, 2, &body(&f), &mut BeatCache::default()).is_err());
+    }
+
+    #[test]
+    fn alive_carries_the_groups_its_sender_leads() {
+        for leading in [vec![], vec![(7, 3), (u64::MAX, 1)]] {
+            let c = Control::Alive { leading };
+            let frame = body(&encode_control_into(Vec::new(), &c));
+            match decode_frame(1, 2, &frame, &mut BeatCache::default()).unwrap() {
+                Frame::Control(back) => assert_eq!(back, c),
+                other => panic!("not a control frame: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
     let mut refused = false;
     let mut next_resend = Instant::now();
     let mut next_alive = Instant::now();
+    let me_node = u64::try_from(me).unwrap_or(0);
+    let mut sent_leading = Vec::new();
     loop {
         let arrived = transport.inbox().control_arrived.generation();
         let changed = service.changed.generation();
@@ -181,8 +183,9 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
                         .collect();
                     service.create_topics(specs, false, &publish).await;
                 }
-                // Its arrival was the point (recorded below).
-                Control::Alive => {}
+                // Its arrival says the sender is up (recorded below); what it leads
+                // names leaders for the partitions this node hosts no replica of.
+                Control::Alive { leading } => raft.leaders.told(from, &leading),
                 Control::AllocateProducerIds { request } if decides => {
                     let start = service
                         .allocate_producer_ids(super::cluster_producer_ids::BLOCK, &publish)
@@ -239,11 +242,18 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
             }
         }
         let now = Instant::now();
-        if now >= next_alive {
+        let leading = raft.leaders.led_by(me_node);
+        if now >= next_alive || leading != sent_leading {
             next_alive = now + ALIVE_EVERY;
             for peer in transport.peers() {
-                transport.send_control(peer, Control::Alive);
+                transport.send_control(
+                    peer,
+                    Control::Alive {
+                        leading: leading.clone(),
+                    },
+                );
             }
+            sent_leading = leading;
             raft.liveness.record(&transport.inbox().last_heard());
         }
         let resend = now >= next_resend;

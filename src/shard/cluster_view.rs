@@ -162,8 +162,9 @@ impl Shard {
 
     /// The leader, epoch, replicas and in-sync replicas of partition `index` of `topic`
     /// as this node knows them. A replicated partition's come from the raft group when
-    /// this node hosts a replica of it; otherwise from the metadata (its preferred
-    /// leader, which answers with the current leader's hint if it no longer leads).
+    /// this node hosts a replica of it; otherwise from what its leader last said of
+    /// itself (`Control::Alive`), or else from the metadata (its preferred leader, which
+    /// answers with the current leader's hint if it no longer leads).
     pub fn partition_leader(
         &self,
         topic: &TopicMeta,
@@ -184,10 +185,20 @@ impl Shard {
             return Some(fallback);
         };
         let shard = a.leader.shard;
-        let Some(l) = raft.leaders.get(raft_group(&topic.id, index)) else {
-            return Some(fallback);
-        };
+        let group = raft_group(&topic.id, index);
         let broker = |n: u64| crate::config::broker_id(i32::try_from(n).unwrap_or(i32::MAX), shard);
+        let Some(l) = raft.leaders.get(group) else {
+            // No replica here: the leader that last said so, while it is up (the
+            // preferred leader may be down for good).
+            return Some(match raft.leaders.told_leader(group) {
+                Some((node, term)) if raft.liveness.is_up(node) => PartitionLeader {
+                    leader: Some(broker(node)),
+                    epoch: i32::try_from(term).unwrap_or(i32::MAX),
+                    ..fallback
+                },
+                _ => fallback,
+            });
+        };
         Some(PartitionLeader {
             leader: l.leader.map(broker),
             epoch: i32::try_from(l.term).unwrap_or(i32::MAX),

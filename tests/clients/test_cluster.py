@@ -934,3 +934,30 @@ def test_a_fourth_node_joins_takes_partitions_moved_by_kafkas_reassignment_tool_
             offsets = [o for o, _ in recs]
             assert offsets == sorted(set(offsets)), f"partition {p} offsets not contiguous/increasing"
         assert "raft group configuration changed" in four.log_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_node_without_a_replica_names_the_new_leader_when_the_preferred_one_is_killed():
+    # Four nodes, three replicas: one node hosts none and answers Metadata from what
+    # leaders say of themselves. Found by the nemesis: it named the dead preferred
+    # leader until that node came back, so clients asking it could not produce.
+    with cluster_or_skip(lambda: Cluster(nodes=4, extra_args=CLUSTER_ARGS)) as c:
+        topic = unique_name("elsewhere")
+        create_topic(c, topic, 1)
+        md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(topic=topic, timeout=10)
+        replicas = md.topics[topic].partitions[0].replicas
+        outsider = next(n for n in c.nodes if n.broker_id not in replicas)
+        victim = c.node_of_broker(wait_for(lambda: leaders(c, topic, 1)[0], 20, "a leader"))
+        victim.kill()
+
+        def named_by_outsider():
+            leader, _ = partition_state(c, topic, [outsider])[0]
+            return leader if leader is not None and leader != victim.broker_id else None
+
+        leader = wait_for(named_by_outsider, 15, f"the node without a replica names a live leader\n{c.logs()}")
+        assert leader in replicas
+        # A client that only knows that node produces again.
+        p = Producer({"bootstrap.servers": outsider.bootstrap, "acks": "all", "message.timeout.ms": 20000})
+        failed = []
+        p.produce(topic, b"after", on_delivery=lambda err, _m: err and failed.append(err))
+        assert p.flush(30) == 0 and not failed, f"produce through the outsider failed: {failed}"

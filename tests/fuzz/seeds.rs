@@ -1086,7 +1086,15 @@ pub fn peer_seeds() -> Vec<Seed> {
         (
             "peer_frame",
             "alive".into(),
-            body(1, encode_control_into(Vec::new(), &Control::Alive)),
+            body(
+                1,
+                encode_control_into(
+                    Vec::new(),
+                    &Control::Alive {
+                        leading: vec![(3, 2)],
+                    },
+                ),
+            ),
         ),
         (
             "peer_frame",
