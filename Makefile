@@ -54,13 +54,15 @@ soak:
 	CAUDAL_CRASH_KILLS=$${CAUDAL_CRASH_KILLS:-20} $(CARGO) test -p caudal --test crash -- --nocapture
 	RAFT_SIM_SEEDS=$${RAFT_SIM_SEEDS:-5000} RAFT_SIM_SECONDS=$${RAFT_SIM_SECONDS:-36000} $(CARGO) test -p caudal --release --test log raft_sim -- --nocapture
 
-# Mixed faults (kill, pause, isolation, partitions, one-way, packet loss, leader
-# elections) against five nodes in network namespaces for an hour, checked by the
-# history checker, then three Kafka nodes under each fault kind (tests/clients/
-# test_nemesis.py; CAUDAL_NEMESIS_SEED replays a schedule).
+# Mixed faults (every nemesis kind: kill, pause, isolation, partitions, one-way, packet
+# loss, delay/dup/reorder through a proxy, clock jumps, a full disk, leader elections,
+# partition moves) against five nodes in network namespaces for an hour, checked by the
+# history checker; then each fault kind against three Kafka nodes and three Caudal nodes
+# in turn, kills and isolations for two minutes each (tests/clients/test_nemesis.py;
+# CAUDAL_NEMESIS_SEED replays a schedule, CAUDAL_NEMESIS_OUT=dir keeps the figures).
 soak-cluster: build client-deps
 	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_SOAK_CLUSTER_SECONDS=$${CAUDAL_SOAK_CLUSTER_SECONDS:-3600} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k soak
-	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_NEMESIS_KAFKA=$${CAUDAL_NEMESIS_KAFKA:-kill,pause,isolate,bridge,one-way,loss} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k kafka
+	CAUDAL_BIN=$(CURDIR)/target/debug/caudal CAUDAL_NEMESIS_KAFKA=$${CAUDAL_NEMESIS_KAFKA:-kill:120,isolate:120,pause,partition,bridge,one-way,loss,clock,disk-full} $(VENV)/bin/python -m pytest -q -s tests/clients/test_nemesis.py -k kafka
 
 # Coverage-guided fuzzing of the frame reader, request decoders, record-batch validator
 # and on-disk parsers (fuzz/run.sh; cargo-fuzz on stable, installed if missing).

@@ -284,13 +284,7 @@ class Cluster:
                 node.proc = None
             if self.proxy:
                 self._start_proxies()
-            if self.small_disk_node is not None:
-                try:
-                    self._mount_small_disk(self.node(self.small_disk_node))
-                except ClusterUnavailable as e:
-                    # The disk-full fault is then skipped; everything else runs.
-                    self.small_disk_why = str(e)
-                    self.small_disk_node = None
+            self._prepare_small_disk()
             # All at once: each waits for the others only to replicate, not to start.
             for node in self.nodes[: self.started]:
                 node.start()
@@ -358,6 +352,18 @@ class Cluster:
             if not ready or b"ready" not in proc.stdout.readline():
                 raise RuntimeError(f"netproxy for node {node.id} did not start: "
                                    f"{(self.root / f'proxy{node.id}.log').read_text()[-2000:]}")
+
+    def _prepare_small_disk(self) -> None:
+        """Mounts the small filesystem of `small_disk_node`, if any; where it cannot be
+        made, the disk-full fault is skipped (with `small_disk_why`) and everything else
+        runs."""
+        if self.small_disk_node is None:
+            return
+        try:
+            self._mount_small_disk(self.node(self.small_disk_node))
+        except ClusterUnavailable as e:
+            self.small_disk_why = str(e)
+            self.small_disk_node = None
 
     def _mount_small_disk(self, node: Node) -> None:
         """Puts `node`'s data directory on its own small ext4 filesystem (a loop-mounted

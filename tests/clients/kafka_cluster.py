@@ -12,6 +12,7 @@ a deadline.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -79,8 +80,11 @@ class KafkaNode(Node):
         """Starts the JVM; returns where its server.log stood."""
         server_log = self.data_dir / "server.log"
         offset = server_log.stat().st_size if server_log.exists() else 0
+        env = dict(os.environ, **self.clock_env())
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.paused = False
         return offset
 
@@ -116,8 +120,8 @@ class KafkaNode(Node):
 class KafkaCluster(Cluster):
     """Three Kafka nodes in network namespaces. Use as a context manager."""
 
-    def __init__(self, nodes: int = 3):
-        super().__init__(nodes=nodes)
+    def __init__(self, nodes: int = 3, fake_clock: bool = False, small_disk_node: int | None = None):
+        super().__init__(nodes=nodes, fake_clock=fake_clock, small_disk_node=small_disk_node)
         self.libs = kafka_libs()
         # The broker logs INFO to its server.log; the tools WARN to stderr.
         (self.root / "log4j2-server.properties").write_text(
@@ -136,6 +140,7 @@ class KafkaCluster(Cluster):
         self._make_network()
         try:
             self.nodes = [KafkaNode(self, n) for n in range(1, self.count + 1)]
+            self._prepare_small_disk()
             voters = ",".join(f"{n.id}@{n.host}:{CONTROLLER_PORT}" for n in self.nodes)
             cluster_id = self._tool("kafka.tools.StorageTool", "random-uuid").strip()
             for n in self.nodes:
