@@ -103,6 +103,23 @@ pub struct Coordinator {
     metrics: CommittedOffsets,
 }
 
+/// A successful SyncGroup answer of `g` with `assignment`.
+fn ok(g: &Group, assignment: Bytes) -> SyncResult {
+    SyncResult {
+        error: ErrorCode::None,
+        assignment,
+        protocol_type: g.protocol_type.clone(),
+        protocol: g.protocol.clone(),
+    }
+}
+
+/// What a SyncGroup comes to: an answer, or, for the leader's, the group to store
+/// before anyone is answered.
+enum Assigned {
+    Answer(SyncResult),
+    Store(StoredGroup),
+}
+
 fn send<T>(tx: Option<local_channel::LocalSender<T>>, value: T) {
     if let Some(tx) = tx {
         let _ = tx.try_send(value);
@@ -312,6 +329,7 @@ impl Coordinator {
         }
         g.rebalance_from_empty = g.state == GroupState::Empty;
         g.state = GroupState::PreparingRebalance;
+        g.storing = false;
         g.rebalance_started = Instant::now();
         info!(group = %g.id, generation = g.generation, members = g.members.len(), "rebalance started");
         if g.rebalance_driver {
@@ -373,8 +391,11 @@ impl Coordinator {
     }
 
     /// Handles SyncGroup: the leader's assignment completes the rebalance; followers wait
-    /// for it. Answers once the stable group is stored, so a coordinator that takes the
-    /// group over knows the generation its members were told.
+    /// for it. No member is given an assignment before the stable group is stored, so a
+    /// coordinator that takes the group over knows the generation its members were told;
+    /// when the store fails every member is told to find the coordinator and join again
+    /// (as Kafka's coordinator does), instead of being given a generation that a new
+    /// coordinator would hand out again to others.
     pub async fn sync(
         &self,
         group: &str,
@@ -382,11 +403,67 @@ impl Coordinator {
         member_id: &str,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
-        let result = self.assign(group, generation, member_id, assignments).await;
-        if result.error == ErrorCode::None {
-            self.store_changed_groups().await;
+        match self.assign(group, generation, member_id, assignments).await {
+            Assigned::Answer(result) => result,
+            Assigned::Store(stored) => {
+                let written = if crate::replica::planted::group_store_fails() {
+                    Err(crate::log::LogError::Io(std::io::Error::other(
+                        "planted: the group store fails",
+                    )))
+                } else {
+                    self.offsets.write(vec![OffsetRecord::Group(stored)]).await
+                };
+                self.complete_sync(group, generation, member_id, written)
+            }
         }
-        result
+    }
+
+    /// After the leader's assignment was stored (or not): the group turns Stable and
+    /// every member waiting is answered, or, when the store failed, they are all told
+    /// the coordinator is not available and the group rebalances.
+    fn complete_sync(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        written: LogResult<()>,
+    ) -> SyncResult {
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(group) else {
+            return SyncResult::error(ErrorCode::CoordinatorNotAvailable);
+        };
+        g.storing = false;
+        if g.generation != generation || g.state != GroupState::CompletingRebalance {
+            // A member joined or left meanwhile: everyone joins again.
+            return SyncResult::error(ErrorCode::RebalanceInProgress);
+        }
+        if let Err(e) = written {
+            warn!(group = %g.id, generation, error = %e, "could not store the group's new generation; its members join again");
+            for m in g.members.values_mut() {
+                m.assignment = Bytes::new();
+                send(
+                    m.sync_waiter.take(),
+                    SyncResult::error(ErrorCode::CoordinatorNotAvailable),
+                );
+            }
+            self.prepare_rebalance(g);
+            return SyncResult::error(ErrorCode::CoordinatorNotAvailable);
+        }
+        g.state = GroupState::Stable;
+        info!(group = %g.id, generation = g.generation, members = g.members.len(), "group stable");
+        let replies: Vec<_> = g
+            .members
+            .values_mut()
+            .filter_map(|m| m.sync_waiter.take().map(|tx| (tx, m.assignment.clone())))
+            .collect();
+        for (tx, a) in replies {
+            send(Some(tx), ok(g, a));
+        }
+        let mine = g.members.get_mut(member_id).map(|m| {
+            m.last_seen = Instant::now();
+            m.assignment.clone()
+        });
+        ok(g, mine.unwrap_or_default())
     }
 
     async fn assign(
@@ -395,30 +472,25 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         assignments: Vec<(String, Bytes)>,
-    ) -> SyncResult {
+    ) -> Assigned {
+        use Assigned::Answer;
         let rx = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(group) else {
-                return SyncResult::error(ErrorCode::UnknownMemberId);
+                return Answer(SyncResult::error(ErrorCode::UnknownMemberId));
             };
             if !g.members.contains_key(member_id) {
-                return SyncResult::error(ErrorCode::UnknownMemberId);
+                return Answer(SyncResult::error(ErrorCode::UnknownMemberId));
             }
             if generation != g.generation {
-                return SyncResult::error(ErrorCode::IllegalGeneration);
+                return Answer(SyncResult::error(ErrorCode::IllegalGeneration));
             }
-            let ok = |g: &Group, a: Bytes| SyncResult {
-                error: ErrorCode::None,
-                assignment: a,
-                protocol_type: g.protocol_type.clone(),
-                protocol: g.protocol.clone(),
-            };
             match g.state {
                 GroupState::PreparingRebalance => {
-                    return SyncResult::error(ErrorCode::RebalanceInProgress)
+                    return Answer(SyncResult::error(ErrorCode::RebalanceInProgress))
                 }
                 GroupState::Empty | GroupState::Dead => {
-                    return SyncResult::error(ErrorCode::UnknownMemberId)
+                    return Answer(SyncResult::error(ErrorCode::UnknownMemberId))
                 }
                 GroupState::Stable => {
                     let a = g
@@ -426,31 +498,20 @@ impl Coordinator {
                         .get(member_id)
                         .map(|m| m.assignment.clone())
                         .unwrap_or_default();
-                    return ok(g, a);
+                    return Answer(ok(g, a));
                 }
                 GroupState::CompletingRebalance => {}
             }
             let is_leader = g.leader.as_deref() == Some(member_id);
-            if is_leader {
+            if is_leader && !g.storing {
+                // Stored before anyone is answered (`complete_sync`); followers that
+                // sync meanwhile wait with the others.
                 let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
                 for m in g.members.values_mut() {
                     m.assignment = by_member.remove(&m.id).unwrap_or_default();
                 }
-                g.state = GroupState::Stable;
-                info!(group = %g.id, generation = g.generation, members = g.members.len(), "group stable");
-                let replies: Vec<_> = g
-                    .members
-                    .values_mut()
-                    .filter_map(|m| m.sync_waiter.take().map(|tx| (tx, m.assignment.clone())))
-                    .collect();
-                for (tx, a) in replies {
-                    send(Some(tx), ok(g, a));
-                }
-                let mine = g.members.get_mut(member_id).map(|m| {
-                    m.last_seen = Instant::now();
-                    m.assignment.clone()
-                });
-                return ok(g, mine.unwrap_or_default());
+                g.storing = true;
+                return Assigned::Store(StoredGroup::stable(g));
             }
             let (tx, rx) = local_channel::new_bounded(1);
             if let Some(m) = g.members.get_mut(member_id) {
@@ -459,9 +520,11 @@ impl Coordinator {
             }
             rx
         };
-        rx.recv()
-            .await
-            .unwrap_or_else(|| SyncResult::error(ErrorCode::RebalanceInProgress))
+        Answer(
+            rx.recv()
+                .await
+                .unwrap_or_else(|| SyncResult::error(ErrorCode::RebalanceInProgress)),
+        )
     }
 
     /// Handles Heartbeat.

@@ -156,6 +156,8 @@ pub struct Group {
     pub rebalance_from_empty: bool,
     /// Whether a task is driving the current rebalance.
     pub rebalance_driver: bool,
+    /// Whether the leader's assignment is being stored (no member is answered before).
+    pub storing: bool,
 }
 
 impl Group {
@@ -173,6 +175,7 @@ impl Group {
             rebalance_started: Instant::now(),
             rebalance_from_empty: false,
             rebalance_driver: false,
+            storing: false,
         }
     }
 

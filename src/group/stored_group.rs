@@ -64,8 +64,18 @@ impl StoredGroup {
     /// The stored form of `g`, when it is Stable or Empty (a rebalance under way is
     /// not stored: the last stable generation stands for it).
     pub fn of(g: &Group) -> Option<StoredGroup> {
+        match g.state {
+            GroupState::Stable | GroupState::Empty => Some(StoredGroup::stable(g)),
+            _ => None,
+        }
+    }
+
+    /// The stored form of `g` as the Stable group it becomes once its leader's
+    /// assignment is stored (or as Empty, when it is).
+    pub fn stable(g: &Group) -> StoredGroup {
         let members = match g.state {
-            GroupState::Stable => {
+            GroupState::Empty => Vec::new(),
+            _ => {
                 let protocol = g.protocol.clone().unwrap_or_default();
                 g.members
                     .values()
@@ -81,17 +91,15 @@ impl StoredGroup {
                     })
                     .collect()
             }
-            GroupState::Empty => Vec::new(),
-            _ => return None,
         };
-        Some(StoredGroup {
+        StoredGroup {
             group: g.id.clone(),
             generation: g.generation,
             protocol_type: g.protocol_type.clone(),
             protocol: g.protocol.clone(),
             leader: g.leader.clone(),
             members,
-        })
+        }
     }
 
     /// The group rebuilt: Stable with its members (each heard from now, so its session

@@ -9,6 +9,13 @@ pub fn ack_before_commit() -> bool {
     planted("ack-before-commit")
 }
 
+/// Whether storing a group's new generation fails (`CAUDAL_PLANTED_BUG=group-store-fails`):
+/// not a bug but a fault, standing in for a coordinator that loses its offsets
+/// partition while a rebalance completes, which a test cannot time.
+pub fn group_store_fails() -> bool {
+    planted("group-store-fails")
+}
+
 #[cfg(debug_assertions)]
 fn planted(bug: &str) -> bool {
     thread_local! {

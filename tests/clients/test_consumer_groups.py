@@ -330,3 +330,36 @@ def test_group_join_leave_kill_rebalances_without_loss_or_double_processing(brok
         f"left uncommitted by B: {len(uncommitted_b)}, redelivered: {len(twice)}"
     )
     broker.check_alive()
+
+
+@pytest.mark.timeout(60)
+def test_no_member_is_given_a_generation_its_coordinator_could_not_store(monkeypatch):
+    # A debug build honours CAUDAL_PLANTED_BUG=group-store-fails (src/replica/planted.rs):
+    # storing a group's new generation fails, as when a coordinator loses its offsets
+    # partition while a rebalance completes. Found under the nemesis: SyncGroup used to
+    # hand out the assignment anyway, and the next coordinator, rebuilding the group from
+    # the last stored generation, handed the same generation number out again.
+    from confluent_kafka import Consumer
+
+    from caudal_harness import Broker
+
+    monkeypatch.setenv("CAUDAL_PLANTED_BUG", "group-store-fails")
+    b = Broker(extra_args=["--group-initial-rebalance-delay-ms", "0"])
+    consumer = None
+    try:
+        b.start()
+        topic = unique_name("unstored")
+        create_topic(b.bootstrap, topic, 2)
+        assigned = []
+        consumer = Consumer({"bootstrap.servers": b.bootstrap, "group.id": unique_name("unstored-group"),
+                             "session.timeout.ms": 6000})
+        consumer.subscribe([topic], on_assign=lambda _c, parts: assigned.extend(parts))
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not assigned:
+            consumer.poll(0.2)
+        assert not assigned, f"given partitions of a generation that was never stored: {assigned}"
+        assert "could not store the group's new generation" in b.log_tail(200), b.log_tail(40)
+    finally:
+        if consumer is not None:
+            consumer.close()
+        b.cleanup()
