@@ -66,6 +66,12 @@ def _iptables(node: Node, *args: str) -> None:
         raise RuntimeError(f"iptables {' '.join(args)} in {node.netns} failed: {proc.stderr.strip()}")
 
 
+def nemesis_seed() -> int:
+    """The seed from CAUDAL_NEMESIS_SEED (to replay a run), else a random one."""
+    seed = os.environ.get("CAUDAL_NEMESIS_SEED")
+    return int(seed) if seed else random.randrange(1 << 31)
+
+
 def iptables_works(c: Cluster) -> str | None:
     """None when iptables can filter in the cluster's namespaces, else why not."""
     try:

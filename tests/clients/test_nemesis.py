@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 
 from caudal_harness import REPO, unique_name
 from cluster_harness import Cluster, cluster_or_skip
-from nemesis import KINDS, Nemesis, iptables_works
+from nemesis import KINDS, Nemesis, iptables_works, nemesis_seed
 
 CLUSTER_ARGS = ("--replica-lag-time-max-ms", "1500")
 
@@ -36,11 +35,6 @@ SETTLE = 60.0
 
 def loadgen_bin() -> Path:
     return Path(os.environ.get("CAUDAL_LOADGEN", str(REPO / "target" / "debug" / "caudal-loadgen")))
-
-
-def nemesis_seed() -> int:
-    seed = os.environ.get("CAUDAL_NEMESIS_SEED")
-    return int(seed) if seed else random.randrange(1 << 31)
 
 
 def run_verify(
