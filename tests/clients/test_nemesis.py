@@ -282,8 +282,10 @@ def test_kafka_under_the_same_faults_and_checker():
     # Delay, dup and reorder need netproxy.py, which speaks Caudal's framing only.
     from kafka_cluster import KafkaCluster
 
-    run_beside(lambda kind: KafkaCluster(fake_clock=kind == "clock", small_disk_node=3 if kind == "disk-full" else None),
-               "Kafka")
+    run_beside(
+        lambda kind: KafkaCluster(fake_clock=kind == "clock", small_disk_node=3 if kind == "disk-full" else None),
+        "Kafka",
+    )
 
 
 @pytest.mark.skipif(not COMPARE, reason="Caudal beside Kafka under faults: CAUDAL_NEMESIS_KAFKA=kill:120,pause,...")
