@@ -36,7 +36,9 @@ PEER_PORT = 9192
 # With a proxy between the nodes: node n's peers reach node m at 127.0.0.1:PROXY_PORT+m.
 PROXY_PORT = 19200
 NETPROXY = Path(__file__).resolve().parent / "netproxy.py"
-READY_TIMEOUT_S = 20.0
+# A node restarted after a SIGKILL scans its active segments first: after an hour of
+# the soak's load that took a debug build 20 s.
+READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 
 

@@ -77,7 +77,13 @@ def run_verify(
         out, err = proc.communicate()
         pytest.fail(f"caudal-loadgen verify did not finish\n{nemesis.describe()}\n{err[-3000:]}\n{c.logs()}")
     finally:
-        nemesis.stop()
+        # A nemesis that failed (a node that would not restart) still leaves a history
+        # worth checking: its error is reported with the checker's.
+        try:
+            nemesis.stop()
+            nemesis_error = None
+        except RuntimeError as e:
+            nemesis_error = e
     context = f"{nemesis.describe()}\nhistory: {history}\n{' '.join(cmd)}"
     if proc.returncode not in (0, 2):
         pytest.fail(f"caudal-loadgen verify failed ({proc.returncode}): {err[-3000:]}\n{context}\n{c.logs()}")
@@ -96,6 +102,8 @@ def run_verify(
     print(f"ack latency during faults p50 {during['p50_ms']} ms p99 {during['p99_ms']} ms ({during['count']} acks); "
           f"outside faults p50 {outside['p50_ms']} ms p99 {outside['p99_ms']} ms ({outside['count']} acks)")
     save_results(kinds, c, nemesis, report)
+    if nemesis_error is not None:
+        pytest.fail(f"{nemesis_error}\nanomalies: {json.dumps(report['counts'])}\n{context}")
     if not expect_clean:
         return report
     assert report["acknowledged"] > 0, f"nothing acknowledged under faults\n{context}\n{c.logs()}"
