@@ -74,6 +74,8 @@ struct Proposal {
 }
 
 struct Shared {
+    /// When the loop last ticked its groups.
+    ticked_at: Cell<Instant>,
     commands: RefCell<Vec<Command>>,
     proposals: RefCell<Vec<Proposal>>,
     waiters: RefCell<HashMap<u64, Reply<Result<Offset, ProposeError>>>>,
@@ -113,6 +115,7 @@ impl RaftDriver {
         tick: Duration,
     ) -> RaftDriver {
         let shared = Rc::new(Shared {
+            ticked_at: Cell::new(Instant::now()),
             commands: RefCell::new(Vec::new()),
             proposals: RefCell::new(Vec::new()),
             waiters: RefCell::new(HashMap::new()),
@@ -285,6 +288,14 @@ impl RaftDriver {
         self.shared.changed.changed_since(generation).await;
     }
 
+    /// Whether the loop ticked within `bound`. A loop held up (a slow write, a long
+    /// round) neither steps its leaders down nor hears of newer terms, so what its views
+    /// say of leadership may be stale: a leader's answers that do not go through raft
+    /// (a group coordinator's) are withheld until it ticks again.
+    pub fn ticked_within(&self, bound: Duration) -> bool {
+        self.shared.ticked_at.get().elapsed() <= bound
+    }
+
     /// Stops the loop; waiting proposals end with an unknown outcome.
     pub fn stop(&self) {
         self.tasks.stop_all();
@@ -358,6 +369,7 @@ async fn run(mut shard: RaftShard, transport: Rc<Transport>, shared: Rc<Shared>,
         let ticked = now >= next_tick;
         if ticked {
             shard.tick();
+            shared.ticked_at.set(now);
             next_tick = now + tick;
             // A preferred replica that knows no leader (a new group, or all restarted)
             // stands at once rather than after a random election timeout, so leadership

@@ -18,6 +18,11 @@ use crate::replica::Partition;
 use super::cluster_state::Slot;
 use super::state::Shard;
 
+/// How long after its shard's raft loop last ticked a coordinator still answers: the
+/// election timeout's upper end (20 ticks of 100 ms), after which a leader cut off has
+/// stepped down.
+const COORDINATOR_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Least time between two passes over the offsets partitions' leadership.
 const RECONCILE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -34,6 +39,15 @@ fn may_coordinate(p: &Partition) -> bool {
 impl Shard {
     /// The coordinator of `group` in a cluster, or the error to answer with.
     pub fn cluster_coordinator_for(&self, group: &str) -> Result<Rc<Coordinator>, ErrorCode> {
+        // A coordinator answers from memory (joins, syncs, committed offsets): only while
+        // this shard's raft loop keeps up, so that a leader deposed while its loop was
+        // held up does not answer as one (the soak saw a loop held 55 s whose
+        // coordinator served committed offsets a minute old).
+        if let Some(raft) = self.raft.as_ref() {
+            if !raft.driver.ticked_within(COORDINATOR_FRESH) {
+                return Err(ErrorCode::NotCoordinator);
+            }
+        }
         let meta = self.meta();
         let Some(t) = meta.topics.get(OFFSETS_TOPIC) else {
             return Err(ErrorCode::CoordinatorNotAvailable);
