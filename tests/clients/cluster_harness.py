@@ -256,13 +256,23 @@ class Cluster:
             ns = f"{self.tag}-{n}"
             _ip("netns", "add", ns)
             self._made_netns.append(ns)
-            veth = f"{self.bridge[:11]}v{n}"
+            # Named after this cluster's tag: a namespace deleted just before may still
+            # hold the last cluster's veths for a moment (a JVM still exiting in it).
+            veth = f"v{self.tag[3:]}n{n}"[:15]
             _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
             _ip("link", "set", veth, "master", self.bridge)
             _ip("link", "set", veth, "up")
             _ip("netns", "exec", ns, "ip", "addr", "add", f"{self.subnet}.{n}/24", "dev", "eth0")
             _ip("netns", "exec", ns, "ip", "link", "set", "eth0", "up")
             _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+    def _make_network_or_clean_up(self) -> None:
+        """The bridge and namespaces; what was made is removed if any step fails."""
+        try:
+            self._make_network()
+        except ClusterUnavailable:
+            self._remove_network()
+            raise
 
     def _remove_network(self) -> None:
         for ns in self._made_netns:
@@ -275,11 +285,7 @@ class Cluster:
     # -- lifecycle ---------------------------------------------------------------------
 
     def __enter__(self) -> "Cluster":
-        try:
-            self._make_network()
-        except ClusterUnavailable:
-            self._remove_network()
-            raise
+        self._make_network_or_clean_up()
         try:
             self.nodes = [Node(self, n) for n in range(1, self.count + 1)]
             for node in self.nodes:

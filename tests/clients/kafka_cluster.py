@@ -137,7 +137,7 @@ class KafkaCluster(Cluster):
         )
 
     def __enter__(self) -> "KafkaCluster":
-        self._make_network()
+        self._make_network_or_clean_up()
         try:
             self.nodes = [KafkaNode(self, n) for n in range(1, self.count + 1)]
             self._prepare_small_disk()
