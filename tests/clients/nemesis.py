@@ -208,16 +208,20 @@ class Nemesis:
         except Exception:  # noqa: BLE001 - any outcome of the election is acceptable
             pass
 
+    def _topic_metadata(self):
+        """The cluster's metadata for the workload's topic (raises when none comes in 3 s)."""
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=3)
+
     def _move_a_partition(self) -> None:
         """Starts moving one partition of the topic: a replica swapped for a node that
         holds none, or, when every node holds one, its replicas rotated. Refusals (a move
         already under way, a node down) are part of the game and recorded."""
         if self.topic is None or self.loadgen is None:
             return
-        from confluent_kafka.admin import AdminClient
-
         try:
-            md = AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=3)
+            md = self._topic_metadata()
             parts = md.topics[self.topic].partitions
             brokers = sorted(md.brokers)
         except Exception as e:  # noqa: BLE001 - no metadata now: no move
@@ -245,11 +249,8 @@ class Nemesis:
         when the topic or its leaders are unknown (then a random node is hit)."""
         if self.topic is None:
             return None
-        from confluent_kafka.admin import AdminClient
-
         try:
-            md = AdminClient({"bootstrap.servers": self.cluster.bootstrap}).list_topics(self.topic, timeout=3)
-            parts = md.topics[self.topic].partitions
+            parts = self._topic_metadata().topics[self.topic].partitions
         except Exception:  # noqa: BLE001 - no metadata now: hit a random node
             return None
         led = sorted((p, m.leader) for p, m in parts.items() if m.leader >= 0)
