@@ -98,13 +98,6 @@ const RECENT_BYTES: usize = 8 << 20;
 /// Bytes one disk fetch for raft reads at most (raft asks again for the rest).
 const FETCH_BYTES: usize = 1 << 20;
 
-/// Longest a raft round spends reading entries from disk for replicas that are behind
-/// (past it, what is left waits for the next round). Each entry is a read of its own, so
-/// a byte budget alone let a round over small entries run for tens of seconds: a node's
-/// raft loop, feeding a new replica 4 MiB of 70-byte entries, neither ticked nor heard
-/// of newer terms for 55 s in the cluster soak.
-const FETCH_TIME: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// The writes a ready needs, in order; see [`RaftLog::persist`].
 #[derive(Default)]
 pub struct Persist {
@@ -943,28 +936,25 @@ impl RaftLog {
     /// Reads from disk the entries raft asked for and memory lacked; returns the
     /// contexts to hand to raft's `on_entries_fetched`, after which it reads them again
     /// (then call [`RaftLog::clear_fetched`]).
-    /// Reads about `budget` bytes at most, for about [`FETCH_TIME`] at most (one entry
-    /// past either at worst; at least one entry); what is left waits for the next call.
-    /// Returns the bytes read too.
+    /// Reads about `budget` bytes at most, and stops once `deadline` has passed (one
+    /// entry past either at worst; at least one entry). Every context is returned, read
+    /// for or not: raft asks again for what it still lacks, from where its follower is
+    /// now. Keeping the unread ones instead let stale asks pile up while a slow disk
+    /// fed a follower, each round reading entries the follower already had. Returns the
+    /// bytes read too.
     pub async fn fetch_missing(
         &self,
         budget: usize,
+        deadline: std::time::Instant,
     ) -> Result<(Vec<GetEntriesContext>, usize), RaftLogError> {
-        let mut misses: VecDeque<Miss> = std::mem::take(&mut *self.misses.borrow_mut()).into();
+        let misses = std::mem::take(&mut *self.misses.borrow_mut());
         let mut contexts = Vec::with_capacity(misses.len());
         let mut total = 0usize;
-        let started = std::time::Instant::now();
-        let spent = |total: usize| total >= budget || started.elapsed() >= FETCH_TIME;
-        while let Some(miss) = misses.pop_front() {
-            if total > 0 && spent(total) {
-                // Raft still waits for these: asked again next round.
-                misses.push_front(miss);
-                self.misses.borrow_mut().extend(misses);
-                break;
-            }
+        let spent = |total: usize| total >= budget || std::time::Instant::now() >= deadline;
+        for miss in misses {
             let mut bytes = 0usize;
             for index in miss.low..miss.high {
-                if bytes >= FETCH_BYTES || (bytes > 0 && spent(total)) {
+                if bytes >= FETCH_BYTES || (total > 0 && spent(total)) {
                     break;
                 }
                 let located = self.meta.table.borrow().locate(index);

@@ -79,6 +79,37 @@ pub async fn open_node_with(
     journal_file_bytes: Option<u64>,
     config: LogConfig,
 ) -> SimNode {
+    open_node_tuned(
+        root,
+        id,
+        voters,
+        groups,
+        journal_file_bytes,
+        config,
+        test_settings(),
+    )
+    .await
+}
+
+/// The raft settings of test nodes: elections within a few rounds.
+pub fn test_settings() -> GroupSettings {
+    GroupSettings {
+        election_tick: 10,
+        heartbeat_tick: 2,
+        ..GroupSettings::default()
+    }
+}
+
+/// [`open_node_with`] with the groups' raft settings.
+pub async fn open_node_tuned(
+    root: &Path,
+    id: u64,
+    voters: &[u64],
+    groups: u64,
+    journal_file_bytes: Option<u64>,
+    config: LogConfig,
+    settings: GroupSettings,
+) -> SimNode {
     let dir = node_dir(root, id);
     let journal = match journal_file_bytes {
         Some(file_bytes) => Some(
@@ -99,11 +130,6 @@ pub async fn open_node_with(
     let env = LogEnv {
         journal: journal.clone(),
         ..LogEnv::new(16 << 20)
-    };
-    let settings = GroupSettings {
-        election_tick: 10,
-        heartbeat_tick: 2,
-        ..GroupSettings::default()
     };
     let mut shard = RaftShard::new(id, settings);
     for g in 0..groups {

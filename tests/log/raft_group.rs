@@ -12,9 +12,11 @@ use std::rc::Rc;
 use caudal::log::raft_index::EntryKind;
 use caudal::log::Log;
 use caudal::protocol::record_batch::{build_batch, check_batch, Compression};
-use caudal::replica::raft_shard::{Acks, Completion, GroupId, ProposeError};
+use caudal::replica::raft_shard::{Acks, Completion, GroupId, GroupSettings, ProposeError};
 
-use super::raft_cluster::{node_dir, open_node, open_node_with, round, SimNode};
+use super::raft_cluster::{
+    node_dir, open_node, open_node_tuned, open_node_with, round, test_settings, SimNode,
+};
 use super::*;
 
 const G: GroupId = GroupId(0);
@@ -48,6 +50,10 @@ impl Cluster {
                 open_node_with(root, id, &voters, 1, journal, config.clone()).await,
             ));
         }
+        Cluster::of(nodes)
+    }
+
+    fn of(nodes: Vec<Option<SimNode>>) -> Cluster {
         Cluster {
             nodes,
             cut: Vec::new(),
@@ -400,6 +406,103 @@ fn restarted_replica_recovers_its_hard_state_and_log_and_catches_up_from_the_lea
         );
         let reference = batches(&log_of(c.node(1)), end).await;
         assert_eq!(batches(&log_of(c.node(3)), end).await, reference);
+    });
+}
+
+#[test]
+fn a_round_stops_reading_for_lagging_replicas_once_its_time_is_spent_and_they_still_catch_up() {
+    // The soak's stall: one round fed a new replica megabytes of small entries, a disk
+    // read each, and its loop neither ticked nor heard newer terms for 55 s. Here the
+    // round's time for those reads is zero, so past the first entry, every further read
+    // waits for a later round — across groups too, not once per group.
+    run(|dir| async move {
+        let journal = Some(1 << 20);
+        let groups = [GroupId(0), GroupId(1)];
+        let settings = GroupSettings {
+            catch_up_time_per_round: std::time::Duration::ZERO,
+            ..test_settings()
+        };
+        let open = |id: u64| {
+            let dir = dir.clone();
+            async move {
+                open_node_tuned(
+                    &dir,
+                    id,
+                    &[1, 2, 3],
+                    2,
+                    journal,
+                    caudal::log::LogConfig::default(),
+                    settings,
+                )
+                .await
+            }
+        };
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(Some(open(id).await));
+        }
+        let mut c = Cluster::of(nodes);
+        for g in groups {
+            c.node_mut(1).shard.node_mut(g).unwrap().campaign().unwrap();
+        }
+        c.drive_n(20).await;
+        if let Some(n) = c.nodes[2].take() {
+            n.crash().await;
+        }
+        // Past what the leader keeps in memory (8 MiB of recent entries a group, 16 MiB
+        // of tail cache for the node): node 3's catch-up reads the leader's disk.
+        let entries = 160u32;
+        let entry = value_batch(0, 80, 1000).len();
+        for i in 0..entries {
+            for g in groups {
+                c.node_mut(1)
+                    .shard
+                    .propose(g, value_batch(i, 80, 1000), Acks::All, u64::from(i))
+                    .unwrap();
+            }
+            c.drive().await;
+        }
+        c.drive_n(5).await;
+        let end = i64::from(entries) * 80;
+        for g in groups {
+            assert_eq!(c.node(1).shard.high_watermark(g), Some(end), "{g:?}");
+        }
+        c.nodes[2] = Some(open(3).await);
+        let caught_up = |c: &Cluster| {
+            groups
+                .iter()
+                .all(|&g| c.node(3).shard.node(g).unwrap().store().log().next_offset() == end)
+        };
+        for _ in 0..5000 {
+            c.drive().await;
+            if caught_up(&c) {
+                break;
+            }
+        }
+        let ends: Vec<i64> = groups
+            .iter()
+            .map(|&g| c.node(3).shard.node(g).unwrap().store().log().next_offset())
+            .collect();
+        assert!(
+            caught_up(&c),
+            "node 3 caught up on both groups: at {ends:?} of {end}, {} bytes read",
+            c.catch_up_total
+        );
+        assert!(
+            c.catch_up_total > 4 * entry,
+            "read {} bytes from disk for node 3",
+            c.catch_up_total
+        );
+        assert!(
+            c.catch_up_max <= entry,
+            "a round read {} bytes for lagging replicas with no time to spend (one entry: {entry})",
+            c.catch_up_max
+        );
+        for g in groups {
+            let log = |id: u64| c.node(id).shard.node(g).unwrap().store().log().clone();
+            let reference = batches(&log(1), end).await;
+            assert_eq!(batches(&log(3), end).await, reference, "{g:?}");
+        }
     });
 }
 
