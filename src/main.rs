@@ -73,6 +73,9 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// How long the broker must be quiet before freed memory goes back to the kernel.
+const MEMORY_RETURN_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     caudal::alloc_guard::retain_freed_memory();
     // A panicking shard would leave its clients' connections open and unanswered while
@@ -139,6 +142,10 @@ fn main() -> ExitCode {
     }
     raise_file_limit();
     let signals = block_signals();
+    // Freed buffers are kept for reuse while busy (above); once a load ends they go back.
+    if let Err(e) = caudal::alloc_guard::return_memory_when_quiet(MEMORY_RETURN_PERIOD) {
+        tracing::warn!(error = %e, "could not start the memory-return thread: freed memory stays with the broker");
+    }
     let broker = match runtime::start(config) {
         Ok(b) => b,
         Err(e) => {
