@@ -414,7 +414,8 @@ ladder client-librdkafka --batch-bytes 1000000 --linger-ms 5 --max-in-flight 100
 # 7. partitions: the Java client's shape over many partitions (each request carries a
 #    batch for as many of its connection's partitions as fit in 1 MiB), durable per the
 #    broker mode: throughput and latency, and what the partitions cost in disk
-#    (allocated, not apparent) and broker memory at the end.
+#    (allocated, not apparent) and broker memory at the end, and again after 12 s
+#    without load (the broker hands freed buffers back once 5 s pass quietly).
 many=$([ "$mode" = quick ] && echo 1000 || echo 4000)
 fresh_broker
 lgrun partitions produce --topic "bench-partitions-$run_id" --partitions "$many" \
@@ -423,15 +424,20 @@ lgrun partitions produce --topic "bench-partitions-$run_id" --partitions "$many"
 if [ -s "$out/partitions.json" ]; then
     alloc=null
     rss=null
+    rss_idle=null
     if [ "$broker_kind" != kafka ] && [ -z "$external" ] && [ -n "$data" ]; then
         alloc="$(du -s --block-size=1 "$data" | cut -f1)"
     fi
+    broker_rss() { awk '/^VmRSS/ { print $2 * 1024 }' "/proc/${broker_pid%% *}/status" 2>/dev/null || true; }
     if [ -n "$broker_pid" ] && [ -z "$external" ]; then
-        rss="$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/${broker_pid%% *}/status" 2>/dev/null || true)"
+        rss="$(broker_rss)"
         rss="${rss:-null}"
+        sleep 12
+        rss_idle="$(broker_rss)"
+        rss_idle="${rss_idle:-null}"
     fi
-    jq --argjson n "$many" --argjson a "$alloc" --argjson r "$rss" \
-        '.partitions_total = $n | .disk_allocated_bytes = $a | .broker_rss_bytes = $r' \
+    jq --argjson n "$many" --argjson a "$alloc" --argjson r "$rss" --argjson i "$rss_idle" \
+        '.partitions_total = $n | .disk_allocated_bytes = $a | .broker_rss_bytes = $r | .broker_rss_idle_bytes = $i' \
         "$out/partitions.json" >"$out/partitions.json.tmp" && mv "$out/partitions.json.tmp" "$out/partitions.json"
 fi
 stop_broker

@@ -99,6 +99,13 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     );
     counter(
         &mut out,
+        "caudal_disk_reserved_ahead_bytes",
+        "Disk reserved with fallocate ahead of the segments' data, holding none yet.",
+        "gauge",
+        &|s| load(&s.io.reserved_ahead),
+    );
+    counter(
+        &mut out,
         "caudal_not_leader_total",
         "Partition requests refused: another shard owns the partition.",
         "counter",

@@ -4,6 +4,7 @@
 mod bad_batches;
 mod clean_shutdown;
 mod crash_recovery;
+mod dma_writer;
 mod group_commit;
 mod idempotence;
 mod index_rebuild;
