@@ -79,16 +79,13 @@ pub async fn open_node_with(
     journal_file_bytes: Option<u64>,
     config: LogConfig,
 ) -> SimNode {
-    open_node_tuned(
-        root,
-        id,
-        voters,
+    let opts = NodeOptions {
         groups,
         journal_file_bytes,
         config,
-        test_settings(),
-    )
-    .await
+        settings: test_settings(),
+    };
+    open_node_as(root, id, voters, opts).await
 }
 
 /// The raft settings of test nodes: elections within a few rounds.
@@ -100,16 +97,27 @@ pub fn test_settings() -> GroupSettings {
     }
 }
 
-/// [`open_node_with`] with the groups' raft settings.
-pub async fn open_node_tuned(
-    root: &Path,
-    id: u64,
-    voters: &[u64],
-    groups: u64,
-    journal_file_bytes: Option<u64>,
-    config: LogConfig,
-    settings: GroupSettings,
-) -> SimNode {
+/// How a node opens: see [`open_node`] and [`open_node_with`].
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// Groups 0..groups, each over its own log.
+    pub groups: u64,
+    /// The shard journal's file size, when the node has one.
+    pub journal_file_bytes: Option<u64>,
+    /// The logs' configuration.
+    pub config: LogConfig,
+    /// The groups' raft settings.
+    pub settings: GroupSettings,
+}
+
+/// [`open_node_with`] with the groups' raft settings too.
+pub async fn open_node_as(root: &Path, id: u64, voters: &[u64], opts: NodeOptions) -> SimNode {
+    let NodeOptions {
+        groups,
+        journal_file_bytes,
+        config,
+        settings,
+    } = opts;
     let dir = node_dir(root, id);
     let journal = match journal_file_bytes {
         Some(file_bytes) => Some(

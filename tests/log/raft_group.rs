@@ -15,7 +15,7 @@ use caudal::protocol::record_batch::{build_batch, check_batch, Compression};
 use caudal::replica::raft_shard::{Acks, Completion, GroupId, GroupSettings, ProposeError};
 
 use super::raft_cluster::{
-    node_dir, open_node, open_node_tuned, open_node_with, round, test_settings, SimNode,
+    node_dir, open_node, open_node_as, open_node_with, round, test_settings, NodeOptions, SimNode,
 };
 use super::*;
 
@@ -418,24 +418,19 @@ fn a_round_stops_reading_for_lagging_replicas_once_its_time_is_spent_and_they_st
     run(|dir| async move {
         let journal = Some(1 << 20);
         let groups = [GroupId(0), GroupId(1)];
-        let settings = GroupSettings {
-            catch_up_time_per_round: std::time::Duration::ZERO,
-            ..test_settings()
+        let opts = NodeOptions {
+            groups: 2,
+            journal_file_bytes: journal,
+            config: caudal::log::LogConfig::default(),
+            settings: GroupSettings {
+                catch_up_time_per_round: std::time::Duration::ZERO,
+                ..test_settings()
+            },
         };
         let open = |id: u64| {
             let dir = dir.clone();
-            async move {
-                open_node_tuned(
-                    &dir,
-                    id,
-                    &[1, 2, 3],
-                    2,
-                    journal,
-                    caudal::log::LogConfig::default(),
-                    settings,
-                )
-                .await
-            }
+            let opts = opts.clone();
+            async move { open_node_as(&dir, id, &[1, 2, 3], opts).await }
         };
         let mut nodes = Vec::new();
         for id in 1..=3 {
