@@ -92,7 +92,7 @@ pub struct WriterOptions {
     /// Most space all of a shard's writers together hold reserved ahead of their data.
     /// Past it, a write reserves only its own range: with thousands of partitions a
     /// reserve per file left gigabytes allocated and empty (4,000 partitions held
-    /// 6.6 GB of disk for 4.7 GB of data; 10,000 would hold at least 2.5 GB empty).
+    /// 6.6 GB of disk for 4.7 GB of data; 10,000 would reserve at least 2.6 GB).
     pub shard_reserve_bytes: u64,
     /// The file was opened `O_DSYNC`: each write is durable when it completes, so a sync
     /// is the writes alone, with no fdatasync after them (one round trip, not two).
