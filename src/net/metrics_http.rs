@@ -57,6 +57,13 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     );
     counter(
         &mut out,
+        "caudal_connections_refused_total",
+        "Client connections closed unserved: the node is not registered with its cluster's controller yet.",
+        "counter",
+        &|s| load(&s.connections_refused),
+    );
+    counter(
+        &mut out,
         "caudal_connections",
         "Client connections open now.",
         "gauge",

@@ -261,11 +261,7 @@ pub async fn exchange_metadata(shard: Rc<Shard>) {
             next_resend = now + RESEND;
         }
         let own_peer = shard.own_peer_address();
-        let registered = {
-            let meta = shard.meta();
-            meta.brokers.get(&me) == Some(&shard.own_endpoint())
-                && meta.peers.get(&me) == Some(&own_peer)
-        };
+        let registered = shard.is_registered();
         if decides {
             if !registered {
                 if let Err((_, e)) = service

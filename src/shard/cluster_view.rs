@@ -51,6 +51,24 @@ impl Shard {
         }
     }
 
+    /// True when this node's metadata holds its own registration (its listeners and peer
+    /// address as it has them now): it has heard the controller since it joined.
+    pub fn is_registered(&self) -> bool {
+        let me = self.config.node_id;
+        let meta = self.meta();
+        meta.brokers.get(&me) == Some(&self.own_endpoint())
+            && meta.peers.get(&me) == Some(&self.own_peer_address())
+    }
+
+    /// True when clients may be served: always on a single node; in a cluster once this
+    /// node is registered. Before that its metadata is empty or stale (a node back on an
+    /// empty disk that the others keep out never gets further), and a client that took
+    /// it would see no topics and no other broker, so the node closes client connections
+    /// instead, as a Kafka broker keeps its listeners shut until it has caught up.
+    pub fn serves_clients(&self) -> bool {
+        !self.in_cluster() || self.is_registered()
+    }
+
     /// This node's Kafka listeners, as it registers them.
     pub fn own_endpoint(&self) -> BrokerEndpoint {
         BrokerEndpoint {

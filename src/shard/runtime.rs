@@ -638,6 +638,8 @@ async fn shard_main(args: ShardArgs) {
     });
 
     let stop = args.stop;
+    // Whether the last connection was closed unserved, so the log says it once a spell.
+    let mut refusing = false;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.stopped().await;
@@ -647,6 +649,28 @@ async fn shard_main(args: ShardArgs) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                if !shard.serves_clients() {
+                    if !refusing {
+                        info!(
+                            shard = id,
+                            "closing client connections until this node is registered with the cluster's controller"
+                        );
+                    }
+                    refusing = true;
+                    shard
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                if refusing {
+                    info!(
+                        shard = id,
+                        "registered with the controller: serving clients"
+                    );
+                    refusing = false;
+                }
                 let peer = stream
                     .peer_addr()
                     .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());

@@ -64,6 +64,9 @@ pub struct ShardStats {
     pub not_leader: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Client connections closed unserved because the node is not registered with its
+    /// cluster's controller yet.
+    pub connections_refused: AtomicU64,
     /// Partitions opened after a clean shutdown (no scan needed) at start.
     pub opened_clean: AtomicU64,
     /// Partitions whose active segment was scanned at start.
@@ -88,6 +91,7 @@ impl ShardStats {
             fetch_bytes: AtomicU64::new(0),
             not_leader: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             opened_clean: AtomicU64::new(0),
             opened_scanned: AtomicU64::new(0),
         }

@@ -338,10 +338,11 @@ def collect_java(proc: subprocess.Popen, acks: Acks) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def read_all(c: Cluster, topic: str, partitions: int, expected: set[str], timeout: float) -> dict:
+def read_all(c: Cluster, topic: str, partitions: int, expected: set[str], timeout: float,
+             bootstrap: Optional[str] = None) -> dict:
     """Every record of the topic from the start, until every expected value came back
     (or the bound): {partition: [(offset, value)]} in offset order."""
-    cons = Consumer({"bootstrap.servers": c.bootstrap, "group.id": unique_name("check"),
+    cons = Consumer({"bootstrap.servers": bootstrap or c.bootstrap, "group.id": unique_name("check"),
                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got: dict[int, list[tuple[int, str]]] = defaultdict(list)
@@ -688,7 +689,7 @@ def test_a_node_down_for_a_while_catches_up_and_is_in_sync_again(cluster):
 
 
 @pytest.mark.timeout(200)
-def test_a_node_back_on_an_empty_disk_is_kept_out_of_its_groups(cluster):
+def test_a_node_back_on_an_empty_disk_is_kept_out_of_its_groups_and_serves_no_client(cluster):
     c = cluster
     topic = unique_name("newdisk")
     create_topic(c, topic, 1)
@@ -713,7 +714,13 @@ def test_a_node_back_on_an_empty_disk_is_kept_out_of_its_groups(cluster):
     assert p.flush(60) == 0
     time.sleep(3)
     assert wiped.broker_id not in isr(c, topic, 0, others)
-    got = read_all(c, topic, 1, {f"a-{i}" for i in range(200)}, timeout=60)
+    # Its metadata is empty (no topics, no other broker): it closes client connections
+    # rather than tell a client that, so a client listing it first still reads.
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": wiped.bootstrap}).list_topics(timeout=3)
+    assert "closing client connections until this node is registered" in wiped.log_text()
+    wiped_first = ",".join([wiped.bootstrap] + [n.bootstrap for n in others])
+    got = read_all(c, topic, 1, {f"a-{i}" for i in range(200)}, timeout=60, bootstrap=wiped_first)
     assert sorted(v for _, v in got[0]) == sorted(f"a-{i}" for i in range(200))
 
 
