@@ -75,10 +75,13 @@ start_caudal() {
     for n in 1 2 3; do
         for _ in $(seq 300); do grep -q "caudal ready" "$run_dir/$n.log" && break; sleep 0.1; done
     done
-    # Every node registered with the controller node and has the metadata back.
-    for _ in $(seq 100); do
-        [ "$(kcat -b "127.0.0.1:${ports[2]}" -L -m 2 2>/dev/null | grep -c ' broker .* at ')" -ge 3 ] && break
-        sleep 0.2
+    # Every node registered with the controller node and has the metadata back (until
+    # then a node closes client connections).
+    for port in "${ports[@]}"; do
+        for _ in $(seq 100); do
+            [ "$(kcat -b "127.0.0.1:$port" -L -m 2 2>/dev/null | grep -c ' broker .* at ')" -ge 3 ] && break
+            sleep 0.2
+        done
     done
 }
 

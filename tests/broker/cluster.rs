@@ -29,7 +29,7 @@ impl Node {
     }
 
     fn client(&self) -> Client {
-        Client::connect(self.addr())
+        Client::connect_when_serving(self.addr(), Duration::from_secs(20))
     }
 }
 

@@ -66,6 +66,34 @@ impl Client {
         }
     }
 
+    /// A connection to a node of a cluster once it serves clients: until it has heard its
+    /// controller, a node closes client connections as it accepts them.
+    pub fn connect_when_serving(addr: SocketAddr, bound: Duration) -> Client {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Ok(stream) = TcpStream::connect(addr) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut c = Client {
+                    stream,
+                    correlation: 0,
+                };
+                c.send(
+                    ApiKey::ApiVersions,
+                    0,
+                    &kafka_protocol::messages::ApiVersionsRequest::default(),
+                );
+                if c.recv_frame().is_some() {
+                    return c;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker at {addr} did not serve clients within {bound:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn send<R: Encodable>(&mut self, key: ApiKey, version: i16, request: &R) -> i32 {
         self.correlation += 1;
         let header = RequestHeader::default()
