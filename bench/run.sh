@@ -334,6 +334,30 @@ fresh_broker
 lgrun latency e2e --topic "bench-latency-$run_id" --partitions "$parts" \
     --message-size 1024 --batch-bytes $((1 << 20)) --linger-ms 1 --acks all --producers 2 \
     --max-in-flight 16 --rate $((tput / 2)) --warmup "$warmup" --duration "$dur"
+# The disk's own share of that latency: fio writing what the broker wrote, at its rate
+# (one job per partition, 1 MiB writes, an fdatasync after each), broker stopped. Issue
+# 15's target is e2e p99 ≤ 2 × this round's p99 (write p99 + fdatasync p99, summed as
+# for the 16 KiB round). Its MB/s is the latency workload's, so each run measures its own.
+lat_mb="$(jq -r '.mb_per_sec // 0' "$out/latency.json" 2>/dev/null || echo 0)"
+if [ -z "${SKIP_LIMITS:-}" ] && [ -z "$external" ] && awk -v m="$lat_mb" 'BEGIN { exit !(m > 0) }'; then
+    stop_broker
+    fdir="$(mktemp -d -p "$repo/target/tmp" fio.XXXXXX)"
+    per_job="$(awk -v m="$lat_mb" -v p="$parts" 'BEGIN { printf "%d", m * 1e6 / p }')"
+    echo "bench: fio at the latency workload's rate: $parts files, $lat_mb MB/s, 1 MiB writes, fdatasync each" >&2
+    taskset -c "$broker_cpus" fio --name=atrate --directory="$fdir" --direct=1 --rw=write --bs=1M \
+        --size=1G --numjobs="$parts" --rate="$per_job" --ioengine=io_uring --iodepth=1 --fdatasync=1 \
+        --runtime="$dur" --time_based --output-format=json >"$out/fio-at-latency-rate.json" || true
+    rm -rf "$fdir"
+    if [ -s "$out/fio-at-latency-rate.json" ]; then
+        jq --arg cmd "fio --direct=1 --rw=write --bs=1M --numjobs=$parts --rate=$per_job --ioengine=io_uring --iodepth=1 --fdatasync=1 (round = write + fdatasync; p99 = the worst job's write p99 + fdatasync p99)" \
+            '{mb_per_sec: ([.jobs[].write.bw_bytes] | add / 1e6),
+              write_p99_us: ([.jobs[].write.clat_ns.percentile["99.000000"]] | max / 1000),
+              sync_p99_us: ([.jobs[].sync.lat_ns.percentile["99.000000"]] | max / 1000),
+              round_p99_us: ([.jobs[] | .write.clat_ns.percentile["99.000000"] + .sync.lat_ns.percentile["99.000000"]] | max / 1000),
+              command: $cmd}' \
+            "$out/fio-at-latency-rate.json" >"$out/disk-at-latency-rate.json"
+    fi
+fi
 
 # 3. small: 100 B messages, 16 KiB batches, 8 producers, flat out.
 fresh_broker

@@ -55,9 +55,13 @@ pub fn summarize(dir: &Path) -> Result<()> {
                     json!(num(&limits["disk_round_16k_p50_us"]).map(|d| p50 / d));
             }
         }
+        // The latency workload against the disk's own round at the same rate and pattern
+        // (bench/run.sh measures it right after the workload; issue 15).
         if let Some(p99) = num(&r["e2e_latency_us"]["p99"]).filter(|_| name == "latency") {
-            if let Some(d) = num(&limits["disk_round_16k_p99_us"]).filter(|d| *d > 0.0) {
-                r["e2e_p99_to_disk_round_16k_p99"] = json!(p99 / d);
+            let disk = read_json(&dir.join("disk-at-latency-rate.json")).unwrap_or(Value::Null);
+            if let Some(d) = num(&disk["round_p99_us"]).filter(|d| *d > 0.0 && !in_memory) {
+                r["disk_at_rate"] = disk.clone();
+                r["e2e_p99_to_disk_round_p99_at_rate"] = json!(p99 / d);
             }
         }
         // Only catch-up reads from disk; its target is a share of raw direct-I/O reads.
@@ -277,7 +281,55 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
         }
         out.push('\n');
     }
+    disk_ratios(s, out);
     ladder_tables(s, out);
+}
+
+/// Issue 15's ratios to the disk's own durable round, when the run measured them.
+fn disk_ratios(s: &Value, out: &mut String) {
+    let one = &s["workloads"]["one-partition"];
+    let lat = &s["workloads"]["latency"];
+    let mut lines = Vec::new();
+    if let (Some(x), Some(mb), Some(d)) = (
+        num(&one["ratio_to_disk_round_16k"]),
+        num(&one["mb_per_sec"]),
+        num(&s["limits"]["disk_round_16k_mb_per_sec"]),
+    ) {
+        lines.push(format!(
+            "- one-partition: {} MB/s = **{x:.1} ×** the 16 KiB round's {} MB/s (target ≥ 4.5 ×)",
+            fmt_num(mb),
+            fmt_num(d)
+        ));
+    }
+    if let (Some(x), Some(p50)) = (
+        num(&one["ack_p50_to_disk_round_16k_p50"]),
+        num(&one["latency_us"]["p50"]),
+    ) {
+        lines.push(format!(
+            "- one-partition: ack p50 {} = **{x:.2} ×** the 16 KiB round's p50 (target ≤ 1.5 ×)",
+            fmt_us(&json!(p50))
+        ));
+    }
+    if let Some(x) = num(&lat["e2e_p99_to_disk_round_p99_at_rate"]) {
+        let d = &lat["disk_at_rate"];
+        lines.push(format!(
+            "- latency: e2e p99 {} = **{x:.1} ×** the disk's own round p99 at that rate, {} \
+             (write p99 {} + fdatasync p99 {}; `{}` at {} MB/s) (target ≤ 2 ×)",
+            fmt_us(&lat["e2e_latency_us"]["p99"]),
+            fmt_us(&d["round_p99_us"]),
+            fmt_us(&d["write_p99_us"]),
+            fmt_us(&d["sync_p99_us"]),
+            d["command"].as_str().unwrap_or("fio"),
+            num(&d["mb_per_sec"]).map_or("?".into(), fmt_num)
+        ));
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(
+            out,
+            "Against the disk's own durable round, measured in this run:\n\n{}\n",
+            lines.join("\n")
+        );
+    }
 }
 
 /// The client-defaults ladders of one run: each step's rate and e2e latency, and the
