@@ -36,7 +36,7 @@ pub const WORKLOADS: [(&str, &str); 7] = [
     ),
     (
         "partitions",
-        "1 KiB messages, 16 KiB batches, acks=all, 2 producers, 1,000 (quick) or 4,000 partitions, flat out",
+        "1 KiB messages, 16 KiB batches, acks=all, 2 producers, 1,000 (quick) or 4,000 partitions, flat out, after three unmeasured batches into each partition",
     ),
 ];
 
