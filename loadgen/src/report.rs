@@ -281,12 +281,43 @@ fn run_tables(dir: &Path, s: &Value, out: &mut String) {
         }
         out.push('\n');
     }
+    partitions_cost(s, out);
     disk_ratios(s, out);
     ladder_tables(s, out);
 }
 
-/// Issue 15's ratios to the disk's own durable round, when the run measured them.
+/// What the partitions workload left behind: the broker's memory right after it and
+/// after 12 s idle, and the disk its data directory holds (bench/run.sh step 7).
+fn partitions_cost(s: &Value, out: &mut String) {
+    let w = &s["workloads"]["partitions"];
+    let Some(n) = num(&w["partitions_total"]) else {
+        return;
+    };
+    let mib = |v: &Value| num(v).map_or("–".to_string(), |b| format!("{:.0} MiB", b / 1048576.0));
+    let disk = num(&w["disk_allocated_bytes"])
+        .map_or("not measured for this broker".to_string(), |b| {
+            format!("{:.2} GB allocated", b / 1e9)
+        });
+    let _ = writeln!(
+        out,
+        "Partitions workload, {} partitions: broker memory {} at the end of the load, {} after 12 s \
+         idle; data directory {disk}.\n",
+        fmt_num(n),
+        mib(&w["broker_rss_bytes"]),
+        mib(&w["broker_rss_idle_bytes"]),
+    );
+}
+
+/// Issue 15's ratios to the disk's own durable round, when the run measured them and
+/// its broker syncs before acknowledging (without that they measure nothing the
+/// targets are about).
 fn disk_ratios(s: &Value, out: &mut String) {
+    let durable = s["meta"]["durability"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("durable"));
+    if !durable {
+        return;
+    }
     let one = &s["workloads"]["one-partition"];
     let lat = &s["workloads"]["latency"];
     let mut lines = Vec::new();
@@ -340,10 +371,11 @@ fn ladder_tables(s: &Value, out: &mut String) {
         let Some(steps) = l["steps"].as_array() else {
             continue;
         };
-        let best = num(&l["max_rate_at_slo"]).map_or("none".to_string(), fmt_num);
+        let best = num(&l["max_rate_at_slo"])
+            .map_or("none".to_string(), |r| format!("{} msgs/s", fmt_num(r)));
         let _ = writeln!(
             out,
-            "**{name}** ({what}), open loop: max rate at SLO (e2e p99 ≤ {} ms) **{best} msgs/s**.\n",
+            "**{name}** ({what}), open loop: max rate at SLO (e2e p99 ≤ {} ms) **{best}**.\n",
             SLO_P99_US / 1000.0
         );
         let _ = writeln!(
