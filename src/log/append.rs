@@ -189,6 +189,10 @@ impl Log {
         if let Some(w) = writer {
             w.sync().await?;
         }
+        // What the sync wrote may now leave the cache. Under the interval policy the
+        // batches still in a partial chunk cannot, so a shard ends a load over its
+        // budget; without this it stayed there until the partition's next append.
+        self.state.borrow_mut().evict_cache();
         Ok(())
     }
 

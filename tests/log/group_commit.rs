@@ -82,6 +82,39 @@ fn interval_policy_acknowledges_before_sync_and_syncs_periodically() {
 }
 
 #[test]
+fn the_tail_cache_is_back_within_its_budget_after_an_interval_flush() {
+    run(|dir| async move {
+        let env = LogEnv::new(16 << 10);
+        let cache = env.cache.clone();
+        let config = LogConfig {
+            flush: caudal::log::FlushPolicy::Interval(std::time::Duration::from_millis(20)),
+            ..LogConfig::default()
+        };
+        let log = Partition::open(&dir, config, env, Default::default())
+            .await
+            .unwrap();
+        // 200 KiB appended: all of it in the writer's unwritten chunk, so none of it
+        // may leave the cache yet.
+        for i in 0..200 {
+            log.append(batch(1, 1000, (i % 250) as u8, 1, Compression::None))
+                .await
+                .unwrap();
+        }
+        assert!(cache.used() > cache.limit(), "{} cached", cache.used());
+        // No more appends: the periodic flush alone brings the cache back within budget.
+        glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            cache.used() <= cache.limit(),
+            "{} bytes cached after the flushes, budget {}",
+            cache.used(),
+            cache.limit()
+        );
+        // What left the cache reads back from disk.
+        assert_eq!(read_all(&log, 0).await.len(), 200);
+    });
+}
+
+#[test]
 fn small_durable_appends_survive_the_zeros_written_ahead_of_them() {
     run(|dir| async move {
         let config = LogConfig {
