@@ -906,8 +906,11 @@ def test_a_fourth_node_joins_takes_partitions_moved_by_kafkas_reassignment_tool_
         producer.start()
         four = c.node(4)
         four.start()
-        wait_for(lambda: len(AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=5).brokers) == 4, 30,
-                 f"node 4 registered\n{c.logs()}")
+        # Every node, not just the one a client happens to ask: the reassignment tool
+        # checks the ids against DescribeCluster from whichever node it picks, and a node
+        # lists node 4 only once it has heard from it (a flake in CI: "Unknown broker id").
+        wait_for(lambda: all(len(AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=5).brokers) == 4
+                             for n in c.nodes), 30, f"node 4 registered and heard by every node\n{c.logs()}")
         # Node 4 joins both partitions; node 1 leaves both (it is decommissioned).
         target = {0: [2048, 3072, 4096], 1: [4096, 3072, 2048]}
         plan = c.root / "reassignment.json"
