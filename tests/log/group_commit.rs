@@ -54,18 +54,23 @@ fn concurrent_appenders_share_fdatasyncs() {
     });
 }
 
+/// A partition under the interval flush policy, syncing every 20 ms, in `env`.
+async fn open_flushing_every_20ms(dir: &std::path::Path, env: LogEnv) -> std::rc::Rc<Partition> {
+    let config = LogConfig {
+        flush: caudal::log::FlushPolicy::Interval(std::time::Duration::from_millis(20)),
+        ..LogConfig::default()
+    };
+    Partition::open(dir, config, env, Default::default())
+        .await
+        .unwrap()
+}
+
 #[test]
 fn interval_policy_acknowledges_before_sync_and_syncs_periodically() {
     run(|dir| async move {
         let env = LogEnv::new(64 << 20);
         let stats = env.stats.clone();
-        let config = LogConfig {
-            flush: caudal::log::FlushPolicy::Interval(std::time::Duration::from_millis(20)),
-            ..LogConfig::default()
-        };
-        let log = Partition::open(&dir, config, env, Default::default())
-            .await
-            .unwrap();
+        let log = open_flushing_every_20ms(&dir, env).await;
         for i in 0..100 {
             log.append(batch(1, 100, i, 1, Compression::None))
                 .await
@@ -86,13 +91,7 @@ fn the_tail_cache_is_back_within_its_budget_after_an_interval_flush() {
     run(|dir| async move {
         let env = LogEnv::new(16 << 10);
         let cache = env.cache.clone();
-        let config = LogConfig {
-            flush: caudal::log::FlushPolicy::Interval(std::time::Duration::from_millis(20)),
-            ..LogConfig::default()
-        };
-        let log = Partition::open(&dir, config, env, Default::default())
-            .await
-            .unwrap();
+        let log = open_flushing_every_20ms(&dir, env).await;
         // 200 KiB appended: all of it in the writer's unwritten chunk, so none of it
         // may leave the cache yet.
         for i in 0..200 {
